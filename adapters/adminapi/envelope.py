@@ -1,0 +1,167 @@
+"""The admin API's wire conventions: the envelope, pages, and the one exception handler.
+
+Every admin response is ``{"status": "success"|"fail"|"error", "message": str, "data": ...}``:
+``fail`` for client errors (4xx), ``error`` for server errors (5xx), with the
+matching HTTP status. Handlers return ``ok(data)``; errors are raised and shaped
+here, including Litestar's own (validation, unknown route, 405, 413), so clients
+never see two error formats. 5xx bodies never carry exception text or traces:
+the log has them, keyed by the ``x-request-id`` the response also carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    RequestEntityTooLarge,
+    ValidationException,
+)
+from litestar.params import Parameter
+
+from adapters.adminapi.errors import AdminError, FieldError, ValidationFailed
+from adapters.store.errors import (
+    ConstraintViolation,
+    DuplicateKey,
+    InvalidValue,
+    SchemaError,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "Envelope",
+    "Page",
+    "PageParams",
+    "envelope_exception_handler",
+    "ok",
+    "paging",
+    "request_id",
+]
+
+log = logging.getLogger("llmops.adminapi")
+
+T = TypeVar("T")
+REQUEST_ID_HEADER = "x-request-id"
+MAX_PAGE_SIZE = 200
+MAX_PAGE = 1_000_000  # keeps offsets far from integer overflow, whatever a client sends
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+
+
+class Envelope(msgspec.Struct, Generic[T]):
+    status: Literal["success", "fail", "error"]
+    message: str
+    data: T
+
+
+class Page(msgspec.Struct, Generic[T], rename="camel"):
+    items: list[T]
+    page: int
+    page_size: int
+    total: int
+
+
+class PageParams(msgspec.Struct, frozen=True):
+    page: int
+    page_size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+    def wrap(self, items: list[T], total: int) -> Page[T]:
+        return Page(items=items, page=self.page, page_size=self.page_size, total=total)
+
+
+def paging(
+    page: int = Parameter(query="page", ge=1, le=MAX_PAGE, default=1, description="1-based page number"),
+    page_size: int = Parameter(
+        query="pageSize", ge=1, le=MAX_PAGE_SIZE, default=50, description=f"items per page, max {MAX_PAGE_SIZE}"
+    ),
+) -> PageParams:
+    """Dependency for list endpoints: ``page`` and ``pageSize`` query parameters, bounded."""
+    return PageParams(page=page, page_size=page_size)
+
+
+def ok(data: T, message: str = "OK") -> Envelope[T]:
+    return Envelope(status="success", message=message, data=data)
+
+
+def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The request's id: the client's ``x-request-id`` when sane, else a new one; stable per request."""
+    existing = connection.scope.get("state", {}).get("request_id")
+    if existing:
+        return str(existing)
+    given = connection.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+    connection.scope.setdefault("state", {})["request_id"] = rid
+    return rid
+
+
+def envelope_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Shape any exception raised on an admin path into the envelope with the right status."""
+    status, message, data = _describe(request, exc)
+    rid = request_id(request)
+    if status >= 500:
+        log.error("admin request %s %s failed (request id %s)", request.method, request.url.path, rid,
+                  exc_info=exc if status == 500 else None)
+    body = Envelope(status="fail" if status < 500 else "error", message=message, data=data)
+    return Response(body, status_code=status, headers={REQUEST_ID_HEADER: rid})
+
+
+def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str, Any]:
+    if isinstance(exc, AdminError):
+        return exc.status, exc.message, exc.data
+    if isinstance(exc, ValidationException):
+        failed = ValidationFailed(_field_errors(exc.extra))
+        return 400, failed.message, failed.data
+    if isinstance(exc, NotFoundException):
+        return 404, f"No route for {request.method} {request.url.path}", None
+    if isinstance(exc, MethodNotAllowedException):
+        return 405, f"Method {request.method} is not allowed on {request.url.path}", None
+    if isinstance(exc, RequestEntityTooLarge):
+        return 413, "Request body is too large", None
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        detail = exc.detail
+        if "JSON is malformed" in detail or "msgpack" in detail.lower():
+            detail = f"Request body is not valid JSON: {detail.split(':', 1)[-1].strip()}"
+        return exc.status_code, detail, None
+    if isinstance(exc, StoreUnavailable):
+        return 503, "The control-plane database is unavailable; retry later", None
+    if isinstance(exc, SchemaError):
+        return 503, "The control-plane database schema is not ready", None
+    if isinstance(exc, DuplicateKey):
+        return 409, "A resource with the same unique value already exists", None
+    if isinstance(exc, ConstraintViolation):
+        return 409, "The change conflicts with related resources", None
+    if isinstance(exc, InvalidValue):
+        return 400, "A value in the request cannot be stored (e.g. NUL characters)", None
+    if isinstance(exc, HTTPException) and exc.status_code == 503:
+        return 503, "Service unavailable; retry later", None
+    return 500, "Internal server error", None
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    """Litestar reports msgspec/param failures as ``[{"key", "message", "source"}]``; name the field."""
+    errors: list[FieldError] = []
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key, message = str(item.get("key") or ""), str(item.get("message") or "invalid value")
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:  # msgspec reports these on the enclosing object; point at the field itself
+            parent = "" if key in ("", "data") else key
+            key = f"{parent}.{unknown.group(1)}" if parent else unknown.group(1)
+        elif key == "data":
+            key = ""
+        errors.append(FieldError(field=key, message=message))
+    return errors or [FieldError(field="", message="invalid request")]

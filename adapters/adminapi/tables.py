@@ -1,0 +1,62 @@
+"""The admin core's own tables (API keys, audit log) and their migrations (module name ``admin``).
+
+``*_v1`` definitions are frozen as migration 1 created them; queries use the live
+``api_keys`` / ``audit_log`` tables. Change a live table only together with a new migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table
+
+from adapters.store import AutoId, Json, Migration, UtcDateTime, create_tables
+
+__all__ = ["ADMIN_MIGRATIONS", "api_keys", "audit_log"]
+
+
+def _api_keys(meta: MetaData) -> Table:
+    return Table(
+        "api_keys", meta,
+        Column("id", String(40), primary_key=True),
+        Column("name", String(100), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("secret_sha256", String(64), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("created_by", String(100), nullable=False),
+        Column("revoked_at", UtcDateTime),
+        Column("revoked_by", String(100)),
+    )
+
+
+def _audit_log(meta: MetaData) -> Table:
+    table = Table(
+        "audit_log", meta,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("at", UtcDateTime, nullable=False),
+        Column("actor_key_id", String(40)),
+        Column("actor_name", String(100), nullable=False),
+        Column("actor_role", String(16)),
+        Column("action", String(100), nullable=False),
+        Column("resource_type", String(50), nullable=False),
+        Column("resource_id", String(200)),
+        Column("outcome", String(10), nullable=False),  # success | denied
+        Column("status_code", Integer),
+        Column("request_id", String(64)),
+        Column("before", Json),
+        Column("after", Json),
+        Column("detail", String(500)),
+    )
+    Index("ix_audit_log_at", table.c.at)
+    Index("ix_audit_log_actor", table.c.actor_key_id, table.c.at)
+    Index("ix_audit_log_action", table.c.action, table.c.at)
+    Index("ix_audit_log_resource", table.c.resource_type, table.c.resource_id, table.c.at)
+    return table
+
+
+_v1 = MetaData()
+ADMIN_MIGRATIONS = (
+    Migration(1, "api keys and audit log", create_tables(_api_keys(_v1), _audit_log(_v1))),
+)
+
+_live = MetaData()
+api_keys = _api_keys(_live)
+audit_log = _audit_log(_live)

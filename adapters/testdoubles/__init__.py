@@ -1,0 +1,15 @@
+"""Test doubles for upstreams the tests cannot run for real (GPU vLLM, OpenAI, Ollama)."""
+
+from adapters.testdoubles.mock_state import Fault, MockConfig, MockState, RecordedRequest, parse_fault
+from adapters.testdoubles.mock_upstream import MockServer, build_app, start_mock_upstream
+
+__all__ = [
+    "Fault",
+    "MockConfig",
+    "MockServer",
+    "MockState",
+    "RecordedRequest",
+    "build_app",
+    "parse_fault",
+    "start_mock_upstream",
+]

@@ -1,0 +1,250 @@
+"""Wire bodies of the mock upstream: OpenAI chat completions (JSON + SSE) and Ollama /api/chat (NDJSON).
+
+Both dialects expose the same small surface (`body`, `head`, `step`, `tail`,
+`error_frames`, `malformed`) so the handler runs one fault/pacing loop for
+both. The answer is deterministic: a fixed word cycle, one "token" per word,
+so tests can predict content and usage exactly.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import cycle, islice
+from typing import Any
+
+import msgspec
+
+from adapters.testdoubles.mock_state import MockConfig
+
+__all__ = [
+    "WORDS",
+    "BadRequest",
+    "OllamaReply",
+    "OpenAIReply",
+    "answer_words",
+    "count_prompt_tokens",
+    "ollama_error",
+    "openai_error",
+]
+
+WORDS = ("mock", "token", "reply", "from", "the", "test", "double", "upstream")
+MID_STREAM_ERROR = "mock mid-stream failure"
+_encode = msgspec.json.Encoder().encode
+
+
+class BadRequest(ValueError):
+    """The request body is not a valid chat request; answered with 400."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@lru_cache(maxsize=64)
+def answer_words(n: int) -> tuple[str, ...]:
+    return tuple(islice(cycle(WORDS), n))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: only text parts count
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def count_prompt_tokens(messages: list[Any]) -> int:
+    """Whitespace words of every message plus one per message (a stand-in for role tokens)."""
+    return sum(len(_text_of(m.get("content")).split()) + 1 for m in messages if isinstance(m, dict))
+
+
+def openai_error(message: str, kind: str, code: str | None = None, param: str | None = None) -> bytes:
+    return _encode({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def ollama_error(message: str) -> bytes:
+    return _encode({"error": message})  # Ollama's own error shape is a bare string
+
+
+def _cap(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"{param} must be an integer", param)
+    return value
+
+
+def _messages(body: dict[str, Any]) -> list[Any]:
+    if not isinstance(body.get("model"), str):
+        raise BadRequest("you must provide a model parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("messages must be a list", "messages")
+    return messages
+
+
+class _Reply:
+    """Word plan shared by both dialects: which words, in which content steps, why it stopped."""
+
+    def __init__(self, cfg: MockConfig, model: str, messages: list[Any], limit: int | None) -> None:
+        n = cfg.completion_tokens
+        self.finish = "stop"
+        if limit is not None and 0 <= limit < n:
+            n, self.finish = limit, "length"
+        self.words = answer_words(n)
+        self.model = cfg.model_name or model
+        self.prompt_tokens = count_prompt_tokens(messages)
+        self.chunk_tokens = max(1, cfg.chunk_tokens)
+        self.steps = -(-len(self.words) // self.chunk_tokens)
+
+    @property
+    def content(self) -> str:
+        return " ".join(self.words)
+
+    def step_text(self, i: int) -> str:
+        """Words of content step i, with the separating space so concatenated deltas equal `content`."""
+        k = self.chunk_tokens
+        text = " ".join(self.words[i * k : (i + 1) * k])
+        return " " + text if i else text
+
+
+class OpenAIReply(_Reply):
+    content_type = "application/json"
+    stream_content_type = "text/event-stream"
+
+    def __init__(self, cfg: MockConfig, body: dict[str, Any]) -> None:
+        messages = _messages(body)
+        limit = _cap(body.get("max_completion_tokens"), "max_completion_tokens")
+        if limit is None:
+            limit = _cap(body.get("max_tokens"), "max_tokens")
+        super().__init__(cfg, body["model"], messages, limit)
+        n = _cap(body.get("n"), "n")
+        self.n = 1 if n is None else n
+        if self.n < 1:
+            raise BadRequest("n must be at least 1", "n")
+        self.stream = body.get("stream") is True
+        opts = body.get("stream_options")
+        include = isinstance(opts, dict) and opts.get("include_usage") is True
+        self.usage_chunk = include and cfg.usage
+        self.report_usage = cfg.usage
+        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "system_fingerprint": "mock"}
+        # Every chunk shares this prefix; OpenAI adds `"usage": null` to them when usage was requested.
+        self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":['
+        self._suffix = b'],"usage":null}\n\n' if include else b"]}\n\n"
+
+    def usage(self) -> dict[str, int]:
+        completion = len(self.words) * self.n
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
+
+    def body(self) -> bytes:
+        message = {"role": "assistant", "content": self.content}
+        out: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": self.finish}
+                        for i in range(self.n)],
+            "system_fingerprint": "mock",
+        }
+        if self.report_usage:
+            out["usage"] = self.usage()
+        return _encode(out)
+
+    def _frames(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return b"".join(
+            self._prefix
+            + _encode({"index": i, "delta": delta, "logprobs": None, "finish_reason": finish})
+            + self._suffix
+            for i in range(self.n)
+        )
+
+    def head(self) -> bytes:
+        return self._frames({"role": "assistant", "content": ""})  # role first, as OpenAI's stream does
+
+    def step(self, i: int) -> bytes:
+        return self._frames({"content": self.step_text(i)})
+
+    def tail(self) -> bytes:
+        out = self._frames({}, self.finish)
+        if self.usage_chunk:
+            usage = _encode({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                             "model": self.model, "system_fingerprint": "mock", "choices": [],
+                             "usage": self.usage()})
+            out += b"data: " + usage + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error_frames() -> bytes:
+        """A failure after the headers went out can only be an error frame, then [DONE]."""
+        return b"data: " + openai_error(MID_STREAM_ERROR, "server_error") + b"\n\ndata: [DONE]\n\n"
+
+    def malformed(self) -> bytes:
+        if self.stream:
+            return b'data: {"id": "chatcmpl-x", "choices": [\n\ndata: [DONE]\n\n'
+        return b'{"id": "chatcmpl-x", "choices": ['
+
+    @staticmethod
+    def error_body(status: int, message: str, param: str | None = None) -> bytes:
+        if status == 429:
+            return openai_error(message, "requests", "rate_limit_exceeded")
+        if status == 401:
+            return openai_error(message, "invalid_request_error", "invalid_api_key")
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return openai_error(message, kind, None, param)
+
+
+class OllamaReply(_Reply):
+    content_type = "application/json"
+    stream_content_type = "application/x-ndjson"
+
+    def __init__(self, cfg: MockConfig, body: dict[str, Any]) -> None:
+        messages = _messages(body)
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadRequest("options must be an object", "options")
+        limit = _cap(options.get("num_predict"), "num_predict")
+        super().__init__(cfg, body["model"], messages, None if limit is not None and limit < 0 else limit)
+        self.stream = body.get("stream", True) is not False  # Ollama streams unless told not to
+        self.tokens_per_s = cfg.tokens_per_s
+        self._created_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+    def _line(self, content: str, done: bool) -> dict[str, Any]:
+        return {"model": self.model, "created_at": self._created_at,
+                "message": {"role": "assistant", "content": content}, "done": done}
+
+    def _final(self, content: str) -> dict[str, Any]:
+        eval_ns = int(len(self.words) * (1e9 / self.tokens_per_s if self.tokens_per_s > 0 else 1e6))
+        prompt_ns = self.prompt_tokens * 100_000
+        out = self._line(content, True)
+        out.update(done_reason=self.finish, total_duration=eval_ns + prompt_ns + 1_000_000,
+                   load_duration=1_000_000, prompt_eval_count=self.prompt_tokens,
+                   prompt_eval_duration=prompt_ns, eval_count=len(self.words), eval_duration=eval_ns)
+        return out
+
+    def body(self) -> bytes:
+        return _encode(self._final(self.content))
+
+    def head(self) -> bytes:
+        return b""
+
+    def step(self, i: int) -> bytes:
+        return _encode(self._line(self.step_text(i), False)) + b"\n"
+
+    def tail(self) -> bytes:
+        return _encode(self._final("")) + b"\n"
+
+    @staticmethod
+    def error_frames() -> bytes:
+        return ollama_error(MID_STREAM_ERROR) + b"\n"
+
+    def malformed(self) -> bytes:
+        return b'{"model": "x", "message": {\n' if self.stream else b'{"model": "x", "message": {'
+
+    @staticmethod
+    def error_body(status: int, message: str, param: str | None = None) -> bytes:
+        return ollama_error(message)

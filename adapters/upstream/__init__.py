@@ -1,0 +1,21 @@
+"""Provider adapters behind the `Upstream` protocol."""
+
+from adapters.upstream.balancer import pick_backend
+from adapters.upstream.base import Backend, Completion, Timeouts, Upstream, UpstreamCall, Usage
+from adapters.upstream.breaker import BreakerState, CircuitBreaker
+from adapters.upstream.ollama import OllamaUpstream
+from adapters.upstream.openai_compat import OpenAIUpstream
+
+__all__ = [
+    "Backend",
+    "BreakerState",
+    "CircuitBreaker",
+    "Completion",
+    "OllamaUpstream",
+    "OpenAIUpstream",
+    "Timeouts",
+    "Upstream",
+    "UpstreamCall",
+    "Usage",
+    "pick_backend",
+]

@@ -1,0 +1,84 @@
+"""The upstream seam: what every provider adapter implements.
+
+Contract:
+- `complete` returns a `Completion` or raises a `GatewayError` (never an HTTP
+  client exception); `retryable` on the error tells the relay whether another
+  attempt may help.
+- `stream` is an async generator of OpenAI `chat.completion.chunk` JSON payloads
+  (no SSE framing, no `[DONE]`). Failures before the first payload are raised
+  from the first `__anext__`, so the relay can still retry; later failures are
+  raised mid-iteration. Whoever iterates must `aclose()` it: closing (or
+  cancelling the consuming task) closes the upstream connection, which is how a
+  vanished client cancels generation upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from adapters.upstream.breaker import CircuitBreaker
+
+__all__ = ["Backend", "Completion", "Timeouts", "Upstream", "UpstreamCall", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 5.0
+    first_byte_s: float = 120.0
+    total_s: float = 600.0
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One attempt's input: the OpenAI-shaped body with the upstream's model name."""
+
+    body: dict[str, Any]
+    request_id: str
+    timeouts: Timeouts
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Completion:
+    """A non-streamed answer: the raw JSON to relay plus what accounting needs."""
+
+    raw: bytes
+    usage: Usage | None
+    content: str = ""
+    status: int = 200
+
+
+@dataclass(slots=True, eq=False)
+class Backend:
+    """One replica of a provider (one base URL) with its own breaker and load."""
+
+    url: str
+    breaker: CircuitBreaker
+    inflight: int = 0
+    waiting: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Upstream(Protocol):
+    name: str
+    kind: str
+    backends: list[Backend]
+
+    async def complete(self, backend: Backend, call: UpstreamCall) -> Completion: ...
+
+    def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]: ...
+
+    async def start(self) -> None:
+        """Open pools and background tasks; called inside the running loop."""
+
+    async def aclose(self) -> None: ...

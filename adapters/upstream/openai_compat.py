@@ -1,0 +1,175 @@
+"""OpenAI-compatible upstream (vLLM, OpenAI, Ollama's /v1, LM Studio, …) over aiohttp.
+
+One pooled keep-alive `ClientSession` per provider, shared by its replicas.
+Bodies are relayed as raw bytes; we decode only what accounting needs.
+aiohttp exceptions are translated into `adapters.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from adapters.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from adapters.upstream.base import Backend, Completion, Timeouts, UpstreamCall, Usage
+from adapters.upstream.breaker import CircuitBreaker
+
+__all__ = ["OpenAIUpstream", "parse_completion", "sse_payloads"]
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+
+
+class _CompletionHead(msgspec.Struct):
+    choices: list[_Choice] = []
+    usage: Usage | None = None
+
+
+_completion_decoder = msgspec.json.Decoder(_CompletionHead)
+_encode = msgspec.json.Encoder().encode
+
+
+def parse_completion(raw: bytes, provider: str) -> Completion:
+    """Check an upstream body is a completion and lift out usage and text."""
+    try:
+        head = _completion_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UpstreamError(f"upstream {provider} returned a malformed completion body") from None
+    content = "".join(c.message.content or "" for c in head.choices if c.message is not None)
+    return Completion(raw=raw, usage=head.usage, content=content)
+
+
+async def sse_payloads(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Yield each `data:` payload of an event stream until `[DONE]` or EOF."""
+    async for line in content:
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments, event/id fields
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        if data:
+            yield data
+
+
+class OpenAIUpstream:
+    """Speaks `POST {base_url}/chat/completions`, streaming or not."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        urls: list[str],
+        *,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        max_connections: int = 1000,
+        stream_usage: bool = True,
+        breaker_threshold: int = 5,
+        breaker_cooldown_s: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.name = name
+        self.backends = [
+            Backend(url=u.rstrip("/"), breaker=CircuitBreaker(breaker_threshold, breaker_cooldown_s)) for u in urls
+        ]
+        self._headers = {"content-type": "application/json", **(headers or {})}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._max_connections = max_connections
+        self._stream_usage = stream_usage
+        self._session = session
+        self._owns_session = session is None
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, read_bufsize=1 << 20, auto_decompress=True, skip_auto_headers=("User-Agent",)
+            )
+
+    async def aclose(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+
+    def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
+        ct = self._timeouts.get(t)
+        if ct is None:
+            ct = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+            self._timeouts[t] = ct
+        return ct
+
+    def _request_headers(self, call: UpstreamCall) -> dict[str, str]:
+        h = dict(self._headers)
+        h["x-request-id"] = call.request_id
+        return h
+
+    def _session_or_fail(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise UpstreamError(f"provider {self.name} is not started")
+        return self._session
+
+    async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
+        session = self._session_or_fail()
+        try:
+            async with session.post(
+                backend.url + "/chat/completions",
+                data=_encode(call.body),
+                headers=self._request_headers(call),
+                timeout=self._timeout(call.timeouts),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
+        if status >= 400:
+            raise UpstreamStatus(status, raw, self.name)
+        return parse_completion(raw, self.name)
+
+    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]:
+        session = self._session_or_fail()
+        body: dict[str, Any] = call.body
+        if self._stream_usage:
+            opts = body.get("stream_options")
+            body = {**body, "stream_options": {**(opts if isinstance(opts, dict) else {}), "include_usage": True}}
+        try:
+            async with session.post(
+                backend.url + "/chat/completions",
+                data=_encode(body),
+                headers=self._request_headers(call),
+                timeout=self._timeout(call.timeouts),
+            ) as resp:
+                if resp.status >= 400:
+                    raise UpstreamStatus(resp.status, await resp.read(), self.name)
+                async for payload in sse_payloads(resp.content):
+                    yield payload
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a client error (no URLs with keys)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or exc.os_error.__class__.__name__})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "response payload incomplete"
+    return exc.__class__.__name__
+
+

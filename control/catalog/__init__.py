@@ -1,0 +1,1 @@
+"""Catalog control-plane module: models and datasets."""

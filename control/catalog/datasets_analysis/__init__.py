@@ -1,0 +1,78 @@
+"""Dataset analysis for the catalog: format checks, validation, PII scan, quality score, profile, compare.
+
+Pure and synchronous; every reader streams record batches so no file is ever
+loaded whole. The catalog calls ``analyze`` through ``asyncio.to_thread``.
+"""
+
+from control.catalog.datasets_analysis.analysis import DatasetAnalysis, analyze
+from control.catalog.datasets_analysis.compare import ProfileDiff, compare_profiles
+from control.catalog.datasets_analysis.errors import (
+    CorruptParquet,
+    DatasetError,
+    EmptyFile,
+    FormatMismatch,
+    InvalidEncoding,
+    InvalidHeader,
+    InvalidJsonLine,
+    InvalidSchemaSpec,
+    LineTooLong,
+    MalformedData,
+    NonObjectLine,
+    RaggedRow,
+    UnsupportedFormat,
+)
+from control.catalog.datasets_analysis.formats import DatasetFormat, ReadOptions, detect_format, iter_batches
+from control.catalog.datasets_analysis.logical import LOGICAL_TYPES, ColumnInfo
+from control.catalog.datasets_analysis.pii import Finding, PiiDetector, PiiReport, PiiScanner, scan
+from control.catalog.datasets_analysis.pii_rules import BUILTIN_RULES, PiiRule, default_rules
+from control.catalog.datasets_analysis.profile import ColumnProfile, DatasetProfile, Profiler
+from control.catalog.datasets_analysis.quality import QualityReport, score_quality
+from control.catalog.datasets_analysis.validation import (
+    SchemaValidator,
+    ValidationIssue,
+    ValidationReport,
+    report_for_error,
+)
+
+__all__ = [
+    "BUILTIN_RULES",
+    "LOGICAL_TYPES",
+    "ColumnInfo",
+    "ColumnProfile",
+    "CorruptParquet",
+    "DatasetAnalysis",
+    "DatasetError",
+    "DatasetFormat",
+    "DatasetProfile",
+    "EmptyFile",
+    "Finding",
+    "FormatMismatch",
+    "InvalidEncoding",
+    "InvalidHeader",
+    "InvalidJsonLine",
+    "InvalidSchemaSpec",
+    "LineTooLong",
+    "MalformedData",
+    "NonObjectLine",
+    "PiiDetector",
+    "PiiReport",
+    "PiiRule",
+    "PiiScanner",
+    "ProfileDiff",
+    "Profiler",
+    "QualityReport",
+    "RaggedRow",
+    "ReadOptions",
+    "SchemaValidator",
+    "UnsupportedFormat",
+    "ValidationIssue",
+    "ValidationReport",
+    "analyze",
+    "compare_profiles",
+    "default_rules",
+    "detect_format",
+    "iter_batches",
+    "report_for_error",
+    "scan",
+    "score_quality",
+]

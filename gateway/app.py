@@ -1,0 +1,149 @@
+"""App factory: wires config, state, pipeline and routes into one Litestar app.
+
+Data-plane endpoints answer OpenAI's error schema; admin endpoints under
+/llm-ops/v1 answer the `{status, message, data}` envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.handlers import asgi
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+
+from adapters.errors import error_body
+from gateway.asgi import Receive, Scope, Send
+from gateway.chat.service import ChatService
+from gateway.config import ConfigError, GatewayCfg
+from gateway.metering import LogConsumer, MetricsConsumer
+from gateway.pipeline import Pipeline
+from gateway.state import Gateway
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("llmops.app")
+disable_created_metrics()  # the *_created series double the scrape size for no dashboard value
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                429: "rate_limit_error"}
+
+
+def _envelope(status: str, message: str, data: Any = None, code: int = 200) -> Response[Any]:
+    return Response({"status": status, "message": message, "data": data}, status_code=code)
+
+
+def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Last-resort handler for anything Litestar itself raises (unknown path, 405, …)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status >= 500:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        message = "Internal server error"
+    else:
+        message = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        if status == 404:
+            message = f"Unknown path {request.url.path!r}"
+    if request.url.path.startswith("/llm-ops/"):
+        return _envelope("fail" if status < 500 else "error", message, None, status)
+    body = error_body(message, _ERROR_TYPES.get(status, "server_error"), None, None)
+    return Response(body, status_code=status, media_type=MediaType.JSON)
+
+
+def create_app(
+    cfg: GatewayCfg,
+    *,
+    config_path: Path | None = None,
+    default_config: Any = None,
+    pipeline: Pipeline | None = None,
+    install_signal_handlers: bool = False,
+) -> Litestar:
+    gw = Gateway(cfg, config_path=config_path, default_config=default_config, pipeline=pipeline)
+    gw.usage.add_consumer(MetricsConsumer(gw.metrics))
+    gw.usage.add_consumer(LogConsumer())
+    chat = ChatService(gw)
+
+    @asgi("/v1/chat/completions", include_in_schema=False, copy_scope=False)
+    async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+        await chat.handle(scope, receive, send)
+
+    @asgi("/serve/{route:str}/chat", include_in_schema=False, copy_scope=False)
+    async def serve_route(scope: Scope, receive: Receive, send: Send) -> None:
+        await chat.handle(scope, receive, send, route_name=scope["path_params"]["route"])
+
+    @get("/v1/models", include_in_schema=False)
+    async def list_models() -> dict[str, Any]:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "llmops"}
+                for name in gw.generation.table.routes]
+        return {"object": "list", "data": data}
+
+    @get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", include_in_schema=False)
+    async def readyz() -> Response[Any]:
+        if not gw.ready:
+            return Response({"status": "starting"}, status_code=503)
+        providers = {
+            name: [{"url": b.url, "circuit": b.breaker.state.name.lower(), "inflight": b.inflight}
+                   for b in p.backends]
+            for name, p in gw.generation.providers.items()
+        }
+        return Response({"status": "ready", "providers": providers})
+
+    @get("/metrics", include_in_schema=False)
+    async def metrics() -> Response[bytes]:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @post("/llm-ops/v1/gateway/reload", status_code=200, tags=["gateway"])
+    async def reload_config(request: Request[Any, Any, Any]) -> Response[Any]:
+        """Re-read the config file and swap the route table atomically."""
+        expected = cfg.server.admin_key or os.environ.get("LLMOPS_ADMIN_KEY")
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            return _envelope("fail", "admin key required", None, 401)
+        try:
+            new = await gw.reload()
+        except ConfigError as exc:
+            return _envelope("fail", f"config rejected, old config kept: {exc}", None, 400)
+        return _envelope("success", "config reloaded", {"routes": [r.name for r in new.routes]})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await gw.start()
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(gw)))
+        try:
+            yield
+        finally:
+            if install_signal_handlers:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await gw.stop()
+
+    app = Litestar(
+        route_handlers=[chat_completions, serve_route, list_models, healthz, readyz, metrics, reload_config],
+        lifespan=[lifespan],
+        exception_handlers={Exception: _error_handler},
+        openapi_config=None,
+        logging_config=None,
+    )
+    app.state.gateway = gw
+    return app
+
+
+async def _reload_on_signal(gw: Gateway) -> None:
+    try:
+        await gw.reload()
+    except ConfigError as exc:
+        log.error("SIGHUP reload rejected, old config kept: %s", exc)

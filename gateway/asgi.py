@@ -1,0 +1,66 @@
+"""Thin raw-ASGI helpers for the hot path (no framework objects per request)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from adapters.errors import GatewayError, PayloadTooLarge
+
+__all__ = ["ClientDisconnected", "read_body", "request_id_from", "send_error", "send_json"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class ClientDisconnected(Exception):
+    """The client went away while we were still reading its request."""
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    """Honour a sane incoming `x-request-id`; otherwise mint one (hostile ids are replaced)."""
+    rid = headers.get("x-request-id")
+    if rid and _SAFE_ID.fullmatch(rid):
+        return rid
+    return os.urandom(12).hex()
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send: Send, exc: GatewayError, request_id: str) -> None:
+    headers = [(b"x-request-id", request_id.encode())]
+    headers.extend((k.encode(), v.encode()) for k, v in exc.headers().items())
+    await send_json(send, exc.http_status, exc.body(), headers)

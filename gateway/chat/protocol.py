@@ -1,0 +1,55 @@
+"""Wire types of the chat endpoint: just enough typing to validate a request.
+
+Fields the gateway does not use (tools, response_format, logprobs, seed, n, …)
+are not declared: the body is kept as a dict and relayed untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from adapters.errors import InvalidRequest
+
+__all__ = ["ChatHead", "parse_chat_body"]
+
+
+class _Message(msgspec.Struct):
+    role: str
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatHead(msgspec.Struct):
+    messages: Annotated[list[_Message], msgspec.Meta(min_length=1)]
+    model: str | None = None
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+
+
+_head = msgspec.json.Decoder(ChatHead)
+_any = msgspec.json.Decoder(dict[str, Any])
+
+
+def _param(message: str) -> str | None:
+    """`... - at `$.messages[0].role`` -> `messages[0].role` (OpenAI's `param`)."""
+    marker = "at `$."
+    i = message.rfind(marker)
+    return message[i + len(marker):].rstrip("`") if i >= 0 else None
+
+
+def parse_chat_body(raw: bytes) -> tuple[ChatHead, dict[str, Any]]:
+    """Validate and return (typed head, full body). Raises InvalidRequest (400)."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object")
+    try:
+        head = _head.decode(raw)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        raise InvalidRequest(f"Invalid request: {msg}", param=_param(msg)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+    return head, _any.decode(raw)

@@ -1,0 +1,198 @@
+"""The chat endpoint's work: accept → pipeline stages → route → relay → account.
+
+Raw ASGI on purpose: this is the hot path, and it needs two things a
+framework response object hides: cancelling the upstream call the moment the
+client disconnects, and sending each stream chunk the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from adapters.errors import GatewayError, InvalidRequest, MethodNotAllowed, UpstreamError
+from gateway.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_id_from,
+    send_error,
+    send_json,
+)
+from gateway.chat.protocol import parse_chat_body
+from gateway.metering import StreamMeter, UsageRecord
+from gateway.pipeline import RequestContext
+from gateway.relay import OpenStream
+from gateway.routing import Route
+from gateway.sse import DONE, error_frame, frame
+
+if TYPE_CHECKING:
+    from gateway.state import Gateway
+
+__all__ = ["ChatService"]
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class _Watch:
+    """Shared between a request and its disconnect watcher."""
+
+    __slots__ = ("disconnected", "responded")
+
+    def __init__(self) -> None:
+        self.responded = False
+        self.disconnected = False
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[None], watch: _Watch) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not watch.responded:
+                watch.disconnected = True
+                task.cancel()
+            return
+
+
+def _route_headers(rid: str, route: Route, provider: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-request-id", rid.encode()),
+        (b"x-llmops-route", route.name.encode("utf-8", "replace")),
+        (b"x-llmops-provider", provider.encode()),
+    ]
+
+
+class ChatService:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, route_name: str | None = None) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = request_id_from(headers)
+        if scope["method"] != "POST":
+            await send_error(send, MethodNotAllowed(f"Method {scope['method']} not allowed; use POST"), rid)
+            return
+        gen = self._gw.generation
+        gen.inflight += 1
+        self._gw.metrics.inflight.inc()
+        try:
+            await self._handle(receive, send, headers, rid, route_name)
+        finally:
+            gen.inflight -= 1
+            self._gw.metrics.inflight.dec()
+
+    async def _handle(
+        self, receive: Receive, send: Send, headers: dict[str, str], rid: str, route_name: str | None
+    ) -> None:
+        gw = self._gw
+        started = time.perf_counter()
+        try:
+            raw = await read_body(receive, headers, gw.max_body_bytes)
+            head, body = parse_chat_body(raw)
+            model = route_name or head.model
+            if not model:
+                raise InvalidRequest("You must provide a model parameter", param="model")
+            if route_name is not None:
+                body["model"] = route_name
+            ctx = RequestContext(
+                request_id=rid, model=model, body=body, stream=bool(head.stream), headers=headers,
+                client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
+                started=started,
+            )
+            await gw.pipeline.run(ctx)
+            route = gw.generation.table.resolve(ctx.route_name or ctx.model)
+        except ClientDisconnected:
+            return
+        except GatewayError as exc:
+            gw.usage.record(UsageRecord(
+                request_id=rid, route="-", provider="-", model="-", stream=False, status=exc.http_status,
+                latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=exc.kind,
+            ))
+            await send_error(send, exc, rid)
+            return
+        rec = UsageRecord(
+            request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
+            status=200, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
+            tags=ctx.tags,
+        )
+        watch = _Watch()
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_watch_disconnect(receive, task, watch))
+        try:
+            if ctx.stream:
+                await self._stream(ctx, route, rec, watch, send)
+            else:
+                await self._complete(ctx, route, rec, watch, send)
+        except asyncio.CancelledError:
+            if not watch.disconnected:
+                raise
+            task.uncancel()
+            rec.status, rec.error = 499, "client_disconnected"
+        finally:
+            watcher.cancel()
+            rec.latency_s = time.perf_counter() - started
+            gw.usage.record(rec)
+
+    async def _complete(self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: _Watch, send: Send) -> None:
+        try:
+            result = await self._gw.relay.complete(route, ctx.body, ctx.request_id)
+        except GatewayError as exc:
+            watch.responded = True
+            rec.status, rec.error = exc.http_status, exc.kind
+            await send_error(send, exc, ctx.request_id)
+            return
+        c = result.completion
+        rec.provider, rec.model, rec.attempts, rec.status = (
+            result.target.provider.name, result.target.model, result.attempts, c.status,
+        )
+        rec.apply_usage(c.usage, ctx.body.get("messages", []), c.content)
+        watch.responded = True
+        await send_json(send, c.status, c.raw, _route_headers(ctx.request_id, route, rec.provider))
+
+    async def _stream(self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: _Watch, send: Send) -> None:
+        try:
+            stream = await self._gw.relay.open_stream(route, ctx.body, ctx.request_id)
+        except GatewayError as exc:
+            watch.responded = True
+            rec.status, rec.error = exc.http_status, exc.kind
+            await send_error(send, exc, ctx.request_id)
+            return
+        rec.provider, rec.model, rec.attempts = stream.target.provider.name, stream.target.model, stream.attempts
+        meter = StreamMeter(ctx.client_wants_usage)
+        first_chunk_at = time.perf_counter()
+        try:
+            await send({
+                "type": "http.response.start", "status": 200,
+                "headers": [*_SSE_HEADERS, *_route_headers(ctx.request_id, route, rec.provider)],
+            })
+            await self._relay_chunks(stream, meter, send)
+        except GatewayError as exc:
+            self._gw.relay.stream_failed(stream)
+            rec.error = exc.kind
+            await send({"type": "http.response.body", "body": error_frame(exc.body()), "more_body": True})
+        finally:
+            await stream.close()
+            ttft_at = meter.first_token_at or first_chunk_at
+            rec.ttft_s = ttft_at - ctx.started
+            rec.apply_usage(meter.usage, ctx.body.get("messages", []), meter.text)
+        watch.responded = True
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+    @staticmethod
+    async def _relay_chunks(stream: OpenStream, meter: StreamMeter, send: Send) -> None:
+        try:
+            if meter.feed(stream.first):
+                await send({"type": "http.response.body", "body": frame(stream.first), "more_body": True})
+            async for payload in stream.chunks:
+                if meter.feed(payload):
+                    await send({"type": "http.response.body", "body": frame(payload), "more_body": True})
+        except ValueError:
+            raise UpstreamError(f"upstream {stream.target.provider.name} sent a malformed stream chunk") from None

@@ -1,0 +1,214 @@
+"""Typed gateway configuration: one YAML file decoded into frozen msgspec Structs.
+
+Only this module reads the environment: `${VAR}` and `${VAR:-default}` inside
+string values are resolved once, at load time. Cross-references (routes naming
+providers, weights, URLs) are checked here too, so a bad file fails at boot with
+the path of the offending key, never on a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import msgspec
+import yaml
+
+__all__ = [
+    "BreakerCfg",
+    "ConfigError",
+    "GatewayCfg",
+    "ProviderCfg",
+    "RouteCfg",
+    "ServerCfg",
+    "TargetCfg",
+    "TimeoutsCfg",
+    "decode_config",
+    "load_config",
+]
+
+BUILTIN_MOCK = "builtin:mock"
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or invalid; the message names the key."""
+
+
+class _Cfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class TimeoutsCfg(_Cfg):
+    connect_s: float = 5.0
+    first_byte_s: float = 120.0
+    total_s: float = 600.0
+
+
+class BreakerCfg(_Cfg):
+    failure_threshold: int = 5
+    cooldown_s: float = 30.0
+
+
+class ProviderCfg(_Cfg):
+    name: str
+    kind: Literal["openai", "ollama", "litellm"]
+    base_url: str | None = None
+    base_urls: list[str] = []
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    balance: Literal["least_inflight", "vllm_queue"] = "least_inflight"
+    metrics_interval_s: float = 2.0
+    max_connections: int = 1000
+    stream_usage: bool = True
+    timeouts: TimeoutsCfg | None = None
+    breaker: BreakerCfg = BreakerCfg()
+    litellm_params: dict[str, Any] = {}
+
+    def urls(self) -> list[str]:
+        return [u.rstrip("/") for u in ([self.base_url] if self.base_url else []) + list(self.base_urls)]
+
+
+class TargetCfg(_Cfg):
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+class RouteCfg(_Cfg):
+    name: str
+    targets: list[TargetCfg]
+    fallbacks: list[TargetCfg] = []
+    retries: int = 1
+    retry_backoff_s: float = 0.05
+    timeouts: TimeoutsCfg | None = None
+
+
+class ServerCfg(_Cfg):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allow_direct: bool = True
+    admin_key: str | None = None
+
+
+class GatewayCfg(_Cfg):
+    server: ServerCfg = ServerCfg()
+    providers: list[ProviderCfg] = []
+    routes: list[RouteCfg] = []
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set (use ${{{name}:-default}})")
+
+        return _VAR.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}", env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
+    return node
+
+
+def decode_config(raw: Any, env: dict[str, str] | None = None) -> GatewayCfg:
+    """Turn an already-parsed YAML tree into a validated config."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("$: the config file must be a mapping at the top level")
+    tree = _interpolate(raw, "$", dict(os.environ) if env is None else env)
+    try:
+        cfg = msgspec.convert(tree, GatewayCfg)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> GatewayCfg:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return decode_config(raw, env)
+
+
+def _check_url(url: str, where: str) -> None:
+    if url == BUILTIN_MOCK:
+        return
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL")
+
+
+def _check_timeouts(t: TimeoutsCfg | None, where: str) -> None:
+    if t is None:
+        return
+    for field in ("connect_s", "first_byte_s", "total_s"):
+        if getattr(t, field) <= 0:
+            raise ConfigError(f"{where}.timeouts.{field}: must be > 0")
+
+
+def _check(cfg: GatewayCfg) -> None:
+    if cfg.server.max_body_bytes <= 0:
+        raise ConfigError("$.server.max_body_bytes: must be > 0")
+    providers: dict[str, ProviderCfg] = {}
+    for i, p in enumerate(cfg.providers):
+        where = f"$.providers[{i}]"
+        if not p.name or "/" in p.name:
+            raise ConfigError(f"{where}.name: must be non-empty and contain no '/'")
+        if p.name in providers:
+            raise ConfigError(f"{where}.name: duplicate provider name {p.name!r}")
+        providers[p.name] = p
+        urls = p.urls()
+        if p.kind != "litellm" and not urls:
+            raise ConfigError(f"{where}: kind {p.kind!r} needs base_url or base_urls")
+        for u in urls:
+            _check_url(u, f"{where}.base_url")
+        if p.max_connections < 1:
+            raise ConfigError(f"{where}.max_connections: must be >= 1")
+        if p.breaker.failure_threshold < 1 or p.breaker.cooldown_s <= 0:
+            raise ConfigError(f"{where}.breaker: failure_threshold must be >= 1 and cooldown_s > 0")
+        if p.metrics_interval_s <= 0:
+            raise ConfigError(f"{where}.metrics_interval_s: must be > 0")
+        _check_timeouts(p.timeouts, where)
+    names: set[str] = set()
+    for i, r in enumerate(cfg.routes):
+        where = f"$.routes[{i}]"
+        if not r.name:
+            raise ConfigError(f"{where}.name: must be non-empty")
+        if r.name in names:
+            raise ConfigError(f"{where}.name: duplicate route name {r.name!r}")
+        names.add(r.name)
+        if not r.targets:
+            raise ConfigError(f"{where}.targets: a route needs at least one target")
+        if r.retries < 0 or r.retry_backoff_s < 0:
+            raise ConfigError(f"{where}: retries and retry_backoff_s must be >= 0")
+        _check_timeouts(r.timeouts, where)
+        for key, targets in (("targets", r.targets), ("fallbacks", r.fallbacks)):
+            for j, t in enumerate(targets):
+                if t.provider not in providers:
+                    known = ", ".join(sorted(providers)) or "none"
+                    raise ConfigError(
+                        f"{where}.{key}[{j}].provider: unknown provider {t.provider!r} (known: {known})"
+                    )
+                if t.weight <= 0:
+                    raise ConfigError(f"{where}.{key}[{j}].weight: must be > 0")
+                if not t.model:
+                    raise ConfigError(f"{where}.{key}[{j}].model: must be non-empty")

@@ -1,0 +1,217 @@
+"""Usage accounting: every response, streamed or not, ends in one UsageRecord.
+
+The request path only builds the record and `put_nowait`s it; a background
+worker counts missing tokens and hands batches to the consumers (a log line
+and Prometheus today; the store-backed meter later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from adapters.upstream import Usage
+from gateway.metrics import GatewayMetrics
+from gateway.tokens import count_tokens
+
+__all__ = ["LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue", "UsageRecord"]
+
+log = logging.getLogger("llmops.access")
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    route: str
+    provider: str
+    model: str
+    stream: bool
+    status: int
+    latency_s: float
+    ttft_s: float | None = None
+    attempts: int = 1
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_source: str = "upstream"  # upstream | counted | none
+    error: str | None = None
+    principal: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    # Only set when the upstream reported no usage, so the worker can count.
+    prompt_messages: list[Any] | None = None
+    completion_text: str | None = None
+
+    def apply_usage(self, usage: Usage | None, messages: list[Any], completion_text: str) -> None:
+        if usage is not None:
+            self.prompt_tokens = usage.prompt_tokens
+            self.completion_tokens = usage.completion_tokens
+            self.usage_source = "upstream"
+        else:
+            self.usage_source = "counted"
+            self.prompt_messages = messages
+            self.completion_text = completion_text
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    delta: _Delta | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_ChunkChoice] = []
+    usage: Usage | None = None
+    error: Any = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+class StreamMeter:
+    """Watches relayed chunks: first-token time, text, usage; drops the usage
+    chunk we asked the upstream for when the client did not ask for it."""
+
+    __slots__ = ("_keep_usage_chunk", "_parts", "error", "first_token_at", "usage")
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self._keep_usage_chunk = client_wants_usage
+        self._parts: list[str] = []
+        self.usage: Usage | None = None
+        self.first_token_at: float | None = None
+        self.error: Any = None
+
+    def feed(self, payload: bytes) -> bool:
+        """Account one chunk; return whether to forward it. Raises ValueError if malformed."""
+        try:
+            chunk = _decode_chunk(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError("malformed stream chunk") from exc
+        if chunk.error is not None:
+            self.error = chunk.error
+        for choice in chunk.choices:
+            if choice.delta is not None and choice.delta.content:
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                self._parts.append(choice.delta.content)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+            if not chunk.choices and not self._keep_usage_chunk:
+                return False
+        return True
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+class UsageConsumer(Protocol):
+    """Receives finished records in batches, off the request path."""
+
+    async def consume(self, records: Sequence[UsageRecord]) -> None: ...
+
+
+class LogConsumer:
+    """One structured access line per request."""
+
+    async def consume(self, records: Sequence[UsageRecord]) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for r in records:
+            log.info(
+                "request",
+                extra={"fields": {
+                    "request_id": r.request_id, "route": r.route, "provider": r.provider, "model": r.model,
+                    "stream": r.stream, "status": r.status, "latency_ms": round(r.latency_s * 1000, 3),
+                    "ttft_ms": None if r.ttft_s is None else round(r.ttft_s * 1000, 3), "attempts": r.attempts,
+                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                    "usage_source": r.usage_source, "error": r.error, "principal": r.principal, **r.tags,
+                }},
+            )
+
+
+class MetricsConsumer:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._m = metrics
+
+    async def consume(self, records: Sequence[UsageRecord]) -> None:
+        for r in records:
+            self._m.count_request(r.route, r.provider, r.status, r.latency_s, r.ttft_s)
+            self._m.count_tokens(r.route, r.provider, r.prompt_tokens, r.completion_tokens)
+
+
+def _count_missing(r: UsageRecord) -> None:
+    if r.usage_source != "counted":
+        return
+    text = []
+    for m in r.prompt_messages or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            text.append(content)
+        elif isinstance(content, list):
+            text.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    r.prompt_tokens = count_tokens("\n".join(text)) + 3 * len(r.prompt_messages or [])
+    r.completion_tokens = count_tokens(r.completion_text or "")
+    r.prompt_messages = None
+    r.completion_text = None
+
+
+class UsageQueue:
+    """Bounded queue plus the worker that drains it in batches."""
+
+    def __init__(self, consumers: Sequence[UsageConsumer], metrics: GatewayMetrics, maxsize: int = 100_000) -> None:
+        self._consumers = list(consumers)
+        self._metrics = metrics
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, rec: UsageRecord) -> None:
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            self._metrics.usage_dropped.inc()
+
+    def add_consumer(self, consumer: UsageConsumer) -> None:
+        self._consumers.append(consumer)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="llmops-usage-worker")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Drain what is queued (bounded by timeout), then stop the worker."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def drain(self) -> None:
+        """Wait until every queued record was consumed (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < 512 and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                for r in batch:
+                    if r.usage_source == "counted":
+                        await asyncio.to_thread(_count_missing, r)
+                for c in self._consumers:
+                    try:
+                        await c.consume(batch)
+                    except Exception:  # one broken consumer must not stop accounting for the rest
+                        logging.getLogger("llmops.metering").exception("usage consumer %r failed", c)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()

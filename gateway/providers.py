@@ -1,0 +1,51 @@
+"""Build provider adapters and route tables from the typed config."""
+
+from __future__ import annotations
+
+from adapters.upstream import OllamaUpstream, OpenAIUpstream, Timeouts, Upstream
+from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, TimeoutsCfg
+from gateway.routing import Route, RouteTable, Target
+
+__all__ = ["build_provider", "build_table"]
+
+
+def _timeouts(*layers: TimeoutsCfg | None) -> Timeouts:
+    for t in layers:
+        if t is not None:
+            return Timeouts(connect_s=t.connect_s, first_byte_s=t.first_byte_s, total_s=t.total_s)
+    return Timeouts()
+
+
+def build_provider(cfg: ProviderCfg, mock_url: str | None = None) -> Upstream:
+    urls = [mock_url if u == BUILTIN_MOCK and mock_url else u for u in cfg.urls()]
+    common = dict(
+        api_key=cfg.api_key, headers=cfg.headers, max_connections=cfg.max_connections,
+        breaker_threshold=cfg.breaker.failure_threshold, breaker_cooldown_s=cfg.breaker.cooldown_s,
+    )
+    if cfg.kind == "openai":
+        return OpenAIUpstream(cfg.name, urls, stream_usage=cfg.stream_usage, **common)  # type: ignore[arg-type]
+    if cfg.kind == "ollama":
+        return OllamaUpstream(cfg.name, urls, **common)  # type: ignore[arg-type]
+    from adapters.upstream.litellm_provider import LiteLLMUpstream
+
+    return LiteLLMUpstream(
+        cfg.name, api_base=urls[0] if urls else None, api_key=cfg.api_key, params=cfg.litellm_params,
+        breaker_threshold=cfg.breaker.failure_threshold, breaker_cooldown_s=cfg.breaker.cooldown_s,
+    )
+
+
+def build_table(cfg: GatewayCfg, providers: dict[str, Upstream]) -> RouteTable:
+    by_name = {p.name: p for p in cfg.providers}
+    routes: dict[str, Route] = {}
+    for r in cfg.routes:
+        def target(t, r=r):  # type: ignore[no-untyped-def]
+            return Target(providers[t.provider], t.model, t.weight, _timeouts(r.timeouts, by_name[t.provider].timeouts))
+
+        routes[r.name] = Route(
+            name=r.name, targets=tuple(target(t) for t in r.targets), fallbacks=tuple(target(t) for t in r.fallbacks),
+            retries=r.retries, retry_backoff_s=r.retry_backoff_s, label=r.name,
+        )
+    return RouteTable(
+        routes, providers, allow_direct=cfg.server.allow_direct,
+        default_timeouts={p.name: _timeouts(p.timeouts) for p in cfg.providers},
+    )

@@ -1,0 +1,148 @@
+"""Try a route's targets in order: retries with backoff on retryable errors,
+then the next target, then the fallbacks; circuit breakers skip dead replicas.
+
+Once a stream's first chunk is in hand the attempt is final: nothing after
+that point is retried, because bytes may already have reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamUnavailable
+from adapters.upstream import Backend, Completion, UpstreamCall, pick_backend
+from gateway.metrics import GatewayMetrics
+from gateway.routing import Route, Target
+
+__all__ = ["OpenStream", "Relay", "RelayResult"]
+
+
+@dataclass(slots=True)
+class RelayResult:
+    completion: Completion
+    target: Target
+    attempts: int
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream whose first payload has arrived; the caller must `close()` it."""
+
+    chunks: AsyncIterator[bytes]
+    first: bytes
+    target: Target
+    backend: Backend
+    attempts: int
+
+    async def close(self) -> None:
+        self.backend.inflight -= 1
+        await self.chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _counts_as_failure(exc: GatewayError) -> bool:
+    """429 means "busy", not "broken": it must not open the breaker."""
+    return not (isinstance(exc, UpstreamStatus) and exc.upstream_status < 500)
+
+
+class Relay:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._m = metrics
+
+    async def complete(self, route: Route, body: dict[str, Any], request_id: str) -> RelayResult:
+        attempts = 0
+        last: GatewayError | None = None
+        for target in route.plan():
+            for retry in range(route.retries + 1):
+                backend = pick_backend(target.provider.backends)
+                if backend is None:
+                    last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
+                    break
+                if attempts:
+                    self._m.count_retry(route.name, target.provider.name)
+                attempts += 1
+                call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
+                                    timeouts=target.timeouts)
+                backend.inflight += 1
+                try:
+                    completion = await target.provider.complete(backend, call)
+                except GatewayError as exc:
+                    last = self._failed(backend, target, exc)
+                    if not exc.retryable:
+                        raise
+                    if retry < route.retries:
+                        await _backoff(route.retry_backoff_s, retry)
+                    continue
+                except asyncio.CancelledError:
+                    backend.breaker.release()
+                    raise
+                finally:
+                    backend.inflight -= 1
+                backend.breaker.record_success()
+                return RelayResult(completion, target, attempts)
+        raise _final(last)
+
+    async def open_stream(self, route: Route, body: dict[str, Any], request_id: str) -> OpenStream:
+        attempts = 0
+        last: GatewayError | None = None
+        for target in route.plan():
+            for retry in range(route.retries + 1):
+                backend = pick_backend(target.provider.backends)
+                if backend is None:
+                    last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
+                    break
+                if attempts:
+                    self._m.count_retry(route.name, target.provider.name)
+                attempts += 1
+                call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
+                                    timeouts=target.timeouts, stream=True)
+                chunks = target.provider.stream(backend, call)
+                backend.inflight += 1
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    exc: GatewayError = UpstreamError(f"upstream {target.provider.name} sent an empty stream")
+                except GatewayError as e:
+                    exc = e
+                except asyncio.CancelledError:
+                    backend.inflight -= 1
+                    backend.breaker.release()
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                    raise
+                else:
+                    backend.breaker.record_success()
+                    return OpenStream(chunks, first, target, backend, attempts)
+                backend.inflight -= 1
+                await chunks.aclose()  # type: ignore[attr-defined]
+                last = self._failed(backend, target, exc)
+                if not exc.retryable:
+                    raise exc
+                if retry < route.retries:
+                    await _backoff(route.retry_backoff_s, retry)
+        raise _final(last)
+
+    def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
+        self._m.count_upstream_error(target.provider.name, exc.kind if not isinstance(exc, UpstreamStatus)
+                                     else f"http_{exc.upstream_status}")
+        if exc.retryable and _counts_as_failure(exc):
+            backend.breaker.record_failure()
+        elif not exc.retryable or isinstance(exc, UpstreamStatus):
+            backend.breaker.record_success()  # it answered: the replica is alive
+        return exc
+
+    def stream_failed(self, stream: OpenStream) -> None:
+        """A stream broke after its first chunk: count it against the replica."""
+        self._m.count_upstream_error(stream.target.provider.name, "mid_stream")
+        stream.backend.breaker.record_failure()
+
+
+async def _backoff(base_s: float, retry: int) -> None:
+    if base_s > 0:
+        await asyncio.sleep(base_s * (2**retry) * (0.5 + random.random()))
+
+
+def _final(last: GatewayError | None) -> GatewayError:
+    return last or UpstreamUnavailable("no upstream target is available")

@@ -1,0 +1,87 @@
+"""Resolve a requested model to a route and order its targets for one request.
+
+A route's targets are tried in a weighted-random order (each request draws
+without replacement), then its fallbacks in the configured order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from adapters.errors import NotFound
+from adapters.upstream import Timeouts, Upstream
+
+__all__ = ["Route", "RouteTable", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Upstream
+    model: str
+    weight: float
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    targets: tuple[Target, ...]
+    fallbacks: tuple[Target, ...] = ()
+    retries: int = 1
+    retry_backoff_s: float = 0.05
+    label: str = ""  # metrics label; bounded even when clients pick direct `provider/model` names
+
+    def plan(self, rng: random.Random | None = None) -> Iterator[Target]:
+        if len(self.targets) == 1:
+            yield self.targets[0]
+        else:
+            draw = (rng or random).random
+            pool = list(self.targets)
+            while pool:
+                total = sum(t.weight for t in pool)
+                x = draw() * total
+                for i, t in enumerate(pool):
+                    x -= t.weight
+                    if x < 0 or i == len(pool) - 1:
+                        yield pool.pop(i)
+                        break
+        yield from self.fallbacks
+
+
+class RouteTable:
+    """Immutable once built; a reload builds a new table and swaps the reference."""
+
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        providers: dict[str, Upstream],
+        *,
+        allow_direct: bool = True,
+        default_timeouts: dict[str, Timeouts] | None = None,
+    ) -> None:
+        self.routes = routes
+        self.providers = providers
+        self.allow_direct = allow_direct
+        self._provider_timeouts = default_timeouts or {}
+        self._direct: dict[str, Route] = {}
+
+    def resolve(self, model: str) -> Route:
+        route = self.routes.get(model)
+        if route is not None:
+            return route
+        route = self._direct.get(model)
+        if route is not None:
+            return route
+        if self.allow_direct and "/" in model:
+            provider_name, _, upstream_model = model.partition("/")
+            provider = self.providers.get(provider_name)
+            if provider is not None and upstream_model:
+                timeouts = self._provider_timeouts.get(provider_name, Timeouts())
+                route = Route(name=model, targets=(Target(provider, upstream_model, 1.0, timeouts),),
+                              label=f"{provider_name}/*")
+                if len(self._direct) < 4096:  # bounded: clients choose these names
+                    self._direct[model] = route
+                return route
+        raise NotFound(f"The model `{model}` does not exist or is not routed", param="model", code="model_not_found")

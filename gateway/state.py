@@ -1,0 +1,150 @@
+"""The gateway's live state and atomic config reload.
+
+A `Generation` is everything built from one config: providers (with their
+connection pools) and the route table. A reload builds a complete new
+generation first, then swaps one reference; requests already running keep
+the generation they started with, which is closed once they have drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from adapters.upstream import Upstream
+from adapters.upstream.vllm_metrics import scrape_forever
+from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
+from gateway.metering import UsageQueue
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+from gateway.providers import build_provider, build_table
+from gateway.relay import Relay
+from gateway.routing import RouteTable
+
+__all__ = ["Gateway", "Generation"]
+
+log = logging.getLogger("llmops.gateway")
+
+
+class Generation:
+    def __init__(self, cfg: GatewayCfg, providers: dict[str, Upstream], table: RouteTable) -> None:
+        self.cfg = cfg
+        self.providers = providers
+        self.table = table
+        self.inflight = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, metrics: GatewayMetrics) -> None:
+        by_name = {p.name: p for p in self.cfg.providers}
+        for name, provider in self.providers.items():
+            await provider.start()
+            for b in provider.backends:
+                metrics.set_circuit(name, b.url, 0)
+                b.breaker.on_change = (lambda s, n=name, u=b.url: metrics.set_circuit(n, u, int(s)))
+            pcfg = by_name[name]
+            if pcfg.balance == "vllm_queue":
+                self._tasks.append(asyncio.create_task(scrape_forever(provider.backends, pcfg.metrics_interval_s)))
+
+    async def close(self, drain_timeout_s: float = 60.0) -> None:
+        """Wait for in-flight requests (bounded), then close pools and scrapers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
+        # Polling keeps the hot path free of event bookkeeping; drains are rare.
+        while self.inflight > 0 and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for p in self.providers.values():
+            await p.aclose()
+
+
+class Gateway:
+    def __init__(
+        self,
+        cfg: GatewayCfg,
+        *,
+        config_path: Path | None = None,
+        default_config: Callable[[], GatewayCfg] | None = None,
+        pipeline: Pipeline | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self._default_config = default_config
+        self.metrics = metrics or GatewayMetrics()
+        self.pipeline = pipeline or Pipeline()
+        self.relay = Relay(self.metrics)
+        self.usage = UsageQueue([], self.metrics)
+        self.max_body_bytes = cfg.server.max_body_bytes
+        self.generation: Generation = None  # type: ignore[assignment]  # set by start()
+        self.ready = False
+        self._mock = None
+        self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def _mock_url(self, cfg: GatewayCfg) -> str | None:
+        """Start the built-in mock upstream once, if any provider asks for it."""
+        if not any(u == BUILTIN_MOCK for p in cfg.providers for u in p.urls()):
+            return None
+        if self._mock is None:
+            from adapters.testdoubles.mock_upstream import start_mock_upstream
+
+            self._mock = await start_mock_upstream()
+            log.info("built-in mock upstream (test double) at %s", self._mock.url)
+        return self._mock.url
+
+    async def _build(self, cfg: GatewayCfg) -> Generation:
+        mock_url = await self._mock_url(cfg)
+        providers = {p.name: build_provider(p, mock_url) for p in cfg.providers}
+        gen = Generation(cfg, providers, build_table(cfg, providers))
+        try:
+            await gen.start(self.metrics)
+        except BaseException:
+            await gen.close(drain_timeout_s=0)
+            raise
+        return gen
+
+    async def start(self) -> None:
+        await self.usage.start()
+        self.generation = await self._build(self.cfg)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.generation is not None:
+            await self.generation.close(drain_timeout_s=30)
+        for t in list(self._retiring):
+            t.cancel()
+        await self.usage.stop()
+        if self._mock is not None:
+            await self._mock.stop()
+
+    async def reload(self, cfg: GatewayCfg | None = None) -> GatewayCfg:
+        """Swap in a new config (default: re-read the file). Raises ConfigError and keeps the old one."""
+        async with self._reload_lock:
+            if cfg is None:
+                if self.config_path is not None:
+                    cfg = await asyncio.to_thread(load_config, self.config_path)
+                elif self._default_config is not None:
+                    cfg = self._default_config()
+                else:
+                    cfg = self.cfg
+            try:
+                new = await self._build(cfg)
+            except Exception:
+                self.metrics.reloads.labels("error").inc()
+                raise
+            old, self.generation, self.cfg = self.generation, new, cfg
+            self.max_body_bytes = cfg.server.max_body_bytes
+            task = asyncio.create_task(old.close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            self.metrics.reloads.labels("ok").inc()
+            log.info("config reloaded: %d routes, %d providers", len(cfg.routes), len(cfg.providers))
+            return cfg

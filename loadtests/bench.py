@@ -1,0 +1,195 @@
+"""The side-by-side benchmark: upstream direct, bare floor, llmops gateway, LiteLLM proxy, in one run.
+
+`python -m loadtests.bench [--duration 10] [--quick] [--rounds N] [--out docs/benchmarks.md]`
+
+Every server is one worker process pinned to the server core; wrk, nginx, the
+mock upstreams and the stream client share the load core, so all series pay
+the same costs. Non-streaming load comes from wrk against a canned nginx
+upstream; stream timing (TTFT, chunk spacing) from an aiohttp client against
+the llmops mock upstream. Every child is stopped on the way out, whatever
+happens; every loop is bounded by `--duration`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from loadtests import bench_servers as servers
+from loadtests.bench_doc import render
+from loadtests.passthrough import FLOOR
+from loadtests.procs import ProcessFailed, free_port, stop_process
+from loadtests.streams import StreamResults, measure_spacing, measure_ttft
+from loadtests.sweep import Target, sweep
+from loadtests.upstream_nginx import run_nginx
+from loadtests.wrk import chat_body
+
+__all__ = ["main"]
+
+CONCURRENCIES = (1, 16, 64)
+PACED_TOKENS_PER_S = 50.0  # 20 ms between chunks: easy to see if a relay bunches them
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk point (default 10)")
+    p.add_argument("--quick", action="store_true", help="3 s points, short stream phases: a smoke run")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat the sweep, keep each point's median (default 1)"
+    )
+    p.add_argument("--out", default="docs/benchmarks.md", help="markdown report (default docs/benchmarks.md)")
+    p.add_argument("--no-litellm", action="store_true", help="skip series (d)")
+    p.add_argument("--floor", default=FLOOR, help=f"pass-through variant for series (b) (default {FLOOR})")
+    p.add_argument("--server-cpu", type=int, default=1, help="core for the servers under test (default 1)")
+    p.add_argument("--load-cpu", type=int, default=0, help="core for wrk, upstreams, client (default 0)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration = min(args.duration, 3.0)
+    return args
+
+
+def _start_optional(stack: ExitStack, notes: list[str], label: str, start: object) -> servers.Running | None:
+    """Start a server whose absence only skips its series; the reason goes in the report."""
+    try:
+        run = start()  # type: ignore[operator]
+    except ProcessFailed as exc:
+        notes.append(f"{label} skipped: {str(exc).strip()[:600]}")
+        _log(f"! {label} skipped: {exc}")
+        return None
+    stack.callback(stop_process, run.proc)
+    return run
+
+
+def _probe_or_drop(run: servers.Running | None, body: str, notes: list[str]) -> servers.Running | None:
+    if run is None:
+        return None
+    try:
+        servers.probe(run.base, body)
+    except ProcessFailed as exc:
+        notes.append(f"{run.label} skipped: sanity request failed: {exc}")
+        _log(f"! {run.label}: sanity request failed: {exc}")
+        stop_process(run.proc)
+        return None
+    return run
+
+
+async def _streams(direct_fast: str, direct_paced: str, gateway: str | None, seconds: float) -> StreamResults:
+    res = StreamResults(expected_gap_ms=1e3 / PACED_TOKENS_PER_S)
+    for c in (1, 16):
+        res.ttft[("direct", c)] = await measure_ttft(direct_fast, "canned", concurrency=c, duration_s=seconds)
+        if gateway:
+            res.ttft[("gateway", c)] = await measure_ttft(
+                gateway, "bench-ttft", concurrency=c, duration_s=seconds
+            )
+    res.spacing["direct"] = await measure_spacing(direct_paced, "canned")
+    if gateway:
+        res.spacing["gateway"] = await measure_spacing(gateway, "bench-paced")
+    return res
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    server_cpus, load_cpus = [args.server_cpu], [args.load_cpu]
+    if args.load_cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {args.load_cpu})  # the stream client runs in this process
+    notes: list[str] = []
+    body = chat_body("bench")
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmops-bench-")))
+        _log("starting nginx, mock upstreams, floor, gateway, LiteLLM …")
+        up = stack.enter_context(run_nginx(cpus=load_cpus))
+        fast = servers.start_mock(0, load_cpus, tmp, "fast")
+        stack.callback(stop_process, fast.proc)
+        paced = servers.start_mock(PACED_TOKENS_PER_S, load_cpus, tmp, "paced")
+        stack.callback(stop_process, paced.proc)
+        floor = servers.start_floor(args.floor, up.chat_url, server_cpus, tmp)
+        stack.callback(stop_process, floor.proc)
+        servers.probe(floor.base, body)
+        gw_cfg = servers.gateway_config(
+            free_port(), up.chat_url, up.stream_url, fast.base + "/v1", paced.base + "/v1"
+        )
+        gateway = _probe_or_drop(
+            _start_optional(
+                stack, notes, "(c) llmops gateway", lambda: servers.start_gateway(gw_cfg, server_cpus, tmp)
+            ),
+            body,
+            notes,
+        )
+        litellm = None
+        if not args.no_litellm:
+            litellm = _probe_or_drop(
+                _start_optional(
+                    stack,
+                    notes,
+                    "(d) LiteLLM proxy",
+                    lambda: servers.start_litellm(up.chat_url, up.stream_url, server_cpus, tmp),
+                ),
+                body,
+                notes,
+            )
+        else:
+            notes.append("(d) LiteLLM proxy skipped: --no-litellm")
+
+        direct = f"http://127.0.0.1:{up.chat_port}"
+        targets = [Target("a", "nginx direct", direct, body), Target("b", floor.label, floor.base, body)]
+        if gateway:
+            targets.append(Target("c", "llmops gateway", gateway.base, body))
+        if litellm:
+            targets.append(Target("d", f"LiteLLM proxy {litellm.detail}".strip(), litellm.base, body))
+        _log(f"non-streaming sweep: {len(targets)} series x {CONCURRENCIES}, {args.duration:.0f} s per point")
+        main_series = sweep(
+            targets, CONCURRENCIES, args.duration, wrk_cpus=load_cpus, rounds=max(1, args.rounds)
+        )
+
+        sse_body = chat_body("bench-sse", stream=True)
+        sse_targets = [Target("a", "nginx canned SSE direct", f"http://127.0.0.1:{up.stream_port}", sse_body)]
+        if gateway:
+            sse_targets.append(Target("c", "llmops gateway", gateway.base, sse_body))
+        if litellm:
+            sse_targets.append(Target("d", "LiteLLM proxy", litellm.base, sse_body))
+        _log("streaming sweep (wrk, canned 50-chunk SSE)")
+        sse_series = sweep(sse_targets, CONCURRENCIES, max(2.0, args.duration / 2), wrk_cpus=load_cpus)
+
+        _log("stream timing (TTFT, chunk spacing)")
+        stream_res = asyncio.run(
+            _streams(
+                fast.base + "/v1",
+                paced.base + "/v1",
+                gateway.base + "/v1" if gateway else None,
+                2.0 if args.quick else 5.0,
+            )
+        )
+    text = render(
+        command=command,
+        series=main_series,
+        sse_series=sse_series,
+        streams=stream_res,
+        concurrencies=CONCURRENCIES,
+        notes=notes + [f"{s.label}: {s.note}" for s in [*main_series, *sse_series] if s.note],
+        gateway_config=gw_cfg,
+        pinning=f"servers under test on core {args.server_cpu}; wrk, nginx, mock upstreams and the "
+        f"stream client on core {args.load_cpu}",
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    _log(f"wrote {args.out}")
+    print(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(_parse(argv), command=" ".join([".venv/bin/python -m loadtests.bench", *argv]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
