@@ -21,8 +21,8 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
-from adapters.errors import error_body
-from gateway.asgi import Receive, Scope, Send
+from adapters.errors import NotFound, error_body
+from gateway.asgi import Receive, Scope, Send, request_id_from, send_error
 from gateway.chat.service import ChatService
 from gateway.config import ConfigError, GatewayCfg
 from gateway.metering import LogConsumer, MetricsConsumer
@@ -76,9 +76,15 @@ def create_app(
     async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await chat.handle(scope, receive, send)
 
-    @asgi("/serve/{route:str}/chat", include_in_schema=False, copy_scope=False)
+    @asgi("/serve", is_mount=True, include_in_schema=False)
     async def serve_route(scope: Scope, receive: Receive, send: Send) -> None:
-        await chat.handle(scope, receive, send, route_name=scope["path_params"]["route"])
+        # A mount, not a `{route:str}` path param: route names may contain '/'.
+        path = "/" + scope["path"].removeprefix("/serve").strip("/")
+        if not (path.startswith("/") and path.endswith("/chat") and len(path) > len("//chat")):
+            await send_error(send, NotFound(f"Unknown path {scope['path']!r}; use /serve/{{route}}/chat"),
+                             request_id_from({}))
+            return
+        await chat.handle(scope, receive, send, route_name=path[1 : -len("/chat")])
 
     @get("/v1/models", include_in_schema=False)
     async def list_models() -> dict[str, Any]:

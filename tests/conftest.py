@@ -1,3 +1,93 @@
-"""Shared fixtures."""
+"""Shared fixtures: the mock upstream (test double) and a gateway on a real socket."""
 
-pytest_plugins = ["tests.servers"]
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from adapters.testdoubles.mock_upstream import MockServer, start_mock_upstream  # noqa: E402
+from gateway.app import create_app  # noqa: E402
+from gateway.config import GatewayCfg, decode_config  # noqa: E402
+from gateway.state import Gateway  # noqa: E402
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    gateway: Gateway
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(cfg: GatewayCfg | dict[str, Any], **kwargs: Any) -> AsyncIterator[RunningGateway]:
+    """Serve the real app with uvicorn on a loopback port inside the test's loop."""
+    if isinstance(cfg, dict):
+        cfg = decode_config(cfg)
+    app = create_app(cfg, **kwargs)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        yield RunningGateway(url=f"http://127.0.0.1:{port}", gateway=app.state.gateway)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+def simple_config(*upstream_urls: str, **route: Any) -> dict[str, Any]:
+    """One openai-kind provider per URL, route `r` over the first, the rest as fallbacks."""
+    providers = [{"name": f"p{i}", "kind": "openai", "base_url": u} for i, u in enumerate(upstream_urls)]
+    targets = [{"provider": "p0", "model": "m0"}]
+    fallbacks = [{"provider": f"p{i}", "model": f"m{i}"} for i in range(1, len(upstream_urls))]
+    return {
+        "server": {"log_level": "warning"},
+        "providers": providers,
+        "routes": [{"name": "r", "targets": targets, "fallbacks": fallbacks, "retry_backoff_s": 0.0, **route}],
+    }
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockServer]:
+    server = await start_mock_upstream()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def mock2() -> AsyncIterator[MockServer]:
+    server = await start_mock_upstream()
+    try:
+        yield server
+    finally:
+        await server.stop()

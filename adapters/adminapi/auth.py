@@ -159,4 +159,6 @@ class Authenticator:
     @staticmethod
     def authorize(principal: Principal, minimum: Role, what: str) -> None:
         if principal.role < minimum:
-            raise Forbidden(f"{what} needs role {minimum.name} or higher; key {principal.key_id} is {principal.role.name}")
+            raise Forbidden(
+                f"{what} needs role {minimum.name} or higher; key {principal.key_id} is {principal.role.name}"
+            )

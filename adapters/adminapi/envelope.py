@@ -18,13 +18,8 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
-from litestar.exceptions import (
-    HTTPException,
-    MethodNotAllowedException,
-    NotFoundException,
-    RequestEntityTooLarge,
-    ValidationException,
-)
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Parameter
 
 from adapters.adminapi.errors import AdminError, FieldError, ValidationFailed

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import urllib.request
 
 import pytest
 
@@ -10,7 +13,7 @@ from loadtests.report import Check, check_lines, ratio, ratio_table, throughput_
 from loadtests.streams import StreamResults, StreamTiming, content_event, distinct_arrivals
 from loadtests.sweep import Series, median_result
 from loadtests.targets import evaluate, summarize_spacing
-from loadtests.upstream_nginx import STREAM_CHUNKS, canned_sse_body, nginx_config
+from loadtests.upstream_nginx import STREAM_CHUNKS, canned_sse_body, nginx_config, run_nginx
 from loadtests.wrk import WrkError, WrkResult, lua_script, parse_duration_ms, parse_wrk
 
 WRK_OUTPUT = """\
@@ -51,7 +54,9 @@ class TestParseWrk:
         assert (r.non_2xx, r.socket_errors, r.errors) == (7, 5, 12)
 
     def test_clean_run_has_no_errors_and_mixed_units(self) -> None:
-        text = WRK_OUTPUT.replace("     50%   25.35ms", "     50%  812.00us").replace("     99%  210.27ms", "     99%    2.01s")
+        text = WRK_OUTPUT.replace("     50%   25.35ms", "     50%  812.00us").replace(
+            "     99%  210.27ms", "     99%    2.01s"
+        )
         text = "\n".join(line for line in text.splitlines() if "errors" not in line and "Non-2xx" not in line)
         r = parse_wrk(text)
         assert r.p50_ms == pytest.approx(0.812)
@@ -209,3 +214,20 @@ def test_nginx_config_splits_long_bodies(tmp_path) -> None:  # type: ignore[no-u
     assert "worker_processes 1;" in conf and "access_log off;" in conf
     assert all(len(token) < 4096 for token in conf.split())  # nginx's per-token limit
     assert 'return 200 "${sse0}' in conf
+
+
+@pytest.mark.skipif(not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"), reason="nginx not installed")
+def test_nginx_upstream_answers_chat_and_stream() -> None:
+    with run_nginx() as up:
+        for url, ctype in ((up.chat_url, "application/json"), (up.stream_url, "text/event-stream")):
+            req = urllib.request.Request(url + "/chat/completions", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 200
+                assert resp.headers["content-type"] == ctype
+                body = resp.read()
+            if ctype == "application/json":
+                assert json.loads(body)["usage"]["total_tokens"] == 17
+            else:
+                assert body.decode() == canned_sse_body()
+    with pytest.raises(OSError):  # stopped on exit
+        urllib.request.urlopen(up.chat_url + "/chat/completions", data=b"{}", timeout=2)

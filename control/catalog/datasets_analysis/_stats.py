@@ -85,10 +85,15 @@ class DistinctEstimator:
             return
         if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
             values = pc.cast(values, pa.string())
-        hashes = {hash(v) & _MASK64 for v in pc.unique(values).to_pylist()}
+        hashes = (hash(v) & _MASK64 for v in pc.unique(values).to_pylist())
         if self._threshold is not None:
-            hashes = {h for h in hashes if h < self._threshold}
-        self._hashes |= hashes
+            threshold = self._threshold
+            hashes = (h for h in hashes if h < threshold)
+        self._hashes.update(hashes)
+        if len(self._hashes) > 2 * self._k:  # trim lazily: sorting on every batch would dominate
+            self._trim()
+
+    def _trim(self) -> None:
         if len(self._hashes) > self._k:
             kept = heapq.nsmallest(self._k, self._hashes)
             self._hashes = set(kept)
@@ -96,9 +101,11 @@ class DistinctEstimator:
 
     @property
     def exact(self) -> bool:
+        self._trim()
         return self._threshold is None
 
     def estimate(self) -> int:
+        self._trim()
         if self._threshold is None:
             return len(self._hashes)
         return round((self._k - 1) / (self._threshold / 2**64))

@@ -41,7 +41,9 @@ class ReadOptions(msgspec.Struct, frozen=True, kw_only=True):
     """Limits that bound memory per batch; a record longer than the limit is refused."""
 
     batch_rows: int = 10_000  # JSONL and Parquet rows per batch
-    csv_block_bytes: int = 8 * 1024 * 1024  # also the longest CSV record accepted
+    # CSV block size, which is also the longest CSV record accepted. Arrow's reader
+    # prefetches up to 32 blocks in the background, so this bounds CSV memory to ~32x it.
+    csv_block_bytes: int = 1024 * 1024
     max_line_bytes: int = 8 * 1024 * 1024  # longest JSONL line accepted
     csv_delimiter: str = ","
 

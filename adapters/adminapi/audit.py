@@ -1,0 +1,182 @@
+"""The audit log: every admin mutation (in the mutation's own transaction) and every denial.
+
+Services call ``ctx.audit.record(conn, actor, action=…, resource_type=…, …)``
+inside the ``store.begin()`` block that makes the change, so the entry and the
+change commit or roll back together: there is no audited change that did not
+happen and no change that escaped the log. Denials are written by the auth guard
+in a transaction of their own.
+
+Actions are dotted ``<module>.<resource>.<verb>`` (``governance.policy.update``);
+``before``/``after`` are the resource's API representation (never secrets).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar import get
+from litestar.params import Parameter
+from sqlalchemy import and_, func, insert, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.adminapi.auth import Actor, Principal, Role, requires
+from adapters.adminapi.envelope import Envelope, Page, PageParams, ok
+from adapters.adminapi.errors import BadRequest
+from adapters.adminapi.tables import audit_log
+from adapters.store import Store, StoreError, utcnow
+
+__all__ = ["AuditEntry", "AuditWriter", "list_audit_logs", "query_audit"]
+
+log = logging.getLogger("llmops.audit")
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    id: int
+    at: datetime
+    actor_key_id: str | None
+    actor_name: str
+    actor_role: str | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    outcome: Literal["success", "denied"]
+    status_code: int | None
+    request_id: str | None
+    before: Any = None
+    after: Any = None
+    detail: str | None = None
+
+
+class AuditWriter:
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+
+    async def record(
+        self,
+        conn: AsyncConnection,
+        actor: Actor,
+        *,
+        action: str,
+        resource_type: str,
+        resource_id: str | None = None,
+        before: Any = None,
+        after: Any = None,
+        detail: str | None = None,
+    ) -> None:
+        """Write a success entry inside the caller's transaction."""
+        principal = actor.principal
+        await conn.execute(insert(audit_log).values(
+            at=utcnow(), actor_key_id=principal.key_id, actor_name=principal.name, actor_role=principal.role.name,
+            action=action, resource_type=resource_type, resource_id=resource_id, outcome="success",
+            status_code=None, request_id=actor.request_id, before=_plain(before), after=_plain(after),
+            detail=detail[:500] if detail else None,
+        ))
+
+    async def denial(
+        self,
+        *,
+        principal: Principal | None,
+        key_id: str | None,
+        request_id: str,
+        method: str,
+        path: str,
+        status_code: int,
+        reason: str,
+    ) -> None:
+        """Record a refused request. Never raises: a denial must be answered even if the log is down."""
+        if self._store is None:
+            log.warning("admin request denied (%s %s, %d): %s", method, path, status_code, reason)
+            return
+        try:
+            async with self._store.begin() as conn:
+                await conn.execute(insert(audit_log).values(
+                    at=utcnow(), actor_key_id=principal.key_id if principal else key_id,
+                    actor_name=principal.name if principal else "anonymous",
+                    actor_role=principal.role.name if principal else None,
+                    action="auth.denied", resource_type="route", resource_id=f"{method} {path}"[:200],
+                    outcome="denied", status_code=status_code, request_id=request_id, detail=reason[:500],
+                ))
+        except StoreError as err:
+            log.warning("could not write audit entry for a denied request (%s %s): %s", method, path, err)
+
+
+def _plain(value: Any) -> Any:
+    return None if value is None else msgspec.to_builtins(value)
+
+
+def _as_utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError) as err:
+        raise BadRequest(f"{name} is out of range") from err
+
+
+async def query_audit(
+    store: Store,
+    page: PageParams,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page[AuditEntry]:
+    """Newest first. ``actor`` matches a key id or name; ``action`` ending in ``*`` is a prefix match."""
+    since, until = _as_utc(since, "since"), _as_utc(until, "until")
+    if since and until and since > until:
+        raise BadRequest("since must not be after until")
+    conditions = []
+    if actor:
+        conditions.append(or_(audit_log.c.actor_key_id == actor, audit_log.c.actor_name == actor))
+    if action:
+        if action.endswith("*"):
+            prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(audit_log.c.action.like(prefix + "%", escape="\\"))
+        else:
+            conditions.append(audit_log.c.action == action)
+    for column, value in ((audit_log.c.resource_type, resource_type), (audit_log.c.resource_id, resource_id),
+                          (audit_log.c.outcome, outcome)):
+        if value:
+            conditions.append(column == value)
+    if since:
+        conditions.append(audit_log.c.at >= since)
+    if until:
+        conditions.append(audit_log.c.at <= until)
+    where = and_(true(), *conditions)
+    async with store.read() as conn:
+        total = (await conn.execute(select(func.count()).select_from(audit_log).where(where))).scalar_one()
+        rows = (await conn.execute(
+            select(audit_log).where(where).order_by(audit_log.c.id.desc()).limit(page.page_size).offset(page.offset)
+        )).mappings().all()
+    return page.wrap([AuditEntry(**dict(row)) for row in rows], total)
+
+
+@get(
+    "/audit/logs", opt=requires(Role.operator), tags=["audit"], summary="Query the audit log",
+    description="Admin mutations and denied requests, newest first. Needs role operator.",
+)
+async def list_audit_logs(
+    store: Store,
+    page: PageParams,
+    actor: str | None = Parameter(query="actor", default=None, max_length=100,
+                                  description="key id or key name"),
+    action: str | None = Parameter(query="action", default=None, max_length=100,
+                                   description="exact action, or a prefix ending in *"),
+    resource_type: str | None = Parameter(query="resourceType", default=None, max_length=50),
+    resource_id: str | None = Parameter(query="resourceId", default=None, max_length=200),
+    outcome: Literal["success", "denied"] | None = Parameter(query="outcome", default=None),
+    since: datetime | None = Parameter(query="since", default=None, description="ISO 8601, inclusive"),
+    until: datetime | None = Parameter(query="until", default=None, description="ISO 8601, inclusive"),
+) -> Envelope[Page[AuditEntry]]:
+    result = await query_audit(
+        store, page, actor=actor, action=action, resource_type=resource_type, resource_id=resource_id,
+        outcome=outcome, since=since, until=until,
+    )
+    return ok(result)

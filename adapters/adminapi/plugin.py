@@ -1,0 +1,101 @@
+"""The one interface a control-plane module implements, and what it receives at start-up.
+
+A module is a package under ``control/`` exposing one object, registered in
+``pyproject.toml``::
+
+    [project.entry-points."llmops.control"]
+    governance = "control.governance:module"
+
+The object satisfies ``ControlModule``:
+
+``name``
+    Lower-case identifier (``[a-z][a-z0-9_]*``); names the migration history, the
+    OpenAPI tag default, ``cfg.modules`` filtering and ``cfg.module_settings[name]``.
+``routes()``
+    Litestar handlers/controllers/routers with paths *relative to* ``/llm-ops/v1``.
+    The host mounts them under that prefix inside a router that already has
+    the auth guard, the envelope exception handler, request-size limit and these
+    dependencies, so handlers just declare what they need by name:
+
+    ======== ===================================================================
+    ``ctx``    this module's ``ModuleContext``
+    ``store``  the ``Store`` (``async with store.begin() as conn``)
+    ``audit``  the ``AuditWriter``
+    ``actor``  the authenticated ``Actor`` (principal + request id) for audit entries
+    ``page``   ``PageParams`` from ``?page=&pageSize=`` (bounded), for list endpoints
+    ======== ===================================================================
+
+    Set a route's minimum role with ``opt=requires(Role.operator)``; default is
+    viewer for GET and operator for other methods. Return ``ok(data)`` (an
+    ``Envelope``); raise ``AdminError`` subclasses for failures. JSON bodies are
+    capped at ``cfg.max_json_bytes``; an upload handler that streams
+    (``request.stream()``) sets ``request_max_body_size=None`` on itself and
+    enforces ``ctx.settings.max_upload_bytes`` while streaming.
+``migrations()``
+    This module's ``Migration``s, versions 1, 2, 3… (see ``adapters.store.migrations``).
+``lifespan(ctx)``
+    An async context manager entered after the schema is current and left at
+    shutdown (start background workers here; put shared objects in ``ctx.services``).
+
+Modules must not import one another or ``gateway``; what they share goes through
+the store (tables, ``ChangeFeed`` topics) or types in ``adapters``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+from litestar.types import ControllerRouterHandler
+
+from adapters.adminapi.audit import AuditWriter
+from adapters.adminapi.settings import ControlCfg
+from adapters.objectstore import ObjectStore
+from adapters.store import ChangeFeed, Migration, Store
+
+__all__ = ["ControlModule", "Migration", "ModuleContext", "no_lifespan"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class ControlModule(Protocol):
+    name: str
+
+    def routes(self) -> Sequence[ControllerRouterHandler]: ...
+
+    def migrations(self) -> Sequence[Migration]: ...
+
+    def lifespan(self, ctx: ModuleContext) -> AbstractAsyncContextManager[None]: ...
+
+
+@dataclass
+class ModuleContext:
+    """What a module gets from the host; one per module, alive between start-up and shutdown."""
+
+    name: str
+    store: Store
+    changes: ChangeFeed
+    audit: AuditWriter
+    settings: ControlCfg
+    data_dir: Path
+    object_store: ObjectStore | None = None  # None when the host could not build one (e.g. s3 extra missing)
+    services: dict[str, Any] = field(default_factory=dict)  # filled by the module's lifespan, read by handlers
+
+    def module_settings(self, type_: type[T]) -> T:
+        """``cfg.module_settings[<name>]`` decoded into the module's own typed settings struct.
+
+        Raises ``msgspec.ValidationError`` naming the bad field, so typos fail at start-up.
+        """
+        return msgspec.convert(self.settings.module_settings.get(self.name, {}), type_)
+
+
+@contextlib.asynccontextmanager
+async def no_lifespan(_ctx: ModuleContext) -> AsyncIterator[None]:
+    """For modules with nothing to start: ``def lifespan(self, ctx): return no_lifespan(ctx)``."""
+    yield
