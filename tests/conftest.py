@@ -15,10 +15,10 @@ import uvicorn
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from adapters.testdoubles.mock_upstream import MockServer, start_mock_upstream  # noqa: E402
-from gateway.app import create_app  # noqa: E402
-from gateway.config import GatewayCfg, decode_config  # noqa: E402
-from gateway.state import Gateway  # noqa: E402
+from adapters.testdoubles.mock_upstream import MockServer, start_mock_upstream
+from gateway.app import create_app
+from gateway.config import GatewayCfg, decode_config
+from gateway.state import Gateway
 
 
 @dataclass

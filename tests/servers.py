@@ -7,8 +7,9 @@ Load with ``pytest_plugins = ["tests.servers"]`` in the top-level conftest. Fixt
 * ``redis_server`` (session): ``redis-server`` without persistence; shut down at the end.
 * ``database_url`` (function, parametrized ``sqlite`` / ``postgresql``): a fresh,
   empty database per test, so every store test runs against both backends.
-  The SQLite side is a file under ``tmp_path``; the PostgreSQL side a new database
-  on the session server, dropped afterwards.
+  The SQLite side is a file under ``tmp_path``; the PostgreSQL side a database on
+  the session server, emptied afterwards (schema dropped, stray sessions
+  terminated) and reused by a later test.
 * ``start_postgres()``: a context manager for tests that need a server of their own,
   e.g. to stop it mid-test and check the outage handling.
 
@@ -28,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ class PostgresServer:
     bin_dir: Path
     root: Path
     port: int
+    _free: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -104,6 +106,24 @@ class PostgresServer:
         name = f"t_{uuid.uuid4().hex[:16]}"
         self.psql(f'CREATE DATABASE "{name}"')
         return name
+
+    def acquire_database(self) -> str:
+        """An empty database: a recycled one when available (CREATE DATABASE costs ~0.5 s, a reset ~30 ms)."""
+        return self._free.pop() if self._free else self.create_database()
+
+    def release_database(self, name: str) -> None:
+        """Empty the database and keep it for the next test; drop it if that fails."""
+        try:
+            self.psql(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                "AND pid <> pg_backend_pid(); SET lock_timeout = '5s'; "
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
+                database=name,
+            )
+        except subprocess.CalledProcessError:
+            self.drop_database(name)
+            return
+        self._free.append(name)
 
     def drop_database(self, name: str) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # already gone with a stopped server
@@ -192,8 +212,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite+aiosqlite:///{tmp_path / 'llmops.db'}"
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = server.create_database()
+    name = server.acquire_database()
     try:
         yield server.url(name)
     finally:
-        server.drop_database(name)
+        server.release_database(name)

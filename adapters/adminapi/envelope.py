@@ -78,13 +78,14 @@ class PageParams(msgspec.Struct, frozen=True):
 
 
 def paging(
-    page: int = Parameter(query="page", ge=1, le=MAX_PAGE, default=1, description="1-based page number"),
+    page_number: int = Parameter(query="page", ge=1, le=MAX_PAGE, default=1, description="1-based page number"),
     page_size: int = Parameter(
         query="pageSize", ge=1, le=MAX_PAGE_SIZE, default=50, description=f"items per page, max {MAX_PAGE_SIZE}"
     ),
 ) -> PageParams:
     """Dependency for list endpoints: ``page`` and ``pageSize`` query parameters, bounded."""
-    return PageParams(page=page, page_size=page_size)
+    # The argument is not called ``page``: that is this dependency's own name in handlers.
+    return PageParams(page=page_number, page_size=page_size)
 
 
 def ok(data: T, message: str = "OK") -> Envelope[T]:
@@ -117,7 +118,7 @@ def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str
     if isinstance(exc, AdminError):
         return exc.status, exc.message, exc.data
     if isinstance(exc, ValidationException):
-        failed = ValidationFailed(_field_errors(exc.extra))
+        failed = ValidationFailed(_field_errors(exc.extra, _param_aliases(request)))
         return 400, failed.message, failed.data
     if isinstance(exc, NotFoundException):
         return 404, f"No route for {request.method} {request.url.path}", None
@@ -145,13 +146,36 @@ def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str
     return 500, "Internal server error", None
 
 
-def _field_errors(extra: Any) -> list[FieldError]:
+def _param_aliases(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """Python parameter name -> the query/header name clients use (``page_size`` -> ``pageSize``).
+
+    Litestar reports parameter errors under the Python name; clients only know
+    the alias. The aliases live on the handler's and its dependencies' signature models.
+    """
+    aliases: dict[str, str] = {}
+    try:
+        handler = request.route_handler
+        models = [handler.signature_model, *(p.signature_model for p in handler.resolve_dependencies().values())]
+    except (AttributeError, KeyError, TypeError):  # no matched handler (e.g. 404) or an unusual provider
+        return aliases
+    for model in models:
+        for name, definition in getattr(model, "_fields", {}).items():
+            kwarg = getattr(definition, "kwarg_definition", None)
+            alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None)
+            if alias:
+                aliases[name] = alias
+    return aliases
+
+
+def _field_errors(extra: Any, aliases: dict[str, str]) -> list[FieldError]:
     """Litestar reports msgspec/param failures as ``[{"key", "message", "source"}]``; name the field."""
     errors: list[FieldError] = []
     for item in extra if isinstance(extra, list) else []:
         if not isinstance(item, dict):
             continue
         key, message = str(item.get("key") or ""), str(item.get("message") or "invalid value")
+        if item.get("source") != "body":
+            key = aliases.get(key, key)
         unknown = _UNKNOWN_FIELD.search(message)
         if unknown:  # msgspec reports these on the enclosing object; point at the field itself
             parent = "" if key in ("", "data") else key

@@ -141,6 +141,19 @@ class ControlPlane:
         core: list[ControllerRouterHandler] = [*admin_routes]
         if self.cfg.enabled:
             core += [KeysController, list_audit_logs]
+        # Litestar deep-copies handler layers at registration, and deep-copying a bound method copies
+        # its instance: hand it closures instead, so every request sees this plane's live state.
+        plane = self
+
+        async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+            await plane._check_access(connection, handler)
+
+        def provide_store() -> Store:
+            return plane._require_running().store
+
+        def provide_audit() -> AuditWriter:
+            return plane._require_running().audit
+
         module_routers = [
             Router("/", route_handlers=list(m.routes()), tags=[m.name],
                    dependencies={"ctx": Provide(self._context_provider(m.name), sync_to_thread=False)})
@@ -149,14 +162,14 @@ class ControlPlane:
         self.route_handlers: list[ControllerRouterHandler] = [Router(
             ADMIN_PREFIX,
             route_handlers=[*core, *module_routers],
-            guards=[self._guard],
+            guards=[guard],
             exception_handlers=self.exception_handlers,
             middleware=[_request_id_middleware],
             request_max_body_size=self.cfg.max_json_bytes,
             dependencies={
-                "store": Provide(self._provide_store, sync_to_thread=False),
-                "audit": Provide(self._provide_audit, sync_to_thread=False),
-                "actor": Provide(self._provide_actor, sync_to_thread=False),
+                "store": Provide(provide_store, sync_to_thread=False),
+                "audit": Provide(provide_audit, sync_to_thread=False),
+                "caller": Provide(_provide_caller, sync_to_thread=False),
                 "page": Provide(paging, sync_to_thread=False),
             },
         )]
@@ -227,7 +240,7 @@ class ControlPlane:
 
     # -- per-request plumbing -------------------------------------------------------------------
 
-    async def _guard(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    async def _check_access(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         minimum = required_role(handler)
         if minimum is None:
             return
@@ -252,24 +265,18 @@ class ControlPlane:
             raise ServiceUnavailable("The control plane is not running")
         return self._running
 
-    def _provide_store(self) -> Store:
-        return self._require_running().store
-
-    def _provide_audit(self) -> AuditWriter:
-        return self._require_running().audit
-
-    @staticmethod
-    def _provide_actor(request: Request[Any, Any, Any]) -> Actor:
-        principal = request.scope.get("state", {}).get("principal")
-        if not isinstance(principal, Principal):
-            raise Unauthorized("This operation needs an authenticated admin key")
-        return Actor(principal=principal, request_id=request_id(request))
-
     def _context_provider(self, name: str) -> Any:
         def provide() -> ModuleContext:
             return self._require_running().contexts[name]
 
         return provide
+
+
+def _provide_caller(request: Request[Any, Any, Any]) -> Actor:
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        raise Unauthorized("This operation needs an authenticated admin key")
+    return Actor(principal=principal, request_id=request_id(request))
 
 
 def load_control_plane(

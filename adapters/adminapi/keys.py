@@ -89,8 +89,8 @@ class KeysController(Controller):
     opt = requires(Role.admin)
 
     @post("/", status_code=201, summary="Create an admin key (the key is returned once)")
-    async def create(self, data: KeyCreate, store: Store, audit: AuditWriter, actor: Actor) -> Envelope[CreatedApiKey]:
-        created = await create_key(store, audit, actor, name=data.name, role=Role.parse(data.role))
+    async def create(self, data: KeyCreate, store: Store, audit: AuditWriter, caller: Actor) -> Envelope[CreatedApiKey]:
+        created = await create_key(store, audit, caller, name=data.name, role=Role.parse(data.role))
         return ok(created, "Key created; store it now, it is not shown again")
 
     @get("/", summary="List admin keys")
@@ -122,5 +122,5 @@ class KeysController(Controller):
         return ok(_row_to_key(row))
 
     @delete("/{keyId:str}", status_code=200, summary="Revoke an admin key (idempotent)")
-    async def revoke(self, keyId: str, store: Store, audit: AuditWriter, actor: Actor) -> Envelope[ApiKey]:
-        return ok(await revoke_key(store, audit, actor, keyId), "Key revoked")
+    async def revoke(self, keyId: str, store: Store, audit: AuditWriter, caller: Actor) -> Envelope[ApiKey]:
+        return ok(await revoke_key(store, audit, caller, keyId), "Key revoked")

@@ -21,7 +21,7 @@ The object satisfies ``ControlModule``:
     ``ctx``    this module's ``ModuleContext``
     ``store``  the ``Store`` (``async with store.begin() as conn``)
     ``audit``  the ``AuditWriter``
-    ``actor``  the authenticated ``Actor`` (principal + request id) for audit entries
+    ``caller`` the authenticated ``Actor`` (principal + request id) for audit entries
     ``page``   ``PageParams`` from ``?page=&pageSize=`` (bounded), for list endpoints
     ======== ===================================================================
 

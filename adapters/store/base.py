@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -39,6 +39,7 @@ Dialect = Literal["sqlite", "postgresql"]
 DB_FILENAME = "llmops.db"
 
 
+@runtime_checkable
 class Store(Protocol):
     dialect: Dialect
     changes: ChangeFeed

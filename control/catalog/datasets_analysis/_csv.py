@@ -111,7 +111,9 @@ def _widen(current: str, seen: str) -> str:
 
 
 def _convert(column: pa.Array, kind: str) -> pa.Array:
-    if kind in ("null", "string"):
+    if kind == "null":
+        return pa.nulls(len(column))  # no value seen yet: typed later, must not pin the column to string
+    if kind == "string":
         return column
     if kind == "boolean":
         return pc.equal(pc.utf8_lower(column), "true")

@@ -28,13 +28,20 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-async def s3_client(moto_endpoint: str) -> AsyncIterator[object]:
-    from aiobotocore.config import AioConfig
+@pytest.fixture(scope="session")
+def aio_session() -> object:
+    """One botocore session for all tests: it caches the parsed S3 service model, the slow part."""
     from aiobotocore.session import get_session
 
+    return get_session()
+
+
+@pytest.fixture
+async def s3_client(moto_endpoint: str, aio_session: object) -> AsyncIterator[object]:
+    from aiobotocore.config import AioConfig
+
     config = AioConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
-    async with get_session().create_client(
+    async with aio_session.create_client(  # type: ignore[attr-defined]
         "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
         aws_access_key_id="test", aws_secret_access_key="test", config=config,
     ) as client:

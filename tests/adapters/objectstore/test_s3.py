@@ -72,3 +72,17 @@ async def test_unreachable_endpoint_is_unavailable() -> None:
 def test_part_size_below_s3_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         S3ObjectStore(object(), "b", part_bytes=MiB)
+
+
+async def test_connect_from_config_and_round_trip(moto_endpoint: str, s3_client: object) -> None:
+    await s3_client.create_bucket(Bucket="from-config")  # type: ignore[attr-defined]
+    cfg = S3Config(bucket="from-config", prefix="p/", endpoint_url=moto_endpoint, access_key_id="test",
+                   secret_access_key="test", max_attempts=1)
+    store = await S3ObjectStore.connect(cfg)
+    try:
+        stored = await store.put_stream("a/b.txt", chunks_of([b"hello"]))
+        assert stored.storage_uri == "s3://from-config/p/a/b.txt"
+        assert await store.list("a/") == ["a/b.txt"]
+    finally:
+        await store.aclose()
+        await store.aclose()  # idempotent

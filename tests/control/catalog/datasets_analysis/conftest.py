@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-Writer = Callable[..., Path]
+from tests.control.catalog.datasets_analysis._files import Writer
 
 
 @pytest.fixture

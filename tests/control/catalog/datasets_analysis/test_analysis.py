@@ -20,7 +20,7 @@ from control.catalog.datasets_analysis import (
     compare_profiles,
 )
 from control.catalog.datasets_analysis import analysis as analysis_module
-from tests.control.catalog.datasets_analysis.conftest import Writer
+from tests.control.catalog.datasets_analysis._files import Writer
 
 ROWS = [
     {"prompt": "Contact me at ann@example.com", "completion": "Sure.", "label": 1},

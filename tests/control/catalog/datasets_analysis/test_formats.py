@@ -22,7 +22,7 @@ from control.catalog.datasets_analysis import (
     detect_format,
     iter_batches,
 )
-from tests.control.catalog.datasets_analysis.conftest import Writer
+from tests.control.catalog.datasets_analysis._files import Writer
 
 
 def _rows(path: Path, fmt: str, **opts: int) -> list[dict]:
@@ -160,6 +160,13 @@ def test_csv_types_widen_across_batches(write_csv: Writer) -> None:
     assert all(b.schema.field("z").type == pa.string() for b in batches)
     assert all(b.schema.field("flag").type == pa.bool_() for b in batches)
     assert batches[-1].column("s").to_pylist()[-1] == "abc"
+
+
+def test_csv_column_empty_at_first_takes_the_type_of_later_values(write_csv: Writer) -> None:
+    rows = ["x,"] * 2000 + ["y,7"]
+    batches = list(iter_batches(write_csv("k,v\n" + "\n".join(rows) + "\n"), "csv", ReadOptions(csv_block_bytes=2048)))
+    assert pa.types.is_null(batches[0].schema.field("v").type)
+    assert batches[-1].schema.field("v").type == pa.int64()
 
 
 def test_csv_nulls_and_bom(write_csv: Writer) -> None:

@@ -29,7 +29,7 @@ def test_numeric_stats_across_batches() -> None:
     values = [3, 1, 4, 1, 5, 9, 2, 6]
     profile = _profile(
         pa.RecordBatch.from_pydict({"n": values[:4]}),
-        pa.RecordBatch.from_pydict({"n": pa.array(values[4:] + [None], pa.float64())}),
+        pa.RecordBatch.from_pydict({"n": pa.array([*values[4:], None], pa.float64())}),
     )
     n = _col(profile, "n")
     assert (n.type, n.min, n.max, n.null_count) == ("float", 1, 9, 1)

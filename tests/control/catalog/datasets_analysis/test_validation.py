@@ -13,7 +13,7 @@ from control.catalog.datasets_analysis import (
     iter_batches,
     report_for_error,
 )
-from tests.control.catalog.datasets_analysis.conftest import Writer
+from tests.control.catalog.datasets_analysis._files import Writer
 
 
 def _validate(batches: list[pa.RecordBatch], schema: dict | None = None, required: tuple = ()) -> object:

@@ -1,0 +1,34 @@
+"""The governance control module: policies (versioned) for the inline policy engine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from litestar.types import ControllerRouterHandler
+
+from adapters.adminapi import Migration, ModuleContext
+from control.governance.routes import PoliciesController
+from control.governance.service import PolicyService
+from control.governance.tables import GOVERNANCE_MIGRATIONS
+
+__all__ = ["GovernanceModule"]
+
+
+class GovernanceModule:
+    name = "governance"
+
+    def routes(self) -> Sequence[ControllerRouterHandler]:
+        return [PoliciesController]
+
+    def migrations(self) -> Sequence[Migration]:
+        return GOVERNANCE_MIGRATIONS
+
+    def lifespan(self, ctx: ModuleContext) -> AbstractAsyncContextManager[None]:
+        return self._run(ctx)
+
+    @contextlib.asynccontextmanager
+    async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
+        ctx.services["policies"] = PolicyService(ctx)
+        yield
