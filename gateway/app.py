@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +19,18 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
+from adapters.adminapi import (
+    ADMIN_PREFIX,
+    Actor,
+    AuditWriter,
+    BadRequest,
+    Envelope,
+    Role,
+    envelope_exception_handler,
+    load_control_plane,
+    ok,
+    requires,
+)
 from adapters.errors import NotFound, error_body
 from gateway.asgi import Receive, Scope, Send, request_id_from, send_error
 from gateway.chat.service import ChatService
@@ -39,12 +49,10 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 429: "rate_limit_error"}
 
 
-def _envelope(status: str, message: str, data: Any = None, code: int = 200) -> Response[Any]:
-    return Response({"status": status, "message": message, "data": data}, status_code=code)
-
-
 def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Last-resort handler for anything Litestar itself raises (unknown path, 405, …)."""
+    if request.url.path.startswith(ADMIN_PREFIX):
+        return envelope_exception_handler(request, exc)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status >= 500:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
@@ -53,8 +61,6 @@ def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[
         message = exc.detail if isinstance(exc, HTTPException) else str(exc)
         if status == 404:
             message = f"Unknown path {request.url.path!r}"
-    if request.url.path.startswith("/llm-ops/"):
-        return _envelope("fail" if status < 500 else "error", message, None, status)
     body = error_body(message, _ERROR_TYPES.get(status, "server_error"), None, None)
     return Response(body, status_code=status, media_type=MediaType.JSON)
 
@@ -111,41 +117,65 @@ def create_app(
     async def metrics() -> Response[bytes]:
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @post("/llm-ops/v1/gateway/reload", status_code=200, tags=["gateway"])
-    async def reload_config(request: Request[Any, Any, Any]) -> Response[Any]:
-        """Re-read the config file and swap the route table atomically."""
-        expected = cfg.server.admin_key or os.environ.get("LLMOPS_ADMIN_KEY")
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-            return _envelope("fail", "admin key required", None, 401)
+    @post("/gateway/reload", status_code=200, tags=["gateway"], opt=requires(Role.admin))
+    async def reload_config(caller: Actor) -> Envelope[dict[str, Any]]:
+        """Re-read the gateway config file and swap the route table atomically (admin only)."""
+        before = _summary(gw.cfg)
         try:
-            new = await gw.reload()
+            after = _summary(await gw.reload())
         except ConfigError as exc:
-            return _envelope("fail", f"config rejected, old config kept: {exc}", None, 400)
-        return _envelope("success", "config reloaded", {"routes": [r.name for r in new.routes]})
+            raise BadRequest(f"config rejected, the running config is kept: {exc}") from None
+        if plane.store is not None:
+            async with plane.store.begin() as conn:
+                await AuditWriter(plane.store).record(
+                    conn, caller, action="gateway.reload", resource_type="gateway_config", before=before, after=after
+                )
+        return ok(after, "config reloaded")
+
+    plane = load_control_plane(cfg.control, admin_routes=[reload_config])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await gw.start()
+        async with plane.lifespan():
+            await gw.start()
+            try:
+                yield
+            finally:
+                await gw.stop()
+
+    @contextlib.asynccontextmanager
+    async def signals(app: Litestar) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(gw)))
+            pending: set[asyncio.Task[None]] = set()
+
+            def on_hup() -> None:
+                task = asyncio.ensure_future(_reload_on_signal(gw))
+                pending.add(task)  # keep a reference until it finishes
+                task.add_done_callback(pending.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             yield
         finally:
             if install_signal_handlers:
                 loop.remove_signal_handler(signal.SIGHUP)
-            await gw.stop()
 
     app = Litestar(
-        route_handlers=[chat_completions, serve_route, list_models, healthz, readyz, metrics, reload_config],
-        lifespan=[lifespan],
+        route_handlers=[chat_completions, serve_route, list_models, healthz, readyz, metrics,
+                        *plane.route_handlers],
+        lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
-        openapi_config=None,
+        openapi_config=plane.openapi_config,
         logging_config=None,
     )
     app.state.gateway = gw
+    app.state.control_plane = plane
     return app
+
+
+def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:
+    return {"routes": [r.name for r in cfg.routes], "providers": [p.name for p in cfg.providers]}
 
 
 async def _reload_on_signal(gw: Gateway) -> None:

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import msgspec
 import yaml
 
+from adapters.adminapi.settings import ControlCfg
+
 __all__ = [
     "BreakerCfg",
     "ConfigError",
@@ -92,13 +94,13 @@ class ServerCfg(_Cfg):
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     allow_direct: bool = True
-    admin_key: str | None = None
 
 
 class GatewayCfg(_Cfg):
     server: ServerCfg = ServerCfg()
     providers: list[ProviderCfg] = []
     routes: list[RouteCfg] = []
+    control: ControlCfg = ControlCfg()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

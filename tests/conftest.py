@@ -70,6 +70,7 @@ def simple_config(*upstream_urls: str, **route: Any) -> dict[str, Any]:
     fallbacks = [{"provider": f"p{i}", "model": f"m{i}"} for i in range(1, len(upstream_urls))]
     return {
         "server": {"log_level": "warning"},
+        "control": {"enabled": False},
         "providers": providers,
         "routes": [{"name": "r", "targets": targets, "fallbacks": fallbacks, "retry_backoff_s": 0.0, **route}],
     }

@@ -55,7 +55,7 @@ async def test_invalid_reload_keeps_old_config(mock, tmp_path: Path) -> None:
             with pytest.raises(ConfigError):
                 await g.gateway.reload()
             r = await h.post("/llm-ops/v1/gateway/reload", headers={"authorization": "Bearer adm-secret"})
-            assert r.status_code == 400
+            assert r.status_code == 400, r.text
             assert r.json()["status"] == "fail" and "unknown provider" in r.json()["message"]
             assert (await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})).status_code == 200
             r = await h.post("/llm-ops/v1/gateway/reload", headers={"authorization": "Bearer wrong"})
@@ -64,8 +64,9 @@ async def test_invalid_reload_keeps_old_config(mock, tmp_path: Path) -> None:
             cfg["routes"][0]["name"] = "renamed"
             path.write_text(yaml.safe_dump(cfg))
             r = await h.post("/llm-ops/v1/gateway/reload", headers={"authorization": "Bearer adm-secret"})
-            assert r.status_code == 200 and r.json() == {
-                "status": "success", "message": "config reloaded", "data": {"routes": ["renamed"]}}
+            assert r.status_code == 200, r.text
+            assert r.json() == {"status": "success", "message": "config reloaded",
+                                "data": {"routes": ["renamed"], "providers": ["p0"]}}
             assert [m["id"] for m in (await h.get("/v1/models")).json()["data"]] == ["renamed"]
     finally:
         del os.environ["LLMOPS_ADMIN_KEY"]
@@ -90,7 +91,7 @@ def test_cli_serve_with_config_reloads_on_sighup(tmp_path: Path) -> None:
            "routes": [{"name": "one", "targets": [{"provider": "mock", "model": "m"}]}]}
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/readyz")
@@ -114,17 +115,20 @@ def test_cli_serve_with_config_reloads_on_sighup(tmp_path: Path) -> None:
     assert b"Traceback" not in err
 
 
-def test_cli_serve_embedded_default_answers_demo() -> None:
+def test_cli_serve_embedded_default_answers_demo(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/healthz")
         r = httpx.post(base + "/v1/chat/completions", json={"model": "demo", "messages": MSG})
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
         assert [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]] == ["demo"]
+        # The embedded control plane runs too, on SQLite under ./.llmops.
+        assert httpx.get(base + "/llm-ops/v1/audit/logs").status_code == 401
+        assert (tmp_path / ".llmops").is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
