@@ -62,7 +62,7 @@ class Relay:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     break
                 if attempts:
-                    self._m.count_retry(route.name, target.provider.name)
+                    self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1
                 call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
                                     timeouts=target.timeouts)
@@ -95,7 +95,7 @@ class Relay:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     break
                 if attempts:
-                    self._m.count_retry(route.name, target.provider.name)
+                    self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1
                 call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
                                     timeouts=target.timeouts, stream=True)

@@ -128,16 +128,16 @@ class Gateway:
     async def reload(self, cfg: GatewayCfg | None = None) -> GatewayCfg:
         """Swap in a new config (default: re-read the file). Raises ConfigError and keeps the old one."""
         async with self._reload_lock:
-            if cfg is None:
-                if self.config_path is not None:
-                    cfg = await asyncio.to_thread(load_config, self.config_path)
-                elif self._default_config is not None:
-                    cfg = self._default_config()
-                else:
-                    cfg = self.cfg
             try:
+                if cfg is None:
+                    if self.config_path is not None:
+                        cfg = await asyncio.to_thread(load_config, self.config_path)
+                    elif self._default_config is not None:
+                        cfg = self._default_config()
+                    else:
+                        cfg = self.cfg
                 new = await self._build(cfg)
-            except Exception:
+            except Exception:  # counted for the reload-failure alert, then re-raised to the caller
                 self.metrics.reloads.labels("error").inc()
                 raise
             old, self.generation, self.cfg = self.generation, new, cfg

@@ -1,6 +1,6 @@
 """The side-by-side benchmark: upstream direct, bare floor, llmops gateway, LiteLLM proxy, in one run.
 
-`python -m loadtests.bench [--duration 10] [--quick] [--rounds N] [--out docs/benchmarks.md]`
+`python -m loadtests.bench [--duration 6] [--rounds 3] [--quick] [--out docs/benchmarks.md]`
 
 Every server is one worker process pinned to the server core; wrk, nginx, the
 mock upstreams and the stream client share the load core, so all series pay
@@ -42,11 +42,9 @@ def _log(msg: str) -> None:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk point (default 10)")
-    p.add_argument("--quick", action="store_true", help="3 s points, short stream phases: a smoke run")
-    p.add_argument(
-        "--rounds", type=int, default=1, help="repeat the sweep, keep each point's median (default 1)"
-    )
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per wrk point (default 6)")
+    p.add_argument("--quick", action="store_true", help="one round of 3 s points, short stream phases")
+    p.add_argument("--rounds", type=int, default=3, help="repeat each sweep, keep each point's best (default 3)")
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown report (default docs/benchmarks.md)")
     p.add_argument("--no-litellm", action="store_true", help="skip series (d)")
     p.add_argument("--floor", default=FLOOR, help=f"pass-through variant for series (b) (default {FLOOR})")
@@ -54,7 +52,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--load-cpu", type=int, default=0, help="core for wrk, upstreams, client (default 0)")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration = min(args.duration, 3.0)
+        args.duration, args.rounds = min(args.duration, 3.0), 1
     return args
 
 
@@ -88,9 +86,7 @@ async def _streams(direct_fast: str, direct_paced: str, gateway: str | None, sec
     for c in (1, 16):
         res.ttft[("direct", c)] = await measure_ttft(direct_fast, "canned", concurrency=c, duration_s=seconds)
         if gateway:
-            res.ttft[("gateway", c)] = await measure_ttft(
-                gateway, "bench-ttft", concurrency=c, duration_s=seconds
-            )
+            res.ttft[("gateway", c)] = await measure_ttft(gateway, "bench-ttft", concurrency=c, duration_s=seconds)
     res.spacing["direct"] = await measure_spacing(direct_paced, "canned")
     if gateway:
         res.spacing["gateway"] = await measure_spacing(gateway, "bench-paced")
@@ -114,9 +110,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         floor = servers.start_floor(args.floor, up.chat_url, server_cpus, tmp)
         stack.callback(stop_process, floor.proc)
         servers.probe(floor.base, body)
-        gw_cfg = servers.gateway_config(
-            free_port(), up.chat_url, up.stream_url, fast.base + "/v1", paced.base + "/v1"
-        )
+        gw_cfg = servers.gateway_config(free_port(), up.chat_url, up.stream_url, fast.base + "/v1", paced.base + "/v1")
         gateway = _probe_or_drop(
             _start_optional(
                 stack, notes, "(c) llmops gateway", lambda: servers.start_gateway(gw_cfg, server_cpus, tmp)
@@ -146,9 +140,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         if litellm:
             targets.append(Target("d", f"LiteLLM proxy {litellm.detail}".strip(), litellm.base, body))
         _log(f"non-streaming sweep: {len(targets)} series x {CONCURRENCIES}, {args.duration:.0f} s per point")
-        main_series = sweep(
-            targets, CONCURRENCIES, args.duration, wrk_cpus=load_cpus, rounds=max(1, args.rounds)
-        )
+        main_series = sweep(targets, CONCURRENCIES, args.duration, wrk_cpus=load_cpus, rounds=max(1, args.rounds))
 
         sse_body = chat_body("bench-sse", stream=True)
         sse_targets = [Target("a", "nginx canned SSE direct", f"http://127.0.0.1:{up.stream_port}", sse_body)]
@@ -157,7 +149,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         if litellm:
             sse_targets.append(Target("d", "LiteLLM proxy", litellm.base, sse_body))
         _log("streaming sweep (wrk, canned 50-chunk SSE)")
-        sse_series = sweep(sse_targets, CONCURRENCIES, max(2.0, args.duration / 2), wrk_cpus=load_cpus)
+        sse_series = sweep(
+            sse_targets, CONCURRENCIES, max(2.0, args.duration / 2), wrk_cpus=load_cpus, rounds=max(1, args.rounds)
+        )
 
         _log("stream timing (TTFT, chunk spacing)")
         stream_res = asyncio.run(

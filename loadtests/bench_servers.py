@@ -120,9 +120,7 @@ def start_mock(tokens_per_s: float, cpus: Sequence[int], tmp: Path, name: str) -
     return _started(f"mock upstream ({name})", argv, port, cpus, tmp / f"mock-{name}.log")
 
 
-def gateway_config(
-    port: int, chat_url: str, sse_url: str, mock_fast_url: str, mock_paced_url: str
-) -> dict[str, Any]:
+def gateway_config(port: int, chat_url: str, sse_url: str, mock_fast_url: str, mock_paced_url: str) -> dict[str, Any]:
     """Routes: `bench` (nginx JSON), `bench-sse` (nginx canned SSE), `bench-ttft`/`bench-paced` (mock)."""
 
     def provider(name: str, url: str) -> dict[str, Any]:
@@ -152,9 +150,7 @@ def start_gateway(config: dict[str, Any], cpus: Sequence[int], tmp: Path) -> Run
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     llmops = str(_BIN / "llmops")
-    check = subprocess.run(
-        [llmops, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
+    check = subprocess.run([llmops, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False)
     if check.returncode != 0:
         raise ProcessFailed(f"gateway config rejected: {check.stderr.strip() or check.stdout.strip()}")
     port = int(config["server"]["port"])

@@ -41,9 +41,7 @@ def ratio(num: Series | None, den: Series | None, concurrency: int) -> float | N
     return a.rps / b.rps
 
 
-def throughput_table(
-    series: Sequence[Series], concurrencies: Sequence[int], direct_key: str | None = None
-) -> str:
+def throughput_table(series: Sequence[Series], concurrencies: Sequence[int], direct_key: str | None = None) -> str:
     """One row per (concurrency, series); 'added p50' is against the `direct_key` series at that c."""
     direct = next((s for s in series if s.key == direct_key), None)
     head = "| c | series | req/s | p50 ms | p99 ms |"
@@ -71,9 +69,7 @@ def throughput_table(
     return "\n".join(rows) + "\n"
 
 
-def ratio_table(
-    pairs: Sequence[tuple[str, Series | None, Series | None]], concurrencies: Sequence[int]
-) -> str:
+def ratio_table(pairs: Sequence[tuple[str, Series | None, Series | None]], concurrencies: Sequence[int]) -> str:
     """Columns are concurrencies; each row is `label`: num req/s ÷ den req/s."""
     head = "| ratio (req/s) | " + " | ".join(f"c={c}" for c in concurrencies) + " |"
     sep = "|---|" + "---:|" * len(concurrencies)

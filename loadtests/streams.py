@@ -102,9 +102,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def time_stream(
-    session: aiohttp.ClientSession, url: str, model: str, timeout_s: float = 30.0
-) -> StreamTiming:
+async def time_stream(session: aiohttp.ClientSession, url: str, model: str, timeout_s: float = 30.0) -> StreamTiming:
     """POST one streaming chat request and timestamp each content event as its line arrives."""
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hello"}]}
     times: list[float] = []

@@ -61,9 +61,7 @@ def _throughput_checks(series: Sequence[Series]) -> list[Check]:
     if r is not None and b is not None and c is not None:
         detail = f"(c)/(b) = {r:.2f} ({c.points[64].rps:,.0f} vs {b.points[64].rps:,.0f} req/s)"
     checks.append(
-        Check(
-            f"(c) ≥ {FLOOR_SHARE:.0%} of (b) req/s at c=64", None if r is None else r >= FLOOR_SHARE, detail
-        )
+        Check(f"(c) ≥ {FLOOR_SHARE:.0%} of (b) req/s at c=64", None if r is None else r >= FLOOR_SHARE, detail)
     )
     r = ratio(c, d, 64)
     checks.append(

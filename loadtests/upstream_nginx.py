@@ -76,9 +76,7 @@ def canned_sse_body(chunks: int = STREAM_CHUNKS) -> str:
     parts = [frame({"role": "assistant", "content": ""})]
     parts += [frame({"content": f"tok{i} "}) for i in range(chunks)]
     parts.append(frame({}, finish="stop"))
-    parts.append(
-        frame({}, usage={"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks})
-    )
+    parts.append(frame({}, usage={"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks}))
     parts.append("data: [DONE]\n\n")
     return "".join(parts)
 
@@ -155,9 +153,7 @@ class NginxUpstream:
 
 
 @contextmanager
-def run_nginx(
-    chat_port: int = 0, stream_port: int = 0, cpus: Sequence[int] | None = None
-) -> Iterator[NginxUpstream]:
+def run_nginx(chat_port: int = 0, stream_port: int = 0, cpus: Sequence[int] | None = None) -> Iterator[NginxUpstream]:
     """Start nginx (ports 0 = pick free ones), yield where it listens, always stop it."""
     chat_port = chat_port or free_port()
     stream_port = stream_port or free_port()
@@ -165,9 +161,7 @@ def run_nginx(
         prefix = Path(tmp)
         conf = prefix / "nginx.conf"
         conf.write_text(nginx_config(prefix, chat_port, stream_port), encoding="utf-8")
-        proc = start_process(
-            [NGINX, "-p", str(prefix), "-c", str(conf)], cpus=cpus, log=prefix / "stdout.log"
-        )
+        proc = start_process([NGINX, "-p", str(prefix), "-c", str(conf)], cpus=cpus, log=prefix / "stdout.log")
         try:
             wait_for_port(chat_port, proc=proc, timeout_s=10)
             wait_for_port(stream_port, proc=proc, timeout_s=10)

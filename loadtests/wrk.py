@@ -60,9 +60,7 @@ def chat_body(model: str, stream: bool = False) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def lua_script(
-    body: str, path: str = "/v1/chat/completions", headers: Mapping[str, str] | None = None
-) -> str:
+def lua_script(body: str, path: str = "/v1/chat/completions", headers: Mapping[str, str] | None = None) -> str:
     """A wrk script that POSTs `body` to `path` on every request (ASCII JSON strings are valid Lua)."""
     lines = [
         'wrk.method = "POST"',

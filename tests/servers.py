@@ -90,7 +90,8 @@ class PostgresServer:
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
-            _as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop"]),
+            _as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30",
+                          "stop"]),
             check=False, capture_output=True,
         )
 
@@ -156,27 +157,39 @@ def start_postgres() -> Iterator[PostgresServer]:
 class RedisServer:
     root: Path
     port: int
+    _process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        subprocess.run(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
-             "--appendonly", "no", "--dir", str(self.root), "--pidfile", str(self.root / "redis.pid"),
-             "--logfile", str(self.root / "redis.log")],
-            check=True, capture_output=True,
+        """Run in the foreground as our child, so stopping it can also reap it."""
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root), "--logfile", str(self.root / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                break
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port} (see {self.root / 'redis.log'})")
 
     def stop(self) -> None:
+        if self._process is None:
+            return
         subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, capture_output=True)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from adapters.store.migrations import (
     ddl,
     ensure_schema,
     migrate,
+    schema_drift,
     schema_versions,
 )
 from adapters.store.snapshot import Snapshot
@@ -70,6 +71,7 @@ __all__ = [
     "open_store",
     "redact_url",
     "resolve_database_url",
+    "schema_drift",
     "schema_versions",
     "utcnow",
 ]

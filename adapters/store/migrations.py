@@ -51,6 +51,7 @@ __all__ = [
     "ddl",
     "ensure_schema",
     "migrate",
+    "schema_drift",
     "schema_migrations",
     "schema_versions",
     "validate_plan",
@@ -182,3 +183,31 @@ async def ensure_schema(store: Store, plan: MigrationPlan, *, auto_migrate: bool
     if not auto_migrate:
         raise SchemaOutdated(pending)
     return await migrate(store, plan)
+
+
+async def schema_drift(store: Store, *tables: Table) -> list[str]:
+    """Differences between live ``Table`` definitions and the migrated database; empty when in sync.
+
+    Meant for each module's tests: after ``migrate``, the tables its queries use
+    must match what its migrations built (names, columns, nullability). It
+    catches a column added to the live definition without a migration.
+    """
+    def compare(sync_conn: object) -> list[str]:
+        inspector = inspect(sync_conn)
+        problems: list[str] = []
+        for table in tables:
+            if not inspector.has_table(table.name):
+                problems.append(f"table {table.name} missing")
+                continue
+            actual = {c["name"]: c for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                found = actual.pop(column.name, None)
+                if found is None:
+                    problems.append(f"{table.name}.{column.name} missing")
+                elif bool(found["nullable"]) != bool(column.nullable) and not column.primary_key:
+                    problems.append(f"{table.name}.{column.name}: nullable is {found['nullable']} in the database")
+            problems.extend(f"{table.name}.{name} not in the code's definition" for name in actual)
+        return problems
+
+    async with store.read() as conn:
+        return await conn.run_sync(compare)

@@ -123,8 +123,13 @@ class SqlStore:
             if "unique" in message or "duplicate key" in message:
                 raise DuplicateKey(_describe(err)) from err
             raise ConstraintViolation(_describe(err)) from err
-        except exc.DataError as err:
-            raise InvalidValue(_describe(err)) from err
+        except exc.DBAPIError as err:
+            if isinstance(err, exc.DataError) or _sqlstate(err).startswith("22"):  # SQL "data exception" class
+                raise InvalidValue(_describe(err)) from err
+            if not _is_unavailable(err):
+                raise
+            log.warning("database connection lost (%s): %s", self.url, _describe(err))
+            raise StoreUnavailable("database unavailable") from err
         except exc.SQLAlchemyError as err:
             if not _is_unavailable(err):
                 raise
@@ -156,6 +161,13 @@ _ASYNCPG_CONNECTION_ERRORS = frozenset({
     "ConnectionResetError", "ConnectionRefusedError",
 })
 _SQLITE_OUTAGE_HINTS = ("locked", "disk i/o", "unable to open", "readonly", "disk is full", "busy")
+
+
+def _sqlstate(err: exc.DBAPIError) -> str:
+    """PostgreSQL's SQLSTATE, which SQLAlchemy's asyncpg adapter keeps on the wrapped error."""
+    orig = err.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return str(state or "")
 
 
 def _describe(err: BaseException) -> str:

@@ -89,9 +89,7 @@ VARIANTS: dict[str, Variant] = {
             _uvicorn(_P + "litestar_httpx_aiohttp:app"),
         ),
         Variant("granian-asgi-aiohttp", "raw ASGI/granian", "aiohttp", _granian(_P + "asgi_aiohttp:app")),
-        Variant(
-            "granian-litestar-aiohttp", "litestar/granian", "aiohttp", _granian(_P + "litestar_aiohttp:app")
-        ),
+        Variant("granian-litestar-aiohttp", "litestar/granian", "aiohttp", _granian(_P + "litestar_aiohttp:app")),
         Variant(
             "aiohttp-web",
             "aiohttp.web",
@@ -101,5 +99,5 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-# The fastest variant measured on the reference machine (see loadtests/CLIENT_CHOICE.md).
+# The fastest variant on the reference machine (see loadtests/CLIENT_CHOICE.md).
 FLOOR = "asgi-aiohttp"

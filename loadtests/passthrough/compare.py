@@ -1,6 +1,6 @@
 """Measure every pass-through floor against the canned nginx upstream and print a markdown table.
 
-`python -m loadtests.passthrough.compare [--duration 8] [--only KEY ...] [--out FILE]`.
+`python -m loadtests.passthrough.compare [--duration 5] [--rounds 3] [--only KEY ...] [--out FILE]`.
 Each server is pinned to core 1, wrk and nginx to core 0, one worker process,
 non-streaming; the numbers feed loadtests/CLIENT_CHOICE.md.
 """
@@ -56,8 +56,8 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per point (default 8)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep, keep the median (default 1)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat the sweep, keep the best (default 3)")
     parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="variants to run (default all)")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)

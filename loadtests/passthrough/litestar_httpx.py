@@ -29,9 +29,7 @@ async def _client(app: Litestar) -> AsyncIterator[None]:
 async def chat(request: Request) -> Response[bytes]:
     client: httpx.AsyncClient = request.app.state.client
     upstream = await client.post(UPSTREAM, content=await request.body(), headers=_HEADERS)
-    return Response(
-        upstream.content, status_code=upstream.status_code, media_type=upstream.headers.get("content-type")
-    )
+    return Response(upstream.content, status_code=upstream.status_code, media_type=upstream.headers.get("content-type"))
 
 
 app = Litestar([chat], lifespan=[_client], openapi_config=None)

@@ -54,6 +54,7 @@ async def test_invalid_reload_keeps_old_config(mock, tmp_path: Path) -> None:
             path.write_text("routes: [{name: r, targets: [{provider: ghost, model: m}]}]")
             with pytest.raises(ConfigError):
                 await g.gateway.reload()
+            assert g.gateway.metrics.reloads.labels("error")._value.get() == 1
             r = await h.post("/llm-ops/v1/gateway/reload", headers={"authorization": "Bearer adm-secret"})
             assert r.status_code == 400, r.text
             assert r.json()["status"] == "fail" and "unknown provider" in r.json()["message"]

@@ -11,7 +11,7 @@ import pytest
 
 from loadtests.report import Check, check_lines, ratio, ratio_table, throughput_table
 from loadtests.streams import StreamResults, StreamTiming, content_event, distinct_arrivals
-from loadtests.sweep import Series, median_result
+from loadtests.sweep import Series, best_result
 from loadtests.targets import evaluate, summarize_spacing
 from loadtests.upstream_nginx import STREAM_CHUNKS, canned_sse_body, nginx_config, run_nginx
 from loadtests.wrk import WrkError, WrkResult, lua_script, parse_duration_ms, parse_wrk
@@ -132,12 +132,13 @@ class TestTables:
         assert text.splitlines() == ["- PASS: x — ok", "- FAIL: y — bad", "- SKIP: z — n/a"]
 
 
-def test_median_result_picks_a_real_run() -> None:
-    runs = [_result(300), _result(100), _result(200), _result(400)]
-    assert median_result(runs).rps == 200
-    assert median_result([_result(5)]).rps == 5
+def test_best_result_picks_the_least_disturbed_run() -> None:
+    runs = [_result(300, p50=3.0), _result(100), _result(400, p50=4.0), _result(200)]
+    best = best_result(runs)
+    assert (best.rps, best.p50_ms) == (400, 4.0)
+    assert best_result([_result(5)]).rps == 5
     with pytest.raises(ValueError):
-        median_result([])
+        best_result([])
 
 
 class TestStreams:

@@ -34,7 +34,7 @@ def _versions(url: str) -> dict[str, int]:
     return asyncio.run(read())
 
 
-def test_migrate_applies_everything_installed_and_check_reports(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_applies_all_installed_and_check_reports(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("migrate", "--check", "--database-url", database_url) == 1
     assert "pending: governance v1" in capsys.readouterr().err
     assert run_cli("migrate", "--database-url", database_url) == 0

@@ -154,3 +154,12 @@ async def test_postgres_going_away_gives_503_envelopes_then_recovers(tmp_path: P
             resp = await t.client.get("/llm-ops/v1/demo/things", headers=bearer(token))
             assert resp.status_code == 200
             assert [i["name"] for i in resp.json()["data"]["items"]] == ["a"]  # nothing half-written
+
+
+async def test_served_over_a_real_socket(tmp_path: Path) -> None:
+    async with admin_test_app(ControlCfg(data_dir=str(tmp_path)), modules=[DemoModule()], real_socket=True) as t:
+        assert t.url.startswith("http://127.0.0.1:")
+        created = await t.client.post("/llm-ops/v1/demo/things", json={"name": "a"})
+        assert created.status_code == 201 and created.headers["x-request-id"]
+        missing = await t.client.get("/llm-ops/v1/nope")
+        assert missing.status_code == 404 and missing.json()["status"] == "fail"

@@ -133,3 +133,15 @@ async def test_two_processes_migrating_at_once_apply_each_version_once(database_
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_schema_drift_spots_columns_added_without_a_migration(store: SqlStore) -> None:
+    from adapters.store import schema_drift
+
+    await migrate(store, {"demo": [V1, V2]})
+    assert await schema_drift(store, items_live) == []
+    drifted = Table("items", MetaData(), Column("id", Integer, primary_key=True),
+                    Column("name", String(50), nullable=True), Column("colour", String(10)))
+    problems = await schema_drift(store, drifted, Table("nope", MetaData(), Column("id", Integer)))
+    assert sorted(problems) == ["items.colour missing", "items.name: nullable is False in the database",
+                                "items.slug not in the code's definition", "table nope missing"]

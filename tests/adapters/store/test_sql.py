@@ -177,3 +177,14 @@ async def test_sqlite_default_lives_in_the_data_dir(tmp_path: object) -> None:
         assert store.dialect == "sqlite"
     finally:
         await store.aclose()
+
+
+async def test_values_the_database_refuses_are_invalid_value(store: SqlStore) -> None:
+    from adapters.store import InvalidValue
+
+    await _create(store)
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite stores NUL characters; only PostgreSQL refuses them")
+    with pytest.raises(InvalidValue):
+        async with store.begin() as conn:
+            await conn.execute(insert(parents).values(id="p1", name="a\x00b"))

@@ -1,0 +1,1 @@
+"""Dataset catalog: registration, versioned uploads with reports, preview and compare."""

@@ -1,0 +1,1 @@
+"""Model catalog: definitions and versions, lifecycle and approvals, lineage, files, dependents."""

@@ -1,0 +1,99 @@
+"""Provider configuration of ``external`` models, validated per provider.
+
+Secrets never enter the catalog: a provider names where its key lives with
+``apiKeyRef`` (``env:OPENAI_API_KEY`` or ``secret://team-a/openai``) and the
+gateway resolves it when it builds the upstream. A raw key sent as ``apiKey`` is
+refused with a message saying what to send instead, and is neither stored nor
+echoed; so is a reference that looks like a key, and a base URL with
+credentials in it. Because only references are stored, API responses and audit
+entries can show the provider config as-is.
+
+    {"kind": "openai", "baseUrl": "https://api.openai.com/v1", "model": "gpt-4o-mini",
+     "apiKeyRef": "env:OPENAI_API_KEY", "organization": null}
+    {"kind": "ollama", "baseUrl": "http://ollama:11434", "model": "llama3.1:8b"}
+    {"kind": "vllm",   "baseUrl": "http://vllm:8000/v1", "model": "meta-llama/Llama-3.1-8B", "apiKeyRef": null}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import msgspec
+
+from adapters.adminapi import FieldError
+
+__all__ = ["OllamaProvider", "OpenAIProvider", "ProviderConfig", "VllmProvider", "check_provider"]
+
+_Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+_UpstreamModel = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
+_SecretRef = Annotated[str, msgspec.Meta(max_length=250, description="env:VAR_NAME or secret://name")]
+_SECRET_REF = re.compile(r"^(?:env:[A-Za-z_][A-Za-z0-9_]{0,127}|secret://[A-Za-z0-9][A-Za-z0-9._/-]{0,199})$")
+_RAW_KEY_HINT = ("raw secrets are not accepted; store the key in the environment or a secret store "
+                 "and send apiKeyRef (env:VAR_NAME or secret://name)")
+
+
+class _Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel",
+                omit_defaults=True, tag_field="kind"):
+    base_url: _Url
+    model: _UpstreamModel
+    # Declared only to answer a raw key with a precise hint; never stored or returned.
+    api_key: Annotated[str | None, msgspec.Meta(description="never accepted: send apiKeyRef")] = None
+
+
+class OpenAIProvider(_Provider, frozen=True, tag="openai"):
+    api_key_ref: _SecretRef
+    organization: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class OllamaProvider(_Provider, frozen=True, tag="ollama"):
+    pass
+
+
+class VllmProvider(_Provider, frozen=True, tag="vllm"):
+    api_key_ref: _SecretRef | None = None
+
+
+ProviderConfig = OpenAIProvider | OllamaProvider | VllmProvider
+
+
+def check_provider(provider: ProviderConfig, prefix: str = "provider") -> list[FieldError]:
+    """Semantic checks msgspec cannot express; field paths are camelCase like the wire."""
+    errors: list[FieldError] = []
+    if provider.api_key is not None:
+        errors.append(FieldError(field=f"{prefix}.apiKey", message=_RAW_KEY_HINT))
+    ref = getattr(provider, "api_key_ref", None)
+    if ref is not None and not _SECRET_REF.match(ref):
+        errors.append(FieldError(field=f"{prefix}.apiKeyRef",
+                                 message="must be a secret reference (env:VAR_NAME or secret://name), "
+                                         "never the key itself"))
+    if problem := _url_problem(provider.base_url):
+        errors.append(FieldError(field=f"{prefix}.baseUrl", message=problem))
+    return errors
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as err:
+        return f"not a valid URL: {err}"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials; use apiKeyRef for the key"
+    if parts.fragment or parts.query:
+        return "must not have a query string or fragment"
+    if port == 0:
+        return "port must be between 1 and 65535"
+    if any(ch.isspace() for ch in url):
+        return "must not contain whitespace"
+    return None
+
+
+def public_provider(provider: ProviderConfig | None) -> ProviderConfig | None:
+    """The config as stored and shown: the (always ``None`` after validation) raw key dropped."""
+    return None if provider is None else msgspec.structs.replace(provider, api_key=None)

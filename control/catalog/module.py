@@ -1,0 +1,61 @@
+"""The catalog control module: models (lifecycle, approvals, lineage, files) and datasets (versions, reports).
+
+Services it puts in ``ctx.services`` (handlers read them; ``catalog.model_refs``
+is the seam other modules use to declare dependencies on a model):
+
+    catalog.models          ModelService       catalog.model_history   ModelHistory
+    catalog.model_files     ModelFileService   catalog.model_refs      ModelRefs
+    catalog.datasets        DatasetService     catalog.dataset_uploads DatasetUploads
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from litestar.types import ControllerRouterHandler
+
+from adapters.adminapi import Migration, ModuleContext
+from control.catalog.datasets.routes import DatasetsController
+from control.catalog.datasets.service import DatasetService
+from control.catalog.datasets.upload import DatasetUploads
+from control.catalog.models.files import ModelFileService
+from control.catalog.models.history import ModelHistory
+from control.catalog.models.refs import ModelRefs
+from control.catalog.models.routes import ModelsController
+from control.catalog.models.service import ModelService
+from control.catalog.settings import CatalogSettings, PiiConfig, load_detectors
+from control.catalog.tables import CATALOG_MIGRATIONS
+
+__all__ = ["CatalogModule"]
+
+
+class CatalogModule:
+    name = "catalog"
+
+    def routes(self) -> Sequence[ControllerRouterHandler]:
+        return [ModelsController, DatasetsController]
+
+    def migrations(self) -> Sequence[Migration]:
+        return CATALOG_MIGRATIONS
+
+    def lifespan(self, ctx: ModuleContext) -> AbstractAsyncContextManager[None]:
+        return self._run(ctx)
+
+    @contextlib.asynccontextmanager
+    async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
+        settings = ctx.module_settings(CatalogSettings)  # a typo in the config fails start-up here
+        pii = PiiConfig(settings, load_detectors(settings.pii_detectors))
+        refs = ModelRefs()
+        models = ModelService(ctx, refs)
+        datasets = DatasetService(ctx, pii)
+        ctx.services.update({
+            "catalog.models": models,
+            "catalog.model_history": ModelHistory(ctx, models),
+            "catalog.model_files": ModelFileService(ctx, models, max_files=settings.max_files_per_upload),
+            "catalog.model_refs": refs,
+            "catalog.datasets": datasets,
+            "catalog.dataset_uploads": DatasetUploads(ctx, datasets, settings, pii),
+        })
+        yield

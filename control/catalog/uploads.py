@@ -1,0 +1,99 @@
+"""Shared plumbing of the two streaming upload endpoints (model files, dataset versions).
+
+The upload handlers opt out of the admin router's JSON body cap
+(``request_max_body_size=None``) and enforce ``ControlCfg.max_upload_bytes``
+themselves: up front from ``Content-Length`` (so an honest oversized request is
+refused before a byte is read) and again while streaming (for chunked bodies and
+liars). The limit counts file bytes; the raw body may exceed it by
+``FRAMING_SLACK_BYTES`` of multipart headers and boundaries.
+
+``translated`` is the one place object-store and multipart errors become
+admin-API errors, with the client's file name in the message and ``data``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from litestar import Request
+
+from adapters.adminapi import (
+    AdminError,
+    BadRequest,
+    ModuleContext,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from adapters.objectstore import InvalidKey, ObjectStore, ObjectStoreError, ObjectTooLarge, safe_filename
+from control.catalog.multipart import MultipartError, MultipartReader, NotMultipart
+
+__all__ = ["FRAMING_SLACK_BYTES", "checked_filename", "multipart_body", "object_store_of", "translated"]
+
+FRAMING_SLACK_BYTES = 1 << 20
+
+
+def object_store_of(ctx: ModuleContext) -> ObjectStore:
+    if ctx.object_store is None:
+        raise ServiceUnavailable("No object store is configured or reachable; uploads are unavailable")
+    return ctx.object_store
+
+
+def multipart_body(request: Request[Any, Any, Any], max_file_bytes: int) -> MultipartReader:
+    """A streaming multipart reader over the request body, bounded as described above."""
+    limit = max_file_bytes + FRAMING_SLACK_BYTES
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(_too_large(max_file_bytes), {"maxUploadBytes": max_file_bytes})
+    try:
+        return MultipartReader(_bounded(request.stream(), limit, max_file_bytes), request.headers.get("content-type"))
+    except NotMultipart as err:
+        raise UnsupportedMediaType(f"{err}; send the file(s) as multipart/form-data") from err
+
+
+async def _bounded(body: AsyncIterator[bytes], limit: int, max_file_bytes: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in body:
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(_too_large(max_file_bytes), {"maxUploadBytes": max_file_bytes})
+        yield chunk
+
+
+def _too_large(max_file_bytes: int) -> str:
+    return f"The upload exceeds the limit of {max_file_bytes} bytes (control.max_upload_bytes)"
+
+
+def checked_filename(raw: str | None, field_name: str) -> str:
+    """The part's file name if it is safe to store under, else a 400 naming the problem."""
+    if raw is None:
+        raise BadRequest(f"Form field {field_name!r} is not a file; send files as parts with a filename",
+                         {"field": field_name})
+    try:
+        return safe_filename(raw)
+    except InvalidKey as err:
+        raise BadRequest(f"Rejected file name {raw!r}: {err.message}", {"filename": raw}) from err
+
+
+@contextlib.contextmanager
+def translated(filename: str | None, max_file_bytes: int) -> Iterator[None]:
+    """Map multipart and object-store failures to admin errors (AdminErrors pass through)."""
+    try:
+        yield
+    except AdminError:
+        raise
+    except NotMultipart as err:
+        raise UnsupportedMediaType(str(err)) from err
+    except MultipartError as err:
+        raise BadRequest(f"Malformed upload: {err}") from err
+    except ObjectTooLarge as err:
+        raise PayloadTooLarge(_too_large(max_file_bytes), {"maxUploadBytes": max_file_bytes,
+                                                           "filename": filename}) from err
+    except InvalidKey as err:
+        raise BadRequest(f"Rejected file name {filename!r}: {err.message}", {"filename": filename}) from err
+    except ObjectStoreError as err:
+        if err.status >= 500:
+            raise ServiceUnavailable("The object store is unavailable; retry later") from err
+        raise BadRequest(err.message) from err

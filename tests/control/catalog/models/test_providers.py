@@ -1,0 +1,51 @@
+"""Provider configuration checks for external models."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from control.catalog.models.providers import OpenAIProvider, ProviderConfig, check_provider, public_provider
+
+
+def decode(**fields: object) -> ProviderConfig:
+    return msgspec.convert({"kind": "openai", "baseUrl": "https://api.openai.com/v1", "model": "gpt-4o",
+                            "apiKeyRef": "env:OPENAI_API_KEY", **fields}, ProviderConfig)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ref", ["env:OPENAI_API_KEY", "env:_x1", "secret://team-a/openai.key"])
+def test_secret_references_are_accepted(ref: str) -> None:
+    assert check_provider(decode(apiKeyRef=ref)) == []
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"apiKeyRef": "sk-proj-abc123"}, "provider.apiKeyRef"),
+    ({"apiKeyRef": "env:1BAD"}, "provider.apiKeyRef"),
+    ({"apiKeyRef": "secret://"}, "provider.apiKeyRef"),
+    ({"apiKey": "sk-live"}, "provider.apiKey"),
+    ({"baseUrl": "https://u:p@host/v1"}, "provider.baseUrl"),
+    ({"baseUrl": "file:///etc/passwd"}, "provider.baseUrl"),
+    ({"baseUrl": "http://"}, "provider.baseUrl"),
+    ({"baseUrl": "http://host:99999"}, "provider.baseUrl"),
+    ({"baseUrl": "http://host/v1?key=x"}, "provider.baseUrl"),
+    ({"baseUrl": "http://ho st/v1"}, "provider.baseUrl"),
+])
+def test_bad_provider_fields_are_named(fields: dict[str, str], field: str) -> None:
+    errors = check_provider(decode(**fields))
+    assert [e.field for e in errors] == [field]
+    assert all("sk-" not in e.message for e in errors)  # the rejected value is never echoed
+
+
+def test_each_provider_has_its_own_required_fields() -> None:
+    with pytest.raises(msgspec.ValidationError, match="apiKeyRef"):
+        msgspec.convert({"kind": "openai", "baseUrl": "https://x", "model": "m"}, ProviderConfig)  # type: ignore[arg-type]
+    with pytest.raises(msgspec.ValidationError, match="apiKeyRef"):  # ollama takes no key at all
+        msgspec.convert({"kind": "ollama", "baseUrl": "http://x", "model": "m", "apiKeyRef": "env:K"},
+                        ProviderConfig)  # type: ignore[arg-type]
+    with pytest.raises(msgspec.ValidationError, match="kind"):
+        msgspec.convert({"kind": "bedrock", "baseUrl": "https://x", "model": "m"}, ProviderConfig)  # type: ignore[arg-type]
+    vllm = msgspec.convert({"kind": "vllm", "baseUrl": "http://vllm:8000/v1", "model": "meta/llama"},
+                           ProviderConfig)  # type: ignore[arg-type]
+    assert check_provider(vllm) == []
+    shown = public_provider(decode(apiKey="sk-live"))
+    assert isinstance(shown, OpenAIProvider) and b"sk-live" not in msgspec.json.encode(shown)
