@@ -81,6 +81,23 @@ def _probe_or_drop(run: servers.Running | None, body: str, notes: list[str]) -> 
     return run
 
 
+def _check_pinning(
+    runs: Sequence[servers.Running | None], server_cpus: set[int], load_cpus: set[int], notes: list[str]
+) -> None:
+    """taskset silently does nothing on a 1-core box; say so instead of printing misleading numbers."""
+    for run in runs:
+        if run is None:
+            continue
+        want = load_cpus if run.label.startswith("mock") else server_cpus
+        try:
+            got = os.sched_getaffinity(run.proc.pid)
+        except OSError:
+            continue
+        if got != want:
+            notes.append(f"{run.label} ran on cores {sorted(got)}, not {sorted(want)} as intended")
+            _log(f"! {run.label} pinned to {sorted(got)}, wanted {sorted(want)}")
+
+
 async def _streams(direct_fast: str, direct_paced: str, gateway: str | None, seconds: float) -> StreamResults:
     res = StreamResults(expected_gap_ms=1e3 / PACED_TOKENS_PER_S)
     for c in (1, 16):
@@ -95,8 +112,6 @@ async def _streams(direct_fast: str, direct_paced: str, gateway: str | None, sec
 
 def run(args: argparse.Namespace, command: str) -> int:
     server_cpus, load_cpus = [args.server_cpu], [args.load_cpu]
-    if args.load_cpu in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {args.load_cpu})  # the stream client runs in this process
     notes: list[str] = []
     body = chat_body("bench")
     with ExitStack() as stack:
@@ -133,6 +148,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         else:
             notes.append("(d) LiteLLM proxy skipped: --no-litellm")
 
+        _check_pinning([floor, fast, paced, gateway, litellm], set(server_cpus), set(load_cpus), notes)
         direct = f"http://127.0.0.1:{up.chat_port}"
         targets = [Target("a", "nginx direct", direct, body), Target("b", floor.label, floor.base, body)]
         if gateway:
@@ -154,6 +170,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         )
 
         _log("stream timing (TTFT, chunk spacing)")
+        if args.load_cpu in os.sched_getaffinity(0):
+            os.sched_setaffinity(0, {args.load_cpu})  # the stream client runs in this process
         stream_res = asyncio.run(
             _streams(
                 fast.base + "/v1",
@@ -168,7 +186,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         sse_series=sse_series,
         streams=stream_res,
         concurrencies=CONCURRENCIES,
-        notes=notes + [f"{s.label}: {s.note}" for s in [*main_series, *sse_series] if s.note],
+        notes=notes
+        + [f"{s.label}: {s.note}" for s in main_series if s.note]
+        + [f"streaming, {s.label}: {s.note}" for s in sse_series if s.note],
         gateway_config=gw_cfg,
         pinning=f"servers under test on core {args.server_cpu}; wrk, nginx, mock upstreams and the "
         f"stream client on core {args.load_cpu}",

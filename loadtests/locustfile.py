@@ -52,7 +52,11 @@ class ChatUser(FastHttpUser):
 
     @task(1)
     def chat_stream(self) -> None:
-        """Reads the SSE stream to `[DONE]`; TTFT is reported as its own entry, `stream ttft`."""
+        """Reads the SSE stream to `[DONE]`.
+
+        Locust times a streamed request to its response headers (`chat stream`), so the time to the
+        first content event is reported as its own entry, `stream ttft`.
+        """
         body = {"model": ROUTE, "messages": PROMPT, "stream": True}
         start = time.perf_counter()
         first: float | None = None

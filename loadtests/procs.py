@@ -24,6 +24,11 @@ class ProcessFailed(RuntimeError):
     """A child exited or never started listening; the message carries its log tail."""
 
 
+# Captured at import: a caller may later narrow its own affinity (the bench pins itself to the load
+# core), and that must not stop it from pinning children to the other core.
+_USABLE_CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,8 +39,7 @@ def cpu_prefix(cpus: Sequence[int] | None) -> list[str]:
     """`taskset -c …` when pinning is asked for and possible, else nothing."""
     if not cpus:
         return []
-    available = os.sched_getaffinity(0)
-    wanted = [c for c in cpus if c in available]
+    wanted = [c for c in cpus if c in _USABLE_CPUS]
     if not wanted:
         return []
     return ["taskset", "-c", ",".join(str(c) for c in wanted)]

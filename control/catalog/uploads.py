@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from adapters.adminapi import (
     AdminError,
@@ -30,9 +32,27 @@ from adapters.adminapi import (
 from adapters.objectstore import InvalidKey, ObjectStore, ObjectStoreError, ObjectTooLarge, safe_filename
 from control.catalog.multipart import MultipartError, MultipartReader, NotMultipart
 
-__all__ = ["FRAMING_SLACK_BYTES", "checked_filename", "multipart_body", "object_store_of", "translated"]
+__all__ = [
+    "FRAMING_SLACK_BYTES",
+    "MultipartUploadOperation",
+    "checked_filename",
+    "multipart_body",
+    "object_store_of",
+    "translated",
+]
 
 FRAMING_SLACK_BYTES = 1 << 20
+
+
+@dataclass
+class MultipartUploadOperation(Operation):
+    """OpenAPI for a handler that streams ``request`` itself: Litestar cannot infer its multipart body."""
+
+    def __post_init__(self) -> None:
+        binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+        self.request_body = RequestBody(required=True, content={"multipart/form-data": OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.OBJECT, properties={"file": binary}, required=["file"]))},
+            description="File part(s) with a filename; the part's field name is free.")
 
 
 def object_store_of(ctx: ModuleContext) -> ObjectStore:

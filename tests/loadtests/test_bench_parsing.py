@@ -232,3 +232,54 @@ def test_nginx_upstream_answers_chat_and_stream() -> None:
                 assert body.decode() == canned_sse_body()
     with pytest.raises(OSError):  # stopped on exit
         urllib.request.urlopen(up.chat_url + "/chat/completions", data=b"{}", timeout=2)
+
+
+def test_render_writes_every_section() -> None:
+    from loadtests.bench_doc import render
+    from loadtests.streams import TtftStats
+
+    series = [
+        _series("a", "nginx direct", {1: _result(20000, p50=0.03), 64: _result(40000)}),
+        _series("b", "floor", {1: _result(2000), 64: _result(2000)}),
+        _series("c", "llmops gateway", {1: _result(1500, p50=0.5), 64: _result(1700)}),
+    ]
+    streams = StreamResults(expected_gap_ms=20.0)
+    streams.ttft[("direct", 1)] = TtftStats(10, 2.0, 3.0)
+    streams.ttft[("gateway", 1)] = TtftStats(10, 2.5, 4.0)
+    streams.spacing["direct"] = [_paced(50, 0.02)]
+    streams.spacing["gateway"] = [_paced(50, 0.02)]
+    text = render(
+        command=".venv/bin/python -m loadtests.bench --quick",
+        series=series,
+        sse_series=[],
+        streams=streams,
+        concurrencies=[1, 64],
+        notes=["(d) LiteLLM proxy skipped: not installed"],
+        gateway_config={"server": {"port": 4000}},
+        pinning="servers on core 1",
+    )
+    for heading in ("# Benchmarks", "## Machine and command", "## Targets", "## Non-streaming", "## Streaming"):
+        assert f"\n{heading}" in "\n" + text
+    assert ".venv/bin/python -m loadtests.bench --quick" in text
+    assert "- PASS: (c) ≥ 80% of (b) req/s at c=64 — (c)/(b) = 0.85" in text
+    assert "- SKIP: (c) ≥ 20x (d) req/s at c=64" in text
+    assert "| 1 | (c) llmops gateway | 1,500 | 0.50 | 2.00 | 0.47 | 0 |" in text
+    assert "| (c) llmops / (b) floor | 0.75 | 0.85 |" in text
+    assert "| 1 | gateway | 10 | 2.500 | 4.000 | 0.500 |" in text
+    assert "- (d) LiteLLM proxy skipped: not installed" in text
+    assert "port: 4000" in text
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_cpu_prefix_still_pins_to_other_cores_after_narrowing_own_affinity() -> None:
+    from loadtests.procs import cpu_prefix
+
+    cores = sorted(os.sched_getaffinity(0))
+    original = set(cores)
+    try:
+        os.sched_setaffinity(0, {cores[0]})  # what the bench does before its stream phase
+        assert cpu_prefix([cores[-1]]) == ["taskset", "-c", str(cores[-1])]
+    finally:
+        os.sched_setaffinity(0, original)
+    assert cpu_prefix([10_000]) == []
+    assert cpu_prefix(None) == []

@@ -23,7 +23,7 @@ from control.catalog.datasets.protocol import (
 )
 from control.catalog.datasets.service import DatasetService
 from control.catalog.datasets.upload import DatasetUploads
-from control.catalog.uploads import multipart_body
+from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["DatasetsController"]
 
@@ -77,6 +77,7 @@ class DatasetsController(Controller):
         return ok(await datasets.versions(datasetId, page))
 
     @post("/{datasetId:str}/upload", status_code=201, opt=requires(Role.developer), request_max_body_size=None,
+          operation_class=MultipartUploadOperation,
           summary="Upload a new version (multipart/form-data, one CSV, JSONL or Parquet file, streamed)",
           description="Validated, PII-scanned and quality-scored before the response. An unparseable file or "
                       "one failing the declared schema is recorded as an invalid version (422 with its report).")

@@ -30,7 +30,7 @@ from control.catalog.models.protocol import (
     VersionDiff,
 )
 from control.catalog.models.service import ModelService
-from control.catalog.uploads import multipart_body
+from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["ModelsController"]
 
@@ -126,6 +126,7 @@ class ModelsController(Controller):
         return ok(await files.list(modelId))
 
     @post("/{modelId:str}/upload", status_code=201, opt=requires(Role.developer), request_max_body_size=None,
+          operation_class=MultipartUploadOperation,
           summary="Upload model files (multipart/form-data, streamed)",
           description="One or more file parts; each is streamed to the object store with its sha256. "
                       "All-or-nothing: any rejected part discards the whole upload.")
