@@ -12,7 +12,10 @@ import argparse
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from adapters.adminapi.audit import AuditWriter
 from adapters.adminapi.auth import Actor, Principal, Role
@@ -24,16 +27,26 @@ from adapters.store import StoreError, ensure_schema, migrate
 __all__ = ["register_cli"]
 
 
-def _add_db_args(parser: argparse.ArgumentParser) -> None:
+ConfigLoader = Callable[[str], ControlCfg]
+
+
+def _add_db_args(parser: argparse.ArgumentParser, load_config: ConfigLoader | None) -> None:
     parser.add_argument("--database-url", help="postgresql://… or sqlite:///path (default: LLMOPS_DATABASE_URL, "
                                                "else a SQLite file in --data-dir)")
-    parser.add_argument("--data-dir", default=".llmops", help="directory of the default SQLite file (.llmops)")
+    parser.add_argument("--data-dir", help="directory of the default SQLite file (default .llmops)")
+    if load_config is not None:
+        parser.add_argument("--config", help="gateway config file: use its control section (flags still win)")
+    parser.set_defaults(load_control_cfg=load_config)
 
 
-def register_cli(subparsers: Any) -> None:
-    """Add ``migrate`` and ``admin create-key`` to the ``llmops`` command's subparsers."""
+def register_cli(subparsers: Any, load_config: ConfigLoader | None = None) -> None:
+    """Add ``migrate`` and ``admin create-key`` to the ``llmops`` command's subparsers.
+
+    ``load_config`` (path -> ``ControlCfg``, e.g. ``lambda p: load_config(p).control``)
+    adds ``--config`` so the commands find the same database as ``llmops serve --config``.
+    """
     mig = subparsers.add_parser("migrate", help="apply pending control-plane schema migrations")
-    _add_db_args(mig)
+    _add_db_args(mig, load_config)
     mig.add_argument("--check", action="store_true", help="only list pending migrations; exit 1 if any")
     mig.set_defaults(func=_migrate_cmd)
 
@@ -42,18 +55,22 @@ def register_cli(subparsers: Any) -> None:
     key = admin_sub.add_parser("create-key", help="create an admin API key and print it once")
     key.add_argument("--role", required=True, choices=[r.name for r in sorted(Role, reverse=True)])
     key.add_argument("--name", help="label shown in key lists and the audit log (default: cli-<role>)")
-    _add_db_args(key)
+    _add_db_args(key, load_config)
     key.set_defaults(func=_create_key_cmd)
 
 
 def _plane(args: argparse.Namespace) -> ControlPlane:
-    return load_control_plane(ControlCfg(database_url=args.database_url, data_dir=args.data_dir))
+    loader: ConfigLoader | None = getattr(args, "load_control_cfg", None)
+    path = getattr(args, "config", None)
+    cfg = loader(path) if loader is not None and path else ControlCfg()
+    overrides = {k: v for k, v in (("database_url", args.database_url), ("data_dir", args.data_dir)) if v}
+    return load_control_plane(msgspec.structs.replace(cfg, **overrides))
 
 
 def _run(coro: Any) -> int:
     try:
         return int(asyncio.run(coro))
-    except (StoreError, ModuleLoadError, ValueError) as err:
+    except (StoreError, ModuleLoadError, ValueError, OSError) as err:
         print(f"llmops: {err}", file=sys.stderr)
         return 1
 

@@ -89,3 +89,23 @@ def test_bad_role_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as info:
         run_cli("admin", "create-key", "--role", "root")
     assert info.value.code == 2
+
+
+def test_config_loader_supplies_the_control_section_and_flags_win(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from adapters.adminapi import ControlCfg
+
+    seen: list[str] = []
+
+    def load(path: str) -> ControlCfg:
+        seen.append(path)
+        return ControlCfg(data_dir=str(tmp_path / "from-config"))
+
+    parser = argparse.ArgumentParser(prog="llmops")
+    register_cli(parser.add_subparsers(dest="command", required=True), load_config=load)
+    args = parser.parse_args(["migrate", "--config", "gateway.yaml"])
+    assert args.func(args) == 0 and seen == ["gateway.yaml"]
+    assert (tmp_path / "from-config" / "llmops.db").exists()
+    args = parser.parse_args(["migrate", "--config", "gateway.yaml", "--data-dir", str(tmp_path / "flag")])
+    assert args.func(args) == 0
+    assert (tmp_path / "flag" / "llmops.db").exists()
