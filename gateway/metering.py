@@ -142,9 +142,9 @@ class MetricsConsumer:
         self._m = metrics
 
     async def consume(self, records: Sequence[UsageRecord]) -> None:
+        observe = self._m.stats.observe
         for r in records:
-            self._m.count_request(r.route, r.provider, r.status, r.latency_s, r.ttft_s)
-            self._m.count_tokens(r.route, r.provider, r.prompt_tokens, r.completion_tokens)
+            observe(r.route, r.provider, r.status, r.latency_s, r.ttft_s, r.prompt_tokens, r.completion_tokens)
 
 
 def _count_missing(r: UsageRecord) -> None:
@@ -164,19 +164,42 @@ def _count_missing(r: UsageRecord) -> None:
 
 
 class UsageQueue:
-    """Bounded queue plus the worker that drains it in batches."""
+    """A bounded buffer plus the worker that flushes it in batches.
 
-    def __init__(self, consumers: Sequence[UsageConsumer], metrics: GatewayMetrics, maxsize: int = 100_000) -> None:
+    `record` is a list append: no future, no task wake-up per request. The worker
+    wakes every `flush_interval_s` (or as soon as a batch fills) and hands the
+    whole batch to each consumer.
+    """
+
+    def __init__(
+        self,
+        consumers: Sequence[UsageConsumer],
+        metrics: GatewayMetrics,
+        maxsize: int = 100_000,
+        flush_interval_s: float = 0.05,
+        batch_size: int = 1024,
+    ) -> None:
         self._consumers = list(consumers)
         self._metrics = metrics
-        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize)
+        self._maxsize = maxsize
+        self._interval_s = flush_interval_s
+        self._batch_size = batch_size
+        self._buffer: list[UsageRecord] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
 
     def record(self, rec: UsageRecord) -> None:
-        try:
-            self._queue.put_nowait(rec)
-        except asyncio.QueueFull:
+        buf = self._buffer
+        if len(buf) >= self._maxsize:
             self._metrics.usage_dropped.inc()
+            return
+        buf.append(rec)
+        if self._idle.is_set():
+            self._idle.clear()
+        if len(buf) == self._batch_size:
+            self._wake.set()
 
     def add_consumer(self, consumer: UsageConsumer) -> None:
         self._consumers.append(consumer)
@@ -185,33 +208,39 @@ class UsageQueue:
         self._task = asyncio.create_task(self._run(), name="llmops-usage-worker")
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Drain what is queued (bounded by timeout), then stop the worker."""
+        """Flush what is buffered (bounded by timeout), then stop the worker."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await self._queue.join()
+                await self.drain()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def drain(self) -> None:
-        """Wait until every queued record was consumed (tests, shutdown)."""
-        await self._queue.join()
+        """Wait until every buffered record was consumed (tests, shutdown)."""
+        self._wake.set()
+        await self._idle.wait()
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < 512 and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._buffer:
+                self._idle.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch, self._buffer = self._buffer, []
+                await self._flush(batch)
+            self._idle.set()
+
+    async def _flush(self, batch: list[UsageRecord]) -> None:
+        counted = [r for r in batch if r.usage_source == "counted"]
+        if counted:
+            await asyncio.to_thread(lambda: [_count_missing(r) for r in counted])
+        for c in self._consumers:
             try:
-                for r in batch:
-                    if r.usage_source == "counted":
-                        await asyncio.to_thread(_count_missing, r)
-                for c in self._consumers:
-                    try:
-                        await c.consume(batch)
-                    except Exception:  # one broken consumer must not stop accounting for the rest
-                        logging.getLogger("llmops.metering").exception("usage consumer %r failed", c)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                await c.consume(batch)
+            except Exception:  # one broken consumer must not stop accounting for the rest
+                logging.getLogger("llmops.metering").exception("usage consumer %r failed", c)

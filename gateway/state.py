@@ -17,6 +17,7 @@ from pathlib import Path
 from adapters.upstream import Upstream
 from adapters.upstream.vllm_metrics import scrape_forever
 from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
+from gateway.disconnect import Sweeper
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -81,7 +82,10 @@ class Gateway:
         self.pipeline = pipeline or Pipeline()
         self.relay = Relay(self.metrics)
         self.usage = UsageQueue([], self.metrics)
+        self.sweeper = Sweeper()
         self.max_body_bytes = cfg.server.max_body_bytes
+        self.inflight = 0
+        self.metrics.inflight.set_function(lambda: self.inflight)
         self.generation: Generation = None  # type: ignore[assignment]  # set by start()
         self.ready = False
         self._mock = None
@@ -112,6 +116,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.usage.start()
+        await self.sweeper.start()
         self.generation = await self._build(self.cfg)
         self.ready = True
 
@@ -122,6 +127,7 @@ class Gateway:
         for t in list(self._retiring):
             t.cancel()
         await self.usage.stop()
+        await self.sweeper.stop()
         if self._mock is not None:
             await self._mock.stop()
 

@@ -15,7 +15,7 @@ import msgspec
 
 from adapters.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from adapters.upstream.base import Backend, Completion, UpstreamCall, Usage
-from adapters.upstream.openai_compat import OpenAIUpstream, _describe
+from adapters.upstream.openai_compat import OpenAIUpstream, _describe, _drain
 
 __all__ = ["OllamaUpstream", "to_ollama_request"]
 
@@ -172,6 +172,7 @@ class OllamaUpstream(OpenAIUpstream):
                             delta["tool_calls"] = c.message.tool_calls
                         yield chunk(delta)
                     if c.done:
+                        await _drain(resp.content)  # read to EOF so the connection is reused
                         yield chunk({}, _finish(c.done_reason))
                         yield _encode({
                             "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,

@@ -48,15 +48,50 @@ def parse_completion(raw: bytes, provider: str) -> Completion:
 
 
 async def sse_payloads(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Yield each `data:` payload of an event stream until `[DONE]` or EOF."""
-    async for line in content:
-        if not line.startswith(b"data:"):
-            continue  # blank separators, comments, event/id fields
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        if data:
+    """Yield each event's `data` payload until `[DONE]` or EOF.
+
+    Reads whatever bytes have arrived (one syscall's worth) and splits events on
+    blank lines, instead of one `readline` per field line. After `[DONE]` the rest
+    of the body is drained so the keep-alive connection goes back to the pool
+    (an unread body makes aiohttp close it, and the next stream pays a connect).
+    """
+    buf = b""
+    async for piece in content.iter_any():
+        buf = buf + piece if buf else piece
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            event, buf = buf[:end], buf[end + 2 :]
+            data = _event_data(event)
+            if data is None:
+                continue
+            if data == b"[DONE]":
+                await _drain(content)
+                return
             yield data
+    data = _event_data(buf)  # a final event without its blank line
+    if data is not None and data != b"[DONE]":
+        yield data
+
+
+def _event_data(event: bytes) -> bytes | None:
+    """The joined `data:` lines of one event; None for comments, keep-alives and empty events."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].strip() or None  # the common case: one data line
+    lines = [ln[5:].strip() for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+async def _drain(content: aiohttp.StreamReader, limit: int = 1 << 16) -> None:
+    read = 0
+    while read < limit and not content.at_eof():
+        chunk = await content.readany()
+        if not chunk:
+            break
+        read += len(chunk)
 
 
 class OpenAIUpstream:

@@ -8,6 +8,8 @@ client disconnects, and sending each stream chunk the moment it arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from gateway.asgi import (
     send_json,
 )
 from gateway.chat.protocol import parse_chat_body
+from gateway.disconnect import DisconnectWatch
 from gateway.metering import StreamMeter, UsageRecord
 from gateway.pipeline import RequestContext
 from gateway.relay import OpenStream
@@ -34,31 +37,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ChatService"]
 
+log = logging.getLogger("llmops.chat")
+
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class _Watch:
-    """Shared between a request and its disconnect watcher."""
-
-    __slots__ = ("disconnected", "responded")
-
-    def __init__(self) -> None:
-        self.responded = False
-        self.disconnected = False
-
-
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[None], watch: _Watch) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not watch.responded:
-                watch.disconnected = True
-                task.cancel()
-            return
 
 
 def _route_headers(rid: str, route: Route, provider: str) -> list[tuple[bytes, bytes]]:
@@ -79,14 +64,19 @@ class ChatService:
         if scope["method"] != "POST":
             await send_error(send, MethodNotAllowed(f"Method {scope['method']} not allowed; use POST"), rid)
             return
-        gen = self._gw.generation
+        gw = self._gw
+        gen = gw.generation
         gen.inflight += 1
-        self._gw.metrics.inflight.inc()
+        gw.inflight += 1  # read by the llmops_inflight_requests gauge at scrape time
         try:
             await self._handle(receive, send, headers, rid, route_name)
+        except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
+            log.exception("unhandled error in chat request", extra={"fields": {"request_id": rid}})
+            with contextlib.suppress(Exception):
+                await send_error(send, GatewayError("Internal server error"), rid)
         finally:
             gen.inflight -= 1
-            self._gw.metrics.inflight.dec()
+            gw.inflight -= 1
 
     async def _handle(
         self, receive: Receive, send: Send, headers: dict[str, str], rid: str, route_name: str | None
@@ -122,10 +112,9 @@ class ChatService:
             status=200, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
             tags=ctx.tags,
         )
-        watch = _Watch()
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(_watch_disconnect(receive, task, watch))
+        watch = gw.sweeper.watch(receive, task)
         try:
             if ctx.stream:
                 await self._stream(ctx, route, rec, watch, send)
@@ -137,11 +126,13 @@ class ChatService:
             task.uncancel()
             rec.status, rec.error = 499, "client_disconnected"
         finally:
-            watcher.cancel()
+            gw.sweeper.done(watch)
             rec.latency_s = time.perf_counter() - started
             gw.usage.record(rec)
 
-    async def _complete(self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: _Watch, send: Send) -> None:
+    async def _complete(
+        self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: DisconnectWatch, send: Send
+    ) -> None:
         try:
             result = await self._gw.relay.complete(route, ctx.body, ctx.request_id)
         except GatewayError as exc:
@@ -157,7 +148,9 @@ class ChatService:
         watch.responded = True
         await send_json(send, c.status, c.raw, _route_headers(ctx.request_id, route, rec.provider))
 
-    async def _stream(self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: _Watch, send: Send) -> None:
+    async def _stream(
+        self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: DisconnectWatch, send: Send
+    ) -> None:
         try:
             stream = await self._gw.relay.open_stream(route, ctx.body, ctx.request_id)
         except GatewayError as exc:

@@ -43,6 +43,11 @@ async def test_serve_path_and_direct_provider_model(mock) -> None:
         r = await h.post("/serve/r/chat", json={"messages": MSG})
         assert r.status_code == 200 and r.json()["object"] == "chat.completion"
         assert r.headers["x-llmops-route"] == "r"
+        for bad in ("/serve/chat", "/serve//chat", "/serve/r/chatx", "/serve/r"):
+            r = await h.post(bad, json={"messages": MSG})
+            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", bad
+        cfg_slash = await h.post("/serve/p0/some/model/chat", json={"messages": MSG})  # direct provider/model
+        assert cfg_slash.status_code == 200 and mock.requests[-1].body["model"] == "some/model"
         r = await h.post("/v1/chat/completions", json={"model": "p0/some-model", "messages": MSG})
         assert r.status_code == 200
         assert mock.requests[-1].body["model"] == "some-model"
