@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     if importlib.util.find_spec("adapters.adminapi.cli") is not None:
         from adapters.adminapi.cli import register_cli
+        from gateway.config import load_config
 
-        register_cli(sub)
+        register_cli(sub, load_config=lambda path: load_config(path).control)
     return parser
 
 
