@@ -15,8 +15,6 @@ import uvicorn
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-pytest_plugins = ["tests.servers"]  # real PostgreSQL / Redis, started once per session
-
 from adapters.testdoubles.mock_upstream import MockServer, start_mock_upstream
 from gateway.app import create_app
 from gateway.config import GatewayCfg, decode_config
