@@ -1,0 +1,82 @@
+"""Usage buffer and per-request stats: unit level."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import generate_latest
+
+from gateway.metering import StreamMeter, UsageQueue, UsageRecord
+from gateway.metrics import GatewayMetrics
+
+
+def _rec(i: int = 0, **kw) -> UsageRecord:
+    return UsageRecord(request_id=str(i), route="r", provider="p", model="m", stream=False, status=200,
+                       latency_s=0.01, **kw)
+
+
+async def test_queue_flushes_to_every_consumer_and_survives_a_broken_one(caplog) -> None:
+    m = GatewayMetrics()
+    seen: list[UsageRecord] = []
+
+    class Broken:
+        async def consume(self, records):
+            raise RuntimeError("sink down")
+
+    class Good:
+        async def consume(self, records):
+            seen.extend(records)
+
+    q = UsageQueue([Broken(), Good()], m, flush_interval_s=0.01)
+    await q.start()
+    with caplog.at_level(logging.ERROR):
+        for i in range(5):
+            q.record(_rec(i))
+        await q.drain()
+    assert [r.request_id for r in seen] == ["0", "1", "2", "3", "4"]
+    assert "usage consumer" in caplog.text
+    await q.stop()
+
+
+async def test_full_buffer_drops_and_counts() -> None:
+    m = GatewayMetrics()
+    q = UsageQueue([], m, maxsize=3)
+    for i in range(5):
+        q.record(_rec(i))
+    assert m.usage_dropped._value.get() == 2
+
+
+async def test_counted_usage_fills_tokens_off_the_request_path() -> None:
+    m = GatewayMetrics()
+    q = UsageQueue([], m, flush_interval_s=0.01)
+    await q.start()
+    rec = _rec()
+    rec.apply_usage(None, [{"role": "user", "content": "hello world " * 20}], "a reply of several words")
+    q.record(rec)
+    await q.drain()
+    await q.stop()
+    assert rec.usage_source == "counted" and rec.prompt_tokens > 20 and rec.completion_tokens >= 4
+    assert rec.prompt_messages is None  # released once counted
+
+
+def test_request_stats_exposition_uses_inclusive_buckets() -> None:
+    m = GatewayMetrics()
+    m.stats.observe("r", "p", 200, 0.005, 0.001, 3, 4)
+    m.stats.observe("r", "p", 200, 0.0051, None, 1, 0)
+    text = generate_latest(m.registry).decode()
+    assert 'llmops_request_latency_seconds_bucket{le="0.005",provider="p",route="r"} 1.0' in text
+    assert 'llmops_request_latency_seconds_bucket{le="0.01",provider="p",route="r"} 2.0' in text
+    assert 'llmops_request_latency_seconds_count{provider="p",route="r"} 2.0' in text
+    assert 'llmops_time_to_first_token_seconds_count{provider="p",route="r"} 1.0' in text
+    assert 'llmops_tokens_total{kind="prompt",provider="p",route="r"} 4.0' in text
+    assert 'llmops_requests_total{provider="p",route="r",status="200"} 2.0' in text
+
+
+def test_stream_meter_drops_unrequested_usage_chunk_and_rejects_garbage() -> None:
+    meter = StreamMeter(client_wants_usage=False)
+    assert meter.feed(b'{"choices":[{"delta":{"content":"hi"}}]}')
+    assert not meter.feed(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}')
+    assert meter.usage is not None and meter.usage.completion_tokens == 2 and meter.text == "hi"
+    with pytest.raises(ValueError):
+        meter.feed(b"{not json")
