@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamUnavailable
 from adapters.upstream import Backend, Completion, UpstreamCall, pick_backend
@@ -19,6 +19,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, Target
 
 __all__ = ["OpenStream", "Relay", "RelayResult"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -53,6 +55,39 @@ class Relay:
         self._m = metrics
 
     async def complete(self, route: Route, body: dict[str, Any], request_id: str) -> RelayResult:
+        async def attempt(target: Target, backend: Backend, call: UpstreamCall) -> Completion:
+            return await target.provider.complete(backend, call)
+
+        completion, target, _, attempts = await self._attempts(route, body, request_id, attempt, stream=False)
+        return RelayResult(completion, target, attempts)
+
+    async def open_stream(self, route: Route, body: dict[str, Any], request_id: str) -> OpenStream:
+        async def attempt(target: Target, backend: Backend, call: UpstreamCall) -> tuple[AsyncIterator[bytes], bytes]:
+            chunks = target.provider.stream(backend, call)
+            try:
+                return chunks, await anext(chunks)
+            except StopAsyncIteration:
+                raise UpstreamError(f"upstream {target.provider.name} sent an empty stream") from None
+            except BaseException:  # failed or cancelled before the first chunk: close the upstream request
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+        (chunks, first), target, backend, attempts = await self._attempts(
+            route, body, request_id, attempt, stream=True
+        )
+        return OpenStream(chunks, first, target, backend, attempts)
+
+    async def _attempts(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        attempt: Callable[[Target, Backend, UpstreamCall], Awaitable[T]],
+        *,
+        stream: bool,
+    ) -> tuple[T, Target, Backend, int]:
+        """The one retry/fallback loop. A stream's backend stays counted in flight after
+        success (its `OpenStream.close` releases it); a completion's is released here."""
         attempts = 0
         last: GatewayError | None = None
         for target in route.plan():
@@ -65,11 +100,12 @@ class Relay:
                     self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1
                 call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
-                                    timeouts=target.timeouts)
+                                    timeouts=target.timeouts, stream=stream)
                 backend.inflight += 1
                 try:
-                    completion = await target.provider.complete(backend, call)
+                    result = await attempt(target, backend, call)
                 except GatewayError as exc:
+                    backend.inflight -= 1
                     last = self._failed(backend, target, exc)
                     if not exc.retryable:
                         raise
@@ -77,51 +113,13 @@ class Relay:
                         await _backoff(route.retry_backoff_s, retry)
                     continue
                 except asyncio.CancelledError:
+                    backend.inflight -= 1
                     backend.breaker.release()
                     raise
-                finally:
+                if not stream:
                     backend.inflight -= 1
                 backend.breaker.record_success()
-                return RelayResult(completion, target, attempts)
-        raise _final(last)
-
-    async def open_stream(self, route: Route, body: dict[str, Any], request_id: str) -> OpenStream:
-        attempts = 0
-        last: GatewayError | None = None
-        for target in route.plan():
-            for retry in range(route.retries + 1):
-                backend = pick_backend(target.provider.backends)
-                if backend is None:
-                    last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
-                    break
-                if attempts:
-                    self._m.count_retry(route.label or route.name, target.provider.name)
-                attempts += 1
-                call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
-                                    timeouts=target.timeouts, stream=True)
-                chunks = target.provider.stream(backend, call)
-                backend.inflight += 1
-                try:
-                    first = await anext(chunks)
-                except StopAsyncIteration:
-                    exc: GatewayError = UpstreamError(f"upstream {target.provider.name} sent an empty stream")
-                except GatewayError as e:
-                    exc = e
-                except asyncio.CancelledError:
-                    backend.inflight -= 1
-                    backend.breaker.release()
-                    await chunks.aclose()  # type: ignore[attr-defined]
-                    raise
-                else:
-                    backend.breaker.record_success()
-                    return OpenStream(chunks, first, target, backend, attempts)
-                backend.inflight -= 1
-                await chunks.aclose()  # type: ignore[attr-defined]
-                last = self._failed(backend, target, exc)
-                if not exc.retryable:
-                    raise exc
-                if retry < route.retries:
-                    await _backoff(route.retry_backoff_s, retry)
+                return result, target, backend, attempts
         raise _final(last)
 
     def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
