@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -11,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from adapters.adminapi.testing import serve_asgi
 from adapters.testdoubles.mock_upstream import MockServer, start_mock_upstream
 from gateway.app import create_app
 from gateway.config import GatewayCfg, decode_config
@@ -43,24 +42,8 @@ async def run_gateway(cfg: GatewayCfg | dict[str, Any], **kwargs: Any) -> AsyncI
     if isinstance(cfg, dict):
         cfg = decode_config(cfg)
     app = create_app(cfg, **kwargs)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield RunningGateway(url=f"http://127.0.0.1:{port}", gateway=app.state.gateway)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 15)
-        sock.close()
+    async with serve_asgi(app, lifespan="on") as url:
+        yield RunningGateway(url=url, gateway=app.state.gateway)
 
 
 def simple_config(*upstream_urls: str, **route: Any) -> dict[str, Any]:

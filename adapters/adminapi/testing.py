@@ -19,6 +19,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -29,7 +30,7 @@ from adapters.adminapi.host import ControlPlane, load_control_plane
 from adapters.adminapi.plugin import ControlModule
 from adapters.adminapi.settings import ControlCfg
 
-__all__ = ["AdminTestApp", "admin_test_app"]
+__all__ = ["AdminTestApp", "admin_test_app", "serve_asgi"]
 
 BOOTSTRAP_KEY = "test-bootstrap-admin-key"
 
@@ -61,7 +62,7 @@ async def admin_test_app(
     headers = {"authorization": f"Bearer {bootstrap_key}"}
     async with plane.lifespan(), contextlib.AsyncExitStack() as stack:
         if real_socket:
-            url = await stack.enter_async_context(_serve(app))
+            url = await stack.enter_async_context(serve_asgi(app))
             transport: httpx.AsyncBaseTransport | None = None
         else:
             url, transport = "http://admin.test", httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -70,11 +71,12 @@ async def admin_test_app(
 
 
 @contextlib.asynccontextmanager
-async def _serve(app: Litestar) -> AsyncIterator[str]:
+async def serve_asgi(app: Any, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in the current loop; yields its base URL."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(30):
