@@ -1,16 +1,15 @@
-"""Server-sent event framing for OpenAI-style streams."""
+"""Server-sent event framing for OpenAI-style streams.
+
+A failure after the headers went out is framed like any chunk (its payload is
+OpenAI's error object), then the caller ends the stream with DONE.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DONE", "error_frame", "frame"]
+__all__ = ["DONE", "frame"]
 
 DONE = b"data: [DONE]\n\n"
 
 
 def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
-
-
-def error_frame(error_json: bytes) -> bytes:
-    """A failure after headers went out: one error event, then the caller sends DONE."""
-    return b"data: " + error_json + b"\n\n"

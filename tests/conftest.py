@@ -46,6 +46,18 @@ async def run_gateway(cfg: GatewayCfg | dict[str, Any], **kwargs: Any) -> AsyncI
         yield RunningGateway(url=url, gateway=app.state.gateway)
 
 
+def capture_usage(gateway: Gateway) -> list[Any]:
+    """Attach a usage consumer that collects every record; returns the live list."""
+    seen: list[Any] = []
+
+    class _Capture:
+        async def consume(self, records: Any) -> None:
+            seen.extend(records)
+
+    gateway.usage.add_consumer(_Capture())
+    return seen
+
+
 def simple_config(*upstream_urls: str, **route: Any) -> dict[str, Any]:
     """One openai-kind provider per URL, route `r` over the first, the rest as fallbacks."""
     providers = [{"name": f"p{i}", "kind": "openai", "base_url": u} for i, u in enumerate(upstream_urls)]

@@ -30,7 +30,7 @@ from gateway.metering import StreamMeter, UsageRecord
 from gateway.pipeline import RequestContext
 from gateway.relay import OpenStream
 from gateway.routing import Route
-from gateway.sse import DONE, error_frame, frame
+from gateway.sse import DONE, frame
 
 if TYPE_CHECKING:
     from gateway.state import Gateway
@@ -170,7 +170,7 @@ class ChatService:
         except GatewayError as exc:
             self._gw.relay.stream_failed(stream)
             rec.error = exc.kind
-            await send({"type": "http.response.body", "body": error_frame(exc.body()), "more_body": True})
+            await send({"type": "http.response.body", "body": frame(exc.body()), "more_body": True})
         finally:
             await stream.close()
             ttft_at = meter.first_token_at or first_chunk_at

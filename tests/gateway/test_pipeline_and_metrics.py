@@ -7,7 +7,7 @@ import httpx
 from adapters.errors import AuthenticationFailed
 from gateway.config import decode_config
 from gateway.pipeline import Pipeline, RequestContext
-from tests.conftest import run_gateway, simple_config
+from tests.conftest import capture_usage, run_gateway, simple_config
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -34,13 +34,7 @@ async def test_stages_authenticate_and_transform(mock) -> None:
     pipeline = Pipeline(authenticate=[RequireKey()], transform=[Redirect()])
     async with run_gateway(decode_config(simple_config(mock.url)), pipeline=pipeline) as g, \
             httpx.AsyncClient(base_url=g.url) as h:
-        seen = []
-
-        class Capture:
-            async def consume(self, records):
-                seen.extend(records)
-
-        g.gateway.usage.add_consumer(Capture())
+        seen = capture_usage(g.gateway)
         r = await h.post("/v1/chat/completions", json={"model": "alias", "messages": MSG})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert mock.requests == []

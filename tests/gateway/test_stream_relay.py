@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 
 from adapters.testdoubles.mock_upstream import Fault
-from tests.conftest import run_gateway, simple_config
+from tests.conftest import capture_usage, run_gateway, simple_config
 
 BODY = {"model": "r", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -42,13 +42,7 @@ async def test_chunks_arrive_as_sent_not_buffered(mock) -> None:
 
 async def test_usage_recorded_for_stream(mock) -> None:
     async with run_gateway(simple_config(mock.url)) as g:
-        seen = []
-
-        class Capture:
-            async def consume(self, records):
-                seen.extend(records)
-
-        g.gateway.usage.add_consumer(Capture())
+        seen = capture_usage(g.gateway)
         await _events(g.url, BODY)
         await g.gateway.usage.drain()
     (rec,) = [r for r in seen if r.status == 200]
@@ -60,13 +54,7 @@ async def test_usage_recorded_for_stream(mock) -> None:
 async def test_usage_counted_when_upstream_reports_none(mock) -> None:
     mock.config = msgspec.structs.replace(mock.config, usage=False)
     async with run_gateway(simple_config(mock.url)) as g:
-        seen = []
-
-        class Capture:
-            async def consume(self, records):
-                seen.extend(records)
-
-        g.gateway.usage.add_consumer(Capture())
+        seen = capture_usage(g.gateway)
         await _events(g.url, BODY)
         async with aiohttp.ClientSession() as s:
             await (await s.post(g.url + "/v1/chat/completions", json={**BODY, "stream": False})).read()
