@@ -179,7 +179,7 @@ async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Recei
     rest = path.removeprefix("/serve/")
     route = rest.removesuffix("/chat")
     if rest == path or route == rest or not route:
-        await send_error(send, NotFound(f"Unknown path {path!r}; use /serve/{{route}}/chat"), request_id_from({}))
+        await send_error(send, NotFound(f"Unknown path {path!r}; use /serve/{{route}}/chat"), request_id_from(None))
         return
     await chat.handle(scope, receive, send, route_name=route)
 

@@ -16,7 +16,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SAFE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 # Minted ids: 48 random bits per process + a counter. Unique without a syscall per request.
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
@@ -26,18 +26,17 @@ class ClientDisconnected(Exception):
     """The client went away while we were still reading its request."""
 
 
-def request_id_from(headers: dict[str, str]) -> str:
-    """Honour a sane incoming `x-request-id`; otherwise mint one (hostile ids are replaced)."""
-    rid = headers.get("x-request-id")
-    if rid and _SAFE_ID.fullmatch(rid):
-        return rid
+def request_id_from(incoming: bytes | None) -> str:
+    """Honour a sane incoming `x-request-id` value; otherwise mint one (hostile ids are replaced)."""
+    if incoming and _SAFE_ID.fullmatch(incoming):
+        return incoming.decode()
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
-async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The whole request body; `declared` is the raw content-length header, checked before reading."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise PayloadTooLarge(f"Request body of {declared.decode()} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -12,41 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+
+import msgspec
 
 from gateway.asgi import Receive
 
 __all__ = ["DisconnectWatch", "Sweeper"]
 
 
-class DisconnectWatch:
+class DisconnectWatch(msgspec.Struct):
     """One request's state: set `responded` before the final send, so the end of
     the response itself is not mistaken for a disconnect."""
 
-    __slots__ = ("_receive", "_task", "_watcher", "disconnected", "responded", "started")
-
-    def __init__(self, receive: Receive, task: asyncio.Task[None], started: float) -> None:
-        self._receive = receive
-        self._task = task
-        self._watcher: asyncio.Task[None] | None = None
-        self.started = started
-        self.responded = False
-        self.disconnected = False
+    receive: Receive
+    task: asyncio.Task[None]
+    started: float
+    watcher: asyncio.Task[None] | None = None
+    responded: bool = False
+    disconnected: bool = False
 
     def arm(self) -> None:
-        if self._watcher is None and not self.responded:
-            self._watcher = asyncio.create_task(self._watch())
+        if self.watcher is None and not self.responded:
+            self.watcher = asyncio.create_task(self._watch())
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
     async def _watch(self) -> None:
         while True:
-            message = await self._receive()
+            message = await self.receive()
             if message["type"] == "http.disconnect":
                 if not self.responded:
                     self.disconnected = True
-                    self._task.cancel()
+                    self.task.cancel()
                 return
 
 
@@ -54,16 +54,17 @@ class Sweeper:
     def __init__(self, after_s: float = 0.5, tick_s: float = 0.1) -> None:
         self.after_s = after_s
         self.tick_s = tick_s
-        self._pending: dict[DisconnectWatch, None] = {}  # insertion order = start order
+        self._pending: dict[int, DisconnectWatch] = {}  # by id(); insertion order = start order
         self._task: asyncio.Task[None] | None = None
 
-    def watch(self, receive: Receive, task: asyncio.Task[None]) -> DisconnectWatch:
-        w = DisconnectWatch(receive, task, asyncio.get_running_loop().time())
-        self._pending[w] = None
+    def watch(self, receive: Receive, task: asyncio.Task[None], started: float) -> DisconnectWatch:
+        """Track a request that began at `started` (a `time.perf_counter()` reading)."""
+        w = DisconnectWatch(receive, task, started)
+        self._pending[id(w)] = w
         return w
 
     def done(self, w: DisconnectWatch) -> None:
-        self._pending.pop(w, None)
+        self._pending.pop(id(w), None)
         w.close()
 
     async def start(self) -> None:
@@ -76,13 +77,12 @@ class Sweeper:
                 await self._task
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick_s)
-            deadline = loop.time() - self.after_s
+            deadline = time.perf_counter() - self.after_s
             while self._pending:
-                w = next(iter(self._pending))
+                key, w = next(iter(self._pending.items()))
                 if w.started > deadline:
                     break  # the rest started later still
-                del self._pending[w]
+                del self._pending[key]
                 w.arm()

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -26,8 +25,7 @@ __all__ = ["LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "Us
 log = logging.getLogger("llmops.access")
 
 
-@dataclass(slots=True)
-class UsageRecord:
+class UsageRecord(msgspec.Struct, gc=False):
     request_id: str
     route: str
     provider: str
@@ -42,7 +40,7 @@ class UsageRecord:
     usage_source: str = "upstream"  # upstream | counted | none
     error: str | None = None
     principal: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
     # Only set when the upstream reported no usage, so the worker can count.
     prompt_messages: list[Any] | None = None
     completion_text: str | None = None
@@ -186,8 +184,8 @@ class UsageQueue:
         self._batch_size = batch_size
         self._buffer: list[UsageRecord] = []
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._passed = asyncio.Event()  # set after each pass of the worker; `drain` waits on it
+        self._flushing = False
         self._task: asyncio.Task[None] | None = None
 
     def record(self, rec: UsageRecord) -> None:
@@ -196,8 +194,6 @@ class UsageQueue:
             self._metrics.usage_dropped.inc()
             return
         buf.append(rec)
-        if self._idle.is_set():
-            self._idle.clear()
         if len(buf) == self._batch_size:
             self._wake.set()
 
@@ -219,21 +215,25 @@ class UsageQueue:
 
     async def drain(self) -> None:
         """Wait until every buffered record was consumed (tests, shutdown)."""
-        self._wake.set()
-        await self._idle.wait()
+        while self._buffer or self._flushing:
+            self._passed.clear()
+            self._wake.set()
+            await self._passed.wait()
 
     async def _run(self) -> None:
         while True:
-            if not self._buffer:
-                self._idle.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
             self._wake.clear()
             while self._buffer:
                 batch, self._buffer = self._buffer, []
-                await self._flush(batch)
-            self._idle.set()
+                self._flushing = True
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._flushing = False
+            self._passed.set()
 
     async def _flush(self, batch: list[UsageRecord]) -> None:
         counted = [r for r in batch if r.usage_source == "counted"]

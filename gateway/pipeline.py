@@ -12,24 +12,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 __all__ = ["Pipeline", "RequestContext", "Stage"]
 
 
-@dataclass(slots=True)
-class RequestContext:
+class RequestContext(msgspec.Struct):
+    """What the stages see and change. A msgspec Struct: built once per request, in C."""
+
     request_id: str
     model: str
     body: dict[str, Any]
     stream: bool
-    headers: dict[str, str]
+    raw_headers: list[tuple[bytes, bytes]]  # the ASGI scope's, names lower-cased by the server
     client_wants_usage: bool = False
-    started: float = field(default_factory=time.perf_counter)
+    started: float = msgspec.field(default_factory=time.perf_counter)
     principal: Any = None  # set by an authenticate stage
     route_name: str | None = None  # may be rewritten by a transform stage (e.g. an A/B split)
-    tags: dict[str, str] = field(default_factory=dict)  # carried into the usage record
+    tags: dict[str, str] = msgspec.field(default_factory=dict)  # carried into the usage record
+    decoded_headers: dict[str, str] | None = None  # filled by `headers` on first use
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The request headers as text, decoded on first use: most requests never need them all."""
+        if self.decoded_headers is None:
+            self.decoded_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
+        return self.decoded_headers
 
 
 class Stage(Protocol):
@@ -44,8 +54,8 @@ class Pipeline:
     def __init__(self, authenticate: Sequence[Stage] = (), transform: Sequence[Stage] = ()) -> None:
         self.authenticate = tuple(authenticate)
         self.transform = tuple(transform)
-        self._stages = self.authenticate + self.transform
+        self.stages = self.authenticate + self.transform
 
     async def run(self, ctx: RequestContext) -> None:
-        for stage in self._stages:
+        for stage in self.stages:
             await stage(ctx)

@@ -9,40 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
 
 from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamUnavailable
-from adapters.upstream import Backend, Completion, UpstreamCall, pick_backend
+from adapters.upstream import Backend, Completion, Upstream, UpstreamCall, pick_backend
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, Target
 
-__all__ = ["OpenStream", "Relay", "RelayResult"]
-
-T = TypeVar("T")
+__all__ = ["Relay", "Relayed"]
 
 
-@dataclass(slots=True)
-class RelayResult:
-    completion: Completion
-    target: Target
-    attempts: int
+class Relayed(msgspec.Struct):
+    """The attempt that succeeded: a `completion`, or an open stream (`chunks` after
+    its already-received `first` payload) that the caller must `close()`."""
 
-
-@dataclass(slots=True)
-class OpenStream:
-    """A stream whose first payload has arrived; the caller must `close()` it."""
-
-    chunks: AsyncIterator[bytes]
-    first: bytes
     target: Target
     backend: Backend
     attempts: int
+    completion: Completion | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    first: bytes = b""
 
     async def close(self) -> None:
-        self.backend.inflight -= 1
-        await self.chunks.aclose()  # type: ignore[attr-defined]
+        if self.chunks is not None:
+            self.backend.inflight -= 1
+            await self.chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _counts_as_failure(exc: GatewayError) -> bool:
@@ -54,40 +48,10 @@ class Relay:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
 
-    async def complete(self, route: Route, body: dict[str, Any], request_id: str) -> RelayResult:
-        async def attempt(target: Target, backend: Backend, call: UpstreamCall) -> Completion:
-            return await target.provider.complete(backend, call)
-
-        completion, target, _, attempts = await self._attempts(route, body, request_id, attempt, stream=False)
-        return RelayResult(completion, target, attempts)
-
-    async def open_stream(self, route: Route, body: dict[str, Any], request_id: str) -> OpenStream:
-        async def attempt(target: Target, backend: Backend, call: UpstreamCall) -> tuple[AsyncIterator[bytes], bytes]:
-            chunks = target.provider.stream(backend, call)
-            try:
-                return chunks, await anext(chunks)
-            except StopAsyncIteration:
-                raise UpstreamError(f"upstream {target.provider.name} sent an empty stream") from None
-            except BaseException:  # failed or cancelled before the first chunk: close the upstream request
-                await chunks.aclose()  # type: ignore[attr-defined]
-                raise
-
-        (chunks, first), target, backend, attempts = await self._attempts(
-            route, body, request_id, attempt, stream=True
-        )
-        return OpenStream(chunks, first, target, backend, attempts)
-
-    async def _attempts(
-        self,
-        route: Route,
-        body: dict[str, Any],
-        request_id: str,
-        attempt: Callable[[Target, Backend, UpstreamCall], Awaitable[T]],
-        *,
-        stream: bool,
-    ) -> tuple[T, Target, Backend, int]:
-        """The one retry/fallback loop. A stream's backend stays counted in flight after
-        success (its `OpenStream.close` releases it); a completion's is released here."""
+    async def run(self, route: Route, body: dict[str, Any], request_id: str, *, stream: bool) -> Relayed:
+        """The one retry/fallback loop, for completions and streams alike (one coroutine
+        deep on the non-stream hot path). A stream's backend stays counted in flight
+        after success (`Relayed.close` releases it); a completion's is released here."""
         attempts = 0
         last: GatewayError | None = None
         for target in route.plan():
@@ -99,11 +63,14 @@ class Relay:
                 if attempts:
                     self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1
-                call = UpstreamCall(body={**body, "model": target.model}, request_id=request_id,
-                                    timeouts=target.timeouts, stream=stream)
+                body["model"] = target.model  # the body is this request's own: rewrite in place
+                call = UpstreamCall(body=body, request_id=request_id, timeouts=target.timeouts, stream=stream)
                 backend.inflight += 1
                 try:
-                    result = await attempt(target, backend, call)
+                    if stream:
+                        chunks, first = await _open(target.provider, backend, call)
+                    else:
+                        completion = await target.provider.complete(backend, call)
                 except GatewayError as exc:
                     backend.inflight -= 1
                     last = self._failed(backend, target, exc)
@@ -116,10 +83,11 @@ class Relay:
                     backend.inflight -= 1
                     backend.breaker.release()
                     raise
-                if not stream:
-                    backend.inflight -= 1
                 backend.breaker.record_success()
-                return result, target, backend, attempts
+                if stream:
+                    return Relayed(target, backend, attempts, chunks=chunks, first=first)
+                backend.inflight -= 1
+                return Relayed(target, backend, attempts, completion=completion)
         raise _final(last)
 
     def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
@@ -131,10 +99,22 @@ class Relay:
             backend.breaker.record_success()  # it answered: the replica is alive
         return exc
 
-    def stream_failed(self, stream: OpenStream) -> None:
+    def stream_failed(self, stream: Relayed) -> None:
         """A stream broke after its first chunk: count it against the replica."""
         self._m.count_upstream_error(stream.target.provider.name, "mid_stream")
         stream.backend.breaker.record_failure()
+
+
+async def _open(provider: Upstream, backend: Backend, call: UpstreamCall) -> tuple[AsyncIterator[bytes], bytes]:
+    """Start a stream and wait for its first payload: until then, a failure may be retried."""
+    chunks = provider.stream(backend, call)
+    try:
+        return chunks, await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError(f"upstream {provider.name} sent an empty stream") from None
+    except BaseException:  # failed or cancelled before the first chunk: close the upstream request
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
 
 
 async def _backoff(base_s: float, retry: int) -> None:

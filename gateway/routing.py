@@ -7,7 +7,7 @@ without replacement), then its fallbacks in the configured order.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from adapters.errors import NotFound
@@ -33,20 +33,23 @@ class Route:
     retry_backoff_s: float = 0.05
     label: str = ""  # metrics label; bounded even when clients pick direct `provider/model` names
 
-    def plan(self, rng: random.Random | None = None) -> Iterator[Target]:
+    def plan(self, rng: random.Random | None = None) -> Iterable[Target]:
+        """The targets to try, in order: a weighted draw over `targets`, then `fallbacks`."""
         if len(self.targets) == 1:
-            yield self.targets[0]
-        else:
-            draw = (rng or random).random
-            pool = list(self.targets)
-            while pool:
-                total = sum(t.weight for t in pool)
-                x = draw() * total
-                for i, t in enumerate(pool):
-                    x -= t.weight
-                    if x < 0 or i == len(pool) - 1:
-                        yield pool.pop(i)
-                        break
+            return self.targets + self.fallbacks if self.fallbacks else self.targets
+        return self._weighted(rng)
+
+    def _weighted(self, rng: random.Random | None) -> Iterator[Target]:
+        draw = (rng or random).random
+        pool = list(self.targets)
+        while pool:
+            total = sum(t.weight for t in pool)
+            x = draw() * total
+            for i, t in enumerate(pool):
+                x -= t.weight
+                if x < 0 or i == len(pool) - 1:
+                    yield pool.pop(i)
+                    break
         yield from self.fallbacks
 
 

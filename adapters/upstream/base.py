@@ -38,9 +38,10 @@ class Usage(msgspec.Struct, kw_only=True):
     total_tokens: int = 0
 
 
-@dataclass(slots=True)
-class UpstreamCall:
-    """One attempt's input: the OpenAI-shaped body with the upstream's model name."""
+class UpstreamCall(msgspec.Struct, gc=False):
+    """One attempt's input: the OpenAI-shaped body with the upstream's model name.
+
+    Per-request records are msgspec Structs: built in C, about 4x cheaper than a dataclass."""
 
     body: dict[str, Any]
     request_id: str
@@ -48,8 +49,7 @@ class UpstreamCall:
     stream: bool = False
 
 
-@dataclass(slots=True)
-class Completion:
+class Completion(msgspec.Struct, gc=False):
     """A non-streamed answer: the raw JSON to relay plus what accounting needs."""
 
     raw: bytes

@@ -28,7 +28,7 @@ from gateway.chat.protocol import parse_chat_body
 from gateway.disconnect import DisconnectWatch
 from gateway.metering import StreamMeter, UsageRecord
 from gateway.pipeline import RequestContext
-from gateway.relay import OpenStream
+from gateway.relay import Relayed
 from gateway.routing import Route
 from gateway.sse import DONE, frame
 
@@ -59,8 +59,15 @@ class ChatService:
         self._gw = gateway
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route_name: str | None = None) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = request_id_from(headers)
+        """One chat request, start to finish. Deliberately one flat coroutine: each extra
+        layer on this path is a frame per request that the GC scans while it is in flight."""
+        incoming_id = declared_length = None
+        for name, value in scope["headers"]:  # one pass for the two headers every request needs
+            if name == b"x-request-id":
+                incoming_id = value
+            elif name == b"content-length":
+                declared_length = value
+        rid = request_id_from(incoming_id)
         if scope["method"] != "POST":
             await send_error(send, MethodNotAllowed(f"Method {scope['method']} not allowed; use POST"), rid)
             return
@@ -68,8 +75,69 @@ class ChatService:
         gen = gw.generation
         gen.inflight += 1
         gw.inflight += 1  # read by the llmops_inflight_requests gauge at scrape time
+        started = time.perf_counter()
         try:
-            await self._handle(receive, send, headers, rid, route_name)
+            # accept → authenticate/transform → route
+            try:
+                raw = await read_body(receive, declared_length, gw.max_body_bytes)
+                head, body = parse_chat_body(raw)
+                model = route_name or head.model
+                if not model:
+                    raise InvalidRequest("You must provide a model parameter", param="model")
+                if route_name is not None:
+                    body["model"] = route_name
+                ctx = RequestContext(
+                    request_id=rid, model=model, body=body, stream=bool(head.stream), raw_headers=scope["headers"],
+                    client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
+                    started=started,
+                )
+                if gw.pipeline.stages:  # no coroutine at all for an empty pipeline
+                    await gw.pipeline.run(ctx)
+                route = gw.generation.table.resolve(ctx.route_name or model)
+            except ClientDisconnected:
+                return
+            except GatewayError as exc:
+                gw.usage.record(UsageRecord(
+                    request_id=rid, route="-", provider="-", model="-", stream=False, status=exc.http_status,
+                    latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=exc.kind,
+                ))
+                await send_error(send, exc, rid)
+                return
+            # relay → account
+            rec = UsageRecord(
+                request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
+                status=200, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
+                tags=ctx.tags,
+            )
+            task = asyncio.current_task()
+            assert task is not None
+            watch = gw.sweeper.watch(receive, task, started)
+            try:
+                relayed = await gw.relay.run(route, ctx.body, rid, stream=ctx.stream)
+                target = relayed.target
+                rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
+                headers = _route_headers(rid, route, rec.provider)
+                if relayed.completion is None:
+                    await self._stream(ctx, relayed, rec, watch, send, headers)
+                else:
+                    c = relayed.completion
+                    rec.status = c.status
+                    rec.apply_usage(c.usage, ctx.body.get("messages", []), c.content)
+                    watch.responded = True
+                    await send_json(send, c.status, c.raw, headers)
+            except GatewayError as exc:  # no upstream answered; nothing was sent yet
+                watch.responded = True
+                rec.status, rec.error = exc.http_status, exc.kind
+                await send_error(send, exc, rid)
+            except asyncio.CancelledError:
+                if not watch.disconnected:
+                    raise
+                task.uncancel()
+                rec.status, rec.error = 499, "client_disconnected"
+            finally:
+                gw.sweeper.done(watch)
+                rec.latency_s = time.perf_counter() - started
+                gw.usage.record(rec)
         except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
             log.exception("unhandled error in chat request", extra={"fields": {"request_id": rid}})
             with contextlib.suppress(Exception):
@@ -78,94 +146,20 @@ class ChatService:
             gen.inflight -= 1
             gw.inflight -= 1
 
-    async def _handle(
-        self, receive: Receive, send: Send, headers: dict[str, str], rid: str, route_name: str | None
-    ) -> None:
-        gw = self._gw
-        started = time.perf_counter()
-        try:
-            raw = await read_body(receive, headers, gw.max_body_bytes)
-            head, body = parse_chat_body(raw)
-            model = route_name or head.model
-            if not model:
-                raise InvalidRequest("You must provide a model parameter", param="model")
-            if route_name is not None:
-                body["model"] = route_name
-            ctx = RequestContext(
-                request_id=rid, model=model, body=body, stream=bool(head.stream), headers=headers,
-                client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
-                started=started,
-            )
-            await gw.pipeline.run(ctx)
-            route = gw.generation.table.resolve(ctx.route_name or ctx.model)
-        except ClientDisconnected:
-            return
-        except GatewayError as exc:
-            gw.usage.record(UsageRecord(
-                request_id=rid, route="-", provider="-", model="-", stream=False, status=exc.http_status,
-                latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=exc.kind,
-            ))
-            await send_error(send, exc, rid)
-            return
-        rec = UsageRecord(
-            request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
-            status=200, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
-            tags=ctx.tags,
-        )
-        task = asyncio.current_task()
-        assert task is not None
-        watch = gw.sweeper.watch(receive, task)
-        try:
-            if ctx.stream:
-                await self._stream(ctx, route, rec, watch, send)
-            else:
-                await self._complete(ctx, route, rec, watch, send)
-        except asyncio.CancelledError:
-            if not watch.disconnected:
-                raise
-            task.uncancel()
-            rec.status, rec.error = 499, "client_disconnected"
-        finally:
-            gw.sweeper.done(watch)
-            rec.latency_s = time.perf_counter() - started
-            gw.usage.record(rec)
-
-    async def _complete(
-        self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: DisconnectWatch, send: Send
-    ) -> None:
-        try:
-            result = await self._gw.relay.complete(route, ctx.body, ctx.request_id)
-        except GatewayError as exc:
-            watch.responded = True
-            rec.status, rec.error = exc.http_status, exc.kind
-            await send_error(send, exc, ctx.request_id)
-            return
-        c = result.completion
-        rec.provider, rec.model, rec.attempts, rec.status = (
-            result.target.provider.name, result.target.model, result.attempts, c.status,
-        )
-        rec.apply_usage(c.usage, ctx.body.get("messages", []), c.content)
-        watch.responded = True
-        await send_json(send, c.status, c.raw, _route_headers(ctx.request_id, route, rec.provider))
-
     async def _stream(
-        self, ctx: RequestContext, route: Route, rec: UsageRecord, watch: DisconnectWatch, send: Send
+        self,
+        ctx: RequestContext,
+        stream: Relayed,
+        rec: UsageRecord,
+        watch: DisconnectWatch,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
-        try:
-            stream = await self._gw.relay.open_stream(route, ctx.body, ctx.request_id)
-        except GatewayError as exc:
-            watch.responded = True
-            rec.status, rec.error = exc.http_status, exc.kind
-            await send_error(send, exc, ctx.request_id)
-            return
-        rec.provider, rec.model, rec.attempts = stream.target.provider.name, stream.target.model, stream.attempts
+        """Relay an open stream; from here on, failures end the stream with an error event."""
         meter = StreamMeter(ctx.client_wants_usage)
         first_chunk_at = time.perf_counter()
         try:
-            await send({
-                "type": "http.response.start", "status": 200,
-                "headers": [*_SSE_HEADERS, *_route_headers(ctx.request_id, route, rec.provider)],
-            })
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
             await self._relay_chunks(stream, meter, send)
         except GatewayError as exc:
             self._gw.relay.stream_failed(stream)
@@ -180,7 +174,8 @@ class ChatService:
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
     @staticmethod
-    async def _relay_chunks(stream: OpenStream, meter: StreamMeter, send: Send) -> None:
+    async def _relay_chunks(stream: Relayed, meter: StreamMeter, send: Send) -> None:
+        assert stream.chunks is not None
         try:
             if meter.feed(stream.first):
                 await send({"type": "http.response.body", "body": frame(stream.first), "more_body": True})
