@@ -14,10 +14,11 @@ from typing import Any
 
 import msgspec
 
-from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamUnavailable
+from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from adapters.upstream import Backend, Completion, Upstream, UpstreamCall, pick_backend
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, Target
+from gateway.watchdog import RequestWatch, Watchdog
 
 __all__ = ["Relay", "Relayed"]
 
@@ -45,13 +46,19 @@ def _counts_as_failure(exc: GatewayError) -> bool:
 
 
 class Relay:
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, watchdog: Watchdog) -> None:
         self._m = metrics
+        self._watchdog = watchdog
 
-    async def run(self, route: Route, body: dict[str, Any], request_id: str, *, stream: bool) -> Relayed:
+    async def run(
+        self, route: Route, body: dict[str, Any], request_id: str, watch: RequestWatch, *, stream: bool
+    ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
         deep on the non-stream hot path). A stream's backend stays counted in flight
-        after success (`Relayed.close` releases it); a completion's is released here."""
+        after success (`Relayed.close` releases it); a completion's is released here.
+
+        Timeouts are the watchdog's: it cancels this task when the attempt's deadline
+        on `watch` passes, and the cancellation becomes an `UpstreamTimeout` here."""
         attempts = 0
         last: GatewayError | None = None
         for target in route.plan():
@@ -65,27 +72,33 @@ class Relay:
                 attempts += 1
                 body["model"] = target.model  # the body is this request's own: rewrite in place
                 call = UpstreamCall(body=body, request_id=request_id, timeouts=target.timeouts, stream=stream)
+                t = target.timeouts
+                attempt_end = self._watchdog.expect(watch, t.first_byte_s, t.total_s)
                 backend.inflight += 1
                 try:
                     if stream:
                         chunks, first = await _open(target.provider, backend, call)
                     else:
                         completion = await target.provider.complete(backend, call)
-                except GatewayError as exc:
+                except (GatewayError, asyncio.CancelledError) as exc:
+                    watch.settled()
                     backend.inflight -= 1
+                    if isinstance(exc, asyncio.CancelledError):
+                        if not watch.take_timeout():
+                            backend.breaker.release()
+                            raise
+                        exc = UpstreamTimeout(f"upstream {target.provider.name} timed out")
                     last = self._failed(backend, target, exc)
                     if not exc.retryable:
                         raise
                     if retry < route.retries:
                         await _backoff(route.retry_backoff_s, retry)
                     continue
-                except asyncio.CancelledError:
-                    backend.inflight -= 1
-                    backend.breaker.release()
-                    raise
                 backend.breaker.record_success()
                 if stream:
+                    watch.streaming(attempt_end, t.first_byte_s)
                     return Relayed(target, backend, attempts, chunks=chunks, first=first)
+                watch.settled()
                 backend.inflight -= 1
                 return Relayed(target, backend, attempts, completion=completion)
         raise _final(last)

@@ -17,13 +17,13 @@ from pathlib import Path
 from adapters.upstream import Upstream
 from adapters.upstream.vllm_metrics import scrape_forever
 from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
-from gateway.disconnect import Sweeper
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import RouteTable
+from gateway.watchdog import Watchdog
 
 __all__ = ["Gateway", "Generation"]
 
@@ -80,9 +80,9 @@ class Gateway:
         self._default_config = default_config
         self.metrics = metrics or GatewayMetrics()
         self.pipeline = pipeline or Pipeline()
-        self.relay = Relay(self.metrics)
+        self.watchdog = Watchdog()
+        self.relay = Relay(self.metrics, self.watchdog)
         self.usage = UsageQueue([], self.metrics)
-        self.sweeper = Sweeper()
         self.max_body_bytes = cfg.server.max_body_bytes
         self.inflight = 0
         self.metrics.inflight.set_function(lambda: self.inflight)
@@ -116,7 +116,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.usage.start()
-        await self.sweeper.start()
+        await self.watchdog.start()
         self.generation = await self._build(self.cfg)
         self.ready = True
 
@@ -127,7 +127,7 @@ class Gateway:
         for t in list(self._retiring):
             t.cancel()
         await self.usage.stop()
-        await self.sweeper.stop()
+        await self.watchdog.stop()
         if self._mock is not None:
             await self._mock.stop()
 

@@ -10,6 +10,9 @@ Contract:
   raised mid-iteration. Whoever iterates must `aclose()` it: closing (or
   cancelling the consuming task) closes the upstream connection, which is how a
   vanished client cancels generation upstream.
+- Timeouts: an adapter enforces `Timeouts.connect_s`. The first-byte, silence
+  and total bounds are the caller's: the gateway enforces them for every
+  provider alike by cancelling the call (an adapter may keep a looser backstop).
 """
 
 from __future__ import annotations

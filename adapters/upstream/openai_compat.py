@@ -131,11 +131,12 @@ class OpenAIUpstream:
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
+        self._per_request_headers = self._headers  # until start() makes them the session's
         self._max_connections = max_connections
         self._stream_usage = stream_usage
         self._session = session
         self._owns_session = session is None
-        self._timeouts: dict[int, tuple[Timeouts, aiohttp.ClientTimeout]] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -144,27 +145,27 @@ class OpenAIUpstream:
             )
             self._session = aiohttp.ClientSession(
                 # No skip_auto_headers: aiohttp's fast path is the one without it (measured ~3% of CPU).
-                connector=connector, read_bufsize=1 << 20, auto_decompress=True
+                # The constant headers are the session's: aiohttp copies those in C, but walks
+                # per-request ones in Python (twice), so each request passes only its id.
+                connector=connector, read_bufsize=1 << 20, auto_decompress=True, headers=self._headers
             )
+            self._per_request_headers = {}
 
     async def aclose(self) -> None:
         if self._session is not None and self._owns_session:
             await self._session.close()
 
     def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
-        # Keyed by identity: Timeouts live on long-lived route targets, and hashing the
-        # frozen dataclass runs Python code on every request. The stored `t` guards id reuse.
-        hit = self._timeouts.get(id(t))
-        if hit is not None and hit[0] is t:
-            return hit[1]
-        ct = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
-        if len(self._timeouts) > 1024:  # reloads and direct routes create new ones: stay bounded
-            self._timeouts.clear()
-        self._timeouts[id(t)] = (t, ct)
+        """Only the connect timeout is aiohttp's. First byte, stream silence and total are
+        enforced by the caller (the gateway's watchdog): aiohttp's read timeout re-arms a
+        timer on every socket read, and its total timeout arms one per request."""
+        ct = self._timeouts.get(t.connect_s)
+        if ct is None:
+            ct = self._timeouts[t.connect_s] = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s)
         return ct
 
     def _request_headers(self, call: UpstreamCall) -> dict[str, str]:
-        return {**self._headers, "x-request-id": call.request_id}
+        return {**self._per_request_headers, "x-request-id": call.request_id}
 
     def _session_or_fail(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from adapters.errors import GatewayError, InvalidRequest, MethodNotAllowed, UpstreamError
+from adapters.errors import GatewayError, InvalidRequest, MethodNotAllowed, UpstreamError, UpstreamTimeout
 from gateway.asgi import (
     ClientDisconnected,
     Receive,
@@ -25,12 +25,12 @@ from gateway.asgi import (
     send_json,
 )
 from gateway.chat.protocol import parse_chat_body
-from gateway.disconnect import DisconnectWatch
 from gateway.metering import StreamMeter, UsageRecord
 from gateway.pipeline import RequestContext
 from gateway.relay import Relayed
 from gateway.routing import Route
 from gateway.sse import DONE, frame
+from gateway.watchdog import RequestWatch
 
 if TYPE_CHECKING:
     from gateway.state import Gateway
@@ -111,9 +111,9 @@ class ChatService:
             )
             task = asyncio.current_task()
             assert task is not None
-            watch = gw.sweeper.watch(receive, task, started)
+            watch = gw.watchdog.watch(receive, task, started)
             try:
-                relayed = await gw.relay.run(route, ctx.body, rid, stream=ctx.stream)
+                relayed = await gw.relay.run(route, ctx.body, rid, watch, stream=ctx.stream)
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
                 headers = _route_headers(rid, route, rec.provider)
@@ -135,7 +135,7 @@ class ChatService:
                 task.uncancel()
                 rec.status, rec.error = 499, "client_disconnected"
             finally:
-                gw.sweeper.done(watch)
+                gw.watchdog.done(watch)
                 rec.latency_s = time.perf_counter() - started
                 gw.usage.record(rec)
         except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
@@ -151,7 +151,7 @@ class ChatService:
         ctx: RequestContext,
         stream: Relayed,
         rec: UsageRecord,
-        watch: DisconnectWatch,
+        watch: RequestWatch,
         send: Send,
         headers: list[tuple[bytes, bytes]],
     ) -> None:
@@ -160,12 +160,17 @@ class ChatService:
         first_chunk_at = time.perf_counter()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
-            await self._relay_chunks(stream, meter, send)
-        except GatewayError as exc:
+            await self._relay_chunks(stream, meter, send, watch)
+        except (GatewayError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if not watch.take_timeout():
+                    raise
+                exc = UpstreamTimeout(f"upstream {stream.target.provider.name} timed out mid-stream")
             self._gw.relay.stream_failed(stream)
             rec.error = exc.kind
             await send({"type": "http.response.body", "body": frame(exc.body()), "more_body": True})
         finally:
+            watch.settled()
             await stream.close()
             ttft_at = meter.first_token_at or first_chunk_at
             rec.ttft_s = ttft_at - ctx.started
@@ -174,12 +179,14 @@ class ChatService:
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
     @staticmethod
-    async def _relay_chunks(stream: Relayed, meter: StreamMeter, send: Send) -> None:
+    async def _relay_chunks(stream: Relayed, meter: StreamMeter, send: Send, watch: RequestWatch) -> None:
         assert stream.chunks is not None
+        clock = time.perf_counter
         try:
             if meter.feed(stream.first):
                 await send({"type": "http.response.body", "body": frame(stream.first), "more_body": True})
             async for payload in stream.chunks:
+                watch.progress_at = clock()  # the watchdog bounds the silence between chunks
                 if meter.feed(payload):
                     await send({"type": "http.response.body", "body": frame(payload), "more_body": True})
         except ValueError:

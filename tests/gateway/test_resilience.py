@@ -107,6 +107,20 @@ async def test_total_timeout_bounds_a_slow_stream(mock) -> None:
         assert "upstream_timeout" in r.text
 
 
+async def test_silence_between_stream_chunks_times_out(mock) -> None:
+    """`first_byte_s` also bounds the gap between chunks: a stalled stream ends with an error event."""
+    mock.config = msgspec.structs.replace(mock.config, tokens_per_s=2, completion_tokens=20)  # 0.5 s gaps, ~10 s
+    cfg = simple_config(mock.url, retries=0, timeouts={"connect_s": 1, "first_byte_s": 0.2, "total_s": 30})
+    async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url, timeout=10) as h:
+        t0 = time.perf_counter()
+        r = await _post(h, stream=True)
+        assert r.status_code == 200
+        assert "upstream_timeout" in r.text and r.text.rstrip().endswith("data: [DONE]")
+        assert time.perf_counter() - t0 < 3  # cut at the first long gap, not after the whole stream
+        metrics = (await h.get("/metrics")).text
+        assert 'llmops_upstream_errors_total{provider="p0",type="mid_stream"} 1.0' in metrics
+
+
 async def test_connect_timeout_is_504() -> None:
     """A loopback listener whose accept queue is full drops SYNs, so connect() hangs."""
     import socket
