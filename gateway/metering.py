@@ -140,9 +140,7 @@ class MetricsConsumer:
         self._m = metrics
 
     async def consume(self, records: Sequence[UsageRecord]) -> None:
-        observe = self._m.stats.observe
-        for r in records:
-            observe(r.route, r.provider, r.status, r.latency_s, r.ttft_s, r.prompt_tokens, r.completion_tokens)
+        self._m.stats.observe_many(records)
 
 
 def _count_missing(r: UsageRecord) -> None:

@@ -62,8 +62,10 @@ async def test_counted_usage_fills_tokens_off_the_request_path() -> None:
 
 def test_request_stats_exposition_uses_inclusive_buckets() -> None:
     m = GatewayMetrics()
-    m.stats.observe("r", "p", 200, 0.005, 0.001, 3, 4)
-    m.stats.observe("r", "p", 200, 0.0051, None, 1, 0)
+    a, b = _rec(1), _rec(2)
+    a.latency_s, a.ttft_s, a.prompt_tokens, a.completion_tokens = 0.005, 0.001, 3, 4
+    b.latency_s, b.prompt_tokens = 0.0051, 1
+    m.stats.observe_many([a, b])
     text = generate_latest(m.registry).decode()
     assert 'llmops_request_latency_seconds_bucket{le="0.005",provider="p",route="r"} 1.0' in text
     assert 'llmops_request_latency_seconds_bucket{le="0.01",provider="p",route="r"} 2.0' in text
@@ -71,6 +73,7 @@ def test_request_stats_exposition_uses_inclusive_buckets() -> None:
     assert 'llmops_time_to_first_token_seconds_count{provider="p",route="r"} 1.0' in text
     assert 'llmops_tokens_total{kind="prompt",provider="p",route="r"} 4.0' in text
     assert 'llmops_requests_total{provider="p",route="r",status="200"} 2.0' in text
+    assert 'llmops_tokens_total{kind="completion",provider="p",route="r"} 4.0' in text
 
 
 def test_stream_meter_drops_unrequested_usage_chunk_and_rejects_garbage() -> None:
