@@ -1,6 +1,6 @@
 """The side-by-side benchmark: upstream direct, bare floor, llmops gateway, LiteLLM proxy, in one run.
 
-`python -m loadtests.bench [--duration 6] [--rounds 3] [--quick] [--out docs/benchmarks.md]`
+`python -m loadtests.bench [--duration 6] [--rounds 3] [--pairs 10] [--quick] [--out docs/benchmarks.md]`
 
 Every server is one worker process pinned to the server core; wrk, nginx, the
 mock upstreams and the stream client share the load core, so all series pay
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from loadtests import bench_servers as servers
 from loadtests.bench_doc import render
+from loadtests.paired import PairedRun, measure_pairs
 from loadtests.passthrough import FLOOR
 from loadtests.procs import ProcessFailed, free_port, stop_process
 from loadtests.streams import StreamResults, measure_spacing, measure_ttft
@@ -45,6 +46,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=6.0, help="seconds per wrk point (default 6)")
     p.add_argument("--quick", action="store_true", help="one round of 3 s points, short stream phases")
     p.add_argument("--rounds", type=int, default=3, help="repeat each sweep, keep each point's best (default 3)")
+    p.add_argument("--pairs", type=int, default=10, help="paired floor/gateway runs at c=64 (default 10; 0: skip)")
+    p.add_argument("--pair-duration", type=float, default=3.0, help="seconds per paired run (default 3)")
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown report (default docs/benchmarks.md)")
     p.add_argument("--no-litellm", action="store_true", help="skip series (d)")
     p.add_argument("--floor", default=FLOOR, help=f"pass-through variant for series (b) (default {FLOOR})")
@@ -52,7 +55,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--load-cpu", type=int, default=0, help="core for wrk, upstreams, client (default 0)")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.rounds = min(args.duration, 3.0), 1
+        args.duration, args.rounds, args.pairs = min(args.duration, 3.0), 1, min(args.pairs, 2)
     return args
 
 
@@ -157,6 +160,13 @@ def run(args: argparse.Namespace, command: str) -> int:
             targets.append(Target("d", f"LiteLLM proxy {litellm.detail}".strip(), litellm.base, body))
         _log(f"non-streaming sweep: {len(targets)} series x {CONCURRENCIES}, {args.duration:.0f} s per point")
         main_series = sweep(targets, CONCURRENCIES, args.duration, wrk_cpus=load_cpus, rounds=max(1, args.rounds))
+        pairs: list[PairedRun] = []
+        if gateway and args.pairs > 0:
+            _log(f"paired floor/gateway runs at c=64: {args.pairs} pairs x {args.pair_duration:.0f} s")
+            pairs = measure_pairs(
+                targets[1], targets[2], floor.proc.pid, gateway.proc.pid,
+                pairs=args.pairs, duration_s=args.pair_duration, wrk_cpus=load_cpus,
+            )
 
         sse_body = chat_body("bench-sse", stream=True)
         sse_targets = [Target("a", "nginx canned SSE direct", f"http://127.0.0.1:{up.stream_port}", sse_body)]
@@ -185,6 +195,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         series=main_series,
         sse_series=sse_series,
         streams=stream_res,
+        pairs=pairs,
         concurrencies=CONCURRENCIES,
         notes=notes
         + [f"{s.label}: {s.note}" for s in main_series if s.note]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.request
 
 import pytest
@@ -283,3 +284,58 @@ def test_cpu_prefix_still_pins_to_other_cores_after_narrowing_own_affinity() -> 
         os.sched_setaffinity(0, original)
     assert cpu_prefix([10_000]) == []
     assert cpu_prefix(None) == []
+
+
+class TestPaired:
+    """The c=64 target on paired runs: the median decides, not the luckiest round."""
+
+    def _runs(self, ratios: list[float]) -> list:
+        from loadtests.paired import PairedRun
+
+        return [PairedRun(_result(1000), _result(1000 * r), 250.0, 250.0 / r) for r in ratios]
+
+    def test_median_decides_and_cpu_ratio_is_reported(self) -> None:
+        from loadtests.paired import summarize_pairs
+
+        s = summarize_pairs(self._runs([1.05, 0.7, 0.86, 0.9, 0.74]))
+        assert s is not None and s.pairs == 5
+        assert s.median_ratio == pytest.approx(0.86) and (s.min_ratio, s.max_ratio) == (0.7, 1.05)
+        assert s.cpu_ratio == pytest.approx(0.86)
+        series = TestTargets()._series(2100, 0.5)  # best rounds alone would say 1.05
+        checks = evaluate(series, StreamResults(expected_gap_ms=20.0), s)
+        assert checks[0].passed is True
+        assert "median of 5 paired runs (c)/(b) = 0.86 (range 0.70 to 1.05)" in checks[0].detail
+        assert "CPU time per request (b)/(c) = 0.86 (250 vs 291 µs)" in checks[0].detail
+        assert "best sweep rounds (c)/(b) = 1.05" in checks[0].detail
+
+    def test_a_lucky_best_round_does_not_pass_a_slow_median(self) -> None:
+        from loadtests.paired import summarize_pairs
+
+        s = summarize_pairs(self._runs([1.02, 0.7, 0.72, 0.75, 0.71]))
+        checks = evaluate(TestTargets()._series(2040, 0.5), StreamResults(expected_gap_ms=20.0), s)
+        assert checks[0].passed is False
+
+    def test_no_pairs_falls_back_to_best_rounds(self) -> None:
+        from loadtests.paired import summarize_pairs
+
+        assert summarize_pairs([]) is None
+        checks = evaluate(TestTargets()._series(1700, 0.5), StreamResults(expected_gap_ms=20.0), None)
+        assert checks[0].passed is True and checks[0].detail.startswith("(c)/(b) = 0.85")
+
+    def test_process_cpu_time_is_read_from_proc(self) -> None:
+        from loadtests.paired import process_cpu_s
+
+        t0 = process_cpu_s(os.getpid())
+        end = time.process_time() + 0.05
+        while time.process_time() < end:  # burn a little CPU
+            pass
+        t1 = process_cpu_s(os.getpid())
+        assert t0 is not None and t1 is not None and t1 > t0
+        assert process_cpu_s(2**22 + 12345) is None  # no such process
+
+    def test_paired_table_marks_the_order(self) -> None:
+        from loadtests.bench_doc import paired_table
+
+        text = paired_table(self._runs([0.9, 0.8]))
+        assert "| 1 | (b) | 1,000 | 900 | 0.90 | 250 | 278 |" in text
+        assert "| 2 | (c) | 1,000 | 800 | 0.80 | 250 | 312 |" in text
