@@ -93,7 +93,7 @@ class ChatService:
                 )
                 if gw.pipeline.stages:  # no coroutine at all for an empty pipeline
                     await gw.pipeline.run(ctx)
-                route = gw.generation.table.resolve(ctx.route_name or model)
+                route = gw.generation.table.resolve(ctx.route_name or ctx.model)
             except ClientDisconnected:
                 return
             except GatewayError as exc:
