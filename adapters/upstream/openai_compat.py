@@ -131,11 +131,12 @@ class OpenAIUpstream:
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._per_request_headers = self._headers  # until start() makes them the session's
         self._max_connections = max_connections
         self._stream_usage = stream_usage
         self._session = session
         self._owns_session = session is None
+        # A session we create carries the constant headers (see start()); a borrowed one does not.
+        self._per_request_headers: dict[str, str] = {} if self._owns_session else self._headers
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
@@ -149,7 +150,6 @@ class OpenAIUpstream:
                 # per-request ones in Python (twice), so each request passes only its id.
                 connector=connector, read_bufsize=1 << 20, auto_decompress=True, headers=self._headers
             )
-            self._per_request_headers = {}
 
     async def aclose(self) -> None:
         if self._session is not None and self._owns_session:
