@@ -51,17 +51,27 @@ def iter_jsonl(path: Path, *, batch_rows: int, max_line_bytes: int) -> Iterator[
 def _decode(text: bytes, line: int) -> dict[str, Any]:
     try:
         value = _decoder.decode(text)
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # msgspec < 0.19 raises this for invalid UTF-8 inside a string
         raise InvalidEncoding(f"invalid UTF-8 at byte {exc.start} of the line", line=line) from None
     except msgspec.DecodeError as exc:
-        if b"\x00" in text:
-            raise InvalidEncoding("NUL byte: the line is binary, not JSON text", line=line) from None
+        # Newer msgspec reports invalid UTF-8 inside a string as a plain DecodeError; look for it
+        # ourselves (only on this error path) so both versions give the same answer.
+        _check_encoding(text, line)
         raise InvalidJsonLine(f"invalid JSON: {exc}", line=line) from None
     if not isinstance(value, dict):
         kind = "null" if value is None else _JSON_KIND.get(type(value), type(value).__name__)
         hint = "; JSON Lines needs one object per line, not one array" if isinstance(value, list) else ""
         raise NonObjectLine(f"expected a JSON object, found {kind}{hint}", line=line)
     return value
+
+
+def _check_encoding(text: bytes, line: int) -> None:
+    if b"\x00" in text:
+        raise InvalidEncoding("NUL byte: the line is binary, not JSON text", line=line)
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEncoding(f"invalid UTF-8 at byte {exc.start} of the line", line=line) from None
 
 
 def to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:

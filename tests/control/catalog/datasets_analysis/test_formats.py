@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -179,6 +180,30 @@ def test_csv_nulls_and_bom(write_csv: Writer) -> None:
 # --- JSONL ---------------------------------------------------------------------------------------
 
 def test_jsonl_invalid_utf8_reports_line(write_csv: Writer) -> None:
+    path = write_csv(b'{"a": 1}\n{"a": "\xff\xfe"}\n', name="x.jsonl")
+    with pytest.raises(InvalidEncoding) as info:
+        list(iter_batches(path, "jsonl"))
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize("error", ["unicode", "decode"])
+def test_jsonl_invalid_utf8_same_answer_for_either_msgspec_behaviour(
+    write_csv: Writer, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    """msgspec < 0.19 raises UnicodeDecodeError for invalid UTF-8 in a string, 0.19+ a DecodeError."""
+    from control.catalog.datasets_analysis import _jsonl
+
+    real = _jsonl._decoder
+
+    class _Decoder:
+        def decode(self, text: bytes) -> object:
+            if b"\xff" not in text:
+                return real.decode(text)
+            if error == "unicode":
+                raise UnicodeDecodeError("utf-8", text, text.index(b"\xff"), text.index(b"\xff") + 1, "invalid")
+            raise msgspec.DecodeError("JSON is malformed: invalid character (byte 7)")
+
+    monkeypatch.setattr(_jsonl, "_decoder", _Decoder())
     path = write_csv(b'{"a": 1}\n{"a": "\xff\xfe"}\n', name="x.jsonl")
     with pytest.raises(InvalidEncoding) as info:
         list(iter_batches(path, "jsonl"))
