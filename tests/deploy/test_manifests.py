@@ -2,9 +2,10 @@
 dashboard and alert rules name only metrics the gateway exports, and the examples decode
 as gateway config.
 
-Rendering the Helm chart needs `helm_python` (PyPI `helm-python-sdk`, Helm's Go SDK via
-ctypes) and the PromQL checks need `promtool` (Debian `prometheus`); those tests skip
-without them. Everything else runs anywhere in well under a second or two.
+The chart is rendered by Helm's own Go engine through `helm_python` (PyPI `helm-python-sdk`,
+a dev dependency: no helm binary), once per values set (tests/deploy/rendering.py).
+test_schemas.py validates every rendered object against the Kubernetes schemas. The PromQL
+checks need `promtool` (Debian `prometheus`, installed by `./dev test`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import kubernetes.client
 import pytest
 import yaml
 
 from gateway.config import decode_config
 from gateway.metrics import GatewayMetrics
+from tests.deploy.kube_schema import KUBE_VERSIONS
+from tests.deploy.rendering import CHART, CHART_VALUES, DEPLOY, ROOT, VLLM, render_chart, render_vllm
+from tests.deploy.rendering import env_example as _env_example
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-CHART = DEPLOY / "helm" / "llmops"
-VLLM = DEPLOY / "vllm"
 RULES = DEPLOY / "prometheus" / "llmops-rules.yaml"
 DASHBOARD = DEPLOY / "grafana" / "llmops-dashboard.json"
 
@@ -90,18 +91,6 @@ def to_model(doc: dict[str, Any]) -> Any:
     type_name = _K8S_TYPES[doc["kind"]]
     assert _unknown_keys(doc, type_name, doc["kind"]) == []
     return kubernetes.client.ApiClient().deserialize(json.dumps(doc), type_name, "application/json")
-
-
-def _env_example() -> dict[str, str]:
-    lines = (VLLM / "vllm.env.example").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def render_vllm(name: str) -> list[dict[str, Any]]:
-    """What deploy/vllm/render.sh does with the example env file."""
-    env = _env_example()
-    text = _PLACEHOLDER.sub(lambda m: env[m.group(1)], (VLLM / name).read_text())
-    return [d for d in yaml.safe_load_all(text) if d]
 
 
 def _metric_names(text: str) -> tuple[set[str], set[str]]:
@@ -322,26 +311,22 @@ def test_chart_values_config_decodes(values_file: str | None) -> None:
     decode_config(values["config"], env={"OPENAI_API_KEY": "sk-test"})
 
 
-def render_chart(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Docs by kind, rendered by Helm's own Go engine."""
-    helm = pytest.importorskip("helm_python")
-    with helm.Chart.load(str(CHART)) as chart:
-        out = chart.render(values or {}, name="llmops", namespace="llm")
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for name, text in out.items():
-        if name.endswith(".yaml"):
-            for doc in yaml.safe_load_all(text):
-                if doc:
-                    by_kind.setdefault(doc["kind"], []).append(doc)
-    return by_kind
+Rendered = dict[str, dict[str, list[dict[str, Any]]]]
 
 
-def _production() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "helm" / "llmops-production.values.yaml").read_text())
+@pytest.fixture(scope="module")
+def rendered() -> Rendered:
+    """Each values set of rendering.CHART_VALUES rendered once: docs by kind."""
+    out: Rendered = {}
+    for values_name, values in CHART_VALUES.items():
+        by_kind = out.setdefault(values_name, {})
+        for _, doc in render_chart(values):
+            by_kind.setdefault(doc["kind"], []).append(doc)
+    return out
 
 
-def test_chart_defaults_render_a_hardened_single_replica() -> None:
-    docs = render_chart()
+def test_chart_defaults_render_a_hardened_single_replica(rendered: Rendered) -> None:
+    docs = rendered["defaults"]
     assert set(docs) == {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
     (dep,) = (to_model(d) for d in docs["Deployment"])
     pod = dep.spec.template.spec
@@ -359,8 +344,8 @@ def test_chart_defaults_render_a_hardened_single_replica() -> None:
     assert cfg.control.data_dir == "/var/lib/llmops" and cfg.control.auto_migrate
 
 
-def test_chart_production_values_render_valid_objects() -> None:
-    docs = render_chart(_production())
+def test_chart_production_values_render_valid_objects(rendered: Rendered) -> None:
+    docs = rendered["production"]
     assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "Job", "Secret",
             "ServiceMonitor", "PrometheusRule"} <= set(docs)
     models = {kind: [to_model(d) for d in ds] for kind, ds in docs.items() if kind not in _CRD_KINDS}
@@ -388,8 +373,8 @@ def test_chart_production_values_render_valid_objects() -> None:
                                                "scrapeTimeout": "10s"}
 
 
-def test_chart_database_url_reaches_the_hook_job_through_a_hook_secret() -> None:
-    docs = render_chart({"database": {"url": "postgresql://u:p@pg/llmops"}, "replicaCount": 2})
+def test_chart_database_url_reaches_the_hook_job_through_a_hook_secret(rendered: Rendered) -> None:
+    docs = rendered["external-db"]
     hook_secret = next(s for s in docs["Secret"] if "helm.sh/hook" in s["metadata"].get("annotations", {}))
     assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
     (job,) = docs["Job"]
@@ -406,13 +391,13 @@ def test_chart_database_url_reaches_the_hook_job_through_a_hook_secret() -> None
      "targetInflightPerPod"),
 ])
 def test_chart_refuses_unworkable_values(values: dict[str, Any], message: str) -> None:
-    helm = pytest.importorskip("helm_python")
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError, match=message):
         chart.render(values, name="llmops", namespace="llm")
 
 
-def test_chart_lints_clean() -> None:
-    helm = pytest.importorskip("helm_python")
-    for values in (None, _production()):
-        result = helm.lint(str(CHART), values, strict=True)
-        assert result["errors"] == [], result
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values_name", CHART_VALUES)
+def test_chart_lints_clean(values_name: str, kube_version: str) -> None:
+    result = helm.lint(str(CHART), CHART_VALUES[values_name], strict=True, kube_version=f"v{kube_version}.0")
+    assert result["errors"] == [], result
+    assert all(m["severity"] < 2 for m in result["messages"]), result  # info only: no warnings
