@@ -206,7 +206,7 @@ class GatewayApp:
             if path.startswith("/serve/") and path.endswith("/chat"):
                 await _serve_path(self._chat, path, scope, receive, send)
                 return
-        await self.litestar(scope, receive, send)  # type: ignore[arg-type]
+        await self.litestar(scope, receive, send)  # type: ignore[arg-type]  # Litestar types ASGI events as narrower TypedDicts
 
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:

@@ -6,11 +6,15 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayCfg
 
 __all__ = ["main"]
 
 
-def _load(path: str | None):  # type: ignore[no-untyped-def]
+def _load(path: str | None) -> tuple[GatewayCfg, Path | None]:
     from gateway.config import load_config
     from gateway.defaults import default_config
 

@@ -143,6 +143,11 @@ class MetricsConsumer:
         self._m.stats.observe_many(records)
 
 
+def _count_all(records: list[UsageRecord]) -> None:
+    for r in records:
+        _count_missing(r)
+
+
 def _count_missing(r: UsageRecord) -> None:
     if r.usage_source != "counted":
         return
@@ -236,7 +241,7 @@ class UsageQueue:
     async def _flush(self, batch: list[UsageRecord]) -> None:
         counted = [r for r in batch if r.usage_source == "counted"]
         if counted:
-            await asyncio.to_thread(lambda: [_count_missing(r) for r in counted])
+            await asyncio.to_thread(_count_all, counted)
         for c in self._consumers:
             try:
                 await c.consume(batch)

@@ -7,9 +7,13 @@ metrics, with labelled children cached to skip `.labels()` lookups.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.request_stats import RequestStats
+
+_M = TypeVar("_M", Counter, Gauge)
 
 __all__ = ["GatewayMetrics"]
 
@@ -36,21 +40,21 @@ class GatewayMetrics:
             "llmops_usage_records_dropped", "Usage records dropped because the sink queue was full.", registry=r,
         )
         self.reloads = Counter("llmops_config_reloads", "Config reloads by result.", ["result"], registry=r)
-        self._children: dict[tuple[object, ...], object] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
 
-    def _child(self, metric: object, *labels: str) -> object:
+    def _child(self, metric: _M, *labels: str) -> _M:
         key = (id(metric), *labels)
-        child = self._children.get(key)
+        child: _M | None = self._children.get(key)
         if child is None:
-            child = metric.labels(*labels)  # type: ignore[attr-defined]
+            child = metric.labels(*labels)
             self._children[key] = child
         return child
 
     def count_upstream_error(self, provider: str, kind: str) -> None:
-        self._child(self.upstream_errors, provider, kind).inc()  # type: ignore[attr-defined]
+        self._child(self.upstream_errors, provider, kind).inc()
 
     def count_retry(self, route: str, provider: str) -> None:
-        self._child(self.retries, route, provider).inc()  # type: ignore[attr-defined]
+        self._child(self.retries, route, provider).inc()
 
     def set_circuit(self, provider: str, backend: str, state: int) -> None:
-        self._child(self.circuit, provider, backend).set(state)  # type: ignore[attr-defined]
+        self._child(self.circuit, provider, backend).set(state)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from adapters.upstream import OllamaUpstream, OpenAIUpstream, Timeouts, Upstream
-from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, TimeoutsCfg
+from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, RouteCfg, TargetCfg, TimeoutsCfg
 from gateway.routing import Route, RouteTable, Target
 
 __all__ = ["build_provider", "build_table"]
@@ -16,16 +18,26 @@ def _timeouts(*layers: TimeoutsCfg | None) -> Timeouts:
     return Timeouts()
 
 
+class _PoolArgs(TypedDict):
+    """What every aiohttp-based adapter takes besides its name and URLs."""
+
+    api_key: str | None
+    headers: dict[str, str]
+    max_connections: int
+    breaker_threshold: int
+    breaker_cooldown_s: float
+
+
 def build_provider(cfg: ProviderCfg, mock_url: str | None = None) -> Upstream:
     urls = [mock_url if u == BUILTIN_MOCK and mock_url else u for u in cfg.urls()]
-    common = dict(
+    common = _PoolArgs(
         api_key=cfg.api_key, headers=cfg.headers, max_connections=cfg.max_connections,
         breaker_threshold=cfg.breaker.failure_threshold, breaker_cooldown_s=cfg.breaker.cooldown_s,
     )
     if cfg.kind == "openai":
-        return OpenAIUpstream(cfg.name, urls, stream_usage=cfg.stream_usage, **common)  # type: ignore[arg-type]
+        return OpenAIUpstream(cfg.name, urls, stream_usage=cfg.stream_usage, **common)
     if cfg.kind == "ollama":
-        return OllamaUpstream(cfg.name, urls, **common)  # type: ignore[arg-type]
+        return OllamaUpstream(cfg.name, urls, **common)
     from adapters.upstream.litellm_provider import LiteLLMUpstream
 
     return LiteLLMUpstream(
@@ -38,7 +50,7 @@ def build_table(cfg: GatewayCfg, providers: dict[str, Upstream]) -> RouteTable:
     by_name = {p.name: p for p in cfg.providers}
     routes: dict[str, Route] = {}
     for r in cfg.routes:
-        def target(t, r=r):  # type: ignore[no-untyped-def]
+        def target(t: TargetCfg, r: RouteCfg = r) -> Target:
             return Target(providers[t.provider], t.model, t.weight, _timeouts(r.timeouts, by_name[t.provider].timeouts))
 
         routes[r.name] = Route(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -31,13 +31,13 @@ class Relayed(msgspec.Struct):
     backend: Backend
     attempts: int
     completion: Completion | None = None
-    chunks: AsyncIterator[bytes] | None = None
+    chunks: AsyncGenerator[bytes, None] | None = None
     first: bytes = b""
 
     async def close(self) -> None:
         if self.chunks is not None:
             self.backend.inflight -= 1
-            await self.chunks.aclose()  # type: ignore[attr-defined]
+            await self.chunks.aclose()
 
 
 def _counts_as_failure(exc: GatewayError) -> bool:
@@ -118,7 +118,7 @@ class Relay:
         stream.backend.breaker.record_failure()
 
 
-async def _open(provider: Upstream, backend: Backend, call: UpstreamCall) -> tuple[AsyncIterator[bytes], bytes]:
+async def _open(provider: Upstream, backend: Backend, call: UpstreamCall) -> tuple[AsyncGenerator[bytes, None], bytes]:
     """Start a stream and wait for its first payload: until then, a failure may be retried."""
     chunks = provider.stream(backend, call)
     try:
@@ -126,7 +126,7 @@ async def _open(provider: Upstream, backend: Backend, call: UpstreamCall) -> tup
     except StopAsyncIteration:
         raise UpstreamError(f"upstream {provider.name} sent an empty stream") from None
     except BaseException:  # failed or cancelled before the first chunk: close the upstream request
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
         raise
 
 

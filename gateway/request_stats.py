@@ -53,7 +53,8 @@ class _Series:
 
 
 def _cumulative(bounds: Sequence[float], counts: list[int]) -> list[tuple[str, float]]:
-    out, running = [], 0
+    out: list[tuple[str, float]] = []
+    running = 0
     for bound, n in zip((*map(str, bounds), "+Inf"), counts, strict=True):
         running += n
         out.append((bound, running))

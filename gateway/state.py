@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.upstream import Upstream
 from adapters.upstream.vllm_metrics import scrape_forever
@@ -24,6 +25,9 @@ from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import RouteTable
 from gateway.watchdog import Watchdog
+
+if TYPE_CHECKING:  # the mock is imported only when a provider asks for it
+    from adapters.testdoubles.mock_upstream import MockServer
 
 __all__ = ["Gateway", "Generation"]
 
@@ -86,9 +90,9 @@ class Gateway:
         self.max_body_bytes = cfg.server.max_body_bytes
         self.inflight = 0
         self.metrics.inflight.set_function(lambda: self.inflight)
-        self.generation: Generation = None  # type: ignore[assignment]  # set by start()
+        self.generation: Generation = None  # type: ignore[assignment]  # set by start(); never None on the request path, so no check there
         self.ready = False
-        self._mock = None
+        self._mock: MockServer | None = None
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 

@@ -94,7 +94,7 @@ def required_role(handler: BaseRouteHandler) -> Role | None:
         return None
     if "min_role" in opt:
         return Role.parse(opt["min_role"])
-    methods = getattr(handler, "http_methods", set())
+    methods: set[str] = set(getattr(handler, "http_methods", ()) or ())
     return Role.viewer if methods and set(methods) <= _READ_METHODS else Role.operator
 
 

@@ -8,7 +8,7 @@ table on every admin call) and idempotent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import msgspec
 from litestar import Controller, delete, get, post
@@ -54,7 +54,7 @@ def _row_to_key(row: object) -> ApiKey:
 async def create_key(store: Store, audit: AuditWriter, actor: Actor, *, name: str, role: Role) -> CreatedApiKey:
     key_id, token, digest = generate_key()
     now = utcnow()
-    created = CreatedApiKey(id=key_id, name=name, role=role.name, created_at=now,  # type: ignore[arg-type]
+    created = CreatedApiKey(id=key_id, name=name, role=cast(RoleName, role.name), created_at=now,
                             created_by=actor.principal.name, key=token)
     async with store.begin() as conn:
         await conn.execute(insert(api_keys).values(

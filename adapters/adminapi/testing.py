@@ -65,7 +65,7 @@ async def admin_test_app(
             url = await stack.enter_async_context(serve_asgi(app))
             transport: httpx.AsyncBaseTransport | None = None
         else:
-            url, transport = "http://admin.test", httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            url, transport = "http://admin.test", httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]  # Litestar's ASGI types are narrower TypedDicts
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, transport=transport) as client:
             yield AdminTestApp(client=client, plane=plane, app=app, bootstrap_key=bootstrap_key, url=url)
 

@@ -9,6 +9,7 @@ blocks of ``buffer_bytes``, so the event loop only shuffles bytes.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import tempfile
@@ -144,7 +145,7 @@ class LocalObjectStore:
         validate_prefix(prefix)
         return await asyncio.to_thread(self._list, prefix)
 
-    def _list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> builtins.list[str]:
         # Walk only the deepest directory the prefix pins down, then filter by string prefix.
         start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         keys: list[str] = []

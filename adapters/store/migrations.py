@@ -26,12 +26,14 @@ schema exactly as it was.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, inspect, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
@@ -100,9 +102,9 @@ def create_tables(*tables: Table) -> Upgrade:
     """An upgrade that creates ``tables`` with their indexes and constraints (frozen definitions!)."""
 
     async def upgrade(conn: AsyncConnection) -> None:
-        def create(sync_conn: object) -> None:
+        def create(sync_conn: Connection) -> None:
             for table in tables:
-                table.create(sync_conn, checkfirst=False)  # type: ignore[arg-type]
+                table.create(sync_conn, checkfirst=False)
 
         await conn.run_sync(create)
 
@@ -160,7 +162,8 @@ async def migrate(store: Store, plan: MigrationPlan) -> list[AppliedMigration]:
     """Apply everything pending, atomically; returns what was applied (empty when up to date)."""
     validate_plan(plan)
     applied: list[AppliedMigration] = []
-    async with store.begin() as conn:
+    # No unit-of-work deadline: an index build on a big table may rightly take minutes.
+    async with store.begin(timeout_s=math.inf) as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(select(func.pg_advisory_xact_lock(_ADVISORY_LOCK_ID)))
         await conn.run_sync(lambda c: schema_migrations.create(c, checkfirst=True))

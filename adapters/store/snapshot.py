@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,7 +41,7 @@ class Snapshot(Generic[T]):
     def value(self) -> T:
         if self.generation == 0:
             raise RuntimeError("Snapshot.value read before start()")
-        return self._value  # type: ignore[return-value]
+        return cast(T, self._value)  # None only before the first load, checked above
 
     async def start(self) -> None:
         """Load once (errors propagate: starting without data is a failure), then follow the feed."""

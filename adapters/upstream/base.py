@@ -17,7 +17,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,7 +79,7 @@ class Upstream(Protocol):
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion: ...
 
-    def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]: ...
+    def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]: ...
 
     async def start(self) -> None:
         """Open pools and background tasks; called inside the running loop."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -86,7 +86,7 @@ class LiteLLMUpstream:
             raise self._translate(exc) from None
         return parse_completion(resp.model_dump_json(exclude_none=True).encode(), self.name)
 
-    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]:
+    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         if self._litellm is None:
             raise UpstreamError(f"provider {self.name} is not started")
         try:

@@ -7,7 +7,7 @@ works with the plain `openai` kind too.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -134,7 +134,7 @@ class OllamaUpstream(OpenAIUpstream):
         }
         return Completion(raw=_encode(body), usage=usage, content=message["content"])
 
-    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]:
+    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         session = self._session_or_fail()
         cid, created, model = f"chatcmpl-{call.request_id}", int(time.time()), call.body["model"]
 
