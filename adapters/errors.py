@@ -14,7 +14,8 @@ boundary; one gateway handler turns any of them into OpenAI's error schema.
     └── UpstreamError                 502 upstream_error        (retryable)
         ├── UpstreamUnavailable       503 upstream_unavailable   (retryable; breaker open, 503 upstream)
         ├── UpstreamTimeout           504 upstream_timeout       (retryable)
-        └── UpstreamStatus            upstream's own status      (retryable only for 429 / 5xx)
+        └── UpstreamStatus            upstream's own status      (retryable only for 429 / 5xx;
+                                      401/403/407 become 502 upstream_auth_failed)
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class UpstreamStatus(UpstreamError):
         self.provider = provider
 
     @property
-    def retryable(self) -> bool:  # type: ignore[override]
+    def retryable(self) -> bool:  # type: ignore[override]  # a ClassVar elsewhere; depends on the status here
         return self.upstream_status == 429 or self.upstream_status >= 500
 
     @property
@@ -148,15 +149,28 @@ class UpstreamStatus(UpstreamError):
         # Client errors are the client's to see; a broken upstream is a bad gateway.
         if self.upstream_status >= 500 and self.upstream_status not in (502, 503, 504):
             return 502
+        if self.upstream_status in _UPSTREAM_AUTH:
+            return 502
         return self.upstream_status
 
     def body(self) -> bytes:
+        if self.upstream_status in _UPSTREAM_AUTH:
+            # The upstream rejected the *operator's* credentials. Relaying its 401 would tell the
+            # client that its own key is wrong; its body may also quote the (masked) provider key.
+            return error_body(
+                f"upstream provider {self.provider} rejected the gateway's credentials "
+                f"(HTTP {self.upstream_status}); the operator must fix the provider's api_key",
+                "upstream_error", None, "upstream_auth_failed",
+            )
         if _upstream_message(self.raw_body) is not None:
             return self.raw_body
         kind = "rate_limit_error" if self.upstream_status == 429 else (
             "upstream_error" if self.upstream_status >= 500 else "invalid_request_error"
         )
         return error_body(self.message, kind, None, None)
+
+
+_UPSTREAM_AUTH = frozenset({401, 403, 407})
 
 
 class _ErrorDetail(msgspec.Struct):

@@ -43,18 +43,18 @@ class _Cfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     pass
 
 
-class TimeoutsCfg(_Cfg):
+class TimeoutsCfg(_Cfg, frozen=True):  # frozen repeated: type checkers do not inherit it
     connect_s: float = 5.0
     first_byte_s: float = 120.0
     total_s: float = 600.0
 
 
-class BreakerCfg(_Cfg):
+class BreakerCfg(_Cfg, frozen=True):
     failure_threshold: int = 5
     cooldown_s: float = 30.0
 
 
-class ProviderCfg(_Cfg):
+class ProviderCfg(_Cfg, frozen=True):
     name: str
     kind: Literal["openai", "ollama", "litellm"]
     base_url: str | None = None
@@ -73,13 +73,13 @@ class ProviderCfg(_Cfg):
         return [u.rstrip("/") for u in ([self.base_url] if self.base_url else []) + list(self.base_urls)]
 
 
-class TargetCfg(_Cfg):
+class TargetCfg(_Cfg, frozen=True):
     provider: str
     model: str
     weight: float = 1.0
 
 
-class RouteCfg(_Cfg):
+class RouteCfg(_Cfg, frozen=True):
     name: str
     targets: list[TargetCfg]
     fallbacks: list[TargetCfg] = []
@@ -88,15 +88,17 @@ class RouteCfg(_Cfg):
     timeouts: TimeoutsCfg | None = None
 
 
-class ServerCfg(_Cfg):
+class ServerCfg(_Cfg, frozen=True):
     host: str = "127.0.0.1"
     port: int = 4000
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    allow_direct: bool = True
+    # Off by default: `<provider>/<model>` names let any caller reach any model with the
+    # operator's provider keys, bypassing the routes the operator chose to expose.
+    allow_direct: bool = False
 
 
-class GatewayCfg(_Cfg):
+class GatewayCfg(_Cfg, frozen=True):
     server: ServerCfg = ServerCfg()
     providers: list[ProviderCfg] = []
     routes: list[RouteCfg] = []
@@ -147,16 +149,49 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> GatewayC
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        # Only the position: PyYAML's message quotes the offending line, which may hold a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
     return decode_config(raw, env)
 
 
 def _check_url(url: str, where: str) -> None:
+    """Messages name the key, never the value: URLs may carry secrets (issue: reload errors)."""
     if url == BUILTIN_MOCK:
         return
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{where}: {url!r} is not an http(s) URL")
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018  # raises ValueError for a malformed port
+    except ValueError:
+        raise ConfigError(f"{where}: not a valid http(s) URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{where}: not an http(s) URL (expected http://host[:port]/path)")
+    if parsed.username is not None or parsed.password is not None:
+        # Shown by /readyz, metrics labels and logs otherwise; and aiohttp would turn it into a
+        # Basic header that clashes with api_key. Send credentials with `api_key` or `headers`.
+        raise ConfigError(f"{where}: must not contain credentials (user:password@); use api_key or headers")
+    if any(c in url for c in "\r\n\t ") or not url.isprintable():
+        raise ConfigError(f"{where}: must not contain whitespace or control characters")
+
+
+def _check_header_value(value: str, where: str) -> None:
+    """A CR, LF or other control character makes the HTTP client raise on every request,
+    which the breaker would count against a healthy upstream: refuse it at load."""
+    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{where}: must not contain control characters (CR, LF, ...)")
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
+
+
+def _check_headers(p: ProviderCfg, where: str) -> None:
+    if p.api_key is not None:
+        _check_header_value(p.api_key, f"{where}.api_key")
+    for name, value in p.headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ConfigError(f"{where}.headers: a header name is not a valid HTTP field name")
+        _check_header_value(value, f"{where}.headers.{name}")
 
 
 def _check_timeouts(t: TimeoutsCfg | None, where: str) -> None:
@@ -181,8 +216,9 @@ def _check(cfg: GatewayCfg) -> None:
         urls = p.urls()
         if p.kind != "litellm" and not urls:
             raise ConfigError(f"{where}: kind {p.kind!r} needs base_url or base_urls")
-        for u in urls:
-            _check_url(u, f"{where}.base_url")
+        for j, u in enumerate(urls):
+            _check_url(u, f"{where}.base_url" if p.base_url and j == 0 else f"{where}.base_urls[{j - bool(p.base_url)}]")
+        _check_headers(p, where)
         if p.max_connections < 1:
             raise ConfigError(f"{where}.max_connections: must be >= 1")
         if p.breaker.failure_threshold < 1 or p.breaker.cooldown_s <= 0:

@@ -7,7 +7,8 @@ aiohttp exceptions are translated into `adapters.errors` here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -191,7 +192,7 @@ class OpenAIUpstream:
             raise UpstreamStatus(status, raw, self.name)
         return parse_completion(raw, self.name)
 
-    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncIterator[bytes]:
+    async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         session = self._session_or_fail()
         body: dict[str, Any] = call.body
         if self._stream_usage:
@@ -215,9 +216,18 @@ class OpenAIUpstream:
 
 
 def _describe(exc: BaseException) -> str:
-    """A short, secret-free description of a client error (no URLs with keys)."""
+    """A short description of a client error without URLs, addresses or keys: clients see it.
+
+    Not `os_error.strerror`: for a refused connection it reads "Connect call failed
+    ('10.0.0.5', 8000)", which hands the upstream's address to anyone who asks."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "cannot connect (name resolution failed)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "cannot connect (TLS error)"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error.__class__.__name__})"
+        errno = exc.os_error.errno
+        reason = os.strerror(errno) if isinstance(errno, int) and errno > 0 else exc.os_error.__class__.__name__
+        return f"cannot connect ({reason})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
     if isinstance(exc, aiohttp.ClientPayloadError):

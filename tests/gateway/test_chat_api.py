@@ -105,8 +105,11 @@ async def test_sdk_raises_matching_exceptions(mock) -> None:
             await c.chat.completions.create(model="r", messages=[{"role": "user", "content": "x" * 5000}])
         assert big.value.status_code == 413
         mock.push_faults(Fault(kind="status", status=401))
-        with pytest.raises(openai.AuthenticationError):
+        # The upstream rejected the operator's key, not the client's: a 502 naming the provider.
+        with pytest.raises(openai.InternalServerError) as auth:
             await c.chat.completions.create(model="r", messages=MSG)
+        assert auth.value.status_code == 502 and auth.value.code == "upstream_auth_failed"
+        assert "p0" in auth.value.message and "127.0.0.1" not in auth.value.message
         mock.push_faults(Fault(kind="status", status=429), Fault(kind="status", status=429))
         with pytest.raises(openai.RateLimitError):
             await c.chat.completions.create(model="r", messages=MSG)
@@ -137,7 +140,10 @@ async def test_upstream_down_is_502_and_server_survives(mock) -> None:
     async with run_gateway(simple_config(dead)) as g, httpx.AsyncClient(base_url=g.url) as h:
         r = await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})
         assert r.status_code == 502
-        assert "cannot connect" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert "cannot connect (Connection refused)" in message
+        # The upstream's address is nobody's business but the operator's.
+        assert "127.0.0.1" not in message and dead.split(":")[-1].split("/")[0] not in message
         assert (await h.get("/healthz")).status_code == 200
 
 

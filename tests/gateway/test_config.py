@@ -36,7 +36,7 @@ def test_valid_file_with_env_interpolation(tmp_path: Path) -> None:
         ({"routes": [{"name": "a", "targets": [], "timeuot_s": 1}]}, "unknown field `timeuot_s` - at `$.routes[0]`"),
         ({"providers": [{"name": "p", "kind": "grpc", "base_url": "http://x"}]}, "$.providers[0].kind"),
         ({"providers": [{"name": "p", "kind": "openai"}]}, "$.providers[0]: kind 'openai' needs base_url"),
-        ({"providers": [{"name": "p", "kind": "openai", "base_url": "ftp://x"}]}, "is not an http(s) URL"),
+        ({"providers": [{"name": "p", "kind": "openai", "base_url": "ftp://x"}]}, "not an http(s) URL"),
         ({"providers": [{"name": "p", "kind": "openai", "base_url": "http://x", "api_key": "${NOPE}"}]},
          "$.providers[0].api_key: environment variable NOPE is not set"),
         ({"routes": [{"name": "a", "targets": [{"provider": "ghost", "model": "m"}]}]},
@@ -73,3 +73,48 @@ def test_default_config_adds_openai_only_with_a_key() -> None:
     cfg = default_config(env={"OPENAI_API_KEY": "sk-x"})
     assert [r.name for r in cfg.routes] == ["demo", "openai"]
     assert cfg.providers[1].api_key == "sk-x"
+
+
+SECRET = "sk-very-secret-value"
+
+
+@pytest.mark.parametrize(
+    ("provider", "where"),
+    [
+        # Credentials in a URL would reach /readyz, metric labels and logs; refused, naming the key only.
+        ({"base_url": f"http://user:{SECRET}@host/v1"}, "$.providers[0].base_url: must not contain credentials"),
+        ({"base_urls": ["http://a/v1", f"https://{SECRET}@b/v1"]}, "$.providers[0].base_urls[1]: must not contain"),
+        ({"base_url": f"http://ok/v1", "base_urls": [f"http://u:{SECRET}@b/v1"]}, "$.providers[0].base_urls[0]"),
+        ({"base_url": f"http://u:{SECRET}@host/v1", "api_key": "k"}, "must not contain credentials"),
+        # A value that is not a URL (a key pasted into the wrong field) is not repeated either.
+        ({"base_url": SECRET}, "$.providers[0].base_url: not an http(s) URL"),
+        ({"base_url": f"http://host:{SECRET}/v1"}, "$.providers[0].base_url: not a valid http(s) URL"),
+        ({"base_url": f"http://host/v1\r\nX: {SECRET}"}, "must not contain whitespace or control"),
+        # CR/LF in a header value made every request fail with ValueError and trip the breaker.
+        ({"base_url": "http://h/v1", "api_key": f"{SECRET}\n"}, "$.providers[0].api_key: must not contain control"),
+        ({"base_url": "http://h/v1", "headers": {"x-org": f"a\r\nb: {SECRET}"}},
+         "$.providers[0].headers.x-org: must not contain control"),
+        ({"base_url": "http://h/v1", "headers": {f"bad name {SECRET}": "v"}},
+         "$.providers[0].headers: a header name is not a valid HTTP field name"),
+    ],
+)
+def test_unsafe_provider_values_are_refused_without_echoing_them(provider: dict[str, object], where: str) -> None:
+    tree = {"providers": [{"name": "p", "kind": "openai", **provider}]}
+    with pytest.raises(ConfigError) as err:
+        decode_config(tree, env={})
+    assert where in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_position_not_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"providers:\n  - {{name: p, api_key: {SECRET}: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "not valid YAML at line 2" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_direct_provider_names_are_off_unless_opted_in() -> None:
+    assert decode_config({}, env={}).server.allow_direct is False
+    assert decode_config({"server": {"allow_direct": True}}, env={}).server.allow_direct is True
