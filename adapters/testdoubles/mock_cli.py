@@ -16,8 +16,9 @@ HELP_TEXT = (
     "(/v1/chat/completions, streaming and not, /v1/models) and Ollama's /api/chat, and answers every "
     "request with the same deterministic filler words (\"mock token reply ...\"), so its output means "
     "nothing. Use it to exercise the gateway, demos and benchmarks without a GPU or an API key. Faults "
-    "can be injected per request (header `x-mock-fault: status=503`, or model `fault:timeout=5`, "
-    "`slow:1.5`) or over HTTP (POST /_mock/faults, /_mock/config, /_mock/reset; GET /_mock/requests). "
+    "can be injected with --faults only: per request (header `x-mock-fault: status=503`, or model "
+    "`fault:timeout=5`, `slow:1.5`) or over HTTP (POST /_mock/faults, /_mock/config, /_mock/reset; "
+    "GET /_mock/requests). "
     "GET /metrics exports vLLM-style queue gauges."
 )
 
@@ -38,6 +39,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="require `Authorization: Bearer <key>`")
     parser.add_argument("--model-name", default=None,
                         help="model reported in responses (default: echo the request's model)")
+    parser.add_argument("--faults", action="store_true",
+                        help="enable fault injection over HTTP (x-mock-fault, fault:/slow: models, /_mock/*)")
     parser.add_argument("--vllm-waiting", type=int, default=0,
                         help="value exported as vllm:num_requests_waiting on /metrics (default 0)")
 
@@ -47,6 +50,7 @@ def _config_from_args(args: argparse.Namespace) -> MockConfig:
         latency_s=args.latency_s, tokens_per_s=args.tokens_per_s, completion_tokens=args.completion_tokens,
         chunk_tokens=args.chunk_tokens, usage=not args.no_usage, api_key=args.api_key,
         model_name=args.model_name, vllm_waiting=getattr(args, "vllm_waiting", 0),
+        faults=getattr(args, "faults", False),
     )
 
 

@@ -1,11 +1,13 @@
 """`/_mock/*` endpoints: drive the mock upstream from another process (load tests, `llmops mock-upstream`).
 
 In-process tests use `MockServer` attributes directly; these routes expose the
-same knobs over HTTP. They never require the upstream API key.
+same knobs over HTTP. They never require the upstream API key, so they answer
+403 unless `MockConfig.faults` is on (`llmops mock-upstream --faults`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -30,6 +32,21 @@ def _bad(message: str) -> web.Response:
 
 
 def add_control_routes(app: web.Application, key: web.AppKey[MockState]) -> None:
+    Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+    def faults_only(handler: Handler) -> Handler:
+        """Every `/_mock/*` route needs fault injection switched on: they can break the double
+        for everyone, and `/_mock/requests` shows the headers the double was sent. (Per route,
+        not a middleware: the chat routes the benchmark drives should not pay for the check.)"""
+
+        async def guarded(request: web.Request) -> web.Response:
+            if not request.app[key].config.faults:
+                body = openai_error("mock control endpoints are off; start with --faults", "permission_error")
+                return web.Response(body=body, status=403, content_type="application/json")
+            return await handler(request)
+
+        return guarded
+
     async def push_faults(request: web.Request) -> web.Response:
         """Body: a JSON list of Fault objects, appended to the FIFO queue."""
         try:
@@ -73,8 +90,8 @@ def add_control_routes(app: web.Application, key: web.AppKey[MockState]) -> None
         state.config = state.initial_config
         return _json({"ok": True})
 
-    app.router.add_post("/_mock/faults", push_faults)
-    app.router.add_post("/_mock/config", patch_config)
-    app.router.add_get("/_mock/requests", get_requests)
-    app.router.add_get("/_mock/stats", get_stats)
-    app.router.add_post("/_mock/reset", reset)
+    app.router.add_post("/_mock/faults", faults_only(push_faults))
+    app.router.add_post("/_mock/config", faults_only(patch_config))
+    app.router.add_get("/_mock/requests", faults_only(get_requests))
+    app.router.add_get("/_mock/stats", faults_only(get_stats))
+    app.router.add_post("/_mock/reset", faults_only(reset))

@@ -8,7 +8,7 @@ mutable state object: tests swap `config`, queue `Fault`s and read back
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -29,6 +29,11 @@ class MockConfig(msgspec.Struct, kw_only=True):
     model_name: str | None = None  # reported model; None echoes the request's model
     vllm_waiting: int = 0  # exported as vllm:num_requests_waiting on GET /metrics
     record_limit: int = 10_000  # recorded requests kept; bounds memory under benchmarks
+    # Faults reachable over HTTP (`x-mock-fault`, `fault:`/`slow:` models, `/_mock/*`) stay off
+    # unless asked for (`--faults`, or a test's MockConfig): the gateway's embedded default runs
+    # this double, and anyone able to send it a model name could otherwise open its breaker.
+    # `MockState.push_faults` is Python-only, so in-process tests may always use it.
+    faults: bool = False
 
 
 class Fault(msgspec.Struct, kw_only=True):
@@ -62,19 +67,19 @@ def parse_fault(spec: str) -> Fault:
     A valued kind without a value keeps the Fault default (`timeout` sleeps 30 s).
     """
     kind, sep, value = spec.strip().partition("=")
-    kind = kind.strip()
-    if kind in _BARE and not sep:
-        return Fault(kind=kind)  # type: ignore[arg-type]
-    if kind not in _VALUED:
+    name = kind.strip()
+    if name in _BARE and not sep:
+        return Fault(kind=cast(FaultKind, name))
+    if name not in _VALUED:
         raise FaultSyntaxError(f"unknown mock fault {spec!r}")
     if not sep:
-        return Fault(kind=kind)  # type: ignore[arg-type]
-    field = _VALUED[kind]
+        return Fault(kind=cast(FaultKind, name))
+    field = _VALUED[name]
     try:
         number: float | int = float(value) if field == "delay_s" else int(value)
     except ValueError:
         raise FaultSyntaxError(f"bad value in mock fault {spec!r}") from None
-    return Fault(kind=kind, **{field: number})  # type: ignore[arg-type]
+    return msgspec.structs.replace(Fault(kind=cast(FaultKind, name)), **{field: number})
 
 
 class MockState:

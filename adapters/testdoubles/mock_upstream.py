@@ -2,8 +2,8 @@
 
 It backs the gateway's tests, the built-in `demo` route and the benchmark. Answers
 are a deterministic word cycle; faults (status, timeout, drop, malformed, mid-stream
-drop/error) come from `push_faults`, the `x-mock-fault` header, a `fault:<spec>`
-model name or `POST /_mock/faults`. `disconnects` counts clients that went away
+drop/error) come from `push_faults`, or, only with `MockConfig.faults` on, the
+`x-mock-fault` header, a `fault:<spec>` model name or `POST /_mock/faults`. `disconnects` counts clients that went away
 before their answer was complete, so tests can prove cancellation reached upstream.
 """
 
@@ -30,6 +30,7 @@ from adapters.testdoubles.mock_state import (
 
 __all__ = [
     "HELP_TEXT",
+    "MAX_BODY_BYTES",
     "STATE_KEY",
     "Fault",
     "MockConfig",
@@ -48,6 +49,7 @@ _Dialect = type[OpenAIReply] | type[OllamaReply]
 _Reply = OpenAIReply | OllamaReply
 _MID_STREAM = ("drop_mid_stream", "error_mid_stream")
 _decode = msgspec.json.decode
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -55,7 +57,10 @@ def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None)
 
 
 def _overrides(request: web.Request, body: dict[str, Any]) -> tuple[Fault | None, float]:
-    """Per-request fault and extra latency: the `x-mock-fault` header wins over a `fault:` model."""
+    """Per-request fault and extra latency: the `x-mock-fault` header wins over a `fault:` model.
+    Both are ordinary values (ignored, or a plain model name) unless `MockConfig.faults` is on."""
+    if not request.app[STATE_KEY].config.faults:
+        return None, 0.0
     header = request.headers.get("x-mock-fault")
     fault = parse_fault(header) if header else None
     model = body.get("model")
@@ -216,7 +221,8 @@ async def _health(request: web.Request) -> web.Response:
 
 def build_app(state: MockState) -> web.Application:
     """The aiohttp app; run it with `handler_cancellation=True` or `disconnects` misses idle waits."""
-    app = web.Application()
+    # Above the gateway's default body limit (4 MiB), so the double never refuses what the gateway accepts.
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", _openai_chat)
     app.router.add_get("/v1/models", _openai_models)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ PROMPT_TOKENS = 2 + 1 + 4 + 1  # words + one per message
 
 @pytest.fixture
 async def server() -> AsyncIterator[MockServer]:
-    async with await start_mock_upstream() as srv:
+    async with await start_mock_upstream(MockConfig(faults=True)) as srv:
         yield srv
 
 
@@ -249,7 +250,35 @@ async def test_control_endpoints(server: MockServer, http: aiohttp.ClientSession
     async with http.get(root + "/_mock/stats") as resp:
         assert (await resp.json())["requests"] == 2
     assert (await post(http, root + "/_mock/reset", None))[0] == 200
-    assert server.requests == [] and server.config == MockConfig()
+    assert server.requests == [] and server.config == MockConfig(faults=True)
+
+
+async def test_http_fault_switches_are_off_by_default(http: aiohttp.ClientSession) -> None:
+    """The gateway's embedded default runs this double: anyone who can name a model must not be
+    able to make it fail (and so open its circuit for everyone)."""
+    async with await start_mock_upstream() as srv:
+        url = srv.url + "/chat/completions"
+        status, body, _ = await post(http, url, chat(model="fault:status=500"))
+        assert status == 200 and body["model"] == "fault:status=500"  # just a model name
+        assert (await post(http, url, chat(), headers={"x-mock-fault": "status=500"}))[0] == 200
+        t0 = time.perf_counter()
+        assert (await post(http, url, chat(model="slow:5")))[0] == 200
+        assert time.perf_counter() - t0 < 4
+        for path, body in [("/_mock/faults", [{"kind": "status", "status": 500}]), ("/_mock/config", {"api_key": "x"}),
+                           ("/_mock/reset", None)]:
+            status, answer, _ = await post(http, srv.root_url + path, body)
+            assert status == 403 and answer["error"]["type"] == "permission_error", path
+        async with http.get(srv.root_url + "/_mock/requests") as resp:
+            assert resp.status == 403
+        assert srv.faults == deque() and srv.config == MockConfig()
+        srv.push_faults(Fault(kind="status", status=503))  # in-process tests may always queue faults
+        assert (await post(http, url, chat()))[0] == 503
+
+
+async def test_bodies_up_to_the_gateway_limit_are_accepted(server: MockServer, http: aiohttp.ClientSession) -> None:
+    big = "x" * (3 * 1024 * 1024)  # between aiohttp's 1 MiB default and the gateway's 4 MiB default
+    status, _, _ = await post(http, server.url + "/chat/completions", chat(messages=[{"role": "user", "content": big}]))
+    assert status == 200
 
 
 async def test_ollama_non_stream_and_stream(server: MockServer, http: aiohttp.ClientSession) -> None:
@@ -357,7 +386,8 @@ def test_cli_serves_until_sigterm() -> None:
     parser = argparse.ArgumentParser(description=HELP_TEXT)
     add_cli_arguments(parser)
     args = parser.parse_args(["--port", "0", "--no-usage", "--tokens-per-s", "5"])
-    assert (args.host, args.no_usage, args.tokens_per_s) == ("127.0.0.1", True, 5)
+    assert (args.host, args.no_usage, args.tokens_per_s, args.faults) == ("127.0.0.1", True, 5, False)
+    assert parser.parse_args(["--faults"]).faults is True
     assert parser.parse_args([]).port == 8100 and "TEST DOUBLE" in HELP_TEXT
     code = (
         "import argparse, sys\n"
