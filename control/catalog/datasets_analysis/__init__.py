@@ -1,7 +1,9 @@
 """Dataset analysis for the catalog: format checks, validation, PII scan, quality score, profile, compare.
 
 Pure and synchronous; every reader streams record batches so no file is ever
-loaded whole. The catalog calls ``analyze`` through ``asyncio.to_thread``.
+loaded whole, and ``ReadOptions`` caps what a file may declare (columns, nesting,
+decompressed size, rows analysed). The catalog runs ``analyze`` in worker
+processes of its own with a memory limit (``control.catalog.datasets.analysis_pool``).
 """
 
 from control.catalog.datasets_analysis.analysis import DatasetAnalysis, analyze
@@ -18,10 +20,14 @@ from control.catalog.datasets_analysis.errors import (
     LineTooLong,
     MalformedData,
     NonObjectLine,
+    OutOfAnalysisMemory,
     RaggedRow,
+    TooDeep,
+    TooLargeToAnalyse,
+    TooManyColumns,
     UnsupportedFormat,
 )
-from control.catalog.datasets_analysis.formats import DatasetFormat, ReadOptions, detect_format, iter_batches
+from control.catalog.datasets_analysis.formats import Batches, DatasetFormat, ReadOptions, detect_format, iter_batches
 from control.catalog.datasets_analysis.logical import LOGICAL_TYPES, ColumnInfo
 from control.catalog.datasets_analysis.pii import Finding, PiiDetector, PiiReport, PiiScanner, scan
 from control.catalog.datasets_analysis.pii_rules import BUILTIN_RULES, PiiRule, default_rules
@@ -37,6 +43,7 @@ from control.catalog.datasets_analysis.validation import (
 __all__ = [
     "BUILTIN_RULES",
     "LOGICAL_TYPES",
+    "Batches",
     "ColumnInfo",
     "ColumnProfile",
     "CorruptParquet",
@@ -54,6 +61,7 @@ __all__ = [
     "LineTooLong",
     "MalformedData",
     "NonObjectLine",
+    "OutOfAnalysisMemory",
     "PiiDetector",
     "PiiReport",
     "PiiRule",
@@ -64,6 +72,9 @@ __all__ = [
     "RaggedRow",
     "ReadOptions",
     "SchemaValidator",
+    "TooDeep",
+    "TooLargeToAnalyse",
+    "TooManyColumns",
     "UnsupportedFormat",
     "ValidationIssue",
     "ValidationReport",

@@ -7,13 +7,16 @@ row 100,000 of a column that started numeric.
 
 pyarrow's errors carry no line numbers, so when it refuses the file we re-read
 it with the csv module up to the first bad record (only on that error path).
+
+pyarrow reads NUL bytes as text, so the whole file is scanned for them first
+(a C-speed ``find`` per MiB): a NUL anywhere makes the file binary, not CSV.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +31,7 @@ from control.catalog.datasets_analysis.errors import (
     LineTooLong,
     MalformedData,
     RaggedRow,
+    TooManyColumns,
 )
 
 # Cells read as null. Deliberately short: 'NA' or 'None' can be real text values.
@@ -38,8 +42,16 @@ _BOOLEAN = r"^(?i:true|false)$"
 _ARROW = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
 
 
-def iter_csv(path: Path, *, delimiter: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
+def iter_csv(path: Path, *, delimiter: str, block_bytes: int, max_columns: int = 2048,
+             max_rows: int | None = None) -> Generator[pa.RecordBatch, None, int]:
+    """Typed batches of the first ``max_rows`` records; the rest is still parsed, only counted.
+
+    Returns the number of records in the file.
+    """
+    refuse_nul(path)
     header = _read_header(path, delimiter)
+    if len(header) > max_columns:
+        raise TooManyColumns(f"the header names {len(header)} columns; the limit is {max_columns}", line=1)
     reader_args = {
         "read_options": pcsv.ReadOptions(block_size=block_bytes, use_threads=False),
         "parse_options": pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
@@ -50,12 +62,29 @@ def iter_csv(path: Path, *, delimiter: str, block_bytes: int) -> Iterator[pa.Rec
         ),
     }
     typer = _Typer(header)
+    total = 0
     try:
         reader = pcsv.open_csv(path, **reader_args)
         for batch in reader:
-            yield typer.apply(batch)
+            room = batch.num_rows if max_rows is None else max_rows - total
+            total += batch.num_rows
+            if room > 0:
+                yield typer.apply(batch if room >= batch.num_rows else batch.slice(0, room))
     except pa.ArrowInvalid as exc:
         raise locate_error(path, delimiter, len(header), block_bytes, str(exc)) from exc
+    return total
+
+
+def refuse_nul(path: Path, chunk_bytes: int = 1 << 20) -> None:
+    """Raise ``InvalidEncoding`` with the line of the first NUL byte anywhere in the file."""
+    lines = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line = lines + chunk.count(b"\n", 0, at) + 1
+                raise InvalidEncoding("the file contains NUL bytes: it is binary, not text", line=line)
+            lines += chunk.count(b"\n")
 
 
 def _read_header(path: Path, delimiter: str) -> list[str]:

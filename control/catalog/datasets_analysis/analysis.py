@@ -1,8 +1,11 @@
 """One entry point: read the file once and feed validation, PII scan, quality and profile together.
 
-Sync and CPU-bound by design; the catalog runs it with ``asyncio.to_thread``.
-Memory is bounded by one record batch plus the per-column summaries (and the
-8-bytes-per-row duplicate hashes, see ``quality``), whatever the file size.
+Sync and CPU-bound by design; the catalog runs it in a worker process of its
+own (``control.catalog.datasets.analysis_pool``). Memory is bounded by one record
+batch plus the per-column summaries (and the 8-bytes-per-row duplicate hashes,
+see ``quality``), whatever the file size. With ``options.max_rows`` set, only
+that many rows are validated, scanned and profiled; the reports then say
+``sampled`` and ``rowsAnalysed``, while ``row_count`` is the file's.
 """
 
 from __future__ import annotations
@@ -56,16 +59,18 @@ def analyze(
     scanner = PiiScanner(pii_rules, detectors)
     profiler = Profiler(sample_rows=sample_rows)
     duplicates = DuplicateCounter()
-    for batch in iter_batches(path, fmt, options):
+    batches = iter_batches(path, fmt, options)
+    for batch in batches:
         validator.feed(batch)
         scanner.feed(batch)
         profiler.feed(batch)
         duplicates.feed(batch)
-    profile = profiler.finish(fmt)
-    validation = validator.report(fmt)
+    total = batches.total_rows if batches.total_rows is not None else profiler.row_count
+    profile = profiler.finish(fmt, total_rows=total)
+    validation = validator.report(fmt, total_rows=total)
     return DatasetAnalysis(
         format=fmt,
-        row_count=profile.row_count,
+        row_count=total,
         validation=validation,
         pii=scanner.report(),
         quality=score_quality(profile, duplicates, validation.schema_compliance),

@@ -15,6 +15,10 @@ problem sits at one place, the 1-based physical ``line`` (CSV, JSONL) or data
     ├── RaggedRow                 422 ragged_row        (CSV: wrong number of fields)
     ├── InvalidJsonLine           422 invalid_json
     ├── NonObjectLine             422 non_object_line   (JSONL: a line is not a JSON object)
+    ├── TooManyColumns            422 too_many_columns  (more columns or distinct keys than allowed)
+    ├── TooDeep                   422 too_deep          (JSON or Parquet nesting deeper than allowed)
+    ├── TooLargeToAnalyse         413 too_large_to_analyse (declared decompressed size or ratio too high)
+    ├── OutOfAnalysisMemory       413 analysis_memory_limit (the analysis worker hit its memory limit)
     └── MalformedData             422 malformed_data    (anything else the parser refused)
 
 ``InvalidSchemaSpec`` (a ``ValueError``) is different: the caller's expected schema is wrong.
@@ -36,7 +40,11 @@ __all__ = [
     "LineTooLong",
     "MalformedData",
     "NonObjectLine",
+    "OutOfAnalysisMemory",
     "RaggedRow",
+    "TooDeep",
+    "TooLargeToAnalyse",
+    "TooManyColumns",
     "UnsupportedFormat",
 ]
 
@@ -106,6 +114,28 @@ class NonObjectLine(DatasetError):
 
 class MalformedData(DatasetError):
     code = "malformed_data"
+
+
+class TooManyColumns(DatasetError):
+    code = "too_many_columns"
+
+
+class TooDeep(DatasetError):
+    code = "too_deep"
+
+
+class TooLargeToAnalyse(DatasetError):
+    """What the file declares (decompressed bytes, compression ratio) is past the analysis limits."""
+
+    status = 413
+    code = "too_large_to_analyse"
+
+
+class OutOfAnalysisMemory(DatasetError):
+    """The analysis needed more memory than its worker may use (raised by the catalog's analysis pool)."""
+
+    status = 413
+    code = "analysis_memory_limit"
 
 
 class InvalidSchemaSpec(ValueError):

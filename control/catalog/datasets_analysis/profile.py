@@ -56,10 +56,15 @@ class ColumnProfile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class DatasetProfile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     format: str
-    row_count: int
+    row_count: int  # rows in the file
     schema: list[ColumnInfo]
     columns: list[ColumnProfile]
     preview: list[dict[str, Any]]
+    rows_analysed: int | None = None  # rows the column statistics cover (None in profiles stored before sampling)
+
+    @property
+    def analysed(self) -> int:
+        return self.row_count if self.rows_analysed is None else self.rows_analysed
 
 
 class _Column:
@@ -162,14 +167,16 @@ class Profiler:
             rows = batch.slice(0, missing).to_pylist()
             self._preview.extend({k: json_safe(v, _PREVIEW_CHARS) for k, v in row.items()} for row in rows)
 
-    def finish(self, fmt: str) -> DatasetProfile:
+    def finish(self, fmt: str, *, total_rows: int | None = None) -> DatasetProfile:
+        """``total_rows``: the file's row count when only the first ``row_count`` rows were fed (a sample)."""
         columns = [c.profile(self.row_count) for c in self._columns.values()]
         return DatasetProfile(
             format=fmt,
-            row_count=self.row_count,
+            row_count=self.row_count if total_rows is None else total_rows,
             schema=[ColumnInfo(name=c.name, type=c.type) for c in columns],
             columns=columns,
             preview=self._preview,
+            rows_analysed=self.row_count,
         )
 
 

@@ -111,7 +111,7 @@ def _row_keys(batch: pa.RecordBatch) -> pa.Array:
 def score_quality(
     profile: DatasetProfile, duplicates: DuplicateCounter, schema_compliance: float
 ) -> QualityReport:
-    rows = profile.row_count
+    rows = profile.analysed  # the null counts cover the analysed rows, not a sample's whole file
     cells = rows * len(profile.columns)
     missing = sum(c.null_count for c in profile.columns) / cells if cells else 0.0
     dup_rows = duplicates.duplicates()

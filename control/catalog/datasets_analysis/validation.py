@@ -49,6 +49,9 @@ class ValidationReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     errors: list[ValidationIssue]
     warnings: list[ValidationIssue]
     schema_compliance: float
+    # Set when only the first rows_analysed of row_count rows were checked (the analysis row limit).
+    sampled: bool = False
+    rows_analysed: int | None = None
 
 
 class SchemaValidator:
@@ -95,7 +98,7 @@ class SchemaValidator:
     def _expected_ok(self, name: str) -> bool:
         return name in self._types and compatible(self._types[name], self.expected[name])
 
-    def report(self, fmt: str) -> ValidationReport:
+    def report(self, fmt: str, *, total_rows: int | None = None) -> ValidationReport:
         errors: list[ValidationIssue] = []
         warnings: list[ValidationIssue] = []
         if self.row_count == 0:
@@ -120,10 +123,16 @@ class SchemaValidator:
                 warnings.append(_issue("unexpected_column", message, name))
             if actual == "null" and self.row_count:
                 warnings.append(_issue("empty_column", f"column {name!r} has no values", name))
+        total = self.row_count if total_rows is None else total_rows
+        if total > self.row_count:
+            warnings.append(ValidationIssue(code="sampled", message=(
+                f"only the first {self.row_count} of {total} rows were validated, scanned and profiled "
+                "(the analysis row limit)")))
         return ValidationReport(
-            format=fmt, ok=not errors, row_count=self.row_count,
+            format=fmt, ok=not errors, row_count=total,
             columns=[ColumnInfo(name=n, type=t) for n, t in self._types.items()],
             errors=errors, warnings=warnings, schema_compliance=self.compliance(),
+            sampled=total > self.row_count, rows_analysed=self.row_count,
         )
 
 

@@ -117,12 +117,14 @@ def _watch_batches(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     real_iter = analysis_module.iter_batches
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        for batch in real_iter(*args, **kwargs):
+        batches = real_iter(*args, **kwargs)
+        for batch in batches:
             seen["batches"] += 1
             seen["arrow_peak"] = max(seen["arrow_peak"], pa.total_allocated_bytes())
             yield batch
+        return batches.total_rows
 
-    monkeypatch.setattr(analysis_module, "iter_batches", counting)
+    monkeypatch.setattr(analysis_module, "iter_batches", lambda *a, **kw: da.Batches(counting(*a, **kw)))
     return seen
 
 
