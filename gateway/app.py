@@ -27,6 +27,7 @@ from adapters.adminapi import (
     BadRequest,
     Envelope,
     Role,
+    ServiceUnavailable,
     envelope_exception_handler,
     load_control_plane,
     ok,
@@ -36,6 +37,7 @@ from adapters.errors import NotFound, error_body
 from gateway.asgi import Receive, Scope, Send, request_id_from, send_error
 from gateway.chat.service import ChatService
 from gateway.config import ConfigError, GatewayCfg
+from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
 from gateway.pipeline import Pipeline
 from gateway.state import Gateway
@@ -100,14 +102,10 @@ def create_app(
 
     @get("/readyz", include_in_schema=False)
     async def readyz() -> Response[Any]:
+        """Public: overall state and per-route readiness only (see gateway/health.py)."""
         if not gw.ready:
             return Response({"status": "starting"}, status_code=503)
-        providers = {
-            name: [{"url": b.url, "circuit": b.breaker.state.name.lower(), "inflight": b.inflight}
-                   for b in p.backends]
-            for name, p in gw.generation.providers.items()
-        }
-        return Response({"status": "ready", "providers": providers})
+        return Response(public_readiness(gw.generation))
 
     @get("/metrics", include_in_schema=False)
     async def metrics() -> Response[bytes]:
@@ -128,7 +126,14 @@ def create_app(
                 )
         return ok(after, "config reloaded")
 
-    plane = load_control_plane(cfg.control, admin_routes=[reload_config])
+    @get("/gateway/upstreams", tags=["gateway"])
+    async def upstream_status() -> Envelope[dict[str, Any]]:
+        """Per provider replica: redacted URL, circuit state, failures, in-flight requests (what /readyz omits)."""
+        if not gw.ready:
+            raise ServiceUnavailable("The gateway is starting")
+        return ok(upstream_detail(gw.generation))
+
+    plane = load_control_plane(cfg.control, admin_routes=[reload_config, upstream_status])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.upstream import Upstream
+from adapters.upstream import BreakerState, Upstream
+from adapters.upstream.urls import redact_url
 from adapters.upstream.vllm_metrics import scrape_forever
 from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
+from gateway.health import backend_label
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -46,9 +48,10 @@ class Generation:
         by_name = {p.name: p for p in self.cfg.providers}
         for name, provider in self.providers.items():
             await provider.start()
-            for b in provider.backends:
-                metrics.set_circuit(name, b.url, 0)
-                b.breaker.on_change = (lambda s, n=name, u=b.url: metrics.set_circuit(n, u, int(s)))
+            for i, b in enumerate(provider.backends):
+                label = backend_label(i)
+                metrics.set_circuit(name, label, 0)
+                b.breaker.on_change = _on_breaker_change(metrics, name, label, b.url)
             pcfg = by_name[name]
             if pcfg.balance == "vllm_queue":
                 self._tasks.append(asyncio.create_task(scrape_forever(provider.backends, pcfg.metrics_interval_s)))
@@ -67,6 +70,18 @@ class Generation:
                 await t
         for p in self.providers.values():
             await p.aclose()
+
+
+def _on_breaker_change(metrics: GatewayMetrics, provider: str, label: str, url: str) -> Callable[[BreakerState], None]:
+    """Breaker changes are rare: update the gauge and tell the operator which replica (in the
+    log, with its redacted URL; metrics carry only the replica's index)."""
+    shown = redact_url(url)
+
+    def changed(state: BreakerState) -> None:
+        metrics.set_circuit(provider, label, int(state))
+        log.warning("circuit of %s backend %s (%s) is now %s", provider, label, shown, state.name.lower())
+
+    return changed
 
 
 class Gateway:

@@ -5,6 +5,7 @@ from adapters.upstream.base import Backend, Completion, Timeouts, Upstream, Upst
 from adapters.upstream.breaker import BreakerState, CircuitBreaker
 from adapters.upstream.ollama import OllamaUpstream
 from adapters.upstream.openai_compat import OpenAIUpstream
+from adapters.upstream.urls import redact_url
 
 __all__ = [
     "Backend",
@@ -18,4 +19,5 @@ __all__ = [
     "UpstreamCall",
     "Usage",
     "pick_backend",
+    "redact_url",
 ]

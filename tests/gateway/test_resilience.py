@@ -55,7 +55,17 @@ async def test_connection_refused_falls_back(mock) -> None:
         assert (await _post(h)).headers["x-llmops-provider"] == "p1"
 
 
-async def test_breaker_opens_skips_backend_then_half_open_probe(mock, mock2) -> None:
+async def _upstreams(h: httpx.AsyncClient) -> dict:
+    r = await h.get("/llm-ops/v1/gateway/upstreams", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+ADMIN_KEY = "adm-resilience-key"
+
+
+async def test_breaker_opens_skips_backend_then_half_open_probe(mock, mock2, monkeypatch) -> None:
+    monkeypatch.setenv("LLMOPS_ADMIN_KEY", ADMIN_KEY)
     cfg = simple_config(mock.url, mock2.url, retries=0)
     cfg["providers"][0]["breaker"] = {"failure_threshold": 2, "cooldown_s": 0.5}
     async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url) as h:
@@ -63,9 +73,9 @@ async def test_breaker_opens_skips_backend_then_half_open_probe(mock, mock2) -> 
         for _ in range(2):
             assert (await _post(h)).headers["x-llmops-provider"] == "p1"
         assert len(mock.requests) == 2
-        ready = (await h.get("/readyz")).json()
-        assert ready["providers"]["p0"][0]["circuit"] == "open"
-        assert "llmops_circuit_state{" in (await h.get("/metrics")).text
+        detail = await _upstreams(h)
+        assert detail["p0"][0] == {"backend": "0", "url": mock.url, "circuit": "open", "failures": 2, "inflight": 0}
+        assert 'llmops_circuit_state{backend="0",provider="p0"} 1.0' in (await h.get("/metrics")).text
         # While open, p0 is not even tried.
         for _ in range(3):
             assert (await _post(h)).headers["x-llmops-provider"] == "p1"
@@ -73,7 +83,27 @@ async def test_breaker_opens_skips_backend_then_half_open_probe(mock, mock2) -> 
         await asyncio.sleep(0.6)
         # Half-open: one probe goes through; it succeeds, so the circuit closes.
         assert (await _post(h)).headers["x-llmops-provider"] == "p0"
-        assert (await h.get("/readyz")).json()["providers"]["p0"][0]["circuit"] == "closed"
+        assert (await _upstreams(h))["p0"][0]["circuit"] == "closed"
+
+
+async def test_readyz_and_metrics_show_no_upstream_internals(mock, monkeypatch) -> None:
+    """Anonymous callers learn whether routes can answer, not where the upstreams live."""
+    monkeypatch.setenv("LLMOPS_ADMIN_KEY", ADMIN_KEY)
+    cfg = simple_config(mock.url, retries=0)
+    cfg["providers"][0]["breaker"] = {"failure_threshold": 1, "cooldown_s": 60}
+    async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url) as h:
+        r = await h.get("/readyz")
+        assert r.status_code == 200 and r.json() == {"status": "ready", "routes": {"r": "ready"}}
+        mock.push_faults(Fault(kind="status", status=500))
+        assert (await _post(h)).status_code == 502
+        r = await h.get("/readyz")
+        assert r.json() == {"status": "ready", "routes": {"r": "unavailable"}}
+        host_port = mock.url.split("//")[1].split("/")[0]
+        for text in (r.text, (await h.get("/metrics")).text):
+            assert host_port not in text and "127.0.0.1" not in text
+        # The detail needs an admin key.
+        assert (await h.get("/llm-ops/v1/gateway/upstreams")).status_code == 401
+        assert (await _upstreams(h))["p0"][0]["circuit"] == "open"
 
 
 async def test_all_circuits_open_is_503(mock) -> None:

@@ -1,0 +1,48 @@
+"""What `/readyz` tells anyone, and what only an admin key may see.
+
+Anonymous callers get the overall state and, per route, whether any of its
+targets could take a request now: enough for a load balancer or a client's
+retry logic. Upstream URLs, replicas and breaker states are internals (and the
+URLs are the operator's), so they are answered only on the admin API
+(`GET /llm-ops/v1/gateway/upstreams`), with URLs redacted all the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from adapters.upstream.urls import redact_url
+
+if TYPE_CHECKING:
+    from gateway.routing import Route
+    from gateway.state import Generation
+
+__all__ = ["backend_label", "public_readiness", "upstream_detail"]
+
+
+def backend_label(index: int) -> str:
+    """The `backend` label of per-replica metrics: the replica's position in the provider's
+    URL list. Never the URL itself: /metrics is scraped into Prometheus and often public."""
+    return str(index)
+
+
+def _route_ready(route: Route) -> bool:
+    return any(b.breaker.available() for t in (*route.targets, *route.fallbacks) for b in t.provider.backends)
+
+
+def public_readiness(gen: Generation) -> dict[str, Any]:
+    """`{"status": "ready", "routes": {name: "ready" | "unavailable"}}`: no URLs, no providers."""
+    routes = {name: "ready" if _route_ready(r) else "unavailable" for name, r in gen.table.routes.items()}
+    return {"status": "ready", "routes": routes}
+
+
+def upstream_detail(gen: Generation) -> dict[str, Any]:
+    """Per provider and replica: redacted URL, breaker state, consecutive failures, requests in flight."""
+    return {
+        name: [
+            {"backend": backend_label(i), "url": redact_url(b.url), "circuit": b.breaker.state.name.lower(),
+             "failures": b.breaker.failures, "inflight": b.inflight}
+            for i, b in enumerate(p.backends)
+        ]
+        for name, p in gen.providers.items()
+    }
