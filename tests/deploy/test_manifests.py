@@ -402,21 +402,3 @@ def test_chart_lints_clean(values_name: str, kube_version: str) -> None:
     assert result["errors"] == [], result
     assert all(m["severity"] < 2 for m in result["messages"]), result  # info only: no warnings
 
-
-@pytest.mark.parametrize("values_name", CHART_VALUES)
-def test_only_gateway_pods_match_the_service_pdb_and_network_policy(rendered: Rendered, values_name: str) -> None:
-    """The migration Job's pod has no listener: if the Service selected it, requests sent to it
-    while it runs (every upgrade) would be refused, and a PDB over a Job pod has no scale to use."""
-    docs = rendered[values_name]
-    (dep,) = docs["Deployment"]
-    selectors = [("Service", s["spec"]["selector"]) for s in docs["Service"]]
-    selectors += [(k, d["spec"][key]["matchLabels"]) for k, key in (("PodDisruptionBudget", "selector"),
-                                                                       ("NetworkPolicy", "podSelector"))
-                  for d in docs.get(k, [])]
-    gateway_labels = dep["spec"]["template"]["metadata"]["labels"]
-    other_pods = [(j["metadata"]["name"], j["spec"]["template"]["metadata"]["labels"]) for j in docs.get("Job", [])]
-    assert other_pods or values_name in {"defaults", "sqlite-persistent"}
-    for kind, selector in selectors:
-        assert selector.items() <= gateway_labels.items(), kind
-        for name, labels in other_pods:
-            assert not selector.items() <= labels.items(), f"{kind} selects the pod of {name}"
