@@ -42,14 +42,19 @@ def _param(message: str) -> str | None:
 
 
 def parse_chat_body(raw: bytes) -> tuple[ChatHead, dict[str, Any]]:
-    """Validate and return (typed head, full body). Raises InvalidRequest (400)."""
+    """Validate and return (typed head, full body). Raises InvalidRequest (400).
+
+    Both decodes sit in the `try`: the typed one skips undeclared fields without checking
+    their UTF-8 or number range, so only the second sees e.g. invalid UTF-8 in `content`
+    or `1e999` in an untyped field. msgspec raises RecursionError for very deep nesting."""
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object")
     try:
-        head = _head.decode(raw)
+        return _head.decode(raw), _any.decode(raw)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         raise InvalidRequest(f"Invalid request: {msg}", param=_param(msg)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Malformed JSON body: {exc}") from None
-    return head, _any.decode(raw)
+    except RecursionError:
+        raise InvalidRequest("Malformed JSON body: nested too deeply") from None

@@ -76,6 +76,13 @@ async def test_stream_usage_chunk_only_when_asked(mock) -> None:
         (b'{"model": "r", "messages": [{"role": "user"}], "stream": "yes"}', "stream"),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
         (b"", None),
+        # These used to escape as 500s: deep nesting (RecursionError), invalid UTF-8 in a field the
+        # typed decode skips, and a number out of range in an untyped field.
+        (b'{"model": "r", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+         None),
+        (b"[" * 5000 + b"]" * 5000, None),
+        (b'{"model": "r", "messages": [{"role": "user", "content": "\xff\xfe"}]}', None),
+        (b'{"model": "r", "messages": [{"role": "user", "content": "x"}], "metadata": {"n": 1e999}}', None),
     ],
 )
 async def test_bad_requests_answer_400_in_openai_schema(mock, body: bytes, param: str | None) -> None:
