@@ -97,6 +97,13 @@ class MethodNotAllowed(GatewayError):
     status = 405
     kind = "invalid_request_error"
 
+    def __init__(self, message: str, *, allow: str = "POST") -> None:
+        super().__init__(message, code="method_not_allowed")
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": self.allow}  # RFC 9110: a 405 must list the methods that are allowed
+
 
 class RateLimited(GatewayError):
     status = 429

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from adapters.adminapi import (
     ok,
     requires,
 )
-from adapters.errors import NotFound, error_body
-from gateway.asgi import Receive, Scope, Send, request_id_from, send_error
+from adapters.errors import GatewayError, NotFound, error_body
+from gateway.access import SELF_COUNTED, serve_counted
+from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
 from gateway.config import ConfigError, GatewayCfg
 from gateway.health import public_readiness, upstream_detail
@@ -54,8 +56,16 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Last-resort handler for anything Litestar itself raises (unknown path, 405, …)."""
+    # Litestar puts e.g. `Allow` on its 405s; keep such headers whichever schema answers.
+    extra = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     if request.url.path.startswith(ADMIN_PREFIX):
-        return envelope_exception_handler(request, exc)
+        response = envelope_exception_handler(request, exc)
+        for name, value in extra.items():
+            if name.lower() not in {k.lower() for k in response.headers}:
+                response.headers[name] = value
+        return response
+    if isinstance(exc, GatewayError):  # raised by a data-plane handler: its own status and body
+        return Response(exc.body(), status_code=exc.http_status, media_type=MediaType.JSON, headers=exc.headers())
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status >= 500:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
@@ -65,7 +75,7 @@ def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[
         if status == 404:
             message = f"Unknown path {request.url.path!r}"
     body = error_body(message, _ERROR_TYPES.get(status, "server_error"), None, None)
-    return Response(body, status_code=status, media_type=MediaType.JSON)
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=extra)
 
 
 def create_app(
@@ -81,20 +91,25 @@ def create_app(
     gw.usage.add_consumer(LogConsumer())
     chat = ChatService(gw)
 
-    @asgi("/v1/chat/completions", include_in_schema=False, copy_scope=False)
+    @asgi("/v1/chat/completions", include_in_schema=False, copy_scope=False, opt=SELF_COUNTED)
     async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await chat.handle(scope, receive, send)
 
-    @asgi("/serve", is_mount=True, include_in_schema=False)
+    @asgi("/serve", is_mount=True, include_in_schema=False, opt=SELF_COUNTED)
     async def serve_route(scope: Scope, receive: Receive, send: Send) -> None:
         # A mount, not a `{route:str}` path param: route names may contain '/'.
         await _serve_path(chat, "/serve/" + scope["path"].removeprefix("/serve").strip("/"), scope, receive, send)
 
     @get("/v1/models", include_in_schema=False)
     async def list_models() -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "llmops"}
-                for name in gw.generation.table.routes]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [_model(name) for name in gw.generation.table.routes]}
+
+    @get("/v1/models/{model_id:path}", include_in_schema=False)
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        name = model_id.lstrip("/")  # a `path` parameter keeps its leading slash; route names may hold '/'
+        if name not in gw.generation.table.routes:
+            raise NotFound(f"The model `{name}` does not exist", param="model", code="model_not_found")
+        return _model(name)
 
     @get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -167,7 +182,7 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
 
     app = Litestar(
-        route_handlers=[chat_completions, serve_route, list_models, healthz, readyz, metrics,
+        route_handlers=[chat_completions, serve_route, list_models, retrieve_model, healthz, readyz, metrics,
                         *plane.route_handlers],
         lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
@@ -176,7 +191,7 @@ def create_app(
     )
     app.state.gateway = gw
     app.state.control_plane = plane
-    return GatewayApp(app, chat)
+    return GatewayApp(app, chat, gw)
 
 
 async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,7 +199,8 @@ async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Recei
     rest = path.removeprefix("/serve/")
     route = rest.removesuffix("/chat")
     if rest == path or route == rest or not route:
-        await send_error(send, NotFound(f"Unknown path {path!r}; use /serve/{{route}}/chat"), request_id_from(None))
+        rid = request_id_from(first_request_id(scope["headers"]))
+        await chat.reject(send, NotFound(f"Unknown path {path!r}; use /serve/{{route}}/chat"), rid, time.perf_counter())
         return
     await chat.handle(scope, receive, send, route_name=route)
 
@@ -197,10 +213,11 @@ class GatewayApp:
     other path, the lifespan, and odd spellings of the chat paths (e.g. a trailing slash).
     """
 
-    def __init__(self, litestar: Litestar, chat: ChatService) -> None:
+    def __init__(self, litestar: Litestar, chat: ChatService, gateway: Gateway) -> None:
         self.litestar = litestar
         self.state = litestar.state
         self._chat = chat
+        self._gw = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -211,7 +228,15 @@ class GatewayApp:
             if path.startswith("/serve/") and path.endswith("/chat"):
                 await _serve_path(self._chat, path, scope, receive, send)
                 return
+            # Every other response is counted, logged and given an x-request-id (gateway/access.py).
+            await serve_counted(self.litestar, self._gw, scope, receive, send)
+            return
         await self.litestar(scope, receive, send)  # type: ignore[arg-type]  # Litestar types ASGI events as narrower TypedDicts
+
+
+def _model(name: str) -> dict[str, Any]:
+    """OpenAI's model object; routes have no creation time, hence 0."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llmops"}
 
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from adapters.errors import GatewayError, PayloadTooLarge
+from adapters.request_id import SAFE_REQUEST_ID_BYTES
 
-__all__ = ["ClientDisconnected", "read_body", "request_id_from", "send_error", "send_json"]
+__all__ = ["ClientDisconnected", "first_request_id", "read_body", "request_id_from", "send_error", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-_SAFE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 # Minted ids: 48 random bits per process + a counter. Unique without a syscall per request.
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
@@ -27,10 +26,19 @@ class ClientDisconnected(Exception):
 
 
 def request_id_from(incoming: bytes | None) -> str:
-    """Honour a sane incoming `x-request-id` value; otherwise mint one (hostile ids are replaced)."""
-    if incoming and _SAFE_ID.fullmatch(incoming):
+    """Honour a sane incoming `x-request-id` value; otherwise mint one (hostile ids are replaced).
+    The rule is adapters/request_id.py's, shared with the admin API."""
+    if incoming and SAFE_REQUEST_ID_BYTES.fullmatch(incoming):
         return incoming.decode()
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+def first_request_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The first `x-request-id` header's raw value: the first one wins, as on the admin API."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            return value
+    return None
 
 
 async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:

@@ -178,7 +178,7 @@ def _check_url(url: str, where: str) -> None:
 def _check_header_value(value: str, where: str) -> None:
     """A CR, LF or other control character makes the HTTP client raise on every request,
     which the breaker would count against a healthy upstream: refuse it at load."""
-    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
         raise ConfigError(f"{where}: must not contain control characters (CR, LF, ...)")
 
 
@@ -217,7 +217,8 @@ def _check(cfg: GatewayCfg) -> None:
         if p.kind != "litellm" and not urls:
             raise ConfigError(f"{where}: kind {p.kind!r} needs base_url or base_urls")
         for j, u in enumerate(urls):
-            _check_url(u, f"{where}.base_url" if p.base_url and j == 0 else f"{where}.base_urls[{j - bool(p.base_url)}]")
+            key = f"{where}.base_url" if p.base_url and j == 0 else f"{where}.base_urls[{j - bool(p.base_url)}]"
+            _check_url(u, key)
         _check_headers(p, where)
         if p.max_connections < 1:
             raise ConfigError(f"{where}.max_connections: must be >= 1")

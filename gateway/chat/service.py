@@ -64,18 +64,20 @@ class ChatService:
         incoming_id = declared_length = None
         for name, value in scope["headers"]:  # one pass for the two headers every request needs
             if name == b"x-request-id":
-                incoming_id = value
+                if incoming_id is None:  # the first one wins (adapters/request_id.py)
+                    incoming_id = value
             elif name == b"content-length":
                 declared_length = value
         rid = request_id_from(incoming_id)
+        started = time.perf_counter()
         if scope["method"] != "POST":
-            await send_error(send, MethodNotAllowed(f"Method {scope['method']} not allowed; use POST"), rid)
+            await self.reject(send, MethodNotAllowed(f"Method {scope['method']} not allowed; use POST"), rid, started)
             return
         gw = self._gw
         gen = gw.generation
         gen.inflight += 1
         gw.inflight += 1  # read by the llmops_inflight_requests gauge at scrape time
-        started = time.perf_counter()
+        rec = None  # set once a route is chosen; from then on the relay block records it
         try:
             # accept → authenticate/transform → route
             try:
@@ -95,18 +97,16 @@ class ChatService:
                     await gw.pipeline.run(ctx)
                 route = gw.generation.table.resolve(ctx.route_name or ctx.model)
             except ClientDisconnected:
+                self._record_rejected(rid, 499, "client_disconnected", started)
                 return
             except GatewayError as exc:
-                gw.usage.record(UsageRecord(
-                    request_id=rid, route="-", provider="-", model="-", stream=False, status=exc.http_status,
-                    latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=exc.kind,
-                ))
-                await send_error(send, exc, rid)
+                await self.reject(send, exc, rid, started)
                 return
-            # relay → account
+            # relay → account. The status starts as 500: whatever escapes below without setting
+            # it (a bug) was answered with a 500 by the outer handler, and is counted as one.
             rec = UsageRecord(
                 request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
-                status=200, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
+                status=500, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
                 tags=ctx.tags,
             )
             task = asyncio.current_task()
@@ -134,17 +134,33 @@ class ChatService:
                     raise
                 task.uncancel()
                 rec.status, rec.error = 499, "client_disconnected"
+            except Exception:
+                rec.error = "server_error"
+                raise
             finally:
                 gw.watchdog.done(watch)
                 rec.latency_s = time.perf_counter() - started
                 gw.usage.record(rec)
         except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
             log.exception("unhandled error in chat request", extra={"fields": {"request_id": rid}})
+            if rec is None:  # failed before the relay block, which records its own
+                self._record_rejected(rid, 500, "server_error", started)
             with contextlib.suppress(Exception):
                 await send_error(send, GatewayError("Internal server error"), rid)
         finally:
             gen.inflight -= 1
             gw.inflight -= 1
+
+    async def reject(self, send: Send, exc: GatewayError, rid: str, started: float) -> None:
+        """Answer an error before any upstream was tried, counted and logged like every response."""
+        self._record_rejected(rid, exc.http_status, exc.kind, started)
+        await send_error(send, exc, rid)
+
+    def _record_rejected(self, rid: str, status: int, kind: str, started: float) -> None:
+        self._gw.usage.record(UsageRecord(
+            request_id=rid, route="-", provider="-", model="-", stream=False, status=status,
+            latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=kind,
+        ))
 
     async def _stream(
         self,
@@ -160,6 +176,7 @@ class ChatService:
         first_chunk_at = time.perf_counter()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+            rec.status = 200
             await self._relay_chunks(stream, meter, send, watch)
         except (GatewayError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from adapters.testdoubles.mock_upstream import Fault
+from gateway.defaults import default_config
 from tests.conftest import run_gateway, simple_config
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -39,7 +40,9 @@ async def test_chat_stream_and_models_via_sdk(mock) -> None:
 
 
 async def test_serve_path_and_direct_provider_model(mock) -> None:
-    async with run_gateway(simple_config(mock.url)) as g, httpx.AsyncClient(base_url=g.url) as h:
+    cfg = simple_config(mock.url)
+    cfg["server"]["allow_direct"] = True  # opt-in: direct names spend the provider's key on any model
+    async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url) as h:
         r = await h.post("/serve/r/chat", json={"messages": MSG})
         assert r.status_code == 200 and r.json()["object"] == "chat.completion"
         assert r.headers["x-llmops-route"] == "r"
@@ -51,6 +54,30 @@ async def test_serve_path_and_direct_provider_model(mock) -> None:
         r = await h.post("/v1/chat/completions", json={"model": "p0/some-model", "messages": MSG})
         assert r.status_code == 200
         assert mock.requests[-1].body["model"] == "some-model"
+
+
+async def test_direct_provider_names_are_refused_by_default(mock) -> None:
+    async with run_gateway(simple_config(mock.url)) as g, httpx.AsyncClient(base_url=g.url) as h:
+        r = await h.post("/v1/chat/completions", json={"model": "p0/any-model", "messages": MSG})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert mock.requests == []
+
+
+async def test_embedded_default_cannot_be_made_to_fail_by_clients() -> None:
+    """Fault names used to reach the built-in mock and open its circuit for route `demo`."""
+    async with run_gateway(default_config(env={}), default_config=lambda: default_config(env={})) as g, \
+            httpx.AsyncClient(base_url=g.url) as h:
+        for _ in range(6):
+            r = await h.post("/v1/chat/completions", json={"model": "mock/fault:status=500", "messages": MSG})
+            assert r.status_code == 404
+        cfg = msgspec.structs.replace(default_config(env={}), server=msgspec.structs.replace(
+            default_config(env={}).server, allow_direct=True))
+        await g.gateway.reload(cfg)  # even where an operator opts in to direct names
+        for _ in range(6):
+            r = await h.post("/v1/chat/completions", json={"model": "mock/fault:status=500", "messages": MSG})
+            assert r.status_code == 200
+        r = await h.post("/v1/chat/completions", json={"model": "demo", "messages": MSG})
+        assert r.status_code == 200
 
 
 async def test_stream_usage_chunk_only_when_asked(mock) -> None:

@@ -84,7 +84,7 @@ SECRET = "sk-very-secret-value"
         # Credentials in a URL would reach /readyz, metric labels and logs; refused, naming the key only.
         ({"base_url": f"http://user:{SECRET}@host/v1"}, "$.providers[0].base_url: must not contain credentials"),
         ({"base_urls": ["http://a/v1", f"https://{SECRET}@b/v1"]}, "$.providers[0].base_urls[1]: must not contain"),
-        ({"base_url": f"http://ok/v1", "base_urls": [f"http://u:{SECRET}@b/v1"]}, "$.providers[0].base_urls[0]"),
+        ({"base_url": "http://ok/v1", "base_urls": [f"http://u:{SECRET}@b/v1"]}, "$.providers[0].base_urls[0]"),
         ({"base_url": f"http://u:{SECRET}@host/v1", "api_key": "k"}, "must not contain credentials"),
         # A value that is not a URL (a key pasted into the wrong field) is not repeated either.
         ({"base_url": SECRET}, "$.providers[0].base_url: not an http(s) URL"),

@@ -137,4 +137,6 @@ def test_cli_serve_embedded_default_answers_demo(tmp_path: Path) -> None:
     # Logs are JSON lines with the request id.
     lines = [ln for ln in err.decode().splitlines() if ln.startswith("{")]
     access = [msgspec.json.decode(ln) for ln in lines if '"llmops.access"' in ln]
-    assert access and access[0]["route"] == "demo" and len(access[0]["request_id"]) == 24
+    demo = [a for a in access if a["route"] == "demo"]
+    assert demo and len(demo[0]["request_id"]) == 24
+    assert any(a["route"] == "/healthz" for a in access)  # every response is logged, not only chat
