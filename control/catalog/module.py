@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
+from control.catalog.datasets.analysis_pool import AnalysisPool
 from control.catalog.datasets.routes import DatasetsController
 from control.catalog.datasets.service import DatasetService
 from control.catalog.datasets.upload import DatasetUploads
@@ -50,12 +51,19 @@ class CatalogModule:
         refs = ModelRefs()
         models = ModelService(ctx, refs)
         datasets = DatasetService(ctx, pii)
+        pool = AnalysisPool(settings)  # dataset analysis only: worker processes nothing else uses
+        uploads = DatasetUploads(ctx, datasets, pool, stale_upload_s=settings.stale_upload_s)
+        await uploads.reap_stale()
         ctx.services.update({
             "catalog.models": models,
             "catalog.model_history": ModelHistory(ctx, models),
             "catalog.model_files": ModelFileService(ctx, models, max_files=settings.max_files_per_upload),
             "catalog.model_refs": refs,
             "catalog.datasets": datasets,
-            "catalog.dataset_uploads": DatasetUploads(ctx, datasets, settings, pii),
+            "catalog.dataset_uploads": uploads,
         })
-        yield
+        try:
+            yield
+        finally:
+            await uploads.aclose()
+            await pool.aclose()

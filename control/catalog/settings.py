@@ -11,6 +11,10 @@ detectors such as an NER model) and per dataset (``piiRules``: the subset to run
           custom_pii_rules: [{name: employee_id, pattern: "EMP-\\\\d{6}"}]
           pii_detectors: ["mypkg.ner:make_detector"]   # factory() -> PiiDetector
           preview_rows: 20
+          analysis:                  # dataset analysis: worker processes and what a file may declare
+            workers: 2
+            memory_limit_mb: 2048    # address space per worker (RLIMIT_AS); past it: 413
+            max_rows: 1000000        # rows analysed; the rest is counted and the report says "sampled"
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import msgspec
 
 from control.catalog.datasets_analysis import BUILTIN_RULES, PiiDetector, PiiRule
 
-__all__ = ["CatalogSettings", "CustomPiiRule", "PiiConfig", "load_detectors"]
+__all__ = ["AnalysisSettings", "CatalogSettings", "CustomPiiRule", "PiiConfig", "load_detectors"]
 
 RuleName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
@@ -39,12 +43,29 @@ class CustomPiiRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError(f"custom PII rule {self.name!r}: invalid pattern: {err}") from err
 
 
+class AnalysisSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where dataset analysis runs (worker processes of its own) and the caps on what a file may declare."""
+
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # concurrent analyses; more uploads wait their turn
+    memory_limit_mb: Annotated[int, msgspec.Meta(ge=768, le=1 << 20)] = 2048  # per worker address space
+    tasks_per_child: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 4  # then the worker is replaced
+    max_rows: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    max_columns: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2048
+    max_depth: Annotated[int, msgspec.Meta(ge=2, le=500)] = 64
+    max_decompressed_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 << 30
+    max_compression_ratio: Annotated[float, msgspec.Meta(ge=1)] = 100.0
+
+
 class CatalogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     disabled_pii_rules: list[RuleName] = []
     custom_pii_rules: list[CustomPiiRule] = []
     pii_detectors: list[str] = []  # "package.module:factory"; each factory() returns a PiiDetector
     preview_rows: Annotated[int, msgspec.Meta(ge=1, le=200)] = 20
     max_files_per_upload: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 64
+    analysis: AnalysisSettings = AnalysisSettings()
+    # A dataset version still ``uploading`` after this long was abandoned (crash, database outage): its row
+    # is removed and its number reused. Must exceed the longest upload plus analysis.
+    stale_upload_s: Annotated[float, msgspec.Meta(ge=60)] = 3600.0
 
     def __post_init__(self) -> None:
         builtin = {r.name for r in BUILTIN_RULES}
