@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,8 @@ def test_cli_serve_embedded_default_answers_demo(tmp_path: Path) -> None:
         r = httpx.post(base + "/v1/chat/completions", json={"model": "demo", "messages": MSG})
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
         assert [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]] == ["demo"]
+        assert _half_closed_post(port, b'{"model": "demo", "messages": [{"role": "user", "content": "hi"}]}') \
+            .startswith(b"HTTP/1.1 200")  # `serve` runs the half-close-aware protocol
         # The embedded control plane runs too, on SQLite under ./.llmops.
         assert httpx.get(base + "/llm-ops/v1/audit/logs").status_code == 401
         assert (tmp_path / ".llmops").is_dir()
@@ -140,3 +143,14 @@ def test_cli_serve_embedded_default_answers_demo(tmp_path: Path) -> None:
     demo = [a for a in access if a["route"] == "demo"]
     assert demo and len(demo[0]["request_id"]) == 24
     assert any(a["route"] == "/healthz" for a in access)  # every response is logged, not only chat
+
+
+def _half_closed_post(port: int, body: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
