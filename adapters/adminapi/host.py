@@ -183,7 +183,8 @@ class ControlPlane:
 
     def open_store(self) -> Store:
         return open_store(self.resolved.database_url, data_dir=self.cfg.data_dir,
-                          feed_mode=self.cfg.change_feed, poll_interval_s=self.cfg.poll_interval_s)
+                          feed_mode=self.cfg.change_feed, poll_interval_s=self.cfg.poll_interval_s,
+                          timeout_s=self.cfg.store.timeout_s, pool_size=self.cfg.store.pool_size)
 
     # -- lifespan -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import msgspec
 
 from adapters.objectstore import S3Config
 
-__all__ = ["ControlCfg", "ObjectStoreCfg", "ResolvedControl", "resolve_env"]
+__all__ = ["ControlCfg", "ObjectStoreCfg", "ResolvedControl", "StoreCfg", "resolve_env"]
 
 
 class ObjectStoreCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +32,17 @@ class ObjectStoreCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("object_store.kind 's3' needs an 's3' section (bucket, endpoint_url, …)")
 
 
+class StoreCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The control-plane database connection (``control.store``)."""
+
+    timeout_s: float = 5.0  # deadline of one unit of work: lock wait, connect, statements, commit
+    pool_size: int = 5  # PostgreSQL connections kept open (as many again may be opened under load)
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.pool_size < 1:
+            raise ValueError("store.timeout_s must be positive and store.pool_size at least 1")
+
+
 class ControlCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     data_dir: str = ".llmops"  # SQLite file + local object store live here
@@ -43,6 +54,7 @@ class ControlCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     change_feed: Literal["auto", "local", "listen", "poll"] = "auto"
     poll_interval_s: float = 2.0
     admin_key_env: str = "LLMOPS_ADMIN_KEY"  # env var holding the bootstrap admin key (never stored)
+    store: StoreCfg = msgspec.field(default_factory=StoreCfg)
     object_store: ObjectStoreCfg = msgspec.field(default_factory=ObjectStoreCfg)
     module_settings: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # per-module, by name
 

@@ -12,6 +12,10 @@ Contract:
   ``StoreUnavailable``, unique violations ``DuplicateKey``, other integrity
   errors ``ConstraintViolation``. Exceptions the caller raises inside the block
   pass through unchanged (after the rollback).
+* Each ``begin()``/``read()`` block is one unit of work with one deadline
+  (``timeout_s``; default the store's, ``math.inf`` for none, e.g. migrations):
+  lock waits, connecting, every statement, commit and rollback count against
+  it. Past it the connection is dropped and ``StoreUnavailable`` raised.
 * ``changes`` is the store's ``ChangeFeed``; topics marked inside ``begin()`` are
   published after the commit, never for a rolled-back transaction.
 * ``aclose()`` stops the feed and disposes of the pool; the store is unusable after.
@@ -49,9 +53,9 @@ class Store(Protocol):
         """The database URL with any password masked: safe to log."""
         ...
 
-    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+    def begin(self, *, timeout_s: float | None = None) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
-    def read(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+    def read(self, *, timeout_s: float | None = None) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def ping(self) -> None:
         """Round-trip to the database; raises ``StoreUnavailable`` when it cannot."""

@@ -186,7 +186,7 @@ class ChangeFeed:
         backoff_s, first = 0.2, True
         while True:
             try:
-                conn = await asyncpg.connect(dsn, timeout=5)
+                conn = await asyncpg.connect(dsn, timeout=self._store.timeout_s)
             except _PG_ERRORS as err:
                 log.warning("change-feed LISTEN connection failed, retrying in %.1fs: %s", backoff_s, err)
                 await asyncio.sleep(backoff_s)
@@ -204,7 +204,8 @@ class ChangeFeed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), 15)
                     if not lost.is_set():
-                        await conn.execute("SELECT 1")  # a half-open socket only shows when we write
+                        # A half-open socket only shows when we write; a hung server, when we time out.
+                        await conn.execute("SELECT 1", timeout=self._store.timeout_s)
             except _PG_ERRORS as err:
                 log.warning("change-feed LISTEN connection lost: %s", err)
             finally:

@@ -10,6 +10,14 @@ migration could leave half its tables behind. We switch that off and emit BEGIN
 ourselves; write transactions use BEGIN IMMEDIATE, which takes the write lock
 up front instead of failing with "database is locked" when a read transaction
 later tries to write.
+
+Every unit of work (one ``begin()`` or ``read()`` block) has one deadline,
+``timeout_s``: waiting for the SQLite write lock, checking a connection out of
+the pool (and connecting), every statement, the commit and the rollback all
+count against it. When it passes, the connection is terminated without another
+round-trip (a hung server would not answer a ROLLBACK either; the server rolls
+back a transaction whose connection is gone) and the caller gets
+``StoreUnavailable``, which the admin API answers with 503.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import msgspec
@@ -29,11 +38,12 @@ from adapters.store.base import Dialect, redact_url, resolve_database_url
 from adapters.store.changes import PENDING_TOPICS_KEY, ChangeFeed, FeedMode
 from adapters.store.errors import ConstraintViolation, DuplicateKey, InvalidValue, StoreUnavailable
 
-__all__ = ["SqlStore", "open_store"]
+__all__ = ["DEFAULT_TIMEOUT_S", "SqlStore", "open_store"]
 
 log = logging.getLogger("llmops.store")
 
 _BEGIN_OPTION = "llmops_sqlite_begin"
+DEFAULT_TIMEOUT_S = 5.0
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -45,12 +55,16 @@ class SqlStore:
     """A ``Store`` bound to one database; create with ``open_store``."""
 
     def __init__(
-        self, engine: AsyncEngine, *, feed_mode: FeedMode = "auto", poll_interval_s: float = 2.0
+        self, engine: AsyncEngine, *, feed_mode: FeedMode = "auto", poll_interval_s: float = 2.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
         self.engine = engine
+        self.timeout_s = timeout_s
         self.dialect: Dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
         if self.dialect == "sqlite":
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, timeout_s)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self.changes = ChangeFeed(self, mode=feed_mode, poll_interval_s=poll_interval_s)
 
@@ -62,15 +76,11 @@ class SqlStore:
         return redact_url(self.engine.url.render_as_string(hide_password=False))
 
     @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def begin(self, *, timeout_s: float | None = None) -> AsyncIterator[AsyncConnection]:
         published: set[str] = set()
-        lock = self._write_lock or contextlib.nullcontext()
-        async with lock, self._connection() as conn:
-            if self.dialect == "sqlite":
-                await conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+        async with self._unit(timeout_s, write=True) as conn:
             try:
-                async with self._translated(), conn.begin():
-                    yield conn
+                yield conn
                 published = conn.info.get(PENDING_TOPICS_KEY, set())
             finally:
                 # info lives with the pooled DBAPI connection: never let topics leak to its next user.
@@ -79,8 +89,8 @@ class SqlStore:
             self.changes.publish(published)
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._connection() as conn, self._translated():
+    async def read(self, *, timeout_s: float | None = None) -> AsyncIterator[AsyncConnection]:
+        async with self._unit(timeout_s, write=False) as conn:
             yield conn  # autobegun transaction; closing the connection rolls it back
 
     async def ping(self) -> None:
@@ -92,7 +102,37 @@ class SqlStore:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+    async def _unit(self, timeout_s: float | None, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """One unit of work under one deadline (``timeout_s``: None = the store's, ``math.inf`` = none)."""
+        limit_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = asyncio.timeout(None if math.isinf(limit_s) else limit_s)
+        try:
+            async with deadline:
+                lock = self._write_lock if write else None
+                async with lock or contextlib.nullcontext(), self._connection(deadline) as conn:
+                    if not write:
+                        async with self._translated():
+                            yield conn
+                        return
+                    if self.dialect == "sqlite":
+                        await conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+                    async with self._translated():
+                        transaction = await conn.begin()
+                        try:
+                            yield conn
+                        except BaseException:
+                            if not deadline.expired():  # past the deadline the connection is dropped instead
+                                await _quietly(transaction.rollback(), "rolling back")
+                            raise
+                        await transaction.commit()
+        except (TimeoutError, OSError, exc.SQLAlchemyError) as err:
+            if not deadline.expired():
+                raise  # e.g. the caller's own timeout or file error, not ours
+            log.warning("database did not answer within %.1fs (%s)", limit_s, self.url)
+            raise StoreUnavailable(f"database did not answer within {limit_s:g}s") from err
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, deadline: asyncio.Timeout) -> AsyncIterator[AsyncConnection]:
         """Check a connection out of the pool; failing to get one is ``StoreUnavailable``.
 
         Only here are bare ``OSError``s translated (asyncpg's connect raises them
@@ -102,6 +142,8 @@ class SqlStore:
         try:
             conn = await self.engine.connect()
         except (OSError, TimeoutError, exc.SQLAlchemyError) as err:
+            if deadline.expired():
+                raise
             if isinstance(err, exc.SQLAlchemyError) and not _is_unavailable(err):
                 raise
             log.warning("database unreachable (%s): %s", self.url, _describe(err))
@@ -109,10 +151,10 @@ class SqlStore:
         try:
             yield conn
         finally:
-            try:
-                await conn.close()
-            except (OSError, exc.SQLAlchemyError) as err:  # died with the server: nothing to roll back
-                log.debug("closing a broken database connection: %s", _describe(err))
+            if deadline.expired():
+                await _discard(conn)
+            else:
+                await _quietly(conn.close(), "closing")  # died with the server: nothing to roll back
 
     @contextlib.asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -136,6 +178,24 @@ class SqlStore:
                 raise
             log.warning("database connection lost (%s): %s", self.url, _describe(err))
             raise StoreUnavailable("database unavailable") from err
+
+
+async def _quietly(operation: Awaitable[None], what: str) -> None:
+    """Clean-up on a connection that may have died with the server: log, never mask the caller's error."""
+    try:
+        await operation
+    except (OSError, exc.SQLAlchemyError) as err:
+        log.debug("%s a broken database connection: %s", what, _describe(err))
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Drop a connection whose deadline passed without waiting for the server (which may be hung)."""
+    with contextlib.suppress(exc.SQLAlchemyError, AttributeError):
+        driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+        terminate = getattr(driver, "terminate", None)  # asyncpg: abort the socket, no round-trip
+        if terminate is not None:
+            terminate()
+    await _quietly(conn.invalidate(), "invalidating")  # the pool forgets it; nothing goes back to the server
 
 
 def _is_unavailable(err: exc.SQLAlchemyError) -> bool:
@@ -178,12 +238,14 @@ def _describe(err: BaseException) -> str:
     return lines[0] if lines else type(inner).__name__
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, timeout_s: float) -> None:
+    busy_timeout_ms = int(min(timeout_s, 3600) * 1000)  # wait for another writer's lock, within the deadline
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see module docstring)
         cursor = dbapi_conn.cursor()
-        for pragma in ("busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+        for pragma in (f"busy_timeout={busy_timeout_ms}", "foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         try:
             # WAL lets readers proceed during a write. The mode is stored in the file, so when another
@@ -207,22 +269,29 @@ def open_store(
     feed_mode: FeedMode = "auto",
     poll_interval_s: float = 2.0,
     pool_size: int = 5,
-    connect_timeout_s: float = 5.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
 ) -> SqlStore:
     """Create the store for a configured URL (``None``: SQLite file under ``data_dir``).
 
     Opens no connection yet: the first ``begin``/``read``/``ping`` does, so a bad
-    URL or a down server surfaces as ``StoreUnavailable`` there.
+    URL or a down server surfaces as ``StoreUnavailable`` there. ``timeout_s`` is
+    the deadline of every unit of work (see the module docstring);
+    ``connect_timeout_s`` (default: ``timeout_s``) bounds opening one connection.
     """
     url = resolve_database_url(database_url, data_dir)
+    connect_s = min(connect_timeout_s or timeout_s, timeout_s)
     options: dict[str, Any] = {"json_serializer": _json_serializer, "json_deserializer": msgspec.json.decode}
     if url.startswith("postgresql"):
         options.update(
-            pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout_s * 2,
+            pool_size=pool_size, max_overflow=pool_size, pool_timeout=timeout_s,
             pool_pre_ping=True,  # after a server restart, stale pooled connections are replaced, not used
-            connect_args={"timeout": connect_timeout_s, "command_timeout": 60,
+            # command_timeout is only the backstop for work without a deadline (migrations): a unit's
+            # own deadline is shorter and cancels the statement first.
+            connect_args={"timeout": connect_s, "command_timeout": max(60.0, timeout_s),
                           "server_settings": {"application_name": "llmops-control"}},
         )
     else:
-        options.update(connect_args={"timeout": connect_timeout_s})
-    return SqlStore(create_async_engine(url, **options), feed_mode=feed_mode, poll_interval_s=poll_interval_s)
+        options.update(connect_args={"timeout": timeout_s})
+    return SqlStore(create_async_engine(url, **options), feed_mode=feed_mode, poll_interval_s=poll_interval_s,
+                    timeout_s=timeout_s)
