@@ -35,6 +35,7 @@ from adapters.adminapi import (
     requires,
 )
 from adapters.errors import GatewayError, NotFound, error_body
+from adapters.store import Store, StoreError
 from gateway.access import SELF_COUNTED, serve_counted
 from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
@@ -134,11 +135,7 @@ def create_app(
             after = _summary(await gw.reload())
         except ConfigError as exc:
             raise BadRequest(f"config rejected, the running config is kept: {exc}") from None
-        if plane.store is not None:
-            async with plane.store.begin() as conn:
-                await AuditWriter(plane.store).record(
-                    conn, caller, action="gateway.reload", resource_type="gateway_config", before=before, after=after
-                )
+        await _audit_reload(plane.store, caller, before, after)
         return ok(after, "config reloaded")
 
     @get("/gateway/upstreams", tags=["gateway"])
@@ -241,6 +238,19 @@ def _model(name: str) -> dict[str, Any]:
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:
     return {"routes": [r.name for r in cfg.routes], "providers": [p.name for p in cfg.providers]}
+
+
+async def _audit_reload(store: Store | None, caller: Actor, before: Any, after: Any) -> None:
+    """Best effort: the reload already happened, and must work while the database is down (as SIGHUP does)."""
+    if store is None:
+        return
+    try:
+        async with store.begin() as conn:
+            await AuditWriter(store).record(
+                conn, caller, action="gateway.reload", resource_type="gateway_config", before=before, after=after
+            )
+    except StoreError as err:
+        log.warning("config reloaded by %s, but its audit entry was not written: %s", caller.principal.key_id, err)
 
 
 async def _reload_on_signal(gw: Gateway) -> None:
