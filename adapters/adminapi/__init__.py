@@ -9,10 +9,12 @@ denial lands in the audit log. Modules plug in through ``ControlModule``.
 from adapters.adminapi.audit import AuditEntry, AuditWriter, query_audit
 from adapters.adminapi.auth import Actor, Principal, Role, requires
 from adapters.adminapi.envelope import (
+    MAX_VERSION,
     REQUEST_ID_HEADER,
     Envelope,
     Page,
     PageParams,
+    VersionNumber,
     envelope_exception_handler,
     ok,
     paging,
@@ -27,6 +29,7 @@ from adapters.adminapi.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
+    Unprocessable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -44,6 +47,7 @@ from adapters.adminapi.settings import ControlCfg, ObjectStoreCfg
 __all__ = [
     "ADMIN_PREFIX",
     "ENTRY_POINT_GROUP",
+    "MAX_VERSION",
     "REQUEST_ID_HEADER",
     "Actor",
     "AdminError",
@@ -69,8 +73,10 @@ __all__ = [
     "Role",
     "ServiceUnavailable",
     "Unauthorized",
+    "Unprocessable",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "VersionNumber",
     "discover_modules",
     "envelope_exception_handler",
     "load_control_plane",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -23,6 +23,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Parameter
 
 from adapters.adminapi.errors import AdminError, FieldError, ValidationFailed
+from adapters.request_id import REQUEST_ID_HEADER, SAFE_REQUEST_ID
 from adapters.store.errors import (
     ConstraintViolation,
     DuplicateKey,
@@ -32,10 +33,12 @@ from adapters.store.errors import (
 )
 
 __all__ = [
+    "MAX_VERSION",
     "REQUEST_ID_HEADER",
     "Envelope",
     "Page",
     "PageParams",
+    "VersionNumber",
     "envelope_exception_handler",
     "ok",
     "paging",
@@ -45,11 +48,14 @@ __all__ = [
 log = logging.getLogger("llmops.adminapi")
 
 T = TypeVar("T")
-REQUEST_ID_HEADER = "x-request-id"
 MAX_PAGE_SIZE = 200
 MAX_PAGE = 1_000_000  # keeps offsets far from integer overflow, whatever a client sends
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+MAX_VERSION = 2**31 - 1  # versions are INTEGER columns: larger numbers would overflow SQLite's driver
+
+# Every integer in an admin path is a version number; bounding it here gives 400 (not a database
+# overflow) for 2**63 and says so in the OpenAPI document.
+VersionNumber = Annotated[int, Parameter(ge=1, le=MAX_VERSION, description=f"version number, 1 to {MAX_VERSION}")]
 
 
 class Envelope(msgspec.Struct, Generic[T]):
@@ -93,12 +99,13 @@ def ok(data: T, message: str = "OK") -> Envelope[T]:
 
 
 def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The request's id: the client's ``x-request-id`` when sane, else a new one; stable per request."""
+    """The request's id: the client's ``x-request-id`` when sane (``adapters.request_id``), else a new one;
+    stable per request."""
     existing = connection.scope.get("state", {}).get("request_id")
     if existing:
         return str(existing)
-    given = connection.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+    given = connection.headers.get(REQUEST_ID_HEADER, "")  # the first header, as adapters.request_id says
+    rid = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     connection.scope.setdefault("state", {})["request_id"] = rid
     return rid
 
@@ -111,15 +118,22 @@ def envelope_exception_handler(request: Request[Any, Any, Any], exc: Exception) 
         log.error("admin request %s %s failed (request id %s)", request.method, request.url.path, rid,
                   exc_info=exc if status == 500 else None)
     body = Envelope(status="fail" if status < 500 else "error", message=message, data=data)
-    return Response(body, status_code=status, headers={REQUEST_ID_HEADER: rid})
+    # Litestar's own exceptions may carry headers the status needs (405: Allow).
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) and status < 500 else {}
+    return Response(body, status_code=status, headers={**headers, REQUEST_ID_HEADER: rid})
 
 
 def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str, Any]:
     if isinstance(exc, AdminError):
         return exc.status, exc.message, exc.data
     if isinstance(exc, ValidationException):
+        if _body_missing(exc.extra):
+            message = _empty_body_message(request)
+            return 400, message, ValidationFailed([FieldError(field="", message=message)], message).data
         failed = ValidationFailed(_field_errors(exc.extra, _param_aliases(request)))
         return 400, failed.message, failed.data
+    if isinstance(exc, RecursionError) and "deserializing" in str(exc):  # msgspec's depth guard
+        return 400, "Request body is nested too deeply to decode", None
     if isinstance(exc, NotFoundException):
         return 404, f"No route for {request.method} {request.url.path}", None
     if isinstance(exc, MethodNotAllowedException):
@@ -144,6 +158,25 @@ def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str
     if isinstance(exc, HTTPException) and exc.status_code == 503:
         return 503, "Service unavailable; retry later", None
     return 500, "Internal server error", None
+
+
+def _body_missing(extra: Any) -> bool:
+    """Litestar reports an empty body as the ``data`` argument missing: a KeyError rendered ``'data'``."""
+    return isinstance(extra, list) and any(
+        isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'" for item in extra)
+
+
+def _empty_body_message(request: Request[Any, Any, Any]) -> str:
+    expected = "a JSON object"
+    try:
+        body_type = request.route_handler.parsed_fn_signature.parameters["data"].annotation
+        info = msgspec.inspect.type_info(body_type)
+    except (AttributeError, KeyError, TypeError):
+        return f"Request body is empty; expected {expected}"
+    if isinstance(info, msgspec.inspect.StructType):
+        required = [f.encode_name for f in info.fields if f.required]
+        expected += f" with {', '.join(required)}" if required else ""
+    return f"Request body is empty; expected {expected}"
 
 
 def _param_aliases(request: Request[Any, Any, Any]) -> dict[str, str]:

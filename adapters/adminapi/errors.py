@@ -9,11 +9,15 @@
     ├── Conflict               409 fail   data: whatever explains it (e.g. dependents)
     ├── PayloadTooLarge        413 fail
     ├── UnsupportedMediaType   415 fail
+    ├── Unprocessable          422 fail   well-formed, but the current state or content rules it out
     └── ServiceUnavailable     503 error
 
 Store errors need no wrapping: the envelope handler maps ``StoreUnavailable`` to
 503, ``DuplicateKey``/``ConstraintViolation`` to 409 and ``InvalidValue`` to 400.
 Services should still catch ``DuplicateKey`` where they can say *which* name clashed.
+
+Each class also carries Litestar's ``status_code``, so a handler can list what it raises beyond the
+standard set (``@get(..., raises=[Conflict])``) and the OpenAPI document declares it (adminapi.openapi).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceUnavailable",
     "Unauthorized",
+    "Unprocessable",
     "UnsupportedMediaType",
     "ValidationFailed",
 ]
@@ -46,6 +51,12 @@ class FieldError(msgspec.Struct, frozen=True):
 
 class AdminError(Exception):
     status: ClassVar[int] = 500
+    status_code: ClassVar[int] = 500  # Litestar's name, read by ``raises=[...]``; always equal to ``status``
+    detail: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status_code = cls.status
 
     def __init__(self, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -89,6 +100,10 @@ class PayloadTooLarge(AdminError):
 
 class UnsupportedMediaType(AdminError):
     status = 415
+
+
+class Unprocessable(AdminError):
+    status = 422
 
 
 class ServiceUnavailable(AdminError):

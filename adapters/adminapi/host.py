@@ -30,7 +30,6 @@ from litestar import Litestar, Request, Router
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
@@ -39,6 +38,7 @@ from adapters.adminapi.auth import Actor, Authenticator, Principal, bearer_token
 from adapters.adminapi.envelope import REQUEST_ID_HEADER, envelope_exception_handler, paging, request_id
 from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
+from adapters.adminapi.openapi import AdminOpenAPIConfig, describe_routes
 from adapters.adminapi.plugin import ControlModule, ModuleContext
 from adapters.adminapi.settings import ControlCfg, ResolvedControl, resolve_env
 from adapters.adminapi.tables import ADMIN_MIGRATIONS
@@ -131,7 +131,7 @@ class ControlPlane:
         self._authenticator = Authenticator(None, resolved.bootstrap_key_sha256)
         self._denials = AuditWriter(None)
         self.exception_handlers: dict[Any, Any] = {Exception: envelope_exception_handler}
-        self.openapi_config = OpenAPIConfig(
+        self.openapi_config = AdminOpenAPIConfig(
             title="llmops admin API", version="1", path=f"{ADMIN_PREFIX}/schema",
             description="Control plane of the llmops gateway. Every response uses the "
                         "{status, message, data} envelope; authenticate with 'Authorization: Bearer <key>'.",
@@ -173,6 +173,7 @@ class ControlPlane:
                 "page": Provide(paging, sync_to_thread=False),
             },
         )]
+        self.openapi_config.facts = describe_routes(self.route_handlers)
 
     # -- schema ---------------------------------------------------------------------------------
 

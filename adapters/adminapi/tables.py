@@ -2,11 +2,15 @@
 
 ``*_v1`` definitions are frozen as migration 1 created them; queries use the live
 ``api_keys`` / ``audit_log`` tables. Change a live table only together with a new migration.
+
+Migration 2 widens ``audit_log.request_id`` from 64 to 128 characters, the length
+``adapters.request_id`` accepts from clients.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store import AutoId, Json, Migration, UtcDateTime, create_tables
 
@@ -27,7 +31,7 @@ def _api_keys(meta: MetaData) -> Table:
     )
 
 
-def _audit_log(meta: MetaData) -> Table:
+def _audit_log(meta: MetaData, request_id_chars: int = 128) -> Table:
     table = Table(
         "audit_log", meta,
         Column("id", AutoId, primary_key=True, autoincrement=True),
@@ -40,7 +44,7 @@ def _audit_log(meta: MetaData) -> Table:
         Column("resource_id", String(200)),
         Column("outcome", String(10), nullable=False),  # success | denied
         Column("status_code", Integer),
-        Column("request_id", String(64)),
+        Column("request_id", String(request_id_chars)),
         Column("before", Json),
         Column("after", Json),
         Column("detail", String(500)),
@@ -52,9 +56,16 @@ def _audit_log(meta: MetaData) -> Table:
     return table
 
 
+async def _widen_request_id(conn: AsyncConnection) -> None:
+    # SQLite does not enforce VARCHAR lengths, so only PostgreSQL has anything to change.
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("ALTER TABLE audit_log ALTER COLUMN request_id TYPE VARCHAR(128)")
+
+
 _v1 = MetaData()
 ADMIN_MIGRATIONS = (
-    Migration(1, "api keys and audit log", create_tables(_api_keys(_v1), _audit_log(_v1))),
+    Migration(1, "api keys and audit log", create_tables(_api_keys(_v1), _audit_log(_v1, request_id_chars=64))),
+    Migration(2, "audit_log.request_id up to 128 characters", _widen_request_id),
 )
 
 _live = MetaData()

@@ -20,7 +20,7 @@ sides may import).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -48,22 +48,34 @@ PiiEntity = Literal["email", "phone", "credit_card", "iban", "ip_address", "nati
 _Rate = Annotated[int, msgspec.Meta(ge=1, le=10**12)]
 
 
+def _unique(**extra: Any) -> dict[str, Any]:
+    """``extra_json_schema`` stating a list's items are distinct (Litestar spells the keys snake_case)."""
+    return {"extra": {"unique_items": True, **extra}}
+
+
 class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
     pass
 
 
 class Scope(_Doc, frozen=True):
-    teams: Annotated[list[TeamName], msgspec.Meta(max_length=500)] = []
+    teams: Annotated[list[TeamName], msgspec.Meta(max_length=500, extra_json_schema=_unique())] = []
 
 
 class ModelAccess(_Doc, frozen=True):
-    allow: Annotated[list[ModelPattern], msgspec.Meta(min_length=1, max_length=500)] = msgspec.field(
-        default_factory=lambda: ["*"]
+    allow: Annotated[list[ModelPattern], msgspec.Meta(min_length=1, max_length=500, extra_json_schema=_unique())] = (
+        msgspec.field(
+            default_factory=lambda: ["*"])
     )
-    deny: Annotated[list[ModelPattern], msgspec.Meta(max_length=500)] = []
+    deny: Annotated[list[ModelPattern], msgspec.Meta(max_length=500, extra_json_schema=_unique())] = []
 
 
 class Limits(_Doc, frozen=True):
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": [
+        {"required": [name], "properties": {name: {"type": "integer"}}}
+        for name in ("requestsPerMinute", "tokensPerMinute", "tokensPerDay", "maxTokensPerRequest",
+                     "maxConcurrentRequests")
+    ], "description": "at least one limit set"}
+
     requests_per_minute: _Rate | None = None
     tokens_per_minute: _Rate | None = None
     tokens_per_day: _Rate | None = None
@@ -75,27 +87,30 @@ class Budget(_Doc, frozen=True):
     limit_usd: Annotated[float, msgspec.Meta(gt=0, le=1e12)]
     period: Literal["daily", "weekly", "monthly"]
     on_exceed: Literal["block", "alert"] = "block"
-    alert_at_percent: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=100)]], msgspec.Meta(max_length=10)] = (
-        msgspec.field(default_factory=lambda: [80])
-    )
+    alert_at_percent: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=1, le=100)]],
+        # Litestar drops the items' bounds from the document: state them again.
+        msgspec.Meta(max_length=10, extra_json_schema=_unique(items={"type": "integer", "minimum": 1, "maximum": 100})),
+    ] = msgspec.field(default_factory=lambda: [80])
 
 
 class PiiGuardrail(_Doc, frozen=True, tag="pii", tag_field="kind"):
-    entities: Annotated[list[PiiEntity], msgspec.Meta(min_length=1, max_length=6)]
+    entities: Annotated[list[PiiEntity], msgspec.Meta(min_length=1, max_length=6, extra_json_schema=_unique())]
     action: Literal["redact", "block", "log"] = "redact"
     apply_to: Direction = "both"
 
 
 class BlockedTermsGuardrail(_Doc, frozen=True, tag="blocked_terms", tag_field="kind"):
     terms: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
-                     msgspec.Meta(min_length=1, max_length=1000)]
+                     msgspec.Meta(min_length=1, max_length=1000, extra_json_schema=_unique())]
     case_sensitive: bool = False
     action: Literal["block", "log"] = "block"
     apply_to: Direction = "input"
 
 
 class RegexGuardrail(_Doc, frozen=True, tag="regex", tag_field="kind"):
-    pattern: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    pattern: Annotated[str, msgspec.Meta(min_length=1, max_length=1000,
+                                         extra_json_schema={"extra": {"format": "regex"}})]
     action: Literal["block", "redact", "log"] = "block"
     apply_to: Direction = "both"
 
@@ -108,6 +123,13 @@ Guardrail = PiiGuardrail | BlockedTermsGuardrail | RegexGuardrail | MaxInputGuar
 
 
 class PolicyDocument(_Doc, frozen=True):
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": [
+        {"required": ["models"], "properties": {"models": {"type": "object"}}},
+        {"required": ["limits"], "properties": {"limits": {"type": "object"}}},
+        {"required": ["budget"], "properties": {"budget": {"type": "object"}}},
+        {"required": ["guardrails"], "properties": {"guardrails": {"minItems": 1}}},
+    ], "description": "sets at least one of models, limits, budget, guardrails"}
+
     scope: Scope = msgspec.field(default_factory=Scope)
     models: ModelAccess | None = None
     limits: Limits | None = None
@@ -135,10 +157,8 @@ def validate_document(doc: PolicyDocument, prefix: str = "document") -> list[tup
             errors.append((f"{prefix}.models.deny", f"patterns both allowed and denied: {both}"))
     if doc.limits is not None and not any(msgspec.structs.astuple(doc.limits)):
         errors.append((f"{prefix}.limits", "set at least one limit, or leave limits out"))
-    if doc.budget is not None:
-        thresholds = doc.budget.alert_at_percent
-        if thresholds != sorted(set(thresholds)):
-            errors.append((f"{prefix}.budget.alertAtPercent", "thresholds must be strictly ascending"))
+    if doc.budget is not None and (dup := _duplicates([str(t) for t in doc.budget.alert_at_percent])):
+        errors.append((f"{prefix}.budget.alertAtPercent", f"duplicate thresholds: {dup}"))
     for i, rule in enumerate(doc.guardrails):
         path = f"{prefix}.guardrails[{i}]"
         if isinstance(rule, RegexGuardrail):

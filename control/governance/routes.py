@@ -9,7 +9,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, ok
+from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, VersionNumber, ok
 from control.governance.protocol import Policy, PolicyCreate, PolicyUpdate, PolicyVersion
 from control.governance.service import PolicyService
 
@@ -66,5 +66,6 @@ class PoliciesController(Controller):
         return ok(await policies.versions(policyId, page))
 
     @get("/{policyId:str}/versions/{version:int}", summary="Get one version of a policy")
-    async def get_version(self, policyId: PolicyId, version: int, policies: PolicyService) -> Envelope[PolicyVersion]:
+    async def get_version(self, policyId: PolicyId, version: VersionNumber,
+                          policies: PolicyService) -> Envelope[PolicyVersion]:
         return ok(await policies.version(policyId, version))

@@ -11,7 +11,19 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, Role, ok, requires
+from adapters.adminapi import (
+    MAX_VERSION,
+    Actor,
+    Conflict,
+    Envelope,
+    ModuleContext,
+    Page,
+    PageParams,
+    Role,
+    VersionNumber,
+    ok,
+    requires,
+)
 from control.catalog.datasets.protocol import (
     Dataset,
     DatasetCreate,
@@ -22,12 +34,14 @@ from control.catalog.datasets.protocol import (
     VersionCompare,
 )
 from control.catalog.datasets.service import DatasetService
-from control.catalog.datasets.upload import DatasetUploads
+from control.catalog.datasets.upload import DatasetUploads, InvalidDataset
 from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["DatasetsController"]
 
-_VERSION = {"ge": 1, "le": 2**31 - 1}
+_VERSION = {"ge": 1, "le": MAX_VERSION}
+# Litestar leaves a zero bound out of the document (it tests ``if ge:``): state it again.
+_QUALITY: dict[str, Any] = {"ge": 0, "le": 100, "schema_extra": {"minimum": 0}}
 
 
 def _datasets(ctx: ModuleContext) -> DatasetService:
@@ -53,12 +67,12 @@ class DatasetsController(Controller):
         page: PageParams,
         name: str | None = Parameter(query="name", default=None, max_length=100,
                                      description="case-insensitive substring of the name"),
-        version: int | None = Parameter(query="version", default=None, ge=1, le=2**31 - 1,
+        version: int | None = Parameter(query="version", default=None, **_VERSION,
                                         description="datasets whose latest ready version is this one"),
         owner_team: str | None = Parameter(query="ownerTeam", default=None, max_length=64),
         pii_status: PiiStatus | None = Parameter(query="piiStatus", default=None),
-        min_quality: float | None = Parameter(query="minQuality", default=None, ge=0, le=100),
-        max_quality: float | None = Parameter(query="maxQuality", default=None, ge=0, le=100),
+        min_quality: float | None = Parameter(query="minQuality", default=None, **_QUALITY),
+        max_quality: float | None = Parameter(query="maxQuality", default=None, **_QUALITY),
     ) -> Envelope[Page[Dataset]]:
         return ok(await datasets.list(page, name=name, version=version, owner_team=owner_team,
                                       pii_status=pii_status, min_quality=min_quality, max_quality=max_quality))
@@ -77,7 +91,7 @@ class DatasetsController(Controller):
         return ok(await datasets.versions(datasetId, page))
 
     @post("/{datasetId:str}/upload", status_code=201, opt=requires(Role.developer), request_max_body_size=None,
-          operation_class=MultipartUploadOperation,
+          operation_class=MultipartUploadOperation, raises=[InvalidDataset],
           summary="Upload a new version (multipart/form-data, one CSV, JSONL or Parquet file, streamed)",
           description="Validated, PII-scanned and quality-scored before the response. An unparseable file or "
                       "one failing the declared schema is recorded as an invalid version (422 with its report).")
@@ -96,7 +110,8 @@ class DatasetsController(Controller):
     ) -> Envelope[DatasetVersionReport]:
         return ok(await datasets.report(datasetId, version))
 
-    @get("/{datasetId:str}/preview", summary="Sample rows (PII masked), schema and per-column statistics",
+    @get("/{datasetId:str}/preview", raises=[Conflict],
+         summary="Sample rows (PII masked), schema and per-column statistics",
          description="Defaults to the latest ready version.")
     async def preview(
         self, datasetId: str, datasets: DatasetService,
@@ -105,6 +120,8 @@ class DatasetsController(Controller):
     ) -> Envelope[Preview]:
         return ok(await datasets.preview(datasetId, version, rows))
 
-    @get("/{datasetId:str}/versions/{v1:int}/compare/{v2:int}", summary="Schema, row-count and stats diff")
-    async def compare(self, datasetId: str, v1: int, v2: int, datasets: DatasetService) -> Envelope[VersionCompare]:
+    @get("/{datasetId:str}/versions/{v1:int}/compare/{v2:int}", raises=[Conflict],
+         summary="Schema, row-count and stats diff")
+    async def compare(self, datasetId: str, v1: VersionNumber, v2: VersionNumber,
+                      datasets: DatasetService) -> Envelope[VersionCompare]:
         return ok(await datasets.compare(datasetId, v1, v2))

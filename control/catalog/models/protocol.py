@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -41,6 +41,7 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[A-Za-
 LabelValue = Annotated[str, msgspec.Meta(max_length=200)]
 Note = Annotated[str, msgspec.Meta(max_length=2000)]
 _Version = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+_UNIQUE: dict[str, Any] = {"extra": {"unique_items": True}}  # Litestar's spelling of uniqueItems
 
 
 class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
@@ -58,7 +59,24 @@ class DatasetRef(_In, frozen=True):
     version: _Version
 
 
+_NULL = {"type": "null"}
+
+
+def _when_type(value: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {"if": {"properties": {"type": {"const": value}}, "required": ["type"]}, "then": then}
+
+
 class ModelCreate(_In, frozen=True):
+    # What each type needs or forbids (validation.check_shape), stated for the OpenAPI document.
+    __schema_extra__: ClassVar[dict[str, Any]] = {"allOf": [
+        _when_type("external", {"required": ["provider"], "properties": {
+            "provider": {"not": _NULL}, "format": _NULL, "parentModelId": _NULL, "trainingDatasets": {"maxItems": 0}}}),
+        _when_type("base", {"required": ["format"], "properties": {
+            "format": {"not": _NULL}, "provider": _NULL, "parentModelId": _NULL}}),
+        _when_type("fine-tuned", {"required": ["format", "parentModelId"], "properties": {
+            "format": {"not": _NULL}, "provider": _NULL, "parentModelId": {"not": _NULL}}}),
+    ]}
+
     name: ModelName
     type: ModelType
     owner_team: TeamName
@@ -66,8 +84,8 @@ class ModelCreate(_In, frozen=True):
     format: ModelFormat | None = None  # base/fine-tuned: required; external: must be absent
     provider: ProviderConfig | None = None  # external only
     parent_model_id: ResourceId | None = None  # fine-tuned: required
-    training_datasets: Annotated[list[DatasetRef], msgspec.Meta(max_length=100)] = []
-    tags: Annotated[list[Tag], msgspec.Meta(max_length=50)] = []
+    training_datasets: Annotated[list[DatasetRef], msgspec.Meta(max_length=100, extra_json_schema=_UNIQUE)] = []
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=50, extra_json_schema=_UNIQUE)] = []
     labels: Annotated[dict[Annotated[str, msgspec.Meta(min_length=1, max_length=63)], LabelValue],
                       msgspec.Meta(max_length=50)] = {}
 

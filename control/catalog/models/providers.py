@@ -16,6 +16,7 @@ entries can show the provider config as-is.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -24,12 +25,25 @@ import msgspec
 
 from adapters.adminapi import FieldError
 
-__all__ = ["OllamaProvider", "OpenAIProvider", "ProviderConfig", "VllmProvider", "check_provider"]
+__all__ = [
+    "OllamaProvider", "OpenAIProvider", "ProviderConfig", "VllmProvider", "check_provider", "looks_like_key",
+]
 
 _Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 _UpstreamModel = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
-_SecretRef = Annotated[str, msgspec.Meta(max_length=250, description="env:VAR_NAME or secret://name")]
-_SECRET_REF = re.compile(r"^(?:env:[A-Za-z_][A-Za-z0-9_]{0,127}|secret://[A-Za-z0-9][A-Za-z0-9._/-]{0,199})$")
+_SECRET_REF_PATTERN = r"^(?:env:[A-Za-z_][A-Za-z0-9_]{0,127}|secret://[A-Za-z0-9][A-Za-z0-9._/-]{0,199})$"
+_SecretRef = Annotated[str, msgspec.Meta(
+    max_length=250, pattern=_SECRET_REF_PATTERN,
+    description="env:VAR_NAME or secret://name. It names a secret: a value that looks like a key itself "
+                "(a known key prefix such as sk-, or a part of 24+ characters mixing letters and digits "
+                "with high entropy) is refused.")]
+_SECRET_REF = re.compile(_SECRET_REF_PATTERN)
+# Prefixes of well-known API key formats (OpenAI, Anthropic, Slack, GitHub, AWS, Google, Hugging Face, ours).
+# Case-sensitive, as the keys are: an environment variable named SK_PROD is fine, sk_live_... is not.
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-", "xoxb-", "xoxp-", "ghp_", "gho_", "github_pat_", "hf_", "llmops_",
+                 "AKIA", "AIza")
+_KEY_LIKE_MIN_CHARS = 24
+_KEY_LIKE_MIN_ENTROPY_BITS = 3.5  # per character; English-like names stay well below, random tokens above
 _RAW_KEY_HINT = ("raw secrets are not accepted; store the key in the environment or a secret store "
                  "and send apiKeyRef (env:VAR_NAME or secret://name)")
 
@@ -64,13 +78,31 @@ def check_provider(provider: ProviderConfig, prefix: str = "provider") -> list[F
     if provider.api_key is not None:
         errors.append(FieldError(field=f"{prefix}.apiKey", message=_RAW_KEY_HINT))
     ref = getattr(provider, "api_key_ref", None)
-    if ref is not None and not _SECRET_REF.match(ref):
+    if ref is not None and (not _SECRET_REF.match(ref) or looks_like_key(ref)):
+        # The message never repeats the value: it may be a real key pasted in the wrong field.
         errors.append(FieldError(field=f"{prefix}.apiKeyRef",
-                                 message="must be a secret reference (env:VAR_NAME or secret://name), "
-                                         "never the key itself"))
+                                 message="must be a secret reference (env:VAR_NAME or secret://name) that "
+                                         "names a secret, never the key itself"))
     if problem := _url_problem(provider.base_url):
         errors.append(FieldError(field=f"{prefix}.baseUrl", message=problem))
     return errors
+
+
+def looks_like_key(ref: str) -> bool:
+    """Whether any part of a reference looks like an API key rather than a name."""
+    name = ref.partition(":")[2].lstrip("/")
+    for part in re.split(r"[/:]", name):
+        if part.startswith(_KEY_PREFIXES):
+            return True
+        if (len(part) >= _KEY_LIKE_MIN_CHARS and any(c.isdigit() for c in part) and any(c.isalpha() for c in part)
+                and _entropy_bits(part) >= _KEY_LIKE_MIN_ENTROPY_BITS):
+            return True
+    return False
+
+
+def _entropy_bits(text: str) -> float:
+    counts = [text.count(c) for c in set(text)]
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts)
 
 
 def _url_problem(url: str) -> str | None:

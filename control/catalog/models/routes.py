@@ -12,7 +12,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, Role, ok, requires
+from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, Role, VersionNumber, ok, requires
 from control.catalog.models.files import ModelFileService
 from control.catalog.models.history import ModelHistory
 from control.catalog.models.protocol import (
@@ -109,11 +109,11 @@ class ModelsController(Controller):
         return ok(await history.versions(modelId, page))
 
     @get("/{modelId:str}/versions/{version:int}", summary="Get one version of a model's definition")
-    async def get_version(self, modelId: str, version: int, history: ModelHistory) -> Envelope[ModelVersion]:
+    async def get_version(self, modelId: str, version: VersionNumber, history: ModelHistory) -> Envelope[ModelVersion]:
         return ok(await history.version(modelId, version))
 
     @get("/{modelId:str}/versions/{fromVersion:int}/diff/{toVersion:int}", summary="Diff two versions")
-    async def diff_versions(self, modelId: str, fromVersion: int, toVersion: int,
+    async def diff_versions(self, modelId: str, fromVersion: VersionNumber, toVersion: VersionNumber,
                             history: ModelHistory) -> Envelope[VersionDiff]:
         return ok(await history.diff(modelId, fromVersion, toVersion))
 

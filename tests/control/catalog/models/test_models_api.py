@@ -163,7 +163,7 @@ async def test_versions_diff_and_lineage(catalog: AdminTestApp) -> None:
                        "labels.env": (None, "prod"), "labels.tier": (None, "1"), "tags": ([], ["prod"])}
     assert not diff["identical"] and data(await c.get(f"{url}/versions/2/diff/2"))["identical"]
     fail(await c.get(f"{url}/versions/1/diff/9"), 404)
-    fail(await c.get(f"{url}/versions/0"), 404)
+    fail(await c.get(f"{url}/versions/0"), 400)  # versions start at 1: out of the declared range
 
     lineage = data(await c.get(f"{API}/models/{ft2['id']}/lineage"))
     assert [m["name"] for m in lineage["ancestors"]] == ["ft-a", "root-model"]

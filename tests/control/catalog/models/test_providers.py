@@ -13,15 +13,28 @@ def decode(**fields: object) -> ProviderConfig:
                             "apiKeyRef": "env:OPENAI_API_KEY", **fields}, ProviderConfig)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("ref", ["env:OPENAI_API_KEY", "env:_x1", "secret://team-a/openai.key"])
+@pytest.mark.parametrize("ref", ["env:OPENAI_API_KEY", "env:_x1", "env:SK_PROD", "secret://team-a/openai.key",
+                                 "secret://prod/openai/2024-05-01-rotation", "secret://team-a/openai-production-key"])
 def test_secret_references_are_accepted(ref: str) -> None:
     assert check_provider(decode(apiKeyRef=ref)) == []
 
 
+@pytest.mark.parametrize("ref", ["sk-proj-abc123", "env:1BAD", "secret://"])
+def test_malformed_references_break_the_declared_pattern(ref: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"matching regex .* at `\$.apiKeyRef`") as raised:
+        decode(apiKeyRef=ref)
+    assert ref not in str(raised.value).replace("secret://[", "")
+
+
+@pytest.mark.parametrize("ref", ["secret://team-a/sk-proj-abcdefghijklmnop", "secret://x/Ab3dE9fGh2JkL5mNp8QrS1tUv",
+                                 "env:sk_live_abc", "secret://aws/AKIAIOSFODNN7EXAMPLE"])
+def test_references_that_look_like_keys_are_refused_without_echo(ref: str) -> None:
+    errors = check_provider(decode(apiKeyRef=ref))
+    assert [e.field for e in errors] == ["provider.apiKeyRef"]
+    assert ref.rsplit("/", 1)[-1] not in errors[0].message
+
+
 @pytest.mark.parametrize(("fields", "field"), [
-    ({"apiKeyRef": "sk-proj-abc123"}, "provider.apiKeyRef"),
-    ({"apiKeyRef": "env:1BAD"}, "provider.apiKeyRef"),
-    ({"apiKeyRef": "secret://"}, "provider.apiKeyRef"),
     ({"apiKey": "sk-live"}, "provider.apiKey"),
     ({"baseUrl": "https://u:p@host/v1"}, "provider.baseUrl"),
     ({"baseUrl": "file:///etc/passwd"}, "provider.baseUrl"),

@@ -1,0 +1,211 @@
+"""The admin API's OpenAPI document, made to tell the truth in one place.
+
+Litestar generates the document from the handlers, but three things it cannot know:
+
+* **Error responses.** Litestar declares its own 400 body (``{status_code, detail, extra}``), which the
+  envelope handler never sends, and nothing else. ``finish_document`` declares, on every operation, the
+  statuses it can really answer, each with the ``ErrorEnvelope`` body:
+
+  ======  =====================================================================
+  400     the operation takes parameters or a body
+  401     the route needs a key (every route not marked public)
+  403     the route's minimum role is above ``viewer`` (a viewer key gets it)
+  404     the path names a resource (``{id}`` segments)
+  409     the operation writes (POST/PUT/PATCH/DELETE), or its handler lists ``Conflict`` in ``raises``
+  413     the operation takes a body
+  415     the body is ``multipart/form-data`` (uploads refuse anything else)
+  429     like 401: repeated failed authentication is throttled
+  500     always (a bug; the body never carries exception text)
+  503     always (database or object store unavailable, plane not running)
+  ======  =====================================================================
+
+  plus whatever a handler adds with Litestar's ``raises=[...]`` (``AdminError`` classes work there).
+* **Unknown fields.** Request structs declared with ``forbid_unknown_fields`` refuse extra keys; the document
+  says so with ``additionalProperties: false``.
+* **Cross-field rules.** A request struct may state rules that involve several fields (``format`` is required
+  for base models) as JSON Schema in a ``__schema_extra__`` class attribute; it is merged into its component.
+
+The roles and request types come from the plane's routes (``describe_routes``), the rest from the document.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPI
+from litestar.routes import HTTPRoute
+from litestar.types import ControllerRouterHandler
+
+from adapters.adminapi.auth import Role, required_role
+
+__all__ = ["ERROR_SCHEMA", "AdminOpenAPIConfig", "RouteFacts", "describe_routes", "finish_document"]
+
+ERROR_SCHEMA = "ErrorEnvelope"
+_WRITES = frozenset({"post", "put", "patch", "delete"})
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_DESCRIPTIONS = {
+    400: "Bad request: a parameter or the body breaks the schema or a rule stated in the description "
+         "(data.errors names each field)",
+    401: "Missing, unknown, malformed or revoked key",
+    403: "The key's role is below this route's minimum role",
+    404: "No such resource",
+    409: "Conflicts with the current state (name taken, stale expectedVersion, dependents, wrong status)",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Well-formed, but cannot be processed (see the description)",
+    429: "Too many failed authentication attempts; retry after the Retry-After delay",
+    500: "Internal error (the log has the details, keyed by x-request-id)",
+    503: "The control plane's database or object store is unavailable; retry later",
+}
+_ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "message", "data"],
+    "properties": {
+        "status": {"type": "string", "enum": ["fail", "error"], "description": "fail: 4xx, error: 5xx"},
+        "message": {"type": "string"},
+        "data": {"description": "null, or details: validation failures put [{field, message}] in data.errors"},
+    },
+    "title": ERROR_SCHEMA,
+}
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    """What the document cannot show about the routes: each operation's minimum role, the request types."""
+
+    roles: Mapping[tuple[str, str], Role | None] = field(default_factory=dict)
+    request_types: tuple[type, ...] = ()
+
+
+def describe_routes(handlers: Iterable[ControllerRouterHandler]) -> RouteFacts:
+    """Facts of every HTTP operation under ``handlers`` (routers, as the plane builds them)."""
+    roles: dict[tuple[str, str], Role | None] = {}
+    request_types: list[type] = []
+    for router in handlers:
+        for route in getattr(router, "routes", ()):
+            if not isinstance(route, HTTPRoute):
+                continue
+            for handler in route.route_handlers:
+                resolved = copy.copy(handler)
+                resolved.resolve_opts()  # what Litestar does at registration: handler opt over its layers'
+                for method in handler.http_methods:
+                    roles[(route.path_format, method.lower())] = required_role(resolved)
+                request_types += _data_types(handler)
+    return RouteFacts(roles=roles, request_types=tuple(dict.fromkeys(request_types)))
+
+
+def _data_types(handler: HTTPRouteHandler) -> list[type]:
+    data = handler.parsed_fn_signature.parameters.get("data")
+    return [data.annotation] if data is not None and isinstance(data.annotation, type) else []
+
+
+def finish_document(doc: dict[str, Any], facts: RouteFacts) -> dict[str, Any]:
+    """Declare the error responses and request-struct rules described in the module docstring, in place."""
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components[ERROR_SCHEMA] = _ENVELOPE
+    for path, item in doc.get("paths", {}).items():
+        for method in _METHODS:
+            if isinstance(op := item.get(method), dict):
+                _declare_errors(op, path, method, facts)
+    _state_struct_rules(components, facts.request_types)
+    return doc
+
+
+def _declare_errors(op: dict[str, Any], path: str, method: str, facts: RouteFacts) -> None:
+    responses: dict[str, Any] = op.setdefault("responses", {})
+    statuses = {int(code) for code in responses if code.isdigit() and int(code) >= 400} | {500, 503}
+    if op.get("parameters") or op.get("requestBody") or "{" in path:
+        statuses.add(400)
+    if (path, method) not in facts.roles or facts.roles[(path, method)] is not None:
+        statuses |= {401, 429}
+        role = facts.roles.get((path, method))
+        if role is None or role > Role.viewer:
+            statuses.add(403)
+    if "{" in path:
+        statuses.add(404)
+    if method in _WRITES:
+        statuses.add(409)
+    if body := op.get("requestBody"):
+        statuses.add(413)
+        if "multipart/form-data" in body.get("content", {}):
+            statuses.add(415)
+    for status in sorted(statuses):
+        responses[str(status)] = {
+            "description": _DESCRIPTIONS.get(status, "Error"),
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}},
+        }
+
+
+def _state_struct_rules(components: dict[str, Any], roots: tuple[type, ...]) -> None:
+    for struct in _structs(roots):
+        name = _component_name(struct, components)
+        if name is None:
+            continue
+        schema = components[name]
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema["additionalProperties"] = False
+        schema.update(copy.deepcopy(getattr(struct, "__schema_extra__", {})))
+
+
+def _component_name(struct: type, components: Mapping[str, Any]) -> str | None:
+    """Litestar names a component by the shortest dotted-path suffix that is unique: match it the same way."""
+    full = "_".join([*struct.__module__.split("."), struct.__qualname__.replace(".", "_")])
+    matches = [name for name in components if full == name or full.endswith("_" + name)]
+    return max(matches, key=len) if matches else None
+
+
+def _structs(roots: tuple[type, ...]) -> list[type[msgspec.Struct]]:
+    """Every Struct type reachable from ``roots`` through fields, lists, dicts, unions and constraints."""
+    found: dict[type, None] = {}
+    pending: list[Any] = list(msgspec.inspect.multi_type_info(roots))
+    while pending:
+        info = pending.pop()
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in found:
+                continue
+            found[info.cls] = None
+            pending += [f.type for f in info.fields]
+        elif isinstance(info, msgspec.inspect.UnionType):
+            pending += info.types
+        elif isinstance(info, msgspec.inspect.Metadata):
+            pending.append(info.type)
+        elif isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.FrozenSetType,
+                               msgspec.inspect.VarTupleType)):
+            pending.append(info.item_type)
+        elif isinstance(info, msgspec.inspect.DictType):
+            pending += [info.key_type, info.value_type]
+    return list(found)
+
+
+@dataclass
+class _FinishedOpenAPI(OpenAPI):
+    """Litestar's document object; ``to_schema`` (both ``app.openapi_schema`` and the served JSON) finishes it."""
+
+    finisher: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def _exclude_fields(self) -> set[str]:
+        return {*super()._exclude_fields, "finisher"}
+
+    def to_schema(self) -> dict[str, Any]:
+        doc = super().to_schema()
+        return self.finisher(doc) if self.finisher is not None else doc
+
+
+@dataclass
+class AdminOpenAPIConfig(OpenAPIConfig):
+    """``OpenAPIConfig`` whose document goes through ``finish_document`` with the plane's route facts."""
+
+    facts: RouteFacts = field(default_factory=RouteFacts)
+
+    def to_openapi_schema(self) -> OpenAPI:
+        base = super().to_openapi_schema()
+        finished = _FinishedOpenAPI(**{name: getattr(base, name) for name in base.__dataclass_fields__})
+        finished.finisher = lambda doc: finish_document(doc, self.facts)
+        return finished
