@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import ClassVar
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import Actor, BadRequest, Conflict, ModuleContext, UnsupportedMediaType
+from adapters.adminapi import Actor, AdminError, BadRequest, Conflict, ModuleContext, UnsupportedMediaType
 from adapters.objectstore import ObjectStore, ObjectStoreError, StoredObject
 from adapters.store import new_id, utcnow
-from control.catalog.models.formats import FORMATS, BadMagic, check_magic, missing_files
+from control.catalog.models.formats import FORMATS, BadMagic, InvalidSafetensors, check_magic, missing_files
 from control.catalog.models.lifecycle import UPLOADABLE
 from control.catalog.models.protocol import Model, ModelFile, ModelFiles
 from control.catalog.models.service import ModelService
@@ -30,6 +31,12 @@ from control.catalog.uploads import checked_filename, object_store_of, translate
 __all__ = ["ModelFileService"]
 
 log = logging.getLogger("llmops.catalog")
+
+
+class InvalidModelFile(AdminError):
+    """The file is what its name says, but its content contradicts itself (a safetensors header past its end)."""
+
+    status: ClassVar[int] = 422
 
 
 class ModelFileService:
@@ -98,6 +105,8 @@ class ModelFileService:
                     key = f"models/{model.id}/{upload_id}/{filename}"
                     try:
                         obj = await store.put_stream(key, check_magic(filename, part.chunks()), max_bytes=budget)
+                    except InvalidSafetensors as err:
+                        raise InvalidModelFile(f"Rejected {filename!r}: {err}", {"filename": filename}) from err
                     except BadMagic as err:
                         raise BadRequest(f"Rejected {filename!r}: {err}", {"filename": filename}) from err
                     budget -= obj.size_bytes

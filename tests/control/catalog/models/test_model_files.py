@@ -14,7 +14,7 @@ CONFIG = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64}).
 
 
 def safetensors(payload: bytes = b"\x00" * 64) -> bytes:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [16], "data_offsets": [0, len(payload)]}}).encode()
+    header = json.dumps({"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}).encode()
     return struct.pack("<Q", len(header)) + header + payload
 
 
@@ -102,3 +102,16 @@ async def test_rejected_uploads_leave_earlier_files_untouched(catalog: AdminTest
     # Deleting the model removes its files from the object store.
     data(await catalog.client.delete(f"{API}/models/{model_id}"))
     assert stored_objects(catalog) == []
+
+
+async def test_safetensors_header_claiming_more_than_the_file_is_422(catalog: AdminTestApp) -> None:
+    model_id = await new_model(catalog)
+    path = f"models/{model_id}/upload"
+    liar = struct.pack("<Q", 2**62) + b'{"a": 1}' + b"\x00" * 11  # 27 bytes
+    body = fail(await upload(catalog, path, ("files", "config.json", CONFIG), ("files", "model.safetensors", liar)),
+                422)
+    assert body["data"] == {"filename": "model.safetensors"} and str(2**62) in body["message"]
+    past_end = safetensors(b"\x00" * 64)[:-8]  # the header's offsets reach 8 bytes past the end
+    assert "tensor data" in fail(await upload(catalog, path, ("files", "model.safetensors", past_end)), 422)["message"]
+    assert stored_objects(catalog) == []
+    assert data(await catalog.client.get(f"{API}/models/{model_id}/files"))["files"] == []
