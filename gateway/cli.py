@@ -49,17 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(
         cfg, config_path=path, default_config=None if path else default_config, install_signal_handlers=True
     )
-    from gateway.http_protocol import HalfCloseHttpToolsProtocol
+    from gateway.server import uvicorn_options
 
-    has_uvloop = importlib.util.find_spec("uvloop") is not None
     print(f"llmops gateway listening on http://{server.host}:{server.port}", file=sys.stderr, flush=True)
-    uvicorn.run(
-        app, host=server.host, port=server.port, loop="uvloop" if has_uvloop else "asyncio",
-        http=HalfCloseHttpToolsProtocol,  # a client's half-close (SHUT_WR) still gets its answer
-        access_log=False, log_level="warning", timeout_graceful_shutdown=30, lifespan="on",
-        proxy_headers=False,  # nothing reads the client address; skip the middleware on every request
-        server_header=False,  # do not advertise the server software (and one header less to validate)
-    )
+    # Read deadlines, the request cap and half-close handling live in the protocol (gateway/server.py).
+    uvicorn.run(app, **uvicorn_options(server))
     return 0
 
 

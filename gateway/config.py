@@ -96,6 +96,13 @@ class ServerCfg(_Cfg, frozen=True):
     # Off by default: `<provider>/<model>` names let any caller reach any model with the
     # operator's provider keys, bypassing the routes the operator chose to expose.
     allow_direct: bool = False
+    # Read deadlines and caps of the HTTP server (both APIs), see gateway/server.py.
+    header_timeout_s: float = 10.0  # request line + headers complete within this of connecting / first byte
+    body_timeout_s: float = 30.0  # body complete within this after the head ...
+    body_min_rate_bytes_s: int = 16384  # ... plus 1 s per this many bytes received (large uploads)
+    keep_alive_s: float = 5.0  # idle time allowed between requests on one connection
+    max_concurrent_requests: int = 4096  # in flight across the process; beyond it 503
+    max_connections: int = 10000  # open connections; beyond it new ones are closed
 
 
 class GatewayCfg(_Cfg, frozen=True):
@@ -205,6 +212,10 @@ def _check_timeouts(t: TimeoutsCfg | None, where: str) -> None:
 def _check(cfg: GatewayCfg) -> None:
     if cfg.server.max_body_bytes <= 0:
         raise ConfigError("$.server.max_body_bytes: must be > 0")
+    for field in ("header_timeout_s", "body_timeout_s", "body_min_rate_bytes_s", "keep_alive_s",
+                  "max_concurrent_requests", "max_connections"):
+        if getattr(cfg.server, field) <= 0:
+            raise ConfigError(f"$.server.{field}: must be > 0")
     providers: dict[str, ProviderCfg] = {}
     for i, p in enumerate(cfg.providers):
         where = f"$.providers[{i}]"

@@ -18,7 +18,13 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Parameter
 
@@ -43,6 +49,7 @@ __all__ = [
     "ok",
     "paging",
     "request_id",
+    "strict_json_body",
 ]
 
 log = logging.getLogger("llmops.adminapi")
@@ -110,6 +117,31 @@ def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return rid
 
 
+async def strict_json_body(request: Request[Any, Any, Any]) -> None:
+    """``before_request``: decode a JSON body strictly against the handler's struct, as the document says.
+
+    Litestar converts bodies leniently (``0`` for ``false``, ``"1"`` for ``1``), which makes the
+    OpenAPI types a lie; msgspec's strict decode refuses them, naming the field. Empty and malformed
+    bodies are left to Litestar's own parse, which reports them.
+    """
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    body_type = getattr(data, "annotation", None)
+    if not (isinstance(body_type, type) and issubclass(body_type, msgspec.Struct)):
+        return
+    body = await request.body()
+    if not body.strip():
+        return
+    try:
+        msgspec.json.decode(body, type=body_type)
+    except msgspec.ValidationError as err:
+        message, _, path = str(err).partition(" - at `$")
+        key = path.rstrip("`").lstrip(".")
+        raise ValidationException(detail="Validation failed",
+                                  extra=[{"key": key, "message": message, "source": "body"}]) from None
+    except msgspec.DecodeError:
+        return
+
+
 def envelope_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Shape any exception raised on an admin path into the envelope with the right status."""
     status, message, data = _describe(request, exc)
@@ -132,6 +164,10 @@ def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str
             return 400, message, ValidationFailed([FieldError(field="", message=message)], message).data
         failed = ValidationFailed(_field_errors(exc.extra, _param_aliases(request)))
         return 400, failed.message, failed.data
+    if isinstance(exc, InternalServerException) and exc.detail == "client disconnected prematurely":
+        # Litestar's words for an http.disconnect while reading the body (the client left, or the
+        # server's body deadline cut it off): a client event, not a server error; nobody reads this.
+        return 400, "The client disconnected before sending the whole request", None
     if isinstance(exc, RecursionError) and "deserializing" in str(exc):  # msgspec's depth guard
         return 400, "Request body is nested too deeply to decode", None
     if isinstance(exc, NotFoundException):
