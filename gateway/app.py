@@ -146,6 +146,7 @@ def create_app(
         return ok(upstream_detail(gw.generation))
 
     plane = load_control_plane(cfg.control, admin_routes=[reload_config, upstream_status])
+    gw.metrics.registry.register(plane.denial_stats)  # llmops_admin_auth_denials_total on /metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -4,7 +4,8 @@ Services call ``ctx.audit.record(conn, actor, action=…, resource_type=…, …
 inside the ``store.begin()`` block that makes the change, so the entry and the
 change commit or roll back together: there is no audited change that did not
 happen and no change that escaped the log. Denials are written by the auth guard
-in a transaction of their own.
+in a transaction of their own, aggregated per (reason, source) window so that a
+flood of refused requests writes a bounded number of rows (``denials``).
 
 Actions are dotted ``<module>.<resource>.<verb>`` (``governance.policy.update``);
 ``before``/``after`` are the resource's API representation (never secrets).
@@ -12,6 +13,7 @@ Actions are dotted ``<module>.<resource>.<verb>`` (``governance.policy.update``)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,6 +25,7 @@ from sqlalchemy import and_, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi.auth import Actor, Principal, Role, requires
+from adapters.adminapi.denials import DenialStats, DenialWindows
 from adapters.adminapi.envelope import Envelope, Page, PageParams, ok
 from adapters.adminapi.errors import BadRequest
 from adapters.adminapi.tables import audit_log
@@ -51,8 +54,16 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class AuditWriter:
-    def __init__(self, store: Store | None) -> None:
+    """Writes audit entries. Denials are aggregated per (reason, source) window (see ``denials``)."""
+
+    def __init__(self, store: Store | None, *, stats: DenialStats | None = None, window_s: float = 60.0,
+                 max_windows: int = 10_000) -> None:
         self._store = store
+        self.stats = stats or DenialStats()
+        self._window_s = window_s
+        self._windows = DenialWindows(max_windows=max_windows)
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def record(
         self,
@@ -85,22 +96,66 @@ class AuditWriter:
         path: str,
         status_code: int,
         reason: str,
+        source: str | None = None,
     ) -> None:
-        """Record a refused request. Never raises: a denial must be answered even if the log is down."""
+        """Record a refused request. Never raises: a denial must be answered even if the log is down.
+
+        Only the first denial per (reason, source) and window is written now; the others are
+        counted into one aggregate row written when the window closes (or at ``aclose``).
+        """
+        self.stats.count(status_code)
+        resource_id = f"{method} {path}"[:200]
+        actor_name = principal.name if principal else "anonymous"
+        key, first = self._windows.admit(reason[:500], source or "unknown", at=utcnow(), status_code=status_code,
+                                         resource_id=resource_id, actor_name=actor_name, request_id=request_id)
+        if not first:
+            return
+        self._timers[key] = asyncio.get_running_loop().call_later(self._window_s, self._close_window, key)
+        await self._write_denial(dict(
+            at=utcnow(), actor_key_id=principal.key_id if principal else key_id, actor_name=actor_name,
+            actor_role=principal.role.name if principal else None,
+            resource_id=resource_id, status_code=status_code, request_id=request_id, detail=reason[:500],
+            after={"source": source},
+        ))
+
+    async def aclose(self) -> None:
+        """Write the aggregates of every open window (at shutdown), and wait for pending writes."""
+        for key in self._windows.open_keys():
+            self._close_window(key)
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _close_window(self, key: tuple[str, str]) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        window = self._windows.close(key)
+        if window is None:
+            return
+        reason, source = key
+        task = asyncio.ensure_future(self._write_denial(dict(
+            at=window.last_at, actor_key_id=None, actor_name=window.actor_name, actor_role=None,
+            resource_id=window.resource_id, status_code=window.status_code,
+            request_id=window.request_ids[0] if window.request_ids else None,
+            detail=f"{reason} ({window.count} more from {source})"[:500],
+            after={"source": source, "count": window.count, "firstAt": window.first_at.isoformat(),
+                   "lastAt": window.last_at.isoformat(), "windowS": self._window_s,
+                   "requestIds": window.request_ids},
+        )))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_denial(self, values: dict[str, Any]) -> None:
         if self._store is None:
-            log.warning("admin request denied (%s %s, %d): %s", method, path, status_code, reason)
+            log.warning("admin request denied (%s, %s): %s", values["resource_id"], values["status_code"],
+                        values["detail"])
             return
         try:
             async with self._store.begin() as conn:
-                await conn.execute(insert(audit_log).values(
-                    at=utcnow(), actor_key_id=principal.key_id if principal else key_id,
-                    actor_name=principal.name if principal else "anonymous",
-                    actor_role=principal.role.name if principal else None,
-                    action="auth.denied", resource_type="route", resource_id=f"{method} {path}"[:200],
-                    outcome="denied", status_code=status_code, request_id=request_id, detail=reason[:500],
-                ))
+                await conn.execute(insert(audit_log).values(action="auth.denied", resource_type="route",
+                                                            outcome="denied", before=None, **values))
         except StoreError as err:
-            log.warning("could not write audit entry for a denied request (%s %s): %s", method, path, err)
+            log.warning("could not write audit entry for a denied request (%s): %s", values["resource_id"], err)
 
 
 def _plain(value: Any) -> Any:

@@ -35,6 +35,7 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, S
 
 from adapters.adminapi.audit import AuditWriter, list_audit_logs
 from adapters.adminapi.auth import Actor, Authenticator, Principal, bearer_token, parse_key, required_role
+from adapters.adminapi.denials import DenialStats
 from adapters.adminapi.envelope import REQUEST_ID_HEADER, envelope_exception_handler, paging, request_id
 from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
@@ -129,7 +130,8 @@ class ControlPlane:
         self.modules = list(modules)
         self._running: _Running | None = None
         self._authenticator = Authenticator(None, resolved.bootstrap_key_sha256)
-        self._denials = AuditWriter(None)
+        self.denial_stats = DenialStats()  # llmops_admin_auth_denials_total; the gateway registers it
+        self._denials = AuditWriter(None, stats=self.denial_stats)
         self.exception_handlers: dict[Any, Any] = {Exception: envelope_exception_handler}
         self.openapi_config = AdminOpenAPIConfig(
             title="llmops admin API", version="1", path=f"{ADMIN_PREFIX}/schema",
@@ -211,7 +213,8 @@ class ControlPlane:
                 log.info("applied migration %s v%d: %s", m.module, m.version, m.description)
             await store.changes.start()
             object_store = await self._open_object_store(stack)
-            audit = AuditWriter(store)
+            audit = AuditWriter(store, stats=self.denial_stats, window_s=self.cfg.denied_audit_window_s)
+            stack.push_async_callback(audit.aclose)  # before the store closes: write open denial aggregates
             contexts: dict[str, ModuleContext] = {}
             for module in self.modules:
                 ctx = ModuleContext(name=module.name, store=store, changes=store.changes, audit=audit,
@@ -227,7 +230,7 @@ class ControlPlane:
             finally:
                 self._running = None
                 self._authenticator = Authenticator(None, self.resolved.bootstrap_key_sha256)
-                self._denials = AuditWriter(None)
+                self._denials = AuditWriter(None, stats=self.denial_stats)
 
     async def _open_object_store(self, stack: AsyncExitStack) -> ObjectStore:
         spec = self.cfg.object_store
@@ -258,6 +261,7 @@ class ControlPlane:
             await self._denials.denial(
                 principal=principal, key_id=parsed[0] if parsed else None, request_id=rid, method=method,
                 path=path, status_code=denied.status, reason=denied.message,
+                source=connection.client.host if connection.client else None,
             )
             raise
         connection.state.principal = principal

@@ -54,6 +54,7 @@ class ControlCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     change_feed: Literal["auto", "local", "listen", "poll"] = "auto"
     poll_interval_s: float = 2.0
     admin_key_env: str = "LLMOPS_ADMIN_KEY"  # env var holding the bootstrap admin key (never stored)
+    denied_audit_window_s: float = 60.0  # per (reason, source): first denial written, the rest as one count
     store: StoreCfg = msgspec.field(default_factory=StoreCfg)
     object_store: ObjectStoreCfg = msgspec.field(default_factory=ObjectStoreCfg)
     module_settings: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # per-module, by name
@@ -61,8 +62,8 @@ class ControlCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1 or self.max_json_bytes < 1:
             raise ValueError("max_upload_bytes and max_json_bytes must be positive")
-        if self.poll_interval_s <= 0:
-            raise ValueError("poll_interval_s must be positive")
+        if self.poll_interval_s <= 0 or self.denied_audit_window_s <= 0:
+            raise ValueError("poll_interval_s and denied_audit_window_s must be positive")
 
 
 @dataclass(frozen=True)
