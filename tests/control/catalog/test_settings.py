@@ -43,6 +43,10 @@ def test_rules_can_be_disabled_added_and_selected_per_dataset() -> None:
     {"custom_pii_rules": [{"name": "bad", "pattern": "("}]},
     {"preview_rows": 0},
     {"previewRows": 5},
+    {"analysis": {"workerz": 2}},
+    {"analysis": {"memory_limit_mb": 100}},
+    {"analysis": {"workers": 0}},
+    {"stale_upload_s": 1},
 ])
 def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
     with pytest.raises(msgspec.ValidationError):

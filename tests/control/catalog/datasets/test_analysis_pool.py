@@ -59,3 +59,11 @@ async def test_deep_json_is_422_with_the_line(catalog: AdminTestApp) -> None:
     body = fail(await upload(catalog, path, ("file", "deep.jsonl", deep)), 422)
     issue = body["data"]["validation"]["errors"][0]
     assert issue["code"] == "too_deep" and issue["line"] == 2 and "line 2" in body["message"]
+
+
+async def test_nul_byte_past_the_first_64_kib_of_a_csv_is_422(catalog: AdminTestApp) -> None:
+    path = await _dataset(catalog)
+    csv = b"question,answer\n" + b"".join(b"q%d,a%d\n" % (i, i) for i in range(10_000)) + b"q,a\x00b\n"
+    body = fail(await upload(catalog, path, ("file", "late-nul.csv", csv)), 422)
+    issue = body["data"]["validation"]["errors"][0]
+    assert issue["code"] == "invalid_encoding" and issue["line"] == 10_002 and body["data"]["status"] == "invalid"
