@@ -169,7 +169,8 @@ def _child(name: str, mode: str, source: Path) -> dict[str, Any]:
                           capture_output=True, text=True, check=False, timeout=1200)
     if done.returncode != 0:
         raise RuntimeError(f"case {name} ({mode}) failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

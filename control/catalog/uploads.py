@@ -95,7 +95,7 @@ async def _body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
             log.info("client disconnected after %d body bytes of %s %s", received, request.method, request.url.path)
             raise ClientDisconnected("The client disconnected before the upload was complete",
                                      {"receivedBytes": received})
-        body = event.get("body", b"")
+        body: bytes = event.get("body", b"")  # type: ignore[assignment]  # an http.request event here
         if body:
             received += len(body)
             yield body

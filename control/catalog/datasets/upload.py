@@ -163,7 +163,9 @@ class DatasetUploads:
 
     async def _delete_objects(self, keys: list[str]) -> None:
         store = self._ctx.object_store
-        for key in keys if store is not None else []:
+        if store is None:
+            return
+        for key in keys:
             await _delete_quietly(store, key)
 
     async def _analyze(self, store: ObjectStore, key: str, dataset: Dataset, filename: str,
