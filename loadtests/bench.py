@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import bench_servers as servers
-from loadtests.bench_doc import render
+from loadtests.bench_doc import keep_sections, render
 from loadtests.paired import PairedRun, measure_pairs
 from loadtests.passthrough import FLOOR
 from loadtests.procs import ProcessFailed, free_port, stop_process
@@ -204,8 +204,11 @@ def run(args: argparse.Namespace, command: str) -> int:
         pinning=f"servers under test on core {args.server_cpu}; wrk, nginx, mock upstreams and the "
         f"stream client on core {args.load_cpu}",
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        text = keep_sections(text, out.read_text(encoding="utf-8"))
+    out.write_text(text, encoding="utf-8")
     _log(f"wrote {args.out}")
     print(text)
     return 0

@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -173,3 +174,18 @@ def render(
         "```\n",
     ]
     return "".join(parts)
+
+
+_SECTION = re.compile(r"<!-- (?P<name>[\w-]+):start.*?-->.*?<!-- (?P=name):end -->\n?", re.S)
+
+
+def keep_sections(new: str, old: str) -> str:
+    """Carry over the sections other tools own (``<!-- name:start -->`` … ``<!-- name:end -->``).
+
+    The paired gateway benchmark rewrites the whole file; tables written by other benchmarks
+    (``loadtests.dataset_rss --doc``) must survive that, so they are appended unchanged.
+    """
+    kept = [m.group(0) for m in _SECTION.finditer(old) if m.group(0) not in new]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "\n".join(k.rstrip("\n") + "\n" for k in kept)

@@ -339,3 +339,14 @@ class TestPaired:
         text = paired_table(self._runs([0.9, 0.8]))
         assert "| 1 | (b) | 1,000 | 900 | 0.90 | 250 | 278 |" in text
         assert "| 2 | (c) | 1,000 | 800 | 0.80 | 250 | 312 |" in text
+
+
+def test_rewriting_the_report_keeps_sections_other_benchmarks_own() -> None:
+    from loadtests.bench_doc import keep_sections
+
+    owned = "<!-- dataset_rss:start (written by x) -->\n| a | b |\n<!-- dataset_rss:end -->\n"
+    old = "# Benchmarks\n\nold table\n\n" + owned
+    new = keep_sections("# Benchmarks\n\nnew table\n", old)
+    assert "new table" in new and "old table" not in new
+    assert new.endswith(owned)
+    assert keep_sections(new, new) == new  # already there: not duplicated
