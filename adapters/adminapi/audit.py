@@ -185,8 +185,7 @@ async def query_audit(
 ) -> Page[AuditEntry]:
     """Newest first. ``actor`` matches a key id or name; ``action`` ending in ``*`` is a prefix match."""
     since, until = _as_utc(since, "since"), _as_utc(until, "until")
-    if since and until and since > until:
-        raise BadRequest("since must not be after until")
+    # since after until is an empty window, not an error: it matches nothing, like any other filter.
     conditions = []
     if actor:
         conditions.append(or_(audit_log.c.actor_key_id == actor, audit_log.c.actor_name == actor))

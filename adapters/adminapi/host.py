@@ -20,7 +20,7 @@ import contextlib
 import importlib.metadata
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,13 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, S
 from adapters.adminapi.audit import AuditWriter, list_audit_logs
 from adapters.adminapi.auth import Actor, Authenticator, Principal, bearer_token, parse_key, required_role
 from adapters.adminapi.denials import DenialStats
-from adapters.adminapi.envelope import REQUEST_ID_HEADER, envelope_exception_handler, paging, request_id
+from adapters.adminapi.envelope import (
+    REQUEST_ID_HEADER,
+    envelope_exception_handler,
+    paging,
+    request_id,
+    strict_json_body,
+)
 from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
 from adapters.adminapi.openapi import AdminOpenAPIConfig, describe_routes
@@ -101,23 +107,33 @@ class _Running:
     contexts: dict[str, ModuleContext]
 
 
-def _request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Fix the request id before auth runs and echo it on every admin response."""
+def _admin_middleware(allow: Mapping[str, str]) -> Callable[[ASGIApp], ASGIApp]:
+    """Fix the request id before auth runs and echo it on every admin response.
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id(ASGIConnection(scope)).encode()
+    It also corrects ``Allow`` on OPTIONS answers from ``allow`` (path template -> methods): Litestar's
+    automatic OPTIONS handler lists only the methods of the handlers registered before it was made.
+    """
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
-                    headers.append((REQUEST_ID_HEADER.encode(), rid))
-                message = {**message, "headers": headers}
-            await send(message)
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            rid = request_id(ASGIConnection(scope)).encode()
+            methods = allow.get(str(scope.get("path_template", ""))) if scope.get("method") == "OPTIONS" else None
 
-        await app(scope, receive, send_with_id)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
+                        headers.append((REQUEST_ID_HEADER.encode(), rid))
+                    if methods is not None:
+                        headers = [(k, methods.encode() if k.lower() == b"allow" else v) for k, v in headers]
+                    message = {**message, "headers": headers}
+                await send(message)
 
-    return middleware
+            await app(scope, receive, send_with_id)
+
+        return middleware
+
+    return wrap
 
 
 class ControlPlane:
@@ -132,6 +148,7 @@ class ControlPlane:
         self._authenticator = Authenticator(None, resolved.bootstrap_key_sha256)
         self.denial_stats = DenialStats()  # llmops_admin_auth_denials_total; the gateway registers it
         self._denials = AuditWriter(None, stats=self.denial_stats)
+        self._allow: dict[str, str] = {}  # path template -> "GET, OPTIONS, POST", filled once routes are built
         self.exception_handlers: dict[Any, Any] = {Exception: envelope_exception_handler}
         self.openapi_config = AdminOpenAPIConfig(
             title="llmops admin API", version="1", path=f"{ADMIN_PREFIX}/schema",
@@ -166,7 +183,8 @@ class ControlPlane:
             route_handlers=[*core, *module_routers],
             guards=[guard],
             exception_handlers=self.exception_handlers,
-            middleware=[_request_id_middleware],
+            middleware=[_admin_middleware(self._allow)],
+            before_request=strict_json_body,
             request_max_body_size=self.cfg.max_json_bytes,
             dependencies={
                 "store": Provide(provide_store, sync_to_thread=False),
@@ -176,6 +194,8 @@ class ControlPlane:
             },
         )]
         self.openapi_config.facts = describe_routes(self.route_handlers)
+        for path, method in self.openapi_config.facts.roles:
+            self._allow[path] = ", ".join(sorted({*self._allow.get(path, "").split(", "), method.upper()} - {""}))
 
     # -- schema ---------------------------------------------------------------------------------
 

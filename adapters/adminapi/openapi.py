@@ -150,7 +150,38 @@ def _state_struct_rules(components: dict[str, Any], roots: tuple[type, ...]) -> 
         schema = components[name]
         if struct.__struct_config__.forbid_unknown_fields:
             schema["additionalProperties"] = False
+        _restore_nested_constraints(struct, schema)
         schema.update(copy.deepcopy(getattr(struct, "__schema_extra__", {})))
+
+
+def _restore_nested_constraints(struct: type, schema: dict[str, Any]) -> None:
+    """Litestar drops the bounds of list items and dict keys/values (``list[Annotated[str, Meta(...)]]``)."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for fld in info.fields:
+        prop = schema.get("properties", {}).get(fld.encode_name)
+        kind = fld.type.type if isinstance(fld.type, msgspec.inspect.Metadata) else fld.type
+        if not isinstance(prop, dict):
+            continue
+        if isinstance(kind, msgspec.inspect.ListType) and isinstance(prop.get("items"), dict):
+            prop["items"].update(_bounds(kind.item_type))
+        elif isinstance(kind, msgspec.inspect.DictType):
+            if isinstance(prop.get("additionalProperties"), dict):
+                prop["additionalProperties"].update(_bounds(kind.value_type))
+            if names := _bounds(kind.key_type):
+                prop["propertyNames"] = {**prop.get("propertyNames", {}), **names}
+
+
+_BOUNDS = {"min_length": "minLength", "max_length": "maxLength", "pattern": "pattern", "ge": "minimum",
+           "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _bounds(info: Any) -> dict[str, Any]:
+    if isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
+    if not isinstance(info, (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        return {}
+    return {key: getattr(info, attr) for attr, key in _BOUNDS.items() if getattr(info, attr, None) is not None}
 
 
 def _component_name(struct: type, components: Mapping[str, Any]) -> str | None:

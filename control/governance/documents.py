@@ -89,8 +89,7 @@ class Budget(_Doc, frozen=True):
     on_exceed: Literal["block", "alert"] = "block"
     alert_at_percent: Annotated[
         list[Annotated[int, msgspec.Meta(ge=1, le=100)]],
-        # Litestar drops the items' bounds from the document: state them again.
-        msgspec.Meta(max_length=10, extra_json_schema=_unique(items={"type": "integer", "minimum": 1, "maximum": 100})),
+        msgspec.Meta(max_length=10, extra_json_schema=_unique()),
     ] = msgspec.field(default_factory=lambda: [80])
 
 

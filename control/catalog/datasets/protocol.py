@@ -13,8 +13,10 @@ from control.catalog.datasets_analysis import (
     PiiReport,
     QualityReport,
     ValidationReport,
+    logical,
 )
 from control.catalog.datasets_analysis.compare import ColumnStatsDiff, RowCountDiff, SchemaDiff
+from control.catalog.datasets_analysis.logical import LOGICAL_TYPES
 
 __all__ = [
     "Dataset",
@@ -29,6 +31,9 @@ __all__ = [
 DatasetFormat = Literal["csv", "jsonl", "parquet"]
 PiiStatus = Literal["unknown", "clean", "detected"]
 ColumnName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# The type names normalize_schema accepts, stated for the OpenAPI document (it also ignores case and spaces).
+_COLUMN_TYPE = {"type": "string", "enum": sorted(
+    {t for t in LOGICAL_TYPES if t not in ("null", "other")} | set(logical._ALIASES))}
 TeamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -39,7 +44,8 @@ class DatasetCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     description: Annotated[str, msgspec.Meta(max_length=4000)] = ""
     format: DatasetFormat | None = None  # when set, uploads must be in this format
     schema: Annotated[dict[ColumnName, Annotated[str, msgspec.Meta(max_length=20)]],
-                      msgspec.Meta(max_length=1000, description="column -> type (integer, float, string, ...)")
+                      msgspec.Meta(max_length=1000, description="column -> type (integer, float, string, ...)",
+                                   extra_json_schema={"extra": {"additional_properties": _COLUMN_TYPE}})
                       ] | None = None
     required_columns: Annotated[list[ColumnName], msgspec.Meta(max_length=1000)] = []
     pii_rules: Annotated[list[Annotated[str, msgspec.Meta(max_length=40)]], msgspec.Meta(max_length=100,

@@ -108,8 +108,7 @@ class DatasetService:
                    owner_team: str | None = None, pii_status: str | None = None,
                    min_quality: float | None = None, max_quality: float | None = None) -> Page[Dataset]:
         """Quality bounds are inclusive and match only datasets with a ready version (a score)."""
-        if min_quality is not None and max_quality is not None and min_quality > max_quality:
-            raise ValidationFailed([FieldError(field="minQuality", message="must not exceed maxQuality")])
+        # minQuality above maxQuality is not an error: nothing matches, as with any empty filter.
         c = datasets.c
         query: Select[Any] = select(datasets).where(c.deleted_at.is_(None))
         if name:

@@ -29,7 +29,13 @@ __all__ = [
     "OllamaProvider", "OpenAIProvider", "ProviderConfig", "VllmProvider", "check_provider", "looks_like_key",
 ]
 
-_Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+# What _url_problem accepts, stated for the OpenAPI document: http(s), a host, an optional port 1-65535,
+# no credentials, query or fragment, no whitespace.
+# (IPv6 literals are accepted too, but left out of the pattern.)
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_URL_PATTERN = rf"^https?://[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?(?::{_PORT})?(?:/[^\s?#]*)?$"
+_Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000,
+                                   extra_json_schema={"extra": {"pattern": _URL_PATTERN}})]
 _UpstreamModel = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
 _SECRET_REF_PATTERN = r"^(?:env:[A-Za-z_][A-Za-z0-9_]{0,127}|secret://[A-Za-z0-9][A-Za-z0-9._/-]{0,199})$"
 _SecretRef = Annotated[str, msgspec.Meta(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -73,6 +73,12 @@ async def get_thing(thingId: int, ctx: ModuleContext) -> Envelope[Thing]:
     return ok(Thing(id=row.id, name=row.name))
 
 
+@post("/demo/echo", status_code=200)
+async def echo(data: dict[str, Any]) -> Envelope[int]:
+    """A free-form JSON body: Litestar's own parse is the only decoder."""
+    return ok(len(data))
+
+
 @get("/demo/boom")
 async def boom() -> None:
     raise RuntimeError("secret internals: password=hunter2")
@@ -100,7 +106,7 @@ class DemoModule:
         self.events: list[str] = []
 
     def routes(self) -> Sequence[object]:
-        return [create_thing, list_things, get_thing, boom, db_down, public, admin_only]
+        return [create_thing, list_things, get_thing, echo, boom, db_down, public, admin_only]
 
     def migrations(self) -> Sequence[Migration]:
         return (Migration(1, "demo things", create_tables(things)),)

@@ -14,11 +14,14 @@ JSON = {"content-type": "application/json"}
 
 async def test_deeply_nested_body_is_a_400_without_an_error_log(admin: AdminTestApp,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    deep = b'{"name": "a", "limits": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    deep = b'{"x": ' + b"[" * 1500 + b"]" * 1500 + b"}"
     with caplog.at_level(logging.ERROR, logger="llmops.adminapi"):
-        resp = await admin.client.post(f"{API}/demo/things", content=deep, headers=JSON)
-    assert resp.status_code == 400, resp.text
-    assert resp.json()["status"] == "fail" and "nested too deeply" in resp.json()["message"]
+        free_form = await admin.client.post(f"{API}/demo/echo", content=deep, headers=JSON)
+        typed = await admin.client.post(f"{API}/demo/things", content=deep.replace(b'"x"', b'"limits"'),
+                                        headers=JSON)
+    assert free_form.status_code == 400, free_form.text
+    assert free_form.json()["status"] == "fail" and "nested too deeply" in free_form.json()["message"]
+    assert typed.status_code == 400 and typed.json()["data"]["errors"][0]["field"] == "limits"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -53,3 +56,21 @@ async def test_first_request_id_header_wins_and_reaches_the_audit_log(admin: Adm
     assert resp.status_code == 201 and resp.headers["x-request-id"] == first
     logs = (await admin.client.get(f"{API}/audit/logs")).json()["data"]["items"]
     assert [e["requestId"] for e in logs if e["action"] == "demo.thing.create"] == [first]
+
+
+async def test_options_lists_every_method_of_the_path(admin: AdminTestApp) -> None:
+    # Litestar's automatic OPTIONS handler lists only the methods registered before it was created.
+    resp = await admin.client.options(f"{API}/demo/things")
+    assert resp.status_code == 204
+    assert resp.headers["allow"] == "GET, OPTIONS, POST"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"name": 5}, "name"),
+    ({"name": "a", "limits": {"maxTokens": "1"}}, "limits.maxTokens"),  # Litestar alone would take "1"
+    ({"name": "a", "limits": {"maxTokens": True}}, "limits.maxTokens"),
+])
+async def test_bodies_are_decoded_strictly(admin: AdminTestApp, body: dict[str, object], field: str) -> None:
+    resp = await admin.client.post(f"{API}/demo/things", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["data"]["errors"][0]["field"] == field
