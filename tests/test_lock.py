@@ -33,7 +33,9 @@ def test_a_dependency_missing_from_the_lock_is_caught(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(text.replace('"redis>=5",', '"redis>=5",\n  "six>=1.16",', 1))
     result = _check(tmp_path)
     assert result.returncode != 0
-    assert "needs to be updated" in result.stderr
+    # With uv's cache warm it says so; with a cold cache (a fresh machine) it must re-resolve to tell,
+    # which --offline forbids. Either way the lock was found stale: the unchanged copy passes offline.
+    assert "needs to be updated" in result.stderr or "network was disabled" in result.stderr
 
 
 def test_every_locked_package_is_pinned_with_hashes() -> None:
