@@ -134,12 +134,33 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     try:
         msgspec.json.decode(body, type=body_type)
     except msgspec.ValidationError as err:
+        if "got `float`" in str(err) and _valid_with_integral_floats(body, body_type):
+            return  # JSON Schema counts 1.0 as an integer; Litestar's decode then takes it as 1
         message, _, path = str(err).partition(" - at `$")
         key = path.rstrip("`").lstrip(".")
         raise ValidationException(detail="Validation failed",
                                   extra=[{"key": key, "message": message, "source": "body"}]) from None
     except msgspec.DecodeError:
         return
+
+
+def _valid_with_integral_floats(body: bytes, body_type: type[msgspec.Struct]) -> bool:
+    """Whether the body passes the strict decode once integral floats (``1.0``) count as integers."""
+    try:
+        msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(body)), type=body_type, strict=True)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 def envelope_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -74,3 +74,12 @@ async def test_bodies_are_decoded_strictly(admin: AdminTestApp, body: dict[str, 
     resp = await admin.client.post(f"{API}/demo/things", json=body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["data"]["errors"][0]["field"] == field
+
+
+async def test_an_integral_float_counts_as_an_integer_as_json_schema_says(admin: AdminTestApp) -> None:
+    """JSON Schema's ``integer`` admits 1.0; the strict decode must not refuse what the document allows."""
+    resp = await admin.client.post(f"{API}/demo/things", json={"name": "a", "limits": {"maxTokens": 7.0}})
+    assert resp.status_code == 201, resp.text
+    refused = await admin.client.post(f"{API}/demo/things", json={"name": "a", "limits": {"maxTokens": 7.5}})
+    assert refused.status_code == 400
+    assert refused.json()["data"]["errors"][0]["field"] == "limits.maxTokens"
