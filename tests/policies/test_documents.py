@@ -1,4 +1,4 @@
-"""Policy documents: shape errors from msgspec, semantic errors from ``validate_document``."""
+"""Policy documents (policies/documents.py): shape errors from msgspec, semantic errors from ``validate_document``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from control.governance.documents import PolicyDocument, RegexGuardrail, validate_document
+from policies.documents import PolicyDocument, RegexGuardrail, validate_document
 
 
 def decode(doc: dict[str, Any]) -> PolicyDocument:
@@ -83,3 +83,13 @@ def test_semantic_errors_name_the_field(doc: dict[str, Any], field: str, words: 
 def test_case_sensitive_terms_may_differ_only_in_case() -> None:
     doc = decode({"guardrails": [{"kind": "blocked_terms", "terms": ["Foo", "foo"], "caseSensitive": True}]})
     assert validate_document(doc) == []
+
+
+def test_governance_re_exports_the_shared_types() -> None:
+    import control.governance
+    import control.governance.documents as old
+    import policies.documents as new
+
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name), name
+    assert control.governance.PolicyDocument is new.PolicyDocument
