@@ -10,12 +10,11 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import msgspec
 
-from adapters.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from adapters.errors import UpstreamError, UpstreamStatus
 from adapters.upstream.base import Backend, Completion, UpstreamCall, Usage
-from adapters.upstream.openai_compat import OpenAIUpstream, _describe, _drain
+from adapters.upstream.openai_compat import OpenAIUpstream, _drain
 
 __all__ = ["OllamaUpstream", "to_ollama_request"]
 
@@ -101,7 +100,7 @@ class OllamaUpstream(OpenAIUpstream):
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
         session = self._session_or_fail()
-        try:
+        with self._client_errors:
             async with session.post(
                 backend.url + "/api/chat",
                 data=_encode(to_ollama_request(call.body, stream=False)),
@@ -110,10 +109,6 @@ class OllamaUpstream(OpenAIUpstream):
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
         if status >= 400:
             raise UpstreamStatus(status, _ollama_error(raw, status), self.name)
         try:
@@ -144,7 +139,7 @@ class OllamaUpstream(OpenAIUpstream):
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             })
 
-        try:
+        with self._client_errors:
             async with session.post(
                 backend.url + "/api/chat",
                 data=_encode(to_ollama_request(call.body, stream=True)),
@@ -179,10 +174,6 @@ class OllamaUpstream(OpenAIUpstream):
                             "choices": [], "usage": msgspec.structs.asdict(_usage(c)),
                         })
                         return
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
         raise UpstreamError(f"upstream {self.name} ended the stream without done")
 
 

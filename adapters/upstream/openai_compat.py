@@ -2,12 +2,11 @@
 
 One pooled keep-alive `ClientSession` per provider, shared by its replicas.
 Bodies are relayed as raw bytes; we decode only what accounting needs.
-aiohttp exceptions are translated into `adapters.errors` here and nowhere else.
+aiohttp exceptions are translated into `adapters.errors` by `client_errors.ClientErrors`, for every adapter.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -15,9 +14,10 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from adapters.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from adapters.errors import UpstreamError, UpstreamStatus
 from adapters.upstream.base import Backend, Completion, Timeouts, UpstreamCall, Usage
 from adapters.upstream.breaker import CircuitBreaker
+from adapters.upstream.client_errors import ClientErrors
 
 __all__ = ["OpenAIUpstream", "parse_completion", "sse_payloads"]
 
@@ -139,6 +139,7 @@ class OpenAIUpstream:
         # A session we create carries the constant headers (see start()); a borrowed one does not.
         self._per_request_headers: dict[str, str] = {} if self._owns_session else self._headers
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._client_errors = ClientErrors(name)
 
     async def start(self) -> None:
         if self._session is None:
@@ -175,7 +176,7 @@ class OpenAIUpstream:
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
         session = self._session_or_fail()
-        try:
+        with self._client_errors:
             async with session.post(
                 self._chat_urls[backend.url],
                 data=_encode(call.body),
@@ -184,10 +185,6 @@ class OpenAIUpstream:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
         if status >= 400:
             raise UpstreamStatus(status, raw, self.name)
         return parse_completion(raw, self.name)
@@ -198,7 +195,7 @@ class OpenAIUpstream:
         if self._stream_usage:
             opts = body.get("stream_options")
             body = {**body, "stream_options": {**(opts if isinstance(opts, dict) else {}), "include_usage": True}}
-        try:
+        with self._client_errors:
             async with session.post(
                 self._chat_urls[backend.url],
                 data=_encode(body),
@@ -209,29 +206,4 @@ class OpenAIUpstream:
                     raise UpstreamStatus(resp.status, await resp.read(), self.name)
                 async for payload in sse_payloads(resp.content):
                     yield payload
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self.name} timed out") from None
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamError(f"upstream {self.name} failed: {_describe(exc)}") from None
-
-
-def _describe(exc: BaseException) -> str:
-    """A short description of a client error without URLs, addresses or keys: clients see it.
-
-    Not `os_error.strerror`: for a refused connection it reads "Connect call failed
-    ('10.0.0.5', 8000)", which hands the upstream's address to anyone who asks."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "cannot connect (name resolution failed)"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return "cannot connect (TLS error)"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        errno = exc.os_error.errno
-        reason = os.strerror(errno) if isinstance(errno, int) and errno > 0 else exc.os_error.__class__.__name__
-        return f"cannot connect ({reason})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "response payload incomplete"
-    return exc.__class__.__name__
-
 
