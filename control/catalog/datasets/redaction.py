@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from control.catalog.datasets_analysis import PiiDetector, PiiReport, PiiRule
-from control.catalog.datasets_analysis.pii_rules import mask
+from policies.pii import mask
 
 __all__ = ["flagged_columns", "redact_rows", "redact_text"]
 

@@ -30,7 +30,6 @@ from control.catalog.datasets_analysis.errors import (
 from control.catalog.datasets_analysis.formats import Batches, DatasetFormat, ReadOptions, detect_format, iter_batches
 from control.catalog.datasets_analysis.logical import LOGICAL_TYPES, ColumnInfo
 from control.catalog.datasets_analysis.pii import Finding, PiiDetector, PiiReport, PiiScanner, scan
-from control.catalog.datasets_analysis.pii_rules import BUILTIN_RULES, PiiRule, default_rules
 from control.catalog.datasets_analysis.profile import ColumnProfile, DatasetProfile, Profiler
 from control.catalog.datasets_analysis.quality import QualityReport, score_quality
 from control.catalog.datasets_analysis.validation import (
@@ -39,6 +38,7 @@ from control.catalog.datasets_analysis.validation import (
     ValidationReport,
     report_for_error,
 )
+from policies.pii import BUILTIN_RULES, PiiRule, default_rules
 
 __all__ = [
     "BUILTIN_RULES",

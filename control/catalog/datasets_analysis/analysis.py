@@ -17,10 +17,10 @@ import msgspec
 
 from control.catalog.datasets_analysis.formats import DatasetFormat, ReadOptions, detect_format, iter_batches
 from control.catalog.datasets_analysis.pii import PiiDetector, PiiReport, PiiScanner
-from control.catalog.datasets_analysis.pii_rules import PiiRule
 from control.catalog.datasets_analysis.profile import DatasetProfile, Profiler
 from control.catalog.datasets_analysis.quality import DuplicateCounter, QualityReport, score_quality
 from control.catalog.datasets_analysis.validation import SchemaValidator, ValidationReport
+from policies.pii import PiiRule
 
 __all__ = ["DatasetAnalysis", "analyze"]
 

@@ -1,40 +1,24 @@
 """PII scan: counts per column and rule, with a few redacted examples and never a raw value.
 
-Rules (``pii_rules``) are regex + validator; ``PiiDetector`` plugs in anything
-else, e.g. an NER model, and sees every non-null text cell, so keep it fast or
-sample upstream. Which cells are scanned: string columns, integer columns (card
-or phone numbers stored as numbers), and the string leaves inside lists and
-structs (``messages[].content``), so chat-format JSONL is covered.
+Rules (``policies.pii``, shared with the gateway's guardrails) are regex +
+validator; ``PiiDetector`` plugs in anything else, e.g. an NER model, and sees
+every non-null text cell, so keep it fast or sample upstream. Which cells are
+scanned: string columns, integer columns (card or phone numbers stored as
+numbers), and the string leaves inside lists and structs (``messages[].content``), so chat-format JSONL is covered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from control.catalog.datasets_analysis.pii_rules import PiiRule, default_rules, mask
+from policies.pii import Finding, PiiDetector, PiiRule, default_rules, mask
 
 __all__ = ["Finding", "PiiColumnFindings", "PiiDetector", "PiiReport", "PiiScanner", "scan"]
-
-
-class Finding(msgspec.Struct, frozen=True):
-    """A span ``text[start:end]`` that a detector thinks is PII of kind ``rule``."""
-
-    rule: str
-    start: int
-    end: int
-    score: float = 1.0
-
-
-@runtime_checkable
-class PiiDetector(Protocol):
-    """Extra detection beyond regex rules. Called once per non-null text cell; must not raise for odd text."""
-
-    def detect(self, text: str) -> list[Finding]: ...
 
 
 class PiiColumnFindings(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

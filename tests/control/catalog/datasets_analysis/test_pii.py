@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from control.catalog.datasets_analysis import BUILTIN_RULES, Finding, PiiDetector, PiiRule, scan
-from control.catalog.datasets_analysis.pii_rules import iban_ok, luhn_ok
+from policies.pii import iban_ok, luhn_ok
 
 RULES = {r.name: r for r in BUILTIN_RULES}
 
