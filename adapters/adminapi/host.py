@@ -47,6 +47,7 @@ from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
 from adapters.adminapi.openapi import AdminOpenAPIConfig, describe_routes
 from adapters.adminapi.plugin import ControlModule, ModuleContext
+from adapters.adminapi.services import ServiceRegistry
 from adapters.adminapi.settings import ControlCfg, ResolvedControl, resolve_env
 from adapters.adminapi.tables import ADMIN_MIGRATIONS
 from adapters.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -236,9 +237,11 @@ class ControlPlane:
             audit = AuditWriter(store, stats=self.denial_stats, window_s=self.cfg.denied_audit_window_s)
             stack.push_async_callback(audit.aclose)  # before the store closes: write open denial aggregates
             contexts: dict[str, ModuleContext] = {}
+            services = ServiceRegistry()  # one per start, shared: a module reads what another provides
             for module in self.modules:
                 ctx = ModuleContext(name=module.name, store=store, changes=store.changes, audit=audit,
-                                    settings=self.cfg, data_dir=Path(self.cfg.data_dir), object_store=object_store)
+                                    settings=self.cfg, data_dir=Path(self.cfg.data_dir), object_store=object_store,
+                                    services=services)
                 await stack.enter_async_context(module.lifespan(ctx))
                 contexts[module.name] = ctx
             self._authenticator = Authenticator(store, self.resolved.bootstrap_key_sha256)

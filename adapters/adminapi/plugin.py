@@ -35,10 +35,15 @@ The object satisfies ``ControlModule``:
     This module's ``Migration``s, versions 1, 2, 3… (see ``adapters.store.migrations``).
 ``lifespan(ctx)``
     An async context manager entered after the schema is current and left at
-    shutdown (start background workers here; put shared objects in ``ctx.services``).
+    shutdown (start background workers here; publish objects with
+    ``ctx.provide(KEY, obj)``; handlers read them with ``ctx.services[KEY]``).
+
+``ctx.services`` is one ``ServiceRegistry`` shared by every module of the
+control plane (``adapters.adminapi.services``); keys for services other modules
+use are declared in ``adapters.adminapi.seams``.
 
 Modules must not import one another or ``gateway``; what they share goes through
-the store (tables, ``ChangeFeed`` topics) or types in ``adapters``.
+the store (tables, ``ChangeFeed`` topics), types in ``adapters`` or the service registry.
 """
 
 from __future__ import annotations
@@ -48,12 +53,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi.audit import AuditWriter
+from adapters.adminapi.services import ServiceKey, ServiceRegistry
 from adapters.adminapi.settings import ControlCfg
 from adapters.objectstore import ObjectStore
 from adapters.store import ChangeFeed, Migration, Store
@@ -85,7 +91,11 @@ class ModuleContext:
     settings: ControlCfg
     data_dir: Path
     object_store: ObjectStore | None = None  # None when the host could not build one (e.g. s3 extra missing)
-    services: dict[str, Any] = field(default_factory=dict)  # filled by the module's lifespan, read by handlers
+    services: ServiceRegistry = field(default_factory=ServiceRegistry)  # the plane's, shared by all modules
+
+    def provide(self, key: ServiceKey[T], service: T) -> None:
+        """Publish ``service`` under ``key`` (named ``<this module>.…``); a second provider fails start-up."""
+        self.services.provide(self.name, key, service)
 
     def module_settings(self, type_: type[T]) -> T:
         """``cfg.module_settings[<name>]`` decoded into the module's own typed settings struct.

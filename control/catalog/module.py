@@ -1,6 +1,7 @@
 """The catalog control module: models (lifecycle, approvals, lineage, files) and datasets (versions, reports).
 
-Services it puts in ``ctx.services`` (handlers read them; ``catalog.model_refs``
+Services it provides in the control plane's registry (keys in ``control.catalog.services``;
+handlers read them; ``catalog.model_refs``, key ``adapters.adminapi.seams.MODEL_REFS``,
 is the seam other modules use to declare dependencies on a model):
 
     catalog.models          ModelService       catalog.model_history   ModelHistory
@@ -26,6 +27,7 @@ from control.catalog.models.history import ModelHistory
 from control.catalog.models.refs import ModelRefs
 from control.catalog.models.routes import ModelsController
 from control.catalog.models.service import ModelService
+from control.catalog.services import DATASET_UPLOADS, DATASETS, MODEL_FILES, MODEL_HISTORY, MODEL_REFS, MODELS
 from control.catalog.settings import CatalogSettings, PiiConfig, load_detectors
 from control.catalog.tables import CATALOG_MIGRATIONS
 
@@ -54,14 +56,12 @@ class CatalogModule:
         pool = AnalysisPool(settings)  # dataset analysis only: worker processes nothing else uses
         uploads = DatasetUploads(ctx, datasets, pool, stale_upload_s=settings.stale_upload_s)
         await uploads.reap_stale()
-        ctx.services.update({
-            "catalog.models": models,
-            "catalog.model_history": ModelHistory(ctx, models),
-            "catalog.model_files": ModelFileService(ctx, models, max_files=settings.max_files_per_upload),
-            "catalog.model_refs": refs,
-            "catalog.datasets": datasets,
-            "catalog.dataset_uploads": uploads,
-        })
+        ctx.provide(MODELS, models)
+        ctx.provide(MODEL_HISTORY, ModelHistory(ctx, models))
+        ctx.provide(MODEL_FILES, ModelFileService(ctx, models, max_files=settings.max_files_per_upload))
+        ctx.provide(MODEL_REFS, refs)
+        ctx.provide(DATASETS, datasets)
+        ctx.provide(DATASET_UPLOADS, uploads)
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from litestar.types import ControllerRouterHandler
 from adapters.adminapi import Migration, ModuleContext
 from control.governance.routes import PoliciesController
 from control.governance.service import PolicyService
+from control.governance.services import POLICIES
 from control.governance.tables import GOVERNANCE_MIGRATIONS
 
 __all__ = ["GovernanceModule"]
@@ -30,5 +31,5 @@ class GovernanceModule:
 
     @contextlib.asynccontextmanager
     async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
-        ctx.services["policies"] = PolicyService(ctx)
+        ctx.provide(POLICIES, PolicyService(ctx))
         yield

@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from adapters.adminapi import Actor, Envelope, ModuleContext, Page, PageParams, VersionNumber, ok
 from control.governance.protocol import Policy, PolicyCreate, PolicyUpdate, PolicyVersion
 from control.governance.service import PolicyService
+from control.governance.services import POLICIES
 
 __all__ = ["PoliciesController"]
 
@@ -19,7 +20,7 @@ PolicyId = str
 
 
 def _service(ctx: ModuleContext) -> PolicyService:
-    return ctx.services["policies"]  # type: ignore[no-any-return]
+    return ctx.services[POLICIES]
 
 
 class PoliciesController(Controller):

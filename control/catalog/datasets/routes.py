@@ -35,6 +35,7 @@ from control.catalog.datasets.protocol import (
 )
 from control.catalog.datasets.service import DatasetService
 from control.catalog.datasets.upload import DatasetUploads, InvalidDataset
+from control.catalog.services import DATASET_UPLOADS, DATASETS
 from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["DatasetsController"]
@@ -45,11 +46,11 @@ _QUALITY: dict[str, Any] = {"ge": 0, "le": 100, "schema_extra": {"minimum": 0}}
 
 
 def _datasets(ctx: ModuleContext) -> DatasetService:
-    return ctx.services["catalog.datasets"]  # type: ignore[no-any-return]
+    return ctx.services[DATASETS]
 
 
 def _uploads(ctx: ModuleContext) -> DatasetUploads:
-    return ctx.services["catalog.dataset_uploads"]  # type: ignore[no-any-return]
+    return ctx.services[DATASET_UPLOADS]
 
 
 class DatasetsController(Controller):

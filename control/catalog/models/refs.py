@@ -4,7 +4,7 @@ Endpoints (serving) and training jobs do not exist yet; when they arrive, their
 modules record each reference inside the transaction that creates the endpoint
 or job, and remove it in the one that deletes it::
 
-    refs = ctx.services["catalog.model_refs"]          # a ModelRefs
+    refs = ctx.services[MODEL_REFS]     # adapters.adminapi.seams; a ModelRefTracker
     async with ctx.store.begin() as conn:
         ...insert the endpoint...
         await refs.add(conn, model_id, "endpoint", endpoint_id)
@@ -19,19 +19,20 @@ from ``parent_model_id`` and needs no reference row.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import NotFound
+from adapters.adminapi.seams import ModelRefKind
 from adapters.store import utcnow
 from control.catalog.models.protocol import Dependent
 from control.catalog.tables import model_refs, models
 
 __all__ = ["ModelRefs", "RefKind"]
 
-RefKind = Literal["endpoint", "training_job", "model"]
+RefKind = ModelRefKind
 _KINDS = frozenset(get_args(RefKind))
 
 

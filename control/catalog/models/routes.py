@@ -30,21 +30,22 @@ from control.catalog.models.protocol import (
     VersionDiff,
 )
 from control.catalog.models.service import ModelService
+from control.catalog.services import MODEL_FILES, MODEL_HISTORY, MODELS
 from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["ModelsController"]
 
 
 def _models(ctx: ModuleContext) -> ModelService:
-    return ctx.services["catalog.models"]  # type: ignore[no-any-return]
+    return ctx.services[MODELS]
 
 
 def _history(ctx: ModuleContext) -> ModelHistory:
-    return ctx.services["catalog.model_history"]  # type: ignore[no-any-return]
+    return ctx.services[MODEL_HISTORY]
 
 
 def _files(ctx: ModuleContext) -> ModelFileService:
-    return ctx.services["catalog.model_files"]  # type: ignore[no-any-return]
+    return ctx.services[MODEL_FILES]
 
 
 class ModelsController(Controller):

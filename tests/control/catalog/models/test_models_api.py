@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from adapters.adminapi import NotFound
+from adapters.adminapi.seams import MODEL_REFS
 from adapters.adminapi.testing import AdminTestApp
-from control.catalog.models.refs import ModelRefs
 from tests.control.catalog._helpers import API, data, fail, make_key, upload
 
 OPENAI = {"kind": "openai", "baseUrl": "https://api.openai.com/v1", "model": "gpt-4o-mini",
@@ -190,7 +190,7 @@ async def test_delete_is_refused_while_dependents_exist(catalog: AdminTestApp) -
     child = await create(catalog, {"name": "child", "type": "fine-tuned", "ownerTeam": "ml", "format": "gguf",
                                    "parentModelId": parent["id"]})
     ctx = catalog.plane._require_running().contexts["catalog"]
-    refs: ModelRefs = ctx.services["catalog.model_refs"]
+    refs = ctx.services[MODEL_REFS]
     async with ctx.store.begin() as conn:  # what the serving and training modules will do
         await refs.add(conn, parent["id"], "endpoint", "ep-1")
         await refs.add(conn, parent["id"], "endpoint", "ep-1")  # idempotent

@@ -1,0 +1,10 @@
+"""Keys of the services governance publishes in the control plane's registry."""
+
+from __future__ import annotations
+
+from adapters.adminapi.services import ServiceKey
+from control.governance.service import PolicyService
+
+__all__ = ["POLICIES"]
+
+POLICIES: ServiceKey[PolicyService] = ServiceKey("governance.policies")
