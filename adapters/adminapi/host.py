@@ -50,6 +50,7 @@ from adapters.adminapi.plugin import ControlModule, ModuleContext
 from adapters.adminapi.services import ServiceRegistry
 from adapters.adminapi.settings import ControlCfg, ResolvedControl, resolve_env
 from adapters.adminapi.tables import ADMIN_MIGRATIONS
+from adapters.dataplane import DATAPLANE_MIGRATIONS
 from adapters.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from adapters.store import STORE_MIGRATIONS, Migration, Store, ensure_schema, open_store
 
@@ -66,7 +67,7 @@ log = logging.getLogger("llmops.control")
 
 ADMIN_PREFIX = "/llm-ops/v1"
 ENTRY_POINT_GROUP = "llmops.control"
-CORE_MODULES = ("store", "admin")  # their migrations run first; module names may not reuse them
+CORE_MODULES = ("store", "admin", "dataplane")  # their migrations run first; module names may not reuse them
 _MODULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -201,7 +202,8 @@ class ControlPlane:
     # -- schema ---------------------------------------------------------------------------------
 
     def migration_plan(self) -> dict[str, Sequence[Migration]]:
-        plan: dict[str, Sequence[Migration]] = {"store": STORE_MIGRATIONS, "admin": ADMIN_MIGRATIONS}
+        plan: dict[str, Sequence[Migration]] = {"store": STORE_MIGRATIONS, "admin": ADMIN_MIGRATIONS,
+                                                "dataplane": DATAPLANE_MIGRATIONS}
         plan.update({m.name: tuple(m.migrations()) for m in self.modules})
         return plan
 

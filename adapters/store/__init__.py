@@ -33,7 +33,7 @@ from adapters.store.migrations import (
 )
 from adapters.store.snapshot import Snapshot
 from adapters.store.sql import SqlStore, open_store
-from adapters.store.types import AutoId, Json, UtcDateTime, new_id, utcnow
+from adapters.store.types import AutoId, Json, UsdAmount, UtcDateTime, new_id, utcnow
 
 __all__ = [
     "ALL_TOPICS",
@@ -61,6 +61,7 @@ __all__ = [
     "StoreUnavailable",
     "Subscription",
     "Upgrade",
+    "UsdAmount",
     "UtcDateTime",
     "check_schema",
     "create_tables",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-__all__ = ["AutoId", "Json", "UtcDateTime", "new_id", "utcnow"]
+__all__ = ["AutoId", "Json", "UsdAmount", "UtcDateTime", "new_id", "utcnow"]
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -50,6 +51,31 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class UsdAmount(TypeDecorator[Decimal]):
+    """A dollar amount: ``Decimal`` in Python, whole nano-dollars (BIGINT) in the database.
+
+    Why integers: SQLite has no exact decimal type (NUMERIC becomes a float), and
+    cost reports sum in SQL. Nano-dollars keep per-token prices exact (a price of
+    $0.15 per million tokens is 150 nano-dollars a token) and still sum to about
+    nine billion dollars. Sums in SQL come back in nano-dollars; wrap them with
+    ``type_coerce(func.sum(col), UsdAmount)`` to get dollars. Finer fractions round half-even.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+    _NANO = Decimal(1_000_000_000)
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            raise TypeError("UsdAmount takes Decimal or int, not float (floats cannot hold cents exactly)")
+        return int((Decimal(value) * self._NANO).to_integral_value(ROUND_HALF_EVEN))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(int(value)) / self._NANO
 
 
 def utcnow() -> datetime:
