@@ -17,8 +17,20 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # Minted ids: 48 random bits per process + a counter. Unique without a syscall per request.
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_ID_PREFIX = ""
+_ID_COUNTER = itertools.count()
+
+
+def _new_id_source() -> None:
+    """Draw this process's prefix; again in each forked worker (`--workers`), whose ids would
+    otherwise repeat its siblings' one for one."""
+    global _ID_PREFIX, _ID_COUNTER  # module state by design: read on every request
+    _ID_PREFIX = os.urandom(6).hex()
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+_new_id_source()
+os.register_at_fork(after_in_child=_new_id_source)
 
 
 class ClientDisconnected(Exception):

@@ -46,6 +46,17 @@ def _serve(args: argparse.Namespace) -> int:
         server = msgspec.structs.replace(server, **overrides)
         cfg = msgspec.structs.replace(cfg, server=server)
     configure_logging(server.log_level)
+    if args.workers > 1:
+        from gateway.workers import serve_workers
+
+        def reload_cfg() -> GatewayCfg:  # what a worker started after a SIGHUP is built from
+            fresh, _ = _load(args.config)
+            return msgspec.structs.replace(fresh, server=msgspec.structs.replace(fresh.server, **overrides))
+
+        print(f"llmops gateway listening on http://{server.host}:{server.port} ({args.workers} workers)",
+              file=sys.stderr, flush=True)
+        return serve_workers(cfg, workers=args.workers, config_path=path,
+                             default_config=None if path else default_config, reload_cfg=reload_cfg)
     app = create_app(
         cfg, config_path=path, default_config=None if path else default_config, install_signal_handlers=True
     )
@@ -76,6 +87,15 @@ def _mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(value: str) -> int:
+    from gateway.workers import parse_workers
+
+    try:
+        return parse_workers(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmops", description="Gateway-first LLMOps platform.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 4000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                       help="worker processes sharing the port (default 1; auto: one per core)")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and exit (non-zero when invalid)")
