@@ -1,0 +1,228 @@
+"""Snapshot payloads: what control modules publish for the gateway, typed and versioned.
+
+The gateway builds each generation from its YAML plus these snapshots. The
+contract between the two sides is only this module:
+
+* A publisher (a control module) encodes a payload with ``encode`` and stores it
+  in the same transaction that changed its rows, then marks the payload's topic
+  (``SNAPSHOT_TOPICS[kind]``, also ``topic_of(payload)``) on the ``ChangeFeed``.
+* A reader (the gateway) follows those topics with an ``adapters.store.Snapshot``,
+  decodes with ``decode`` and merges the payload into its next generation.
+
+Kinds, their topics, contents and (future) publishers:
+
+* ``routes`` (``snapshot.routes``): providers and routes from deployed endpoints
+  and external models (deployment, catalog);
+* ``keys`` (``snapshot.keys``): data-plane keys (hashes only) and teams (governance);
+* ``policies`` (``snapshot.policies``): policy documents, ``policies.documents`` (governance);
+* ``templates`` (``snapshot.templates``): prompt templates (templates);
+* ``experiments`` (``snapshot.experiments``): A/B splits over routes (experiments).
+
+Versioning: every payload carries ``schema_version``. Within a version, changes
+are additive (new fields with defaults); readers ignore fields they do not know,
+so an older gateway reads a newer publisher's payload. A change readers cannot
+ignore bumps ``SCHEMA_VERSION``, and ``decode`` refuses a payload newer than it
+understands (``SnapshotVersionError``) rather than guessing. ``generation`` is the
+publisher's counter: a reader never swaps an older generation over a newer one.
+Secrets never appear: keys carry SHA-256 hashes, providers ``env:``/``secret:`` refs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from policies.documents import Limits, PolicyDocument
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SNAPSHOT_TOPICS",
+    "ExperimentArm",
+    "ExperimentSpec",
+    "ExperimentsSnapshot",
+    "KeySpec",
+    "KeysSnapshot",
+    "PoliciesSnapshot",
+    "PolicySpec",
+    "ProviderSpec",
+    "RouteSpec",
+    "RoutesSnapshot",
+    "SnapshotKind",
+    "SnapshotPayload",
+    "SnapshotVersionError",
+    "TargetSpec",
+    "TeamSpec",
+    "TemplateSpec",
+    "TemplatesSnapshot",
+    "decode",
+    "encode",
+    "topic_of",
+]
+
+SCHEMA_VERSION: Final = 1
+SnapshotKind = Literal["routes", "keys", "policies", "templates", "experiments"]
+SNAPSHOT_TOPICS: Final[dict[SnapshotKind, str]] = {
+    "routes": "snapshot.routes",
+    "keys": "snapshot.keys",
+    "policies": "snapshot.policies",
+    "templates": "snapshot.templates",
+    "experiments": "snapshot.experiments",
+}
+
+
+class SnapshotVersionError(ValueError):
+    """The payload's ``schema_version`` is newer than this reader understands."""
+
+
+class _Spec(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class _Payload(_Spec, frozen=True, tag_field="kind"):
+    generation: int
+    published_at: datetime
+    schema_version: int = SCHEMA_VERSION
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+class ProviderSpec(_Spec, frozen=True):
+    """Like a YAML ``providers`` entry; ``source`` says which control object it came from."""
+
+    name: str
+    kind: Literal["openai", "ollama", "litellm"]
+    base_urls: list[str] = []
+    api_key_ref: str | None = None  # "env:NAME" or "secret:NAME"; resolved by the gateway, never a key
+    source: str = ""  # e.g. "endpoint:ep_01…", "model:mdl_01…"
+
+
+class TargetSpec(_Spec, frozen=True):
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+class RouteSpec(_Spec, frozen=True):
+    """Like a YAML ``routes`` entry; a YAML route of the same name wins (the config is the operator's)."""
+
+    name: str
+    targets: list[TargetSpec]
+    fallbacks: list[TargetSpec] = []
+    retries: int = 1
+    source: str = ""
+
+
+class RoutesSnapshot(_Payload, frozen=True, tag="routes"):
+    providers: list[ProviderSpec] = []
+    routes: list[RouteSpec] = []
+
+
+# -- keys and teams --------------------------------------------------------------------------------
+
+class TeamSpec(_Spec, frozen=True):
+    id: str
+    name: str
+    limits: Limits | None = None
+    budget_usd: Decimal | None = None
+    budget_period: Literal["daily", "weekly", "monthly"] | None = None
+
+
+class KeySpec(_Spec, frozen=True):
+    """A live data-plane key (revoked keys are left out; expired ones stay until ``expires_at`` is checked)."""
+
+    id: str
+    team_id: str
+    secret_sha256: str
+    roles: list[str] = []
+    allowed_routes: list[str] | None = None  # None: every route
+    limits: Limits | None = None
+    budget_usd: Decimal | None = None
+    budget_period: Literal["daily", "weekly", "monthly"] | None = None
+    expires_at: datetime | None = None
+
+
+class KeysSnapshot(_Payload, frozen=True, tag="keys"):
+    teams: list[TeamSpec] = []
+    keys: list[KeySpec] = []
+
+
+# -- policies --------------------------------------------------------------------------------------
+
+class PolicySpec(_Spec, frozen=True):
+    id: str
+    name: str
+    version: int
+    document: PolicyDocument
+
+
+class PoliciesSnapshot(_Payload, frozen=True, tag="policies"):
+    policies: list[PolicySpec] = []
+
+
+# -- templates and experiments ---------------------------------------------------------------------
+
+class TemplateSpec(_Spec, frozen=True):
+    name: str
+    version: int
+    messages: list[dict[str, str]]  # chat messages with {{variable}} placeholders
+    variables: list[str] = []
+    route: str | None = None  # the route a request using the template goes to, unless it names one
+
+
+class TemplatesSnapshot(_Payload, frozen=True, tag="templates"):
+    templates: list[TemplateSpec] = []
+
+
+class ExperimentArm(_Spec, frozen=True):
+    name: str
+    route: str
+    weight: float
+
+
+class ExperimentSpec(_Spec, frozen=True):
+    """Requests for ``route`` are split over ``arms`` by a hash of the unit (sticky, no store read)."""
+
+    id: str
+    name: str
+    route: str
+    arms: list[ExperimentArm]
+    unit: Literal["key", "team", "request"] = "key"
+
+
+class ExperimentsSnapshot(_Payload, frozen=True, tag="experiments"):
+    experiments: list[ExperimentSpec] = []
+
+
+SnapshotPayload = RoutesSnapshot | KeysSnapshot | PoliciesSnapshot | TemplatesSnapshot | ExperimentsSnapshot
+
+_encoder = msgspec.json.Encoder(decimal_format="string")  # exact amounts, as "12.50"
+_decoder = msgspec.json.Decoder(SnapshotPayload)
+_version = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def topic_of(payload: SnapshotPayload) -> str:
+    return SNAPSHOT_TOPICS[payload.__struct_config__.tag]  # type: ignore[index]  # tags are SnapshotKinds
+
+
+def encode(payload: SnapshotPayload) -> bytes:
+    return _encoder.encode(payload)
+
+
+def decode(data: bytes, kind: SnapshotKind | None = None) -> SnapshotPayload:
+    """The payload in ``data``; ``kind`` (when given) must match its tag.
+
+    Raises ``SnapshotVersionError`` for a newer schema and ``msgspec.ValidationError``
+    (naming the path, e.g. ``$.routes[0].targets``) for a malformed payload.
+    """
+    version = _version.decode(data).get("schema_version")
+    found = msgspec.json.decode(version, type=int) if version is not None else SCHEMA_VERSION
+    if found > SCHEMA_VERSION:
+        raise SnapshotVersionError(f"snapshot schema_version {found} is newer than this reader's {SCHEMA_VERSION}")
+    payload = _decoder.decode(data)
+    tag = payload.__struct_config__.tag
+    if kind is not None and tag != kind:
+        raise msgspec.ValidationError(f"expected a {kind!r} snapshot, got {tag!r} - at `$.kind`")
+    return payload
