@@ -4,6 +4,7 @@ Adapters translate their HTTP client's exceptions into these at their own
 boundary; one gateway handler turns any of them into OpenAI's error schema.
 
     GatewayError                      500 server_error
+    ├── PluginFailed                  500 server_error / plugin_failed (a plug-in that fails closed raised)
     ├── InvalidRequest                400 invalid_request_error
     │   └── PayloadTooLarge           413 invalid_request_error / request_too_large
     ├── AuthenticationFailed          401 authentication_error
@@ -32,6 +33,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "PluginFailed",
     "RateLimited",
     "UpstreamError",
     "UpstreamStatus",
@@ -64,6 +66,16 @@ class GatewayError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+
+class PluginFailed(GatewayError):
+    """A gateway plug-in raised something other than a `GatewayError`, and it fails closed.
+
+    The client learns only that the server failed; the plug-in's name and traceback are logged."""
+
+    def __init__(self, plugin: str) -> None:
+        super().__init__("Internal server error", code="plugin_failed")
+        self.plugin = plugin
 
 
 class InvalidRequest(GatewayError):

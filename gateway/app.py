@@ -1,4 +1,4 @@
-"""App factory: wires config, state, pipeline and routes into one Litestar app.
+"""App factory: wires config, state, plug-ins and routes into one Litestar app.
 
 Data-plane endpoints answer OpenAI's error schema; admin endpoints under
 /llm-ops/v1 answer the `{status, message, data}` envelope.
@@ -12,7 +12,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,13 @@ from adapters.adminapi import (
 )
 from adapters.errors import GatewayError, NotFound, error_body
 from adapters.store import Store, StoreError
+from adapters.upstream import Upstream
 from gateway.access import SELF_COUNTED, serve_counted
 from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
 from gateway.config import ConfigError, GatewayCfg
 from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
-from gateway.pipeline import Pipeline
 from gateway.state import Gateway
 
 __all__ = ["create_app"]
@@ -84,10 +84,13 @@ def create_app(
     *,
     config_path: Path | None = None,
     default_config: Any = None,
-    pipeline: Pipeline | None = None,
+    plugins: Sequence[Any] = (),
+    upstreams: Mapping[str, Upstream] | None = None,
     install_signal_handlers: bool = False,
 ) -> GatewayApp:
-    gw = Gateway(cfg, config_path=config_path, default_config=default_config, pipeline=pipeline)
+    """`plugins` and `upstreams`: see `Gateway` (plug-in instances beside the YAML's; ready
+    providers in place of configured ones, e.g. `FunctionUpstream` in tests)."""
+    gw = Gateway(cfg, config_path=config_path, default_config=default_config, plugins=plugins, upstreams=upstreams)
     gw.usage.add_consumer(MetricsConsumer(gw.metrics))
     gw.usage.add_consumer(LogConsumer())
     chat = ChatService(gw)

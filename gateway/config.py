@@ -23,6 +23,7 @@ __all__ = [
     "BreakerCfg",
     "ConfigError",
     "GatewayCfg",
+    "PluginCfg",
     "ProviderCfg",
     "RouteCfg",
     "ServerCfg",
@@ -105,10 +106,19 @@ class ServerCfg(_Cfg, frozen=True):
     max_connections: int = 10000  # open connections; beyond it new ones are closed
 
 
+class PluginCfg(_Cfg, frozen=True):
+    """One gateway plug-in, by its `llmops.gateway` entry-point name; `settings` go to its own type."""
+
+    name: str
+    enabled: bool = True
+    settings: dict[str, Any] = {}
+
+
 class GatewayCfg(_Cfg, frozen=True):
     server: ServerCfg = ServerCfg()
     providers: list[ProviderCfg] = []
     routes: list[RouteCfg] = []
+    plugins: list[PluginCfg] = []  # run in this order
     control: ControlCfg = ControlCfg()
 
 
@@ -145,6 +155,10 @@ def decode_config(raw: Any, env: dict[str, str] | None = None) -> GatewayCfg:
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from None
     _check(cfg)
+    if cfg.plugins:  # names and settings fail here, at load, like every other key
+        from gateway.plugins import check_settings  # plugins.py imports this module
+
+        check_settings(cfg.plugins)
     return cfg
 
 

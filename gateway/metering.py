@@ -1,8 +1,10 @@
 """Usage accounting: every response, streamed or not, ends in one UsageRecord.
 
-The request path only builds the record and `put_nowait`s it; a background
-worker counts missing tokens and hands batches to the consumers (a log line
-and Prometheus today; the store-backed meter later).
+The request path only builds the record and appends it; a background worker
+counts missing tokens and hands batches to the consumers (a log line and
+Prometheus today; the store-backed meter later), then gives each record whose
+request has `on_finish` plug-in hooks to them, with its final token counts, on
+the request context (`ctx.usage`): nobody re-parses a stream.
 """
 
 from __future__ import annotations
@@ -11,49 +13,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
+from adapters.gateway_plugins import RequestContext
 from adapters.upstream import Usage
+from adapters.usage import UsageRecord
 from gateway.metrics import GatewayMetrics
-from gateway.tokens import count_tokens
+from gateway.tokens import count_tokens, tokenizer_available
 
-__all__ = ["LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue", "UsageRecord"]
+__all__ = [
+    "FinishHook", "LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue", "UsageRecord",
+]
+
+FinishHook = Callable[[RequestContext, UsageRecord], Awaitable[None]]
 
 log = logging.getLogger("llmops.access")
-
-
-class UsageRecord(msgspec.Struct, gc=False):
-    request_id: str
-    route: str
-    provider: str
-    model: str
-    stream: bool
-    status: int
-    latency_s: float
-    ttft_s: float | None = None
-    attempts: int = 1
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_source: str = "upstream"  # upstream | counted | none
-    error: str | None = None
-    principal: str | None = None
-    tags: dict[str, str] = msgspec.field(default_factory=dict)
-    # Only set when the upstream reported no usage, so the worker can count.
-    prompt_messages: list[Any] | None = None
-    completion_text: str | None = None
-
-    def apply_usage(self, usage: Usage | None, messages: list[Any], completion_text: str) -> None:
-        if usage is not None:
-            self.prompt_tokens = usage.prompt_tokens
-            self.completion_tokens = usage.completion_tokens
-            self.usage_source = "upstream"
-        else:
-            self.usage_source = "counted"
-            self.prompt_messages = messages
-            self.completion_text = completion_text
 
 
 class _Delta(msgspec.Struct):
@@ -130,7 +107,8 @@ class LogConsumer:
                     "stream": r.stream, "status": r.status, "latency_ms": round(r.latency_s * 1000, 3),
                     "ttft_ms": None if r.ttft_s is None else round(r.ttft_s * 1000, 3), "attempts": r.attempts,
                     "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                    "usage_source": r.usage_source, "error": r.error, "principal": r.principal, **r.tags,
+                    "usage_source": r.usage_source, "error": r.error,
+                    "principal": None if r.principal is None else r.principal.key_id, **r.tags,
                 }},
             )
 
@@ -162,6 +140,8 @@ def _count_missing(r: UsageRecord) -> None:
     r.completion_tokens = count_tokens(r.completion_text or "")
     r.prompt_messages = None
     r.completion_text = None
+    if not tokenizer_available():  # characters / 4: say so, or a meter would bill guesses as counts
+        r.usage_source = "estimated"
 
 
 class UsageQueue:
@@ -186,6 +166,7 @@ class UsageQueue:
         self._interval_s = flush_interval_s
         self._batch_size = batch_size
         self._buffer: list[UsageRecord] = []
+        self._finishing: list[tuple[FinishHook, RequestContext, UsageRecord]] = []
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()  # set after each pass of the worker; `drain` waits on it
         self._flushing = False
@@ -198,6 +179,16 @@ class UsageQueue:
             return
         buf.append(rec)
         if len(buf) == self._batch_size:
+            self._wake.set()
+
+    def record_finished(self, rec: UsageRecord, ctx: RequestContext, finish: FinishHook) -> None:
+        """`record`, then `await finish(ctx, rec)` on the worker once the tokens are final.
+
+        Only requests with `on_finish` hooks come here. The hook runs even when the record itself
+        was dropped for a full buffer: it settles reservations, which must not leak."""
+        self.record(rec)
+        self._finishing.append((finish, ctx, rec))
+        if len(self._finishing) == self._batch_size:
             self._wake.set()
 
     def add_consumer(self, consumer: UsageConsumer) -> None:
@@ -218,7 +209,7 @@ class UsageQueue:
 
     async def drain(self) -> None:
         """Wait until every buffered record was consumed (tests, shutdown)."""
-        while self._buffer or self._flushing:
+        while self._buffer or self._finishing or self._flushing:
             self._passed.clear()
             self._wake.set()
             await self._passed.wait()
@@ -229,17 +220,19 @@ class UsageQueue:
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
             self._wake.clear()
-            while self._buffer:
+            while self._buffer or self._finishing:
                 batch, self._buffer = self._buffer, []
+                finishing, self._finishing = self._finishing, []
                 self._flushing = True
                 try:
                     await self._flush(batch)
+                    await _finish_all(finishing)
                 finally:
                     self._flushing = False
             self._passed.set()
 
     async def _flush(self, batch: list[UsageRecord]) -> None:
-        counted = [r for r in batch if r.usage_source == "counted"]
+        counted = [r for r in batch if r.usage_source == "counted" and r.prompt_messages is not None]
         if counted:
             await asyncio.to_thread(_count_all, counted)
         for c in self._consumers:
@@ -247,3 +240,14 @@ class UsageQueue:
                 await c.consume(batch)
             except Exception:  # one broken consumer must not stop accounting for the rest
                 logging.getLogger("llmops.metering").exception("usage consumer %r failed", c)
+
+
+async def _finish_all(finishing: list[tuple[FinishHook, RequestContext, UsageRecord]]) -> None:
+    for finish, ctx, rec in finishing:
+        if rec.usage_source == "counted" and rec.prompt_messages is not None:  # dropped from the batch
+            await asyncio.to_thread(_count_missing, rec)
+        ctx.usage = rec
+        try:
+            await finish(ctx, rec)
+        except Exception:  # the hook runner logs plug-in failures itself; this is its own bug
+            logging.getLogger("llmops.metering").exception("on_finish hooks failed for %s", rec.request_id)

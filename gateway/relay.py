@@ -3,18 +3,22 @@ then the next target, then the fallbacks; circuit breakers skip dead replicas.
 
 Once a stream's first chunk is in hand the attempt is final: nothing after
 that point is retried, because bytes may already have reached the client.
+
+Plug-ins' `on_route` hooks run once per target, before its first attempt, so a
+fallback to another model is priced on that model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from adapters.gateway_plugins import RequestContext
 from adapters.upstream import Backend, Completion, Upstream, UpstreamCall, pick_backend
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, Target
@@ -51,22 +55,40 @@ class Relay:
         self._watchdog = watchdog
 
     async def run(
-        self, route: Route, body: dict[str, Any], request_id: str, watch: RequestWatch, *, stream: bool
+        self,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        watch: RequestWatch,
+        *,
+        stream: bool,
+        ctx: RequestContext | None = None,
+        on_route: Callable[[RequestContext], Awaitable[None]] | None = None,
     ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
         deep on the non-stream hot path). A stream's backend stays counted in flight
         after success (`Relayed.close` releases it); a completion's is released here.
 
         Timeouts are the watchdog's: it cancels this task when the attempt's deadline
-        on `watch` passes, and the cancellation becomes an `UpstreamTimeout` here."""
+        on `watch` passes, and the cancellation becomes an `UpstreamTimeout` here.
+
+        `on_route(ctx)` (plug-ins' hooks, only when some plug-in has one) runs before a
+        target's first attempt with `ctx.route_name/provider/upstream_model` set; what it
+        raises ends the request, untried targets included."""
         attempts = 0
         last: GatewayError | None = None
         for target in route.plan():
+            priced = on_route is None
             for retry in range(route.retries + 1):
                 backend = pick_backend(target.provider.backends)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     break
+                if not priced:
+                    priced = True
+                    assert ctx is not None and on_route is not None
+                    ctx.route_name, ctx.provider, ctx.upstream_model = route.name, target.provider.name, target.model
+                    await on_route(ctx)
                 if attempts:
                     self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1

@@ -1,7 +1,7 @@
 """The gateway's live state and atomic config reload.
 
 A `Generation` is everything built from one config: providers (with their
-connection pools) and the route table. A reload builds a complete new
+connection pools), the route table and the plug-ins (with their lifespans). A reload builds a complete new
 generation first, then swaps one reference; requests already running keep
 the generation they started with, which is closed once they have drained.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.upstream import BreakerState, Upstream
 from adapters.upstream.urls import redact_url
@@ -22,7 +22,7 @@ from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
 from gateway.health import backend_label
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import Pipeline
+from gateway.plugins import Plugins, load_plugins
 from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import RouteTable
@@ -37,14 +37,24 @@ log = logging.getLogger("llmops.gateway")
 
 
 class Generation:
-    def __init__(self, cfg: GatewayCfg, providers: dict[str, Upstream], table: RouteTable) -> None:
+    def __init__(
+        self,
+        cfg: GatewayCfg,
+        providers: dict[str, Upstream],
+        table: RouteTable,
+        plugins: Plugins | None = None,
+        usage: UsageQueue | None = None,
+    ) -> None:
         self.cfg = cfg
         self.providers = providers
         self.table = table
+        self.plugins = plugins or Plugins()
         self.inflight = 0
+        self._usage = usage  # drained before the plug-ins stop, so their on_finish hooks ran
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, metrics: GatewayMetrics) -> None:
+        await self.plugins.start()
         by_name = {p.name: p for p in self.cfg.providers}
         for name, provider in self.providers.items():
             await provider.start()
@@ -68,8 +78,15 @@ class Generation:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for p in self.providers.values():
-            await p.aclose()
+        if self._usage is not None and self.plugins.on_finish:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(1.0, deadline - loop.time())):
+                    await self._usage.drain()
+        try:
+            for p in self.providers.values():
+                await p.aclose()
+        finally:
+            await self.plugins.close()
 
 
 def _on_breaker_change(metrics: GatewayMetrics, provider: str, label: str, url: str) -> Callable[[BreakerState], None]:
@@ -91,14 +108,20 @@ class Gateway:
         *,
         config_path: Path | None = None,
         default_config: Callable[[], GatewayCfg] | None = None,
-        pipeline: Pipeline | None = None,
+        plugins: Sequence[Any] = (),
+        upstreams: Mapping[str, Upstream] | None = None,
         metrics: GatewayMetrics | None = None,
     ) -> None:
+        """`plugins`: instances run after the YAML's in every generation (tests, embedding).
+        `upstreams`: ready providers used instead of building the configured ones of the same
+        name (e.g. a `FunctionUpstream`); shared by every generation, so their `aclose` must be
+        harmless to call more than once."""
         self.cfg = cfg
         self.config_path = config_path
         self._default_config = default_config
         self.metrics = metrics or GatewayMetrics()
-        self.pipeline = pipeline or Pipeline()
+        self._extra_plugins = tuple(plugins)
+        self._upstreams = dict(upstreams or {})
         self.watchdog = Watchdog()
         self.relay = Relay(self.metrics, self.watchdog)
         self.usage = UsageQueue([], self.metrics)
@@ -124,8 +147,9 @@ class Gateway:
 
     async def _build(self, cfg: GatewayCfg) -> Generation:
         mock_url = await self._mock_url(cfg)
-        providers = {p.name: build_provider(p, mock_url) for p in cfg.providers}
-        gen = Generation(cfg, providers, build_table(cfg, providers))
+        providers = {p.name: self._upstreams.get(p.name) or build_provider(p, mock_url) for p in cfg.providers}
+        plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins))
+        gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage)
         try:
             await gen.start(self.metrics)
         except BaseException:

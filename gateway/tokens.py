@@ -1,7 +1,9 @@
 """Token counting for upstreams that report no usage. Runs off the hot path.
 
 Uses tiktoken with the encodings litellm bundles (works offline); falls back
-to a ~4 characters per token estimate when neither is installed.
+to a ~4 characters per token estimate when neither is installed, and then
+`tokenizer_available()` is false: the caller must mark what it counted as
+estimated (gateway/metering.py sets `usage_source="estimated"`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-__all__ = ["count_tokens"]
+__all__ = ["count_tokens", "tokenizer_available"]
 
 
 @cache
@@ -29,6 +31,11 @@ def _encoder() -> Callable[[str], int] | None:
     except Exception:  # missing package or no offline encoding: estimate instead
         return None
     return lambda text: len(enc.encode(text, disallowed_special=()))
+
+
+def tokenizer_available() -> bool:
+    """Whether `count_tokens` counts (True) or estimates characters / 4 (False)."""
+    return _encoder() is not None
 
 
 def count_tokens(text: str) -> int:

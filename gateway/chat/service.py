@@ -1,4 +1,4 @@
-"""The chat endpoint's work: accept → pipeline stages → route → relay → account.
+"""The chat endpoint's work: accept → on_request → route → on_route → relay (→ filters) → account → on_finish.
 
 Raw ASGI on purpose: this is the hot path, and it needs two things a
 framework response object hides: cancelling the upstream call the moment the
@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from adapters.errors import GatewayError, InvalidRequest, MethodNotAllowed, UpstreamError, UpstreamTimeout
+from adapters.gateway_plugins import RequestContext
 from gateway.asgi import (
     ClientDisconnected,
     Receive,
@@ -26,7 +29,7 @@ from gateway.asgi import (
 )
 from gateway.chat.protocol import parse_chat_body
 from gateway.metering import StreamMeter, UsageRecord
-from gateway.pipeline import RequestContext
+from gateway.plugins import FilterChain
 from gateway.relay import Relayed
 from gateway.routing import Route
 from gateway.sse import DONE, frame
@@ -38,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["ChatService"]
 
 log = logging.getLogger("llmops.chat")
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -75,11 +81,12 @@ class ChatService:
             return
         gw = self._gw
         gen = gw.generation
+        plugins = gen.plugins  # this generation's: a reload mid-request does not change them
         gen.inflight += 1
         gw.inflight += 1  # read by the llmops_inflight_requests gauge at scrape time
-        rec = None  # set once a route is chosen; from then on the relay block records it
+        rec = ctx = chain = None  # rec is set once a route is chosen; from then on the relay block records it
         try:
-            # accept → authenticate/transform → route
+            # accept → on_request → route
             try:
                 raw = await read_body(receive, declared_length, gw.max_body_bytes)
                 head, body = parse_chat_body(raw)
@@ -93,38 +100,43 @@ class ChatService:
                     client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
                     started=started,
                 )
-                if gw.pipeline.stages:  # no coroutine at all for an empty pipeline
-                    await gw.pipeline.run(ctx)
-                route = gw.generation.table.resolve(ctx.route_name or ctx.model)
+                if plugins.on_request:  # no coroutine at all when no plug-in has the hook
+                    await plugins.run_request(ctx)
+                route = gen.table.resolve(ctx.route_name or ctx.model)
+                if plugins.response_filter:
+                    chain = plugins.filters(ctx)
             except ClientDisconnected:
-                self._record_rejected(rid, 499, "client_disconnected", started)
+                self._record_rejected(rid, 499, "client_disconnected", started, ctx)
                 return
             except GatewayError as exc:
-                await self.reject(send, exc, rid, started)
+                await self.reject(send, exc, rid, started, ctx)
                 return
             # relay → account. The status starts as 500: whatever escapes below without setting
             # it (a bug) was answered with a 500 by the outer handler, and is counted as one.
             rec = UsageRecord(
                 request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
-                status=500, latency_s=0.0, principal=None if ctx.principal is None else str(ctx.principal),
-                tags=ctx.tags,
+                status=500, latency_s=0.0, tags=ctx.tags,
             )
             task = asyncio.current_task()
             assert task is not None
             watch = gw.watchdog.watch(receive, task, started)
             try:
-                relayed = await gw.relay.run(route, ctx.body, rid, watch, stream=ctx.stream)
+                relayed = await gw.relay.run(
+                    route, ctx.body, rid, watch, stream=ctx.stream,
+                    ctx=ctx, on_route=plugins.run_route if plugins.on_route else None,
+                )
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
                 headers = _route_headers(rid, route, rec.provider)
                 if relayed.completion is None:
-                    await self._stream(ctx, relayed, rec, watch, send, headers)
+                    await self._stream(ctx, relayed, rec, watch, send, headers, chain)
                 else:
                     c = relayed.completion
                     rec.status = c.status
                     rec.apply_usage(c.usage, ctx.body.get("messages", []), c.content)
+                    raw = c.raw if chain is None else _encode(chain.body(_decode(c.raw)))
                     watch.responded = True
-                    await send_json(send, c.status, c.raw, headers)
+                    await send_json(send, c.status, raw, headers)
             except GatewayError as exc:  # no upstream answered; nothing was sent yet
                 watch.responded = True
                 rec.status, rec.error = exc.http_status, exc.kind
@@ -140,27 +152,45 @@ class ChatService:
             finally:
                 gw.watchdog.done(watch)
                 rec.latency_s = time.perf_counter() - started
-                gw.usage.record(rec)
+                rec.principal, rec.annotations = ctx.principal, ctx.annotations
+                if plugins.on_finish:
+                    gw.usage.record_finished(rec, ctx, plugins.run_finish)
+                else:
+                    gw.usage.record(rec)
         except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
             log.exception("unhandled error in chat request", extra={"fields": {"request_id": rid}})
             if rec is None:  # failed before the relay block, which records its own
-                self._record_rejected(rid, 500, "server_error", started)
+                self._record_rejected(rid, 500, "server_error", started, ctx)
             with contextlib.suppress(Exception):
                 await send_error(send, GatewayError("Internal server error"), rid)
         finally:
             gen.inflight -= 1
             gw.inflight -= 1
 
-    async def reject(self, send: Send, exc: GatewayError, rid: str, started: float) -> None:
+    async def reject(
+        self, send: Send, exc: GatewayError, rid: str, started: float, ctx: RequestContext | None = None
+    ) -> None:
         """Answer an error before any upstream was tried, counted and logged like every response."""
-        self._record_rejected(rid, exc.http_status, exc.kind, started)
+        self._record_rejected(rid, exc.http_status, exc.kind, started, ctx)
         await send_error(send, exc, rid)
 
-    def _record_rejected(self, rid: str, status: int, kind: str, started: float) -> None:
-        self._gw.usage.record(UsageRecord(
+    def _record_rejected(
+        self, rid: str, status: int, kind: str, started: float, ctx: RequestContext | None = None
+    ) -> None:
+        """Denied requests carry the principal, tags and annotations the plug-ins had set."""
+        rec = UsageRecord(
             request_id=rid, route="-", provider="-", model="-", stream=False, status=status,
             latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=kind,
-        ))
+        )
+        if ctx is not None:
+            rec.principal, rec.tags, rec.annotations = ctx.principal, ctx.tags, ctx.annotations
+        plugins = self._gw.generation.plugins
+        if plugins.on_finish:
+            if ctx is None:  # refused before its body was read or parsed: a bare context
+                ctx = RequestContext(request_id=rid, model="", body={}, stream=False, raw_headers=[], started=started)
+            self._gw.usage.record_finished(rec, ctx, plugins.run_finish)
+        else:
+            self._gw.usage.record(rec)
 
     async def _stream(
         self,
@@ -170,6 +200,7 @@ class ChatService:
         watch: RequestWatch,
         send: Send,
         headers: list[tuple[bytes, bytes]],
+        chain: FilterChain | None,
     ) -> None:
         """Relay an open stream; from here on, failures end the stream with an error event."""
         meter = StreamMeter(ctx.client_wants_usage)
@@ -177,13 +208,17 @@ class ChatService:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
             rec.status = 200
-            await self._relay_chunks(stream, meter, send, watch)
+            if chain is None:
+                await self._relay_chunks(stream, meter, send, watch)
+            else:
+                await self._relay_filtered(stream, meter, send, watch, chain)
         except (GatewayError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 if not watch.take_timeout():
                     raise
                 exc = UpstreamTimeout(f"upstream {stream.target.provider.name} timed out mid-stream")
-            self._gw.relay.stream_failed(stream)
+            if isinstance(exc, UpstreamError):  # not a plug-in's refusal or failure: that is no replica's fault
+                self._gw.relay.stream_failed(stream)
             rec.error = exc.kind
             await send({"type": "http.response.body", "body": frame(exc.body()), "more_body": True})
         finally:
@@ -208,3 +243,35 @@ class ChatService:
                     await send({"type": "http.response.body", "body": frame(payload), "more_body": True})
         except ValueError:
             raise UpstreamError(f"upstream {stream.target.provider.name} sent a malformed stream chunk") from None
+
+    @staticmethod
+    async def _relay_filtered(
+        stream: Relayed, meter: StreamMeter, send: Send, watch: RequestWatch, chain: FilterChain
+    ) -> None:
+        """`_relay_chunks` through the plug-ins' response filters: each chunk decoded once, fed
+        to the chain, what comes out re-encoded. The usage-only last chunk skips the filters
+        and follows their flush, so it stays last."""
+        assert stream.chunks is not None
+        clock = time.perf_counter
+        tail: bytes | None = None
+        try:
+            payload = stream.first
+            while True:
+                if meter.feed(payload):
+                    chunk: Any = _decode(payload)
+                    if chunk.get("usage") is not None and not chunk.get("choices"):
+                        tail = payload
+                    else:
+                        for out in chain.feed(chunk):
+                            await send({"type": "http.response.body", "body": frame(_encode(out)), "more_body": True})
+                try:
+                    payload = await anext(stream.chunks)
+                except StopAsyncIteration:
+                    break
+                watch.progress_at = clock()
+        except ValueError:
+            raise UpstreamError(f"upstream {stream.target.provider.name} sent a malformed stream chunk") from None
+        for out in chain.flush():
+            await send({"type": "http.response.body", "body": frame(_encode(out)), "more_body": True})
+        if tail is not None:
+            await send({"type": "http.response.body", "body": frame(tail), "more_body": True})

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.pipeline import Pipeline, RequestContext
+from adapters.gateway_plugins import RequestContext
 from tests.conftest import capture_usage, run_gateway, simple_config
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -54,10 +54,11 @@ async def test_every_response_is_counted_and_logged_once(mock, caplog: pytest.Lo
 
 
 async def test_chat_bugs_answer_500_and_are_counted(mock) -> None:
-    async def broken_stage(ctx: RequestContext) -> None:
-        raise RuntimeError("a bug in a stage")
+    class Broken:  # a bug in a plug-in that fails closed
+        async def on_request(self, ctx: RequestContext) -> None:
+            raise RuntimeError("a bug in a plug-in")
 
-    async with run_gateway(simple_config(mock.url), pipeline=Pipeline(transform=[broken_stage])) as g, \
+    async with run_gateway(simple_config(mock.url), plugins=[Broken()]) as g, \
             httpx.AsyncClient(base_url=g.url) as h:
         r = await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})
         assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"

@@ -83,3 +83,38 @@ def test_stream_meter_drops_unrequested_usage_chunk_and_rejects_garbage() -> Non
     assert meter.usage is not None and meter.usage.completion_tokens == 2 and meter.text == "hi"
     with pytest.raises(ValueError):
         meter.feed(b"{not json")
+
+
+async def test_without_a_tokenizer_the_record_says_estimated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.tokens._encoder", lambda: None)  # neither tiktoken nor litellm's files
+    q = UsageQueue([], GatewayMetrics(), flush_interval_s=0.01)
+    await q.start()
+    rec = _rec()
+    rec.apply_usage(None, [{"role": "user", "content": "x" * 40}], "y" * 20)
+    q.record(rec)
+    await q.drain()
+    await q.stop()
+    assert rec.usage_source == "estimated"  # never a silent characters / 4
+    assert (rec.prompt_tokens, rec.completion_tokens) == (10 + 3, 5)
+
+
+async def test_finish_hooks_run_after_counting_even_when_the_record_was_dropped() -> None:
+    from adapters.gateway_plugins import RequestContext
+
+    m = GatewayMetrics()
+    q = UsageQueue([], m, maxsize=1, flush_interval_s=0.01)
+    got: list[tuple[str, int]] = []
+
+    async def finish(ctx: RequestContext, rec: UsageRecord) -> None:
+        assert ctx.usage is rec
+        got.append((rec.request_id, rec.completion_tokens))
+
+    recs = [_rec(i) for i in range(2)]
+    for rec in recs:
+        rec.apply_usage(None, [], "some words to count")
+        q.record_finished(rec, RequestContext(str(rec.request_id), "m", {}, False, []), finish)
+    await q.start()
+    await q.drain()
+    await q.stop()
+    assert m.usage_dropped._value.get() == 1
+    assert [i for i, _ in got] == ["0", "1"] and all(n > 0 for _, n in got)

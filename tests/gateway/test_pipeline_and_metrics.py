@@ -1,12 +1,12 @@
-"""Pipeline stages plug in before routing; metrics and usage records come out the other end."""
+"""Plug-ins run before routing; metrics and usage records come out the other end."""
 
 from __future__ import annotations
 
 import httpx
 
 from adapters.errors import AuthenticationFailed
+from adapters.gateway_plugins import Principal, RequestContext
 from gateway.config import decode_config
-from gateway.pipeline import Pipeline, RequestContext
 from tests.conftest import capture_usage, run_gateway, simple_config
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -15,24 +15,23 @@ MSG = [{"role": "user", "content": "hi"}]
 class RequireKey:
     name = "require-key"
 
-    async def __call__(self, ctx: RequestContext) -> None:
+    async def on_request(self, ctx: RequestContext) -> None:
         if ctx.headers.get("authorization") != "Bearer good":
             raise AuthenticationFailed("Invalid API key", code="invalid_api_key")
-        ctx.principal = "team-a"
+        ctx.principal = Principal(key_id="k1", team="team-a")
 
 
 class Redirect:
     name = "redirect"
 
-    async def __call__(self, ctx: RequestContext) -> None:
+    async def on_request(self, ctx: RequestContext) -> None:
         if ctx.model == "alias":
             ctx.route_name = "r"
             ctx.tags["arm"] = "b"
 
 
-async def test_stages_authenticate_and_transform(mock) -> None:
-    pipeline = Pipeline(authenticate=[RequireKey()], transform=[Redirect()])
-    async with run_gateway(decode_config(simple_config(mock.url)), pipeline=pipeline) as g, \
+async def test_plugins_authenticate_and_transform(mock) -> None:
+    async with run_gateway(decode_config(simple_config(mock.url)), plugins=[RequireKey(), Redirect()]) as g, \
             httpx.AsyncClient(base_url=g.url) as h:
         seen = capture_usage(g.gateway)
         r = await h.post("/v1/chat/completions", json={"model": "alias", "messages": MSG})
@@ -43,7 +42,7 @@ async def test_stages_authenticate_and_transform(mock) -> None:
         assert r.status_code == 200 and r.headers["x-llmops-route"] == "r"
         await g.gateway.usage.drain()
     ok = [s for s in seen if s.status == 200]
-    assert ok[0].principal == "team-a" and ok[0].tags == {"arm": "b"}
+    assert ok[0].principal == Principal(key_id="k1", team="team-a") and ok[0].tags == {"arm": "b"}
 
 
 async def test_prometheus_metrics_after_traffic(mock) -> None:

@@ -1,0 +1,137 @@
+"""The gateway plug-in protocol: what an out-of-tree package implements and imports.
+
+A plug-in package registers one factory under the ``llmops.gateway`` entry-point
+group, and the gateway YAML enables, orders and configures it::
+
+    [project.entry-points."llmops.gateway"]
+    redact = "my_guardrails:Redact"
+
+    plugins:                       # gateway.yaml: run in this order
+      - name: redact
+        settings: {replacement: "[email]"}
+
+The factory (usually the class itself) declares, in one object:
+
+``Settings``  optional ``msgspec.Struct`` type; ``settings:`` is decoded into it at
+              load, and a bad key fails the load naming ``$.plugins[i].settings.<key>``.
+``failure``   ``"closed"`` (default) or ``"open"``: what an exception inside the
+              plug-in does to the request. Closed answers a 500 ``server_error`` in
+              OpenAI's schema (mid-stream: one error event, then ``[DONE]``); open logs
+              it and carries on as if the hook had done nothing. Either way it is
+              logged once. A ``GatewayError`` raised on purpose (401, 403, 429, ...) is
+              a decision, not a failure: it always reaches the client.
+
+It is called as ``factory(settings)`` (``factory()`` without ``Settings``) once per
+config generation, so a reload rebuilds every plug-in with the new settings and
+swaps them in atomically with the routes. The instance implements any of these
+hooks (checked at load: a misspelt ``on_*`` name or a sync ``on_request`` is an error):
+
+``async on_request(ctx)``  after the body is parsed, before routing: authenticate
+                           (set ``ctx.principal``), apply templates, assign A/B arms
+                           (set ``ctx.route_name``), check input. Raise to deny.
+``async on_route(ctx)``    once per target tried, before its upstream call:
+                           ``ctx.route_name``, ``ctx.provider`` and ``ctx.upstream_model``
+                           are the actual choice (limits and budgets price it here).
+``response_filter(ctx)``   returns a ``ResponseFilter`` for this request, or None.
+``async on_finish(ctx, usage)`` every request, success or failure, denied ones too,
+                           off the request path once its token counts are final
+                           (``usage is ctx.usage``). Settle reservations here.
+``lifespan()``             an async context manager, entered when its generation
+                           starts and left after that generation drained: start and
+                           stop clients and background refreshers.
+
+A hook no plug-in implements costs nothing on the request path.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from adapters.usage import Principal, UsageRecord
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HOOKS",
+    "Failure",
+    "GatewayPlugin",
+    "Principal",
+    "RequestContext",
+    "ResponseFilter",
+    "UsageRecord",
+]
+
+ENTRY_POINT_GROUP = "llmops.gateway"
+HOOKS = ("on_request", "on_route", "response_filter", "on_finish", "lifespan")
+Failure = Literal["closed", "open"]
+
+
+class RequestContext(msgspec.Struct):
+    """One request as plug-ins see and change it. A msgspec Struct: built once per request, in C."""
+
+    request_id: str
+    model: str  # as the client asked (or the /serve/{route} path named)
+    body: dict[str, Any]  # the parsed request body; hooks may rewrite it in place
+    stream: bool
+    raw_headers: list[tuple[bytes, bytes]]  # the ASGI scope's, names lower-cased by the server
+    client_wants_usage: bool = False
+    started: float = msgspec.field(default_factory=time.perf_counter)
+    principal: Principal | None = None  # set by an authenticating plug-in; carried into the usage record
+    route_name: str | None = None  # on_request may redirect (an A/B arm); on_route sees the resolved one
+    provider: str | None = None  # on_route: the provider about to be called
+    upstream_model: str | None = None  # on_route: the model name that provider is asked for
+    tags: dict[str, str] = msgspec.field(default_factory=dict)  # carried into the usage record
+    annotations: dict[str, dict[str, Any]] | None = None  # per plug-in; carried into the usage record
+    usage: UsageRecord | None = None  # the final record, set before on_finish
+    decoded_headers: dict[str, str] | None = None  # filled by `headers` on first use
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The request headers as text, decoded on first use: most requests never need them all."""
+        if self.decoded_headers is None:
+            self.decoded_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
+        return self.decoded_headers
+
+    def annotate(self, plugin: str, **values: Any) -> None:
+        """Note something for the usage record under the plug-in's name (denied requests keep it too)."""
+        if self.annotations is None:
+            self.annotations = {}
+        self.annotations.setdefault(plugin, {}).update(values)
+
+
+class ResponseFilter(Protocol):
+    """Sees what goes back to the client; one per request, never shared between requests.
+
+    Chunks are decoded OpenAI ``chat.completion.chunk`` objects. ``feed`` returns what to
+    send now: the chunk itself, a rewritten one, nothing (held back or dropped) or several
+    (released). ``flush`` is called once when the upstream stream ended normally and returns
+    whatever is still held; after a failure nothing held is sent. The usage-only last chunk
+    does not pass through filters: it is sent after every filter has flushed. Raising
+    ``GatewayError`` blocks the response (mid-stream: an error event)."""
+
+    def body(self, completion: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed ``chat.completion`` body: return it, changed or not."""
+        ...
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def flush(self) -> list[dict[str, Any]]: ...
+
+
+class GatewayPlugin(Protocol):
+    """The documentation type of a plug-in instance: every hook is optional (see the module doc)."""
+
+    failure: Failure
+
+    async def on_request(self, ctx: RequestContext) -> None: ...
+
+    async def on_route(self, ctx: RequestContext) -> None: ...
+
+    def response_filter(self, ctx: RequestContext) -> ResponseFilter | None: ...
+
+    async def on_finish(self, ctx: RequestContext, usage: UsageRecord) -> None: ...
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]: ...

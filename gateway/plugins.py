@@ -1,0 +1,274 @@
+"""Gateway plug-ins: found by entry point, checked at load, run as per-generation hook tuples.
+
+The protocol plug-ins implement is `adapters.gateway_plugins` (importable without the
+gateway). Here: `load_plugins` turns the YAML's `plugins:` list into instances (a bad
+name, setting or hook is a `ConfigError` naming its key), and `Plugins` holds, per
+config generation, one tuple of bound methods per hook. The request path tests a
+tuple's truth before doing anything, so a hook no plug-in implements costs one
+attribute read and no coroutine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from adapters.errors import GatewayError, PluginFailed
+from adapters.gateway_plugins import ENTRY_POINT_GROUP, HOOKS, RequestContext, ResponseFilter
+from adapters.usage import UsageRecord
+from gateway.config import ConfigError, PluginCfg
+
+__all__ = ["FilterChain", "Plugin", "Plugins", "check_settings", "load_plugins"]
+
+log = logging.getLogger("llmops.plugins")
+
+_ASYNC_HOOKS = ("on_request", "on_route", "on_finish")
+
+
+class Plugin(msgspec.Struct, frozen=True):
+    """One loaded plug-in instance with the name it was enabled under."""
+
+    name: str
+    instance: Any
+    fails_open: bool
+
+
+def _factories() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _enabled(cfgs: Sequence[PluginCfg]) -> list[tuple[str, PluginCfg, Any]]:
+    """`(where, cfg, factory)` for each enabled plug-in, in YAML order."""
+    found: dict[str, importlib.metadata.EntryPoint] | None = None
+    out: list[tuple[str, PluginCfg, Any]] = []
+    seen: set[str] = set()
+    for i, cfg in enumerate(cfgs):
+        where = f"$.plugins[{i}]"
+        if not cfg.enabled:
+            continue
+        if cfg.name in seen:
+            raise ConfigError(f"{where}.name: plug-in {cfg.name!r} is enabled twice")
+        seen.add(cfg.name)
+        if found is None:
+            found = _factories()
+        ep = found.get(cfg.name)
+        if ep is None:
+            known = ", ".join(sorted(found)) or "none installed"
+            raise ConfigError(f"{where}.name: no plug-in {cfg.name!r} in entry-point group "
+                              f"{ENTRY_POINT_GROUP!r} (known: {known})")
+        try:
+            factory = ep.load()
+        except Exception as exc:  # an installed but broken package: name it, keep the old config
+            raise ConfigError(f"{where}.name: plug-in {cfg.name!r} failed to import: {exc!r}") from None
+        out.append((where, cfg, factory))
+    return out
+
+
+def check_settings(cfgs: Sequence[PluginCfg]) -> None:
+    """What `decode_config` checks: every enabled plug-in exists and its settings decode."""
+    for where, cfg, factory in _enabled(cfgs):
+        _settings(factory, cfg, where)
+
+
+def load_plugins(cfgs: Sequence[PluginCfg], extra: Sequence[Any] = ()) -> list[Plugin]:
+    """Build the enabled plug-ins in YAML order, then `extra` instances (tests, embedding)."""
+    out = []
+    for where, cfg, factory in _enabled(cfgs):
+        out.append(check_plugin(cfg.name, _build(factory, cfg, where), where))
+    for j, instance in enumerate(extra):
+        out.append(check_plugin(getattr(instance, "name", f"extra{j}"), instance, f"plugins (extra {j})"))
+    return out
+
+
+def _settings(factory: Any, cfg: PluginCfg, where: str) -> tuple[Any, ...]:
+    settings_type = getattr(factory, "Settings", None)
+    if settings_type is None:
+        if cfg.settings:
+            raise ConfigError(f"{where}.settings: plug-in {cfg.name!r} takes no settings")
+        return ()
+    try:
+        return (msgspec.convert(cfg.settings, settings_type),)
+    except msgspec.ValidationError as exc:  # "... - at `$.x`" -> "... - at `$.plugins[0].settings.x`"
+        text = str(exc)
+        raise ConfigError(text.replace("`$", f"`{where}.settings") if "`$" in text
+                          else f"{where}.settings: {text}") from None
+
+
+def _build(factory: Any, cfg: PluginCfg, where: str) -> Any:
+    args = _settings(factory, cfg, where)
+    try:
+        return factory(*args)
+    except Exception as exc:  # a plug-in that refuses its settings
+        raise ConfigError(f"{where}.settings: plug-in {cfg.name!r} rejected them: {exc}") from None
+
+
+def check_plugin(name: str, instance: Any, where: str) -> Plugin:
+    """pluggy-style: every mistake a load can see fails the load, not a request."""
+    failure = getattr(instance, "failure", "closed")
+    if failure not in ("closed", "open"):
+        raise ConfigError(f"{where}: plug-in {name!r} declares failure={failure!r}; use 'closed' or 'open'")
+    hooks = [h for h in HOOKS if getattr(instance, h, None) is not None]
+    unknown = sorted(a for a in dir(instance) if a.startswith("on_") and a not in HOOKS)
+    if unknown:
+        raise ConfigError(f"{where}: plug-in {name!r} has unknown hook(s) {unknown} (known: {list(HOOKS)})")
+    for h in hooks:
+        fn = getattr(instance, h)
+        if not callable(fn):
+            raise ConfigError(f"{where}: plug-in {name!r}: {h} is not callable")
+        if h in _ASYNC_HOOKS and not inspect.iscoroutinefunction(fn):
+            raise ConfigError(f"{where}: plug-in {name!r}: {h} must be an async def")
+    if not hooks:
+        raise ConfigError(f"{where}: plug-in {name!r} implements none of {list(HOOKS)}")
+    return Plugin(name=name, instance=instance, fails_open=failure == "open")
+
+
+def _failed(plugin: Plugin, hook: str, rid: str) -> None:
+    """Log an exception from inside a plug-in once; re-raise it as a 500 unless it fails open."""
+    outcome = "ignored (fails open)" if plugin.fails_open else "request failed (fails closed)"
+    log.exception("plug-in %s failed in %s; %s", plugin.name, hook, outcome,
+                  extra={"fields": {"request_id": rid, "plugin": plugin.name, "hook": hook}})
+    if not plugin.fails_open:
+        raise PluginFailed(plugin.name) from None
+
+
+class Plugins:
+    """One generation's plug-ins as per-hook tuples of `(bound method, plugin)`; empty when unused."""
+
+    def __init__(self, plugins: Sequence[Plugin] = ()) -> None:
+        self.plugins = tuple(plugins)
+
+        def bound(hook: str) -> tuple[tuple[Any, Plugin], ...]:
+            return tuple((getattr(p.instance, hook), p) for p in self.plugins
+                         if getattr(p.instance, hook, None) is not None)
+
+        self.on_request = bound("on_request")
+        self.on_route = bound("on_route")
+        self.response_filter = bound("response_filter")
+        self.on_finish = bound("on_finish")
+        self._lifespans = bound("lifespan")
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        """Enter every lifespan in order; if one fails, those already entered are left again."""
+        async with contextlib.AsyncExitStack() as stack:
+            for hook, _ in self._lifespans:
+                await stack.enter_async_context(hook())
+            self._stack = stack.pop_all()
+
+    async def close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def run_request(self, ctx: RequestContext) -> None:
+        for hook, plugin in self.on_request:
+            try:
+                await hook(ctx)
+            except GatewayError:
+                raise
+            except Exception:
+                _failed(plugin, "on_request", ctx.request_id)
+
+    async def run_route(self, ctx: RequestContext) -> None:
+        for hook, plugin in self.on_route:
+            try:
+                await hook(ctx)
+            except GatewayError:
+                raise
+            except Exception:
+                _failed(plugin, "on_route", ctx.request_id)
+
+    async def run_finish(self, ctx: RequestContext, usage: UsageRecord) -> None:
+        """Off the request path: a failure is logged, and the other plug-ins still run."""
+        for hook, plugin in self.on_finish:
+            try:
+                await hook(ctx, usage)
+            except Exception:
+                log.exception("plug-in %s failed in on_finish", plugin.name,
+                              extra={"fields": {"request_id": ctx.request_id, "plugin": plugin.name}})
+
+    def filters(self, ctx: RequestContext) -> FilterChain | None:
+        """This request's response filters, or None when no plug-in wants to see the response."""
+        chain: list[tuple[ResponseFilter, Plugin]] = []
+        for make, plugin in self.response_filter:
+            try:
+                f = make(ctx)
+            except GatewayError:
+                raise
+            except Exception:
+                _failed(plugin, "response_filter", ctx.request_id)
+                continue
+            if f is not None:
+                chain.append((f, plugin))
+        return FilterChain(chain, ctx.request_id) if chain else None
+
+
+class FilterChain:
+    """A request's response filters in plug-in order; a chunk passes each in turn.
+
+    A filter that raises is handled by its plug-in's failure mode: closed raises
+    `PluginFailed` (the caller answers 500 or ends the stream with an error event),
+    open logs once and drops that filter for the rest of the response."""
+
+    __slots__ = ("_filters", "_rid")
+
+    def __init__(self, filters: list[tuple[ResponseFilter, Plugin]], rid: str) -> None:
+        self._filters = filters
+        self._rid = rid
+
+    def body(self, completion: dict[str, Any]) -> dict[str, Any]:
+        for f, plugin in list(self._filters):
+            try:
+                completion = f.body(completion)
+            except GatewayError:
+                raise
+            except Exception:
+                self._drop(f, plugin, "response_filter.body")
+        return completion
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._through(0, [chunk])
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Flush each filter in order; what one releases still passes the filters after it."""
+        out: list[dict[str, Any]] = []
+        i = 0
+        while i < len(self._filters):
+            f, plugin = self._filters[i]
+            try:
+                held = f.flush()
+            except GatewayError:
+                raise
+            except Exception:
+                self._drop(f, plugin, "response_filter.flush")
+                continue  # dropped: index i now names the next filter
+            i += 1
+            out.extend(self._through(i, held) if held else ())
+        return out
+
+    def _through(self, start: int, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        i = start
+        while i < len(self._filters) and chunks:
+            f, plugin = self._filters[i]
+            out: list[dict[str, Any]] = []
+            try:
+                for c in chunks:
+                    out.extend(f.feed(c))
+            except GatewayError:
+                raise
+            except Exception:
+                self._drop(f, plugin, "response_filter.feed")
+                continue  # fails open: the chunks go on unfiltered by it
+            chunks = out
+            i += 1
+        return chunks
+
+    def _drop(self, f: ResponseFilter, plugin: Plugin, hook: str) -> None:
+        _failed(plugin, hook, self._rid)  # raises unless the plug-in fails open
+        self._filters = [(g, p) for g, p in self._filters if g is not f]
