@@ -51,6 +51,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown report (default docs/benchmarks.md)")
     p.add_argument("--no-litellm", action="store_true", help="skip series (d)")
     p.add_argument("--floor", default=FLOOR, help=f"pass-through variant for series (b) (default {FLOOR})")
+    p.add_argument("--gateway-plugins", choices=sorted(servers.PLUGIN_SETS), default="none",
+                   help="plug-ins the gateway runs with (noop3: three no-op plug-ins on every hook; default none)")
     p.add_argument("--server-cpu", type=int, default=1, help="core for the servers under test (default 1)")
     p.add_argument("--load-cpu", type=int, default=0, help="core for wrk, upstreams, client (default 0)")
     args = p.parse_args(argv)
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         floor = servers.start_floor(args.floor, up.chat_url, server_cpus, tmp)
         stack.callback(stop_process, floor.proc)
         servers.probe(floor.base, body)
-        gw_cfg = servers.gateway_config(free_port(), up.chat_url, up.stream_url, fast.base + "/v1", paced.base + "/v1")
+        gw_cfg = servers.gateway_config(free_port(), up.chat_url, up.stream_url, fast.base + "/v1", paced.base + "/v1",
+                                        plugins=args.gateway_plugins)
         gateway = _probe_or_drop(
             _start_optional(
                 stack, notes, "(c) llmops gateway", lambda: servers.start_gateway(gw_cfg, server_cpus, tmp)

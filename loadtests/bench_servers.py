@@ -9,6 +9,7 @@ gateway features on as the gateway grows them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,17 @@ def start_mock(tokens_per_s: float, cpus: Sequence[int], tmp: Path, name: str) -
     return _started(f"mock upstream ({name})", argv, port, cpus, tmp / f"mock-{name}.log")
 
 
-def gateway_config(port: int, chat_url: str, sse_url: str, mock_fast_url: str, mock_paced_url: str) -> dict[str, Any]:
+# `--gateway-plugins`: plug-in sets the gateway can run under, found through PLUGIN_PATH's dist-info.
+PLUGIN_PATH = Path(__file__).resolve().parent / "plugins"
+PLUGIN_SETS: dict[str, list[dict[str, Any]]] = {
+    "none": [],
+    "noop3": [{"name": "noop-a"}, {"name": "noop-b"}, {"name": "noop-c"}],  # every hook, three times
+}
+
+
+def gateway_config(
+    port: int, chat_url: str, sse_url: str, mock_fast_url: str, mock_paced_url: str, plugins: str = "none"
+) -> dict[str, Any]:
     """Routes: `bench` (nginx JSON), `bench-sse` (nginx canned SSE), `bench-ttft`/`bench-paced` (mock)."""
 
     def provider(name: str, url: str) -> dict[str, Any]:
@@ -143,19 +154,29 @@ def gateway_config(port: int, chat_url: str, sse_url: str, mock_fast_url: str, m
             route("bench-ttft", "mock-fast"),
             route("bench-paced", "mock-paced"),
         ],
+        **({"plugins": PLUGIN_SETS[plugins]} if PLUGIN_SETS[plugins] else {}),
     }
+
+
+def _plugin_env(config: dict[str, Any]) -> dict[str, str] | None:
+    """Plug-ins are found by entry point: put the bench's plug-in package on the path."""
+    if not config.get("plugins"):
+        return None
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(PLUGIN_PATH), os.environ.get("PYTHONPATH")) if p)}
 
 
 def start_gateway(config: dict[str, Any], cpus: Sequence[int], tmp: Path) -> Running:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     llmops = str(_BIN / "llmops")
-    check = subprocess.run([llmops, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    env = _plugin_env(config)
+    check = subprocess.run([llmops, "check-config", str(path)], capture_output=True, text=True, timeout=60,
+                           check=False, env=None if env is None else {**os.environ, **env})
     if check.returncode != 0:
         raise ProcessFailed(f"gateway config rejected: {check.stderr.strip() or check.stdout.strip()}")
     port = int(config["server"]["port"])
     argv = [llmops, "serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
-    run = _started("llmops gateway", argv, port, cpus, tmp / "gateway.log", timeout_s=60)
+    run = _started("llmops gateway", argv, port, cpus, tmp / "gateway.log", env=env, timeout_s=60)
     _wait_ready(run, timeout_s=30)
     return run
 
