@@ -8,9 +8,11 @@ A policy applies to teams (``scope.teams``; empty means every team) and sets any
 * ``guardrails``: PII detection, blocked terms, regexes, input size caps.
 
 Shape errors (wrong types, unknown fields, out-of-range numbers) are rejected by
-msgspec while decoding, naming the field. ``validate_document`` adds the checks a
-schema cannot express (regexes compile, no duplicates, ascending thresholds) and
-reports them with the same dotted field paths.
+msgspec while decoding, naming the field. ``validate_document`` adds the checks
+msgspec cannot make, with the same dotted field paths: ``schema_rule_errors`` for
+rules the JSON Schema states (no duplicates, at least one section) and
+``semantic_errors`` for those it cannot (regexes compile, no pattern both allowed
+and denied, no terms equal ignoring case).
 
 These types only depend on msgspec and live in ``policies/`` so both sides use
 one definition: the governance module validates and stores them, and the
@@ -37,6 +39,8 @@ __all__ = [
     "PolicyDocument",
     "RegexGuardrail",
     "Scope",
+    "schema_rule_errors",
+    "semantic_errors",
     "validate_document",
 ]
 
@@ -144,7 +148,16 @@ def _duplicates(values: list[str]) -> list[str]:
 
 
 def validate_document(doc: PolicyDocument, prefix: str = "document") -> list[tuple[str, str]]:
-    """Semantic checks; returns ``(field path, message)`` pairs, empty when the document is sound."""
+    """Every check beyond decoding; returns ``(field path, message)`` pairs, empty when the document is sound.
+
+    ``schema_rule_errors`` plus ``semantic_errors``: the admin API answers the first with a 400 (the
+    request breaks its documented schema) and the second with a 422 (schema-valid, refused on meaning).
+    """
+    return schema_rule_errors(doc, prefix) + semantic_errors(doc, prefix)
+
+
+def schema_rule_errors(doc: PolicyDocument, prefix: str = "document") -> list[tuple[str, str]]:
+    """Rules the JSON Schema states (``uniqueItems``, the ``anyOf`` of at least one) but msgspec does not enforce."""
     errors: list[tuple[str, str]] = []
     if doc.models is None and doc.limits is None and doc.budget is None and not doc.guardrails:
         errors.append((prefix, "a policy must set at least one of models, limits, budget, guardrails"))
@@ -154,12 +167,24 @@ def validate_document(doc: PolicyDocument, prefix: str = "document") -> list[tup
         for side in ("allow", "deny"):
             if dup := _duplicates(getattr(doc.models, side)):
                 errors.append((f"{prefix}.models.{side}", f"duplicate patterns: {dup}"))
-        if both := sorted(set(doc.models.allow) & set(doc.models.deny)):
-            errors.append((f"{prefix}.models.deny", f"patterns both allowed and denied: {both}"))
     if doc.limits is not None and not any(msgspec.structs.astuple(doc.limits)):
         errors.append((f"{prefix}.limits", "set at least one limit, or leave limits out"))
     if doc.budget is not None and (dup := _duplicates([str(t) for t in doc.budget.alert_at_percent])):
         errors.append((f"{prefix}.budget.alertAtPercent", f"duplicate thresholds: {dup}"))
+    for i, rule in enumerate(doc.guardrails):
+        path = f"{prefix}.guardrails[{i}]"
+        if isinstance(rule, PiiGuardrail) and (dup := _duplicates(list(rule.entities))):
+            errors.append((f"{path}.entities", f"duplicate entities: {dup}"))
+        elif isinstance(rule, BlockedTermsGuardrail) and (dup := _duplicates(rule.terms)):
+            errors.append((f"{path}.terms", f"duplicate terms: {dup}"))
+    return errors
+
+
+def semantic_errors(doc: PolicyDocument, prefix: str = "document") -> list[tuple[str, str]]:
+    """What no schema states: contradictory model patterns, terms equal ignoring case, Python regex syntax."""
+    errors: list[tuple[str, str]] = []
+    if doc.models is not None and (both := sorted(set(doc.models.allow) & set(doc.models.deny))):
+        errors.append((f"{prefix}.models.deny", f"patterns both allowed and denied: {both}"))
     for i, rule in enumerate(doc.guardrails):
         path = f"{prefix}.guardrails[{i}]"
         if isinstance(rule, RegexGuardrail):
@@ -167,10 +192,7 @@ def validate_document(doc: PolicyDocument, prefix: str = "document") -> list[tup
                 re.compile(rule.pattern)
             except re.error as err:
                 errors.append((f"{path}.pattern", f"not a valid regular expression: {err}"))
-        elif isinstance(rule, PiiGuardrail) and (dup := _duplicates(list(rule.entities))):
-            errors.append((f"{path}.entities", f"duplicate entities: {dup}"))
-        elif isinstance(rule, BlockedTermsGuardrail):
-            terms = rule.terms if rule.case_sensitive else [t.casefold() for t in rule.terms]
-            if dup := _duplicates(terms):
-                errors.append((f"{path}.terms", f"duplicate terms: {dup}"))
+        elif (isinstance(rule, BlockedTermsGuardrail) and not rule.case_sensitive and not _duplicates(rule.terms)
+              and (dup := _duplicates([t.casefold() for t in rule.terms]))):
+            errors.append((f"{path}.terms", f"duplicate terms ignoring case: {dup}"))
     return errors

@@ -27,11 +27,13 @@ from adapters.adminapi.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    SemanticError,
     ServiceUnavailable,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
     ValidationFailed,
+    refuse,
 )
 from adapters.adminapi.host import (
     ADMIN_PREFIX,
@@ -71,6 +73,7 @@ __all__ = [
     "PayloadTooLarge",
     "Principal",
     "Role",
+    "SemanticError",
     "ServiceUnavailable",
     "Unauthorized",
     "Unprocessable",
@@ -84,5 +87,6 @@ __all__ = [
     "ok",
     "paging",
     "query_audit",
+    "refuse",
     "requires",
 ]

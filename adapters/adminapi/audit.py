@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import get
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 from sqlalchemy import and_, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi.auth import Actor, Principal, Role, requires
 from adapters.adminapi.denials import DenialStats, DenialWindows
 from adapters.adminapi.envelope import Envelope, Page, PageParams, ok
-from adapters.adminapi.errors import BadRequest
 from adapters.adminapi.tables import audit_log
 from adapters.store import Store, StoreError, utcnow
 
@@ -162,13 +163,25 @@ def _plain(value: Any) -> Any:
     return None if value is None else msgspec.to_builtins(value)
 
 
-def _as_utc(value: datetime | None, name: str) -> datetime | None:
+def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except (OverflowError, ValueError) as err:
-        raise BadRequest(f"{name} is out of range") from err
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is before datetime.min in UTC (9999-12-31T23:59-01:00 after datetime.max): a
+        # valid date-time whose window reaches past what can be stored, so it is clamped, not refused.
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+# What Litestar accepts for an optional datetime query parameter, stated for the document: an RFC 3339
+# date-time (one without an offset is taken as UTC), Unix seconds, integral or not, within datetime's years
+# 1-9999, or null (no filter), as Litestar itself declares.
+_INSTANT_SCHEMA = {"oneOf": None, "anyOf": [
+    Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+    Schema(type=OpenAPIType.NUMBER, minimum=-62135596800, maximum=253402300799, description="Unix seconds"),
+    Schema(type=OpenAPIType.NULL),
+]}
 
 
 async def query_audit(
@@ -184,7 +197,7 @@ async def query_audit(
     until: datetime | None = None,
 ) -> Page[AuditEntry]:
     """Newest first. ``actor`` matches a key id or name; ``action`` ending in ``*`` is a prefix match."""
-    since, until = _as_utc(since, "since"), _as_utc(until, "until")
+    since, until = _as_utc(since), _as_utc(until)
     # since after until is an empty window, not an error: it matches nothing, like any other filter.
     conditions = []
     if actor:
@@ -226,8 +239,10 @@ async def list_audit_logs(
     resource_type: str | None = Parameter(query="resourceType", default=None, max_length=50),
     resource_id: str | None = Parameter(query="resourceId", default=None, max_length=200),
     outcome: Literal["success", "denied"] | None = Parameter(query="outcome", default=None),
-    since: datetime | None = Parameter(query="since", default=None, description="ISO 8601, inclusive"),
-    until: datetime | None = Parameter(query="until", default=None, description="ISO 8601, inclusive"),
+    since: datetime | None = Parameter(query="since", default=None, schema_extra=_INSTANT_SCHEMA,
+                                       description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
+    until: datetime | None = Parameter(query="until", default=None, schema_extra=_INSTANT_SCHEMA,
+                                       description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
 ) -> Envelope[Page[AuditEntry]]:
     result = await query_audit(
         store, page, actor=actor, action=action, resource_type=resource_type, resource_id=resource_id,

@@ -10,7 +10,15 @@
     ├── PayloadTooLarge        413 fail
     ├── UnsupportedMediaType   415 fail
     ├── Unprocessable          422 fail   well-formed, but the current state or content rules it out
+    │   └── SemanticError      422 fail   data: {"errors": [{"field", "message"}]}
     └── ServiceUnavailable     503 error
+
+The split between the two field-error classes is the HTTP contract (docs/admin-api.md): a request that
+breaks its documented schema (types, required fields, bounds, patterns, unknown fields, and the rules the
+OpenAPI document states, such as ``uniqueItems``) is a ``ValidationFailed`` 400; one the schema accepts but
+the server refuses on meaning (cross-field rules the document cannot state, names this deployment did not
+configure, references to resources that do not exist, a raw secret where a reference is required) is a
+``SemanticError`` 422. A body with both kinds of problem is a 400: ``refuse`` picks.
 
 Store errors need no wrapping: the envelope handler maps ``StoreUnavailable`` to
 503, ``DuplicateKey``/``ConstraintViolation`` to 409 and ``InvalidValue`` to 400.
@@ -22,6 +30,7 @@ standard set (``@get(..., raises=[Conflict])``) and the OpenAPI document declare
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
@@ -34,11 +43,13 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "SemanticError",
     "ServiceUnavailable",
     "Unauthorized",
     "Unprocessable",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "refuse",
 ]
 
 
@@ -68,13 +79,17 @@ class BadRequest(AdminError):
     status = 400
 
 
+def _summary(errors: list[FieldError]) -> str:
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"Invalid {first.field or 'request body'}: {first.message}{more}"
+
+
 class ValidationFailed(BadRequest):
+    """400: the request does not match its documented schema."""
+
     def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
-        if message is None:
-            first = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            message = f"Invalid {first.field or 'request body'}: {first.message}{more}"
-        super().__init__(message, {"errors": [msgspec.to_builtins(e) for e in errors]})
+        super().__init__(message or _summary(errors), {"errors": [msgspec.to_builtins(e) for e in errors]})
         self.errors = errors
 
 
@@ -104,6 +119,22 @@ class UnsupportedMediaType(AdminError):
 
 class Unprocessable(AdminError):
     status = 422
+
+
+class SemanticError(Unprocessable):
+    """422: the request matches its schema, but its content is refused (same ``data.errors`` as a 400)."""
+
+    def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
+        super().__init__(message or _summary(errors), {"errors": [msgspec.to_builtins(e) for e in errors]})
+        self.errors = errors
+
+
+def refuse(schema_errors: Sequence[FieldError], semantic_errors: Sequence[FieldError] = ()) -> None:
+    """Raise ``ValidationFailed`` if there are schema errors, else ``SemanticError`` if there are semantic ones."""
+    if schema_errors:
+        raise ValidationFailed(list(schema_errors))
+    if semantic_errors:
+        raise SemanticError(list(semantic_errors))
 
 
 class ServiceUnavailable(AdminError):

@@ -13,6 +13,7 @@ Litestar generates the document from the handlers, but three things it cannot kn
   404     the path names a resource (``{id}`` segments)
   409     the operation writes (POST/PUT/PATCH/DELETE), or its handler lists ``Conflict`` in ``raises``
   413     the operation takes a body
+  422     the body's struct states ``__semantic_rules__`` (described there), or a handler's ``raises`` says so
   415     the body is ``multipart/form-data`` (uploads refuse anything else)
   429     like 401: repeated failed authentication is throttled
   500     always (a bug; the body never carries exception text)
@@ -24,6 +25,9 @@ Litestar generates the document from the handlers, but three things it cannot kn
   says so with ``additionalProperties: false``.
 * **Cross-field rules.** A request struct may state rules that involve several fields (``format`` is required
   for base models) as JSON Schema in a ``__schema_extra__`` class attribute; it is merged into its component.
+  Breaking them is a 400, like any schema error. Rules no schema can state (names this deployment configured,
+  references to existing resources, no raw secrets) go in a ``__semantic_rules__`` class attribute, a sentence
+  that becomes the operation's 422 description: schema-valid data refused on meaning is a 422, never a 400.
 
 The roles and request types come from the plane's routes (``describe_routes``), the rest from the document.
 """
@@ -58,7 +62,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state (name taken, stale expectedVersion, dependents, wrong status)",
     413: "Request body too large",
     415: "Unsupported media type",
-    422: "Well-formed, but cannot be processed (see the description)",
+    422: "Matches the schema, but its content is refused (see the description)",
     429: "Too many failed authentication attempts; retry after the Retry-After delay",
     500: "Internal error (the log has the details, keyed by x-request-id)",
     503: "The control plane's database or object store is unavailable; retry later",
@@ -109,16 +113,29 @@ def finish_document(doc: dict[str, Any], facts: RouteFacts) -> dict[str, Any]:
     """Declare the error responses and request-struct rules described in the module docstring, in place."""
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     components[ERROR_SCHEMA] = _ENVELOPE
+    semantic = _semantic_rules(components, facts.request_types)
     for path, item in doc.get("paths", {}).items():
         for method in _METHODS:
             if isinstance(op := item.get(method), dict):
-                _declare_errors(op, path, method, facts)
+                _declare_errors(op, path, method, facts, semantic)
     _state_struct_rules(components, facts.request_types)
     return doc
 
 
-def _declare_errors(op: dict[str, Any], path: str, method: str, facts: RouteFacts) -> None:
+def _semantic_rules(components: Mapping[str, Any], roots: tuple[type, ...]) -> dict[str, str]:
+    """``$ref`` of each request body component whose struct has ``__semantic_rules__`` -> those rules."""
+    rules = {}
+    for struct in roots:
+        text = getattr(struct, "__semantic_rules__", None)
+        if text and (name := _component_name(struct, components)) is not None:
+            rules[f"#/components/schemas/{name}"] = text
+    return rules
+
+
+def _declare_errors(op: dict[str, Any], path: str, method: str, facts: RouteFacts,
+                    semantic: Mapping[str, str]) -> None:
     responses: dict[str, Any] = op.setdefault("responses", {})
+    descriptions = dict(_DESCRIPTIONS)
     statuses = {int(code) for code in responses if code.isdigit() and int(code) >= 400} | {500, 503}
     if op.get("parameters") or op.get("requestBody") or "{" in path:
         statuses.add(400)
@@ -135,9 +152,14 @@ def _declare_errors(op: dict[str, Any], path: str, method: str, facts: RouteFact
         statuses.add(413)
         if "multipart/form-data" in body.get("content", {}):
             statuses.add(415)
+        ref = body.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+        if ref in semantic:
+            statuses.add(422)
+            descriptions[422] = f"Matches the schema, but its content is refused (data.errors names each field): " \
+                                f"{semantic[ref]}"
     for status in sorted(statuses):
         responses[str(status)] = {
-            "description": _DESCRIPTIONS.get(status, "Error"),
+            "description": descriptions.get(status, "Error"),
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}},
         }
 
@@ -160,16 +182,32 @@ def _restore_nested_constraints(struct: type, schema: dict[str, Any]) -> None:
     assert isinstance(info, msgspec.inspect.StructType)
     for fld in info.fields:
         prop = schema.get("properties", {}).get(fld.encode_name)
-        kind = fld.type.type if isinstance(fld.type, msgspec.inspect.Metadata) else fld.type
-        if not isinstance(prop, dict):
-            continue
-        if isinstance(kind, msgspec.inspect.ListType) and isinstance(prop.get("items"), dict):
-            prop["items"].update(_bounds(kind.item_type))
-        elif isinstance(kind, msgspec.inspect.DictType):
-            if isinstance(prop.get("additionalProperties"), dict):
-                prop["additionalProperties"].update(_bounds(kind.value_type))
-            if names := _bounds(kind.key_type):
-                prop["propertyNames"] = {**prop.get("propertyNames", {}), **names}
+        if isinstance(prop, dict):
+            _restore_container_bounds(fld.type, prop)
+
+
+def _restore_container_bounds(kind: Any, prop: dict[str, Any]) -> None:
+    if isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    if isinstance(kind, msgspec.inspect.UnionType):  # ``list[...] | None``: Litestar writes a oneOf of both
+        for variant in kind.types:
+            for option in prop.get("oneOf", ()):
+                if isinstance(option, dict) and option.get("type") == _JSON_TYPES.get(type(_unwrap(variant))):
+                    _restore_container_bounds(variant, option)
+    elif isinstance(kind, msgspec.inspect.ListType) and isinstance(prop.get("items"), dict):
+        prop["items"].update(_bounds(kind.item_type))
+    elif isinstance(kind, msgspec.inspect.DictType):
+        if isinstance(prop.get("additionalProperties"), dict):
+            prop["additionalProperties"].update(_bounds(kind.value_type))
+        if names := _bounds(kind.key_type):
+            prop["propertyNames"] = {**prop.get("propertyNames", {}), **names}
+
+
+_JSON_TYPES: dict[type, str] = {msgspec.inspect.ListType: "array", msgspec.inspect.DictType: "object"}
+
+
+def _unwrap(info: Any) -> Any:
+    return info.type if isinstance(info, msgspec.inspect.Metadata) else info
 
 
 _BOUNDS = {"min_length": "minLength", "max_length": "maxLength", "pattern": "pattern", "ge": "minimum",

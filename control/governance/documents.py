@@ -13,6 +13,8 @@ from policies.documents import (
     PolicyDocument,
     RegexGuardrail,
     Scope,
+    schema_rule_errors,
+    semantic_errors,
     validate_document,
 )
 
@@ -29,5 +31,7 @@ __all__ = [
     "PolicyDocument",
     "RegexGuardrail",
     "Scope",
+    "schema_rule_errors",
+    "semantic_errors",
     "validate_document",
 ]

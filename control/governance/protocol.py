@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -16,9 +16,14 @@ PolicyName = Annotated[
                       description="unique among live policies")
 ]
 Description = Annotated[str, msgspec.Meta(max_length=2000)]
+# What validate_document refuses beyond the schema: a 422 (the OpenAPI finisher declares it with this text).
+_SEMANTIC_RULES = ("a model pattern both allowed and denied; blocked terms that repeat ignoring case (unless "
+                   "caseSensitive); a regex guardrail whose pattern this server's regex engine cannot compile")
 
 
 class PolicyCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    __semantic_rules__: ClassVar[str] = _SEMANTIC_RULES
+
     name: PolicyName
     document: PolicyDocument
     description: Description = ""
@@ -27,6 +32,8 @@ class PolicyCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 class PolicyUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Full replacement; creates the next version. ``expectedVersion`` guards against lost updates."""
+
+    __semantic_rules__: ClassVar[str] = _SEMANTIC_RULES
 
     name: PolicyName
     document: PolicyDocument

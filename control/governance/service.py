@@ -13,9 +13,9 @@ import msgspec
 from sqlalchemy import Select, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Page, PageParams, ValidationFailed
+from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Page, PageParams, refuse
 from adapters.store import DuplicateKey, new_id, utcnow
-from control.governance.documents import PolicyDocument, validate_document
+from control.governance.documents import PolicyDocument, schema_rule_errors, semantic_errors
 from control.governance.protocol import Policy, PolicyCreate, PolicyUpdate, PolicyVersion
 from control.governance.tables import POLICIES_TOPIC, policies, policy_teams, policy_versions
 
@@ -32,9 +32,9 @@ def _to_version(row: Any) -> PolicyVersion:
 
 
 def _check(document: PolicyDocument) -> dict[str, Any]:
-    errors = validate_document(document)
-    if errors:
-        raise ValidationFailed([FieldError(field=f, message=m) for f, m in errors])
+    """A 400 for the rules the schema states, else a 422 for those it cannot (adminapi.errors)."""
+    refuse([FieldError(field=f, message=m) for f, m in schema_rule_errors(document)],
+           [FieldError(field=f, message=m) for f, m in semantic_errors(document)])
     return msgspec.to_builtins(document)  # type: ignore[no-any-return]
 
 

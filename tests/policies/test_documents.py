@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from policies.documents import PolicyDocument, RegexGuardrail, validate_document
+from policies.documents import PolicyDocument, RegexGuardrail, schema_rule_errors, semantic_errors, validate_document
 
 
 def decode(doc: dict[str, Any]) -> PolicyDocument:
@@ -93,3 +93,19 @@ def test_governance_re_exports_the_shared_types() -> None:
     for name in new.__all__:
         assert getattr(old, name) is getattr(new, name), name
     assert control.governance.PolicyDocument is new.PolicyDocument
+
+
+@pytest.mark.parametrize(("doc", "schema_rule"), [
+    ({"models": {"allow": ["a", "a"]}}, True),  # uniqueItems, stated in the schema
+    ({"guardrails": [{"kind": "blocked_terms", "terms": ["x", "x"]}]}, True),
+    ({}, True),  # the anyOf of at least one section
+    ({"models": {"allow": ["a"], "deny": ["a"]}}, False),  # no schema can say "not in the other list"
+    ({"guardrails": [{"kind": "blocked_terms", "terms": ["Foo", "foo"]}]}, False),  # distinct to JSON Schema
+    ({"guardrails": [{"kind": "regex", "pattern": "(?<=a+)b"}]}, False),  # ECMA-valid, Python refuses
+])
+def test_schema_rules_and_semantic_rules_are_told_apart(doc: dict[str, Any], schema_rule: bool) -> None:
+    """The admin API answers the first kind with a 400 and the second with a 422."""
+    parsed = decode(doc)
+    found, other = (schema_rule_errors(parsed), semantic_errors(parsed))[:: 1 if schema_rule else -1]
+    assert found and not other, (found, other)
+    assert validate_document(parsed) == schema_rule_errors(parsed) + semantic_errors(parsed)

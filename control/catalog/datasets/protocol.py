@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -38,6 +38,8 @@ TeamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[
 
 
 class DatasetCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    __semantic_rules__: ClassVar[str] = "piiRules must name rules this deployment configured"
+
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$",
                                       description="unique among live datasets")]
     owner_team: TeamName
@@ -47,7 +49,8 @@ class DatasetCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                       msgspec.Meta(max_length=1000, description="column -> type (integer, float, string, ...)",
                                    extra_json_schema={"extra": {"additional_properties": _COLUMN_TYPE}})
                       ] | None = None
-    required_columns: Annotated[list[ColumnName], msgspec.Meta(max_length=1000)] = []
+    required_columns: Annotated[list[ColumnName], msgspec.Meta(
+        max_length=1000, extra_json_schema={"extra": {"unique_items": True}})] = []  # Litestar's uniqueItems
     pii_rules: Annotated[list[Annotated[str, msgspec.Meta(max_length=40)]], msgspec.Meta(max_length=100,
                          description="PII rules to run on uploads; omit for every available rule")] | None = None
 

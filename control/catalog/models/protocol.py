@@ -67,6 +67,11 @@ def _when_type(value: str, then: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelCreate(_In, frozen=True):
+    # What validation refuses beyond the schema: a 422, declared by the OpenAPI finisher with this text.
+    __semantic_rules__: ClassVar[str] = (
+        "parentModelId must name a live base or fine-tuned model that is neither this model nor one of its "
+        "descendants; trainingDatasets must name ready versions of live datasets; provider.apiKey is never "
+        "accepted (send apiKeyRef), nor an apiKeyRef that looks like a key itself; on replace, type cannot change")
     # What each type needs or forbids (validation.check_shape), stated for the OpenAPI document.
     __schema_extra__: ClassVar[dict[str, Any]] = {"allOf": [
         _when_type("external", {"required": ["provider"], "properties": {

@@ -27,13 +27,17 @@ from adapters.adminapi import FieldError
 
 __all__ = [
     "OllamaProvider", "OpenAIProvider", "ProviderConfig", "VllmProvider", "check_provider", "looks_like_key",
+    "secret_errors", "url_errors",
 ]
 
 # What _url_problem accepts, stated for the OpenAPI document: http(s), a host, an optional port 1-65535,
 # no credentials, query or fragment, no whitespace.
 # (IPv6 literals are accepted too, but left out of the pattern.)
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_URL_PATTERN = rf"^https?://[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?(?::{_PORT})?(?:/[^\s?#]*)?$"
+# Whitespace is spelled out as what str.isspace() refuses: ``\s`` differs between regex engines (ECMA's has
+# no \x1c-\x1f or \x85), and a generator reading the pattern the ECMA way must not produce a refused URL.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_URL_PATTERN = rf"^https?://[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?(?::{_PORT})?(?:/[^{_SPACE}?#]*)?$"
 _Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000,
                                    extra_json_schema={"extra": {"pattern": _URL_PATTERN}})]
 _UpstreamModel = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
@@ -79,7 +83,18 @@ ProviderConfig = OpenAIProvider | OllamaProvider | VllmProvider
 
 
 def check_provider(provider: ProviderConfig, prefix: str = "provider") -> list[FieldError]:
-    """Semantic checks msgspec cannot express; field paths are camelCase like the wire."""
+    """Every check msgspec cannot make; field paths are camelCase like the wire."""
+    return secret_errors(provider, prefix) + url_errors(provider, prefix)
+
+
+def url_errors(provider: ProviderConfig, prefix: str = "provider") -> list[FieldError]:
+    """``baseUrl`` against the rules its declared pattern states (a 400: the schema says so)."""
+    problem = _url_problem(provider.base_url)
+    return [FieldError(field=f"{prefix}.baseUrl", message=problem)] if problem else []
+
+
+def secret_errors(provider: ProviderConfig, prefix: str = "provider") -> list[FieldError]:
+    """A raw key, or a reference that looks like one: schema-valid, refused on meaning (a 422)."""
     errors: list[FieldError] = []
     if provider.api_key is not None:
         errors.append(FieldError(field=f"{prefix}.apiKey", message=_RAW_KEY_HINT))
@@ -89,8 +104,6 @@ def check_provider(provider: ProviderConfig, prefix: str = "provider") -> list[F
         errors.append(FieldError(field=f"{prefix}.apiKeyRef",
                                  message="must be a secret reference (env:VAR_NAME or secret://name) that "
                                          "names a secret, never the key itself"))
-    if problem := _url_problem(provider.base_url):
-        errors.append(FieldError(field=f"{prefix}.baseUrl", message=problem))
     return errors
 
 

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Page, PageParams, ValidationFailed
+from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Page, PageParams, SemanticError
 from adapters.objectstore import ObjectStoreError
 from adapters.store import DuplicateKey, new_id, utcnow
 from control.catalog.models.formats import missing_files
@@ -117,7 +117,7 @@ class ModelService:
                     raise Conflict(f"Model {model_id!r} is at version {before.version}, not "
                                    f"{data.expected_version}: reload and retry", {"version": before.version})
                 if data.type != before.type:
-                    raise ValidationFailed([FieldError(field="type", message=(
+                    raise SemanticError([FieldError(field="type", message=(
                         f"cannot change from {before.type} to {data.type}; register a new model instead"))])
                 if before.status not in EDITABLE:
                     raise Conflict(f"Model {model_id!r} is {before.status}; only draft and under_review models "

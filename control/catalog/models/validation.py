@@ -1,9 +1,10 @@
 """Checks on a model definition that the wire types cannot express, with camelCase field paths.
 
-``check_shape`` needs nothing but the body (which fields each type needs or
-forbids, provider rules, duplicates); ``check_references`` looks up the parent
-model and training datasets inside the writing transaction, so what it checked
-is still true when the row commits.
+``check_shape`` needs nothing but the body: which fields each type needs or forbids, duplicates and
+the base URL are rules the OpenAPI document states (a 400 when broken); a raw or key-like secret is
+schema-valid but refused (a 422). ``check_references`` looks up the parent model and training datasets
+inside the writing transaction, so what it checked is still true when the row commits; a reference to
+something missing or unfit is a 422 (the path's own resource missing is the 404).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import FieldError, ValidationFailed
+from adapters.adminapi import FieldError, SemanticError, refuse
 from control.catalog.models.protocol import ModelCreate
-from control.catalog.models.providers import check_provider
+from control.catalog.models.providers import secret_errors, url_errors
 from control.catalog.tables import dataset_versions, datasets, models
 
 __all__ = ["check_references", "check_shape"]
@@ -41,15 +42,16 @@ def check_shape(data: ModelCreate) -> None:
         need(data.parent_model_id is not None, "parentModelId", "a fine-tuned model needs its parent model")
     if data.type == "base":
         need(data.parent_model_id is None, "parentModelId", "a base model has no parent; use type fine-tuned")
+    secrets: list[FieldError] = []
     if data.provider is not None:
-        errors += check_provider(data.provider)
+        errors += url_errors(data.provider)
+        secrets += secret_errors(data.provider)
     refs = [(d.dataset_id, d.version) for d in data.training_datasets]
     if len(refs) != len(set(refs)):
         errors.append(FieldError(field="trainingDatasets", message="lists the same dataset version twice"))
     if len(data.tags) != len(set(data.tags)):
         errors.append(FieldError(field="tags", message="duplicate tags"))
-    if errors:
-        raise ValidationFailed(errors)
+    refuse(errors, secrets)
 
 
 async def check_references(conn: AsyncConnection, data: ModelCreate, model_id: str | None = None) -> None:
@@ -75,7 +77,7 @@ async def check_references(conn: AsyncConnection, data: ModelCreate, model_id: s
             errors.append(FieldError(field=f"trainingDatasets[{i}].version",
                                      message=f"version {ref.version} of dataset {ref.dataset_id!r} {state}"))
     if errors:
-        raise ValidationFailed(errors)
+        raise SemanticError(errors)
 
 
 async def _parent_problem(conn: AsyncConnection, parent_id: str, model_id: str | None) -> str | None:

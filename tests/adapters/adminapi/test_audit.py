@@ -59,6 +59,16 @@ async def test_time_range(admin: AdminTestApp) -> None:
     assert (await admin.client.get(f"{API}?since=yesterday")).status_code == 400
 
 
+async def test_time_filters_take_unix_seconds_and_any_valid_date_time(admin: AdminTestApp) -> None:
+    await admin.client.post("/llm-ops/v1/demo/things", json={"name": "a"})
+    now = datetime.now(UTC).timestamp()
+    assert (await _entries(admin, f"since={now - 3600:.3f}&until={int(now) + 3600}"))["total"] == 1
+    assert (await _entries(admin, f"until={int(now) - 3600}"))["total"] == 0
+    # Valid date-times whose UTC instant lies outside datetime's range are clamped, not refused.
+    assert (await _entries(admin, "since=0001-01-01T00:00:00%2B01:00"))["total"] == 1
+    assert (await _entries(admin, "until=9999-12-31T23:59:59-01:00"))["total"] == 1
+
+
 @pytest.mark.parametrize("query", ["outcome=maybe", "pageSize=500", "actor=" + "x" * 101])
 async def test_bad_filters_are_400(admin: AdminTestApp, query: str) -> None:
     assert (await admin.client.get(f"{API}?{query}")).status_code == 400

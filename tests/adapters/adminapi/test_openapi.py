@@ -63,3 +63,28 @@ def test_request_rules_are_stated(doc: dict[str, Any]) -> None:
     quality = next(p for p in doc["paths"][f"{ADMIN_PREFIX}/catalog/datasets"]["get"]["parameters"]
                    if p["name"] == "minQuality")
     assert (quality["schema"]["minimum"], quality["schema"]["maximum"]) == (0, 100)
+
+
+def test_semantic_refusals_are_declared_as_422(doc: dict[str, Any]) -> None:
+    ops = {(path.removeprefix(ADMIN_PREFIX), method): op["responses"] for path, method, op in operations(doc)}
+    for key in [("/catalog/models", "post"), ("/catalog/models/{modelId}", "put"), ("/catalog/datasets", "post"),
+                ("/governance/policies", "post"), ("/governance/policies/{policyId}", "put")]:
+        assert "422" in ops[key], key  # the body struct states __semantic_rules__
+    assert "piiRules" in ops[("/catalog/datasets", "post")]["422"]["description"]
+    assert "422" not in ops[("/admin/keys", "post")] and "422" not in ops[("/catalog/models/{modelId}/status", "patch")]
+
+
+def test_bounds_inside_optional_containers_are_restored(doc: dict[str, Any]) -> None:
+    dataset = doc["components"]["schemas"]["DatasetCreate"]["properties"]
+    mapping = next(o for o in dataset["schema"]["oneOf"] if o["type"] == "object")
+    assert mapping["propertyNames"] == {"minLength": 1, "maxLength": 200}  # ColumnName, behind ``| None``
+    rules = next(o for o in dataset["piiRules"]["oneOf"] if o["type"] == "array")
+    assert rules["items"]["maxLength"] == 40
+    assert dataset["requiredColumns"]["uniqueItems"] is True
+
+
+def test_audit_time_filters_state_unix_seconds(doc: dict[str, Any]) -> None:
+    params = {p["name"]: p["schema"] for p in doc["paths"][f"{ADMIN_PREFIX}/audit/logs"]["get"]["parameters"]}
+    for name in ("since", "until"):
+        kinds = [(s["type"], s.get("format")) for s in params[name]["anyOf"]]
+        assert kinds == [("string", "date-time"), ("number", None), ("null", None)], params[name]

@@ -71,20 +71,28 @@ async def test_every_mutation_is_audited_with_before_and_after(gov: AdminTestApp
 async def test_validation_errors_name_fields_and_store_nothing(gov: AdminTestApp) -> None:
     cases = [
         ({"name": "p", "document": {"limits": {"requestsPerMinute": "many"}}}, "document.limits.requestsPerMinute"),
-        ({"name": "p", "document": {"guardrails": [{"kind": "regex", "pattern": "("}]}},
-         "document.guardrails[0].pattern"),
+        ({"name": "p", "document": {"models": {"allow": ["a", "a"]}}}, "document.models.allow"),  # uniqueItems
         ({"name": "p", "document": {}}, "document"),
         ({"name": "", "document": DOC}, "name"),
         ({"name": "p", "document": DOC, "owner": "me"}, "owner"),
         ({"name": "p", "document": {**DOC, "limitz": {}}}, "document.limitz"),
         ({"document": DOC}, ""),
     ]
-    for payload, field in cases:
-        resp = await gov.client.post(API, json=payload)
-        assert resp.status_code == 400, payload
-        body = resp.json()
-        assert body["status"] == "fail"
-        assert body["data"]["errors"][0]["field"] == field, body
+    # Schema-valid, refused on meaning: a 422 with the same data.errors.
+    semantic = [
+        ({"name": "p", "document": {"guardrails": [{"kind": "regex", "pattern": "("}]}},
+         "document.guardrails[0].pattern"),
+        ({"name": "p", "document": {"guardrails": [{"kind": "blocked_terms", "terms": ["Foo", "foo"]}]}},
+         "document.guardrails[0].terms"),
+        ({"name": "p", "document": {"models": {"allow": ["a"], "deny": ["a"]}}}, "document.models.deny"),
+    ]
+    for status, payloads in ((400, cases), (422, semantic)):
+        for payload, field in payloads:
+            resp = await gov.client.post(API, json=payload)
+            assert resp.status_code == status, payload
+            body = resp.json()
+            assert body["status"] == "fail"
+            assert body["data"]["errors"][0]["field"] == field, body
     assert (await gov.client.get(API)).json()["data"]["total"] == 0
     audit = (await gov.client.get("/llm-ops/v1/audit/logs?action=governance.*")).json()["data"]
     assert audit["total"] == 0
@@ -94,7 +102,7 @@ async def test_rejected_update_leaves_the_policy_untouched(gov: AdminTestApp) ->
     pid = (await create(gov))["id"]
     bad = await gov.client.put(f"{API}/{pid}", json={"name": "search-limits",
                                                      "document": {"models": {"allow": ["a"], "deny": ["a"]}}})
-    assert bad.status_code == 400 and bad.json()["data"]["errors"][0]["field"] == "document.models.deny"
+    assert bad.status_code == 422 and bad.json()["data"]["errors"][0]["field"] == "document.models.deny"
     stale = await gov.client.put(f"{API}/{pid}", json={"name": "x", "document": DOC, "expectedVersion": 7})
     assert stale.status_code == 409 and stale.json()["data"] == {"version": 1}
     current = (await gov.client.get(f"{API}/{pid}")).json()["data"]

@@ -68,9 +68,14 @@ async def test_register_and_filter_datasets(catalog: AdminTestApp) -> None:
     fail(await c.get(f"{API}/datasets/ds_missing"), 404)
     assert "already exists" in fail(await c.post(f"{API}/datasets", json={"name": "qa-pairs", "ownerTeam": "x"}),
                                     409)["message"]
+    # A type outside the declared enum breaks the schema (400); a rule this deployment lacks is a 422.
     bad = fail(await c.post(f"{API}/datasets", json={"name": "x", "ownerTeam": "ml", "schema": {"a": "blob"},
                                                      "piiRules": ["email", "dna"]}), 400)
-    assert [e["field"] for e in bad["data"]["errors"]] == ["schema", "piiRules"]
+    assert [e["field"] for e in bad["data"]["errors"]] == ["schema"]
+    unknown = fail(await c.post(f"{API}/datasets", json={"name": "x", "ownerTeam": "ml", "piiRules": ["email", "dna"]}),
+                   422)
+    assert [e["field"] for e in unknown["data"]["errors"]] == ["piiRules"] and "dna" in unknown["message"]
+    fail(await c.post(f"{API}/datasets", json={"name": "x", "ownerTeam": "ml", "requiredColumns": ["a", "a"]}), 400)
     fail(await c.post(f"{API}/datasets", json={"name": "x", "ownerTeam": "ml", "format": "xlsx"}), 400)
     fail(await c.post(f"{API}/datasets", json={"name": "x", "ownerTeam": ["ml"]}), 400)
 

@@ -61,7 +61,8 @@ async def test_crud_filters_paging_and_secret_handling(catalog: AdminTestApp) ->
         "parentModelId"
 
     # Secrets: a raw key is refused with a hint, never echoed; a key-looking ref and credentialed URLs too.
-    raw = fail(await c.post(f"{API}/models", json=external("k", provider={**OPENAI, "apiKey": "sk-live-123"})), 400)
+    # The schema declares apiKey (to answer with that hint), so a raw key is schema-valid: a 422.
+    raw = fail(await c.post(f"{API}/models", json=external("k", provider={**OPENAI, "apiKey": "sk-live-123"})), 422)
     assert raw["data"]["errors"][0]["field"] == "provider.apiKey" and "sk-live-123" not in str(raw)
     bad_ref = fail(await c.post(f"{API}/models", json=external("k", provider={**OPENAI, "apiKeyRef": "sk-live"})),
                    400)
@@ -152,7 +153,7 @@ async def test_versions_diff_and_lineage(catalog: AdminTestApp) -> None:
     assert stale["data"] == {"version": 2}
     data(await c.put(url, json=base("root-model", description="better", format="safetensors", tags=["prod"],
                                     labels={"env": "prod", "tier": "1"}, expectedVersion=2)))
-    assert fail(await c.put(url, json=external("root-model")), 400)["data"]["errors"][0]["field"] == "type"
+    assert fail(await c.put(url, json=external("root-model")), 422)["data"]["errors"][0]["field"] == "type"
 
     versions = data(await c.get(f"{url}/versions"))
     assert [v["version"] for v in versions["items"]] == [3, 2, 1]
@@ -172,14 +173,14 @@ async def test_versions_diff_and_lineage(catalog: AdminTestApp) -> None:
     assert [m["id"] for m in mid["children"]] == [ft2["id"]]
 
     ft_body = {"name": "ft-a", "type": "fine-tuned", "ownerTeam": "ml", "format": "gguf"}
-    cycle = fail(await c.put(f"{API}/models/{ft['id']}", json={**ft_body, "parentModelId": ft2["id"]}), 400)
+    cycle = fail(await c.put(f"{API}/models/{ft['id']}", json={**ft_body, "parentModelId": ft2["id"]}), 422)
     assert cycle["data"]["errors"][0]["field"] == "parentModelId" and "cycle" in cycle["message"]
-    self_parent = fail(await c.put(f"{API}/models/{ft['id']}", json={**ft_body, "parentModelId": ft["id"]}), 400)
+    self_parent = fail(await c.put(f"{API}/models/{ft['id']}", json={**ft_body, "parentModelId": ft["id"]}), 422)
     assert "own parent" in self_parent["message"]
     missing = fail(await c.post(f"{API}/models", json={**ft_body, "name": "ft-c", "parentModelId": root["id"],
                                                       "trainingDatasets": [{"datasetId": ds["id"], "version": 7},
                                                                            {"datasetId": "ds_x", "version": 1}]}),
-                   400)
+                   422)
     assert [e["field"] for e in missing["data"]["errors"]] == ["trainingDatasets[0].version",
                                                                "trainingDatasets[1].datasetId"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
@@ -62,3 +64,15 @@ def test_each_provider_has_its_own_required_fields() -> None:
     assert check_provider(vllm) == []
     shown = public_provider(decode(apiKey="sk-live"))
     assert isinstance(shown, OpenAIProvider) and b"sk-live" not in msgspec.json.encode(shown)
+
+
+def test_the_declared_url_pattern_refuses_what_the_check_refuses_in_any_regex_engine() -> None:
+    """The pattern spells whitespace out (``\\s`` differs between Python and ECMA 262), so a generator reading it
+    either way cannot produce a URL the server refuses: schemathesis found \\x1c, which ECMA's ``\\s`` lacks."""
+    from control.catalog.models.providers import _URL_PATTERN, _url_problem
+
+    assert "\\s" not in _URL_PATTERN
+    pattern = re.compile(_URL_PATTERN)
+    admitted = [hex(c) for c in range(0x110000) if pattern.match(url := f"http://host/a{chr(c)}b")
+                and _url_problem(url)]
+    assert admitted == []
