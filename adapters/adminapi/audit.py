@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -29,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi.auth import Actor, Principal, Role, requires
 from adapters.adminapi.denials import DenialStats, DenialWindows
 from adapters.adminapi.envelope import Envelope, Page, PageParams, ok
+from adapters.adminapi.errors import FieldError, ValidationFailed
 from adapters.adminapi.tables import audit_log
 from adapters.store import Store, StoreError, utcnow
 
@@ -174,14 +177,35 @@ def _as_utc(value: datetime | None) -> datetime | None:
         return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
-# What Litestar accepts for an optional datetime query parameter, stated for the document: an RFC 3339
-# date-time (one without an offset is taken as UTC), Unix seconds, integral or not, within datetime's years
-# 1-9999, or null (no filter), as Litestar itself declares.
+# A time filter: an RFC 3339 date-time (one without an offset is taken as UTC), Unix seconds between the first
+# and the last second of datetime's years 1-9999 (bounds exact: parsed as a decimal, not a float), or null (no
+# filter, as Litestar reads "null" for any optional parameter). The schema states exactly that.
+_UNIX_MIN, _UNIX_MAX = -62135596800, 253402300799
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INSTANT_SCHEMA = {"oneOf": None, "anyOf": [
     Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
-    Schema(type=OpenAPIType.NUMBER, minimum=-62135596800, maximum=253402300799, description="Unix seconds"),
+    Schema(type=OpenAPIType.NUMBER, minimum=_UNIX_MIN, maximum=_UNIX_MAX, description="Unix seconds"),
     Schema(type=OpenAPIType.NULL),
 ]}
+
+
+def parse_instant(raw: str | None, name: str) -> datetime | None:
+    """The ``since``/``until`` value as an aware UTC datetime; ``ValidationFailed`` naming ``name`` otherwise."""
+    if raw is None or raw == "null":
+        return None
+    if _NUMBER.fullmatch(raw):
+        seconds = Decimal(raw)
+        if not _UNIX_MIN <= seconds <= _UNIX_MAX:
+            raise ValidationFailed([FieldError(field=name, message=f"Unix seconds must be between {_UNIX_MIN} "
+                                                                   f"and {_UNIX_MAX}")])
+        micros = int((seconds * 1_000_000).to_integral_value(rounding=ROUND_FLOOR))
+        return _EPOCH + timedelta(microseconds=micros)
+    try:
+        return _as_utc(msgspec.convert(raw, datetime))
+    except msgspec.ValidationError as err:
+        raise ValidationFailed([FieldError(field=name, message=f"not an RFC 3339 date-time or Unix seconds "
+                                                                f"({err})")]) from err
 
 
 async def query_audit(
@@ -239,13 +263,13 @@ async def list_audit_logs(
     resource_type: str | None = Parameter(query="resourceType", default=None, max_length=50),
     resource_id: str | None = Parameter(query="resourceId", default=None, max_length=200),
     outcome: Literal["success", "denied"] | None = Parameter(query="outcome", default=None),
-    since: datetime | None = Parameter(query="since", default=None, schema_extra=_INSTANT_SCHEMA,
-                                       description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
-    until: datetime | None = Parameter(query="until", default=None, schema_extra=_INSTANT_SCHEMA,
-                                       description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
+    since: str | None = Parameter(query="since", default=None, schema_extra=_INSTANT_SCHEMA,
+                                  description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
+    until: str | None = Parameter(query="until", default=None, schema_extra=_INSTANT_SCHEMA,
+                                  description="RFC 3339 date-time (UTC if no offset) or Unix seconds; inclusive"),
 ) -> Envelope[Page[AuditEntry]]:
     result = await query_audit(
         store, page, actor=actor, action=action, resource_type=resource_type, resource_id=resource_id,
-        outcome=outcome, since=since, until=until,
+        outcome=outcome, since=parse_instant(since, "since"), until=parse_instant(until, "until"),
     )
     return ok(result)

@@ -67,6 +67,19 @@ async def test_time_filters_take_unix_seconds_and_any_valid_date_time(admin: Adm
     # Valid date-times whose UTC instant lies outside datetime's range are clamped, not refused.
     assert (await _entries(admin, "since=0001-01-01T00:00:00%2B01:00"))["total"] == 1
     assert (await _entries(admin, "until=9999-12-31T23:59:59-01:00"))["total"] == 1
+    assert (await _entries(admin, "until=null"))["total"] == 1  # no filter, as the document's null says
+
+
+@pytest.mark.parametrize(("value", "status"), [
+    ("253402300799", 200), ("-62135596800", 200), ("253402300798.9999999", 200), ("1e3", 200),
+    # Just past the declared bounds: refused exactly there (a float parse let 253402300799.00003 through).
+    ("253402300799.00003", 400), ("-62135596800.000001", 400), ("1e999", 400), ("nan", 400), ("", 400),
+])
+async def test_unix_seconds_are_bounded_exactly_as_declared(admin: AdminTestApp, value: str, status: int) -> None:
+    resp = await admin.client.get(API, params={"since": value})
+    assert resp.status_code == status, resp.text
+    if status == 400:
+        assert resp.json()["data"]["errors"][0]["field"] == "since"
 
 
 @pytest.mark.parametrize("query", ["outcome=maybe", "pageSize=500", "actor=" + "x" * 101])
