@@ -12,6 +12,8 @@ boundary; one gateway handler turns any of them into OpenAI's error schema.
     ├── NotFound                      404 not_found_error
     ├── MethodNotAllowed              405 invalid_request_error
     ├── RateLimited                   429 rate_limit_error
+    ├── EndpointNotSupported          501 invalid_request_error / unsupported_endpoint (a provider kind that
+    │                                 cannot serve e.g. /v1/embeddings; not retried, no breaker failure)
     └── UpstreamError                 502 upstream_error        (retryable)
         ├── UpstreamUnavailable       503 upstream_unavailable   (retryable; breaker open, 503 upstream)
         ├── UpstreamTimeout           504 upstream_timeout       (retryable)
@@ -27,6 +29,7 @@ import msgspec
 
 __all__ = [
     "AuthenticationFailed",
+    "EndpointNotSupported",
     "GatewayError",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -129,6 +132,20 @@ class RateLimited(GatewayError):
         if self.retry_after_s is None:
             return {}
         return {"retry-after": str(max(1, round(self.retry_after_s)))}
+
+
+class EndpointNotSupported(GatewayError):
+    """The route's provider is of a kind that cannot serve this endpoint (Ollama-native, litellm)."""
+
+    status = 501
+    kind = "invalid_request_error"
+
+    def __init__(self, provider: str, provider_kind: str, endpoint: str) -> None:
+        super().__init__(
+            f"provider {provider} (kind {provider_kind!r}) cannot serve /v1/{endpoint}; "
+            f"route it to an 'openai'-kind provider (vLLM, OpenAI, Ollama's /v1)",
+            param="model", code="unsupported_endpoint",
+        )
 
 
 class UpstreamError(GatewayError):

@@ -78,6 +78,7 @@ class RequestContext(msgspec.Struct):
     stream: bool
     raw_headers: list[tuple[bytes, bytes]]  # the ASGI scope's, names lower-cased by the server
     client_wants_usage: bool = False
+    endpoint: str = "chat"  # chat, completions, embeddings or responses: what `body` and the filters' chunks are
     started: float = msgspec.field(default_factory=time.perf_counter)
     principal: Principal | None = None  # set by an authenticating plug-in; carried into the usage record
     route_name: str | None = None  # on_request may redirect (an A/B arm); on_route sees the resolved one

@@ -45,6 +45,7 @@ class UsageRecord(msgspec.Struct, gc=False):
     completion_tokens: int = 0
     usage_source: str = "upstream"  # a UsageSource
     error: str | None = None
+    endpoint: str = "chat"  # which OpenAI endpoint served it: chat, completions, embeddings, responses
     principal: Principal | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     annotations: dict[str, dict[str, Any]] | None = None  # per plug-in name, from the request context

@@ -40,9 +40,12 @@ from adapters.upstream import Upstream
 from gateway.access import SELF_COUNTED, serve_counted
 from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
+from gateway.completions.service import CompletionsService
 from gateway.config import ConfigError, GatewayCfg
+from gateway.embeddings.service import EmbeddingsService
 from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
+from gateway.responses.service import ResponsesService
 from gateway.state import Gateway
 
 __all__ = ["create_app"]
@@ -94,10 +97,25 @@ def create_app(
     gw.usage.add_consumer(MetricsConsumer(gw.metrics))
     gw.usage.add_consumer(LogConsumer())
     chat = ChatService(gw)
+    # The other OpenAI endpoints: the chat path (routing, resilience, plug-ins, metering), their own wire.
+    endpoints: dict[str, ChatService] = {
+        "/v1/completions": CompletionsService(gw),
+        "/v1/embeddings": EmbeddingsService(gw),
+        "/v1/responses": ResponsesService(gw),
+    }
 
     @asgi("/v1/chat/completions", include_in_schema=False, copy_scope=False, opt=SELF_COUNTED)
     async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await chat.handle(scope, receive, send)
+
+    def _endpoint_handler(path: str, service: ChatService) -> Any:
+        """What Litestar serves for odd spellings of an endpoint's path (e.g. a trailing slash)."""
+
+        @asgi(path, include_in_schema=False, copy_scope=False, opt=SELF_COUNTED, name=path)
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await service.handle(scope, receive, send)
+
+        return handler
 
     @asgi("/serve", is_mount=True, include_in_schema=False, opt=SELF_COUNTED)
     async def serve_route(scope: Scope, receive: Receive, send: Send) -> None:
@@ -183,8 +201,8 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
 
     app = Litestar(
-        route_handlers=[chat_completions, serve_route, list_models, retrieve_model, healthz, readyz, metrics,
-                        *plane.route_handlers],
+        route_handlers=[chat_completions, *(_endpoint_handler(p, svc) for p, svc in endpoints.items()),
+                        serve_route, list_models, retrieve_model, healthz, readyz, metrics, *plane.route_handlers],
         lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
         openapi_config=plane.openapi_config,
@@ -192,7 +210,7 @@ def create_app(
     )
     app.state.gateway = gw
     app.state.control_plane = plane
-    return GatewayApp(app, chat, gw)
+    return GatewayApp(app, chat, gw, endpoints)
 
 
 async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -207,18 +225,24 @@ async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Recei
 
 
 class GatewayApp:
-    """The ASGI entry point: chat requests go straight to the chat service, the rest to Litestar.
+    """The ASGI entry point: chat requests go straight to the chat service, then the other
+    OpenAI endpoints (completions, embeddings, responses) to theirs, the rest to Litestar.
 
-    The two chat paths are the hot path; skipping Litestar's router, exception middleware and
-    send wrappers there is worth ~10% throughput (docs/benchmarks.md). Litestar still owns every
-    other path, the lifespan, and odd spellings of the chat paths (e.g. a trailing slash).
+    The two chat paths are the hot path and are tested first; skipping Litestar's router,
+    exception middleware and send wrappers there is worth ~10% throughput (docs/benchmarks.md).
+    Litestar still owns every other path, the lifespan, and odd spellings of the endpoint paths
+    (e.g. a trailing slash).
     """
 
-    def __init__(self, litestar: Litestar, chat: ChatService, gateway: Gateway) -> None:
+    def __init__(
+        self, litestar: Litestar, chat: ChatService, gateway: Gateway,
+        endpoints: Mapping[str, ChatService] | None = None,
+    ) -> None:
         self.litestar = litestar
         self.state = litestar.state
         self._chat = chat
         self._gw = gateway
+        self._endpoints = dict(endpoints or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -228,6 +252,10 @@ class GatewayApp:
                 return
             if path.startswith("/serve/") and path.endswith("/chat"):
                 await _serve_path(self._chat, path, scope, receive, send)
+                return
+            service = self._endpoints.get(path)
+            if service is not None:
+                await service.handle(scope, receive, send)
                 return
             # Every other response is counted, logged and given an x-request-id (gateway/access.py).
             await serve_counted(self.litestar, self._gw, scope, receive, send)

@@ -103,7 +103,8 @@ class LogConsumer:
             log.info(
                 "request",
                 extra={"fields": {
-                    "request_id": r.request_id, "route": r.route, "provider": r.provider, "model": r.model,
+                    "request_id": r.request_id, "endpoint": r.endpoint, "route": r.route, "provider": r.provider,
+                    "model": r.model,
                     "stream": r.stream, "status": r.status, "latency_ms": round(r.latency_s * 1000, 3),
                     "ttft_ms": None if r.ttft_s is None else round(r.ttft_s * 1000, 3), "attempts": r.attempts,
                     "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
@@ -129,14 +130,26 @@ def _count_all(records: list[UsageRecord]) -> None:
 def _count_missing(r: UsageRecord) -> None:
     if r.usage_source != "counted":
         return
-    text = []
-    for m in r.prompt_messages or []:
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            text.append(content)
-        elif isinstance(content, list):
-            text.extend(p.get("text", "") for p in content if isinstance(p, dict))
-    r.prompt_tokens = count_tokens("\n".join(text)) + 3 * len(r.prompt_messages or [])
+    text: list[str] = []
+    ids = messages = 0
+    prompt = r.prompt_messages
+    # chat `messages`; completions' `prompt` / embeddings' `input`: a string, strings or token
+    # ids; the Responses API's `input`: a string or message items
+    for m in [prompt] if isinstance(prompt, str) else prompt or []:
+        if isinstance(m, str):
+            text.append(m)
+        elif isinstance(m, int):
+            ids += 1
+        elif isinstance(m, list) and all(isinstance(t, int) for t in m):
+            ids += len(m)
+        elif isinstance(m, dict):
+            messages += 1
+            content = m.get("content")
+            if isinstance(content, str):
+                text.append(content)
+            elif isinstance(content, list):
+                text.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    r.prompt_tokens = count_tokens("\n".join(text)) + 3 * messages + ids
     r.completion_tokens = count_tokens(r.completion_text or "")
     r.prompt_messages = None
     r.completion_text = None

@@ -64,6 +64,7 @@ class Relay:
         stream: bool,
         ctx: RequestContext | None = None,
         on_route: Callable[[RequestContext], Awaitable[None]] | None = None,
+        endpoint: str = "chat",
     ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
         deep on the non-stream hot path). A stream's backend stays counted in flight
@@ -74,7 +75,8 @@ class Relay:
 
         `on_route(ctx)` (plug-ins' hooks, only when some plug-in has one) runs before a
         target's first attempt with `ctx.route_name/provider/upstream_model` set; what it
-        raises ends the request, untried targets included."""
+        raises ends the request, untried targets included. `endpoint` names the OpenAI
+        endpoint the adapter calls (chat, completions, embeddings, responses)."""
         attempts = 0
         last: GatewayError | None = None
         for target in route.plan():
@@ -93,7 +95,8 @@ class Relay:
                     self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1
                 body["model"] = target.model  # the body is this request's own: rewrite in place
-                call = UpstreamCall(body=body, request_id=request_id, timeouts=target.timeouts, stream=stream)
+                call = UpstreamCall(body=body, request_id=request_id, timeouts=target.timeouts, stream=stream,
+                                    endpoint=endpoint)
                 t = target.timeouts
                 attempt_end = self._watchdog.expect(watch, t.first_byte_s, t.total_s)
                 backend.inflight += 1

@@ -3,7 +3,8 @@
 Like httpx's `MockTransport`: relay, plug-in and metering tests need no socket.
 The handler gets each attempt's `UpstreamCall` and returns (or awaits to):
 
-- for a completion: a `chat.completion` dict, its JSON bytes, or a ready `Completion`;
+- for a completion: a `chat.completion` dict (or the `call.endpoint`'s own body), its JSON bytes,
+  or a ready `Completion`;
 - for a stream: an iterable or async iterable of `chat.completion.chunk` dicts or JSON bytes
   (an async generator function works as the handler itself).
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from adapters.upstream.answers import parse_answer
 from adapters.upstream.base import Backend, Completion, UpstreamCall
 from adapters.upstream.breaker import CircuitBreaker
 from adapters.upstream.openai_compat import parse_completion
@@ -58,7 +60,9 @@ class FunctionUpstream:
         result = await self._call(call)
         if isinstance(result, Completion):
             return result
-        return parse_completion(_bytes(result), self.name)
+        if call.endpoint == "chat":
+            return parse_completion(_bytes(result), self.name)
+        return parse_answer(call.endpoint, _bytes(result), self.name)
 
     async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         result = await self._call(call)

@@ -1,5 +1,7 @@
 """Mock LLM upstream: an OpenAI-compatible and Ollama-native HTTP server. A TEST DOUBLE, not a model.
 
+OpenAI: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses (mock_endpoints.py).
+
 It backs the gateway's tests, the built-in `demo` route and the benchmark. Answers
 are a deterministic word cycle; faults (status, timeout, drop, malformed, mid-stream
 drop/error) come from `push_faults`, or, only with `MockConfig.faults` on, the
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from adapters.testdoubles.mock_cli import HELP_TEXT, add_cli_arguments, run_from_args
 from adapters.testdoubles.mock_control import add_control_routes
+from adapters.testdoubles.mock_endpoints import CompletionReply, EmbeddingReply, ResponsesReply
 from adapters.testdoubles.mock_responses import BadRequest, OllamaReply, OpenAIReply
 from adapters.testdoubles.mock_state import (
     Fault,
@@ -45,8 +48,8 @@ __all__ = [
 ]
 
 STATE_KEY = web.AppKey("mock_state", MockState)
-_Dialect = type[OpenAIReply] | type[OllamaReply]
-_Reply = OpenAIReply | OllamaReply
+_Reply = OpenAIReply | OllamaReply | CompletionReply | EmbeddingReply | ResponsesReply
+_Dialect = type[_Reply]
 _MID_STREAM = ("drop_mid_stream", "error_mid_stream")
 _decode = msgspec.json.decode
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -172,6 +175,18 @@ async def _ollama_chat(request: web.Request) -> web.StreamResponse:
     return await _chat(request, OllamaReply)
 
 
+async def _openai_completions(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, CompletionReply)
+
+
+async def _openai_embeddings(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, EmbeddingReply)
+
+
+async def _openai_responses(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, ResponsesReply)
+
+
 def _model_id(state: MockState) -> str:
     return state.config.model_name or "mock-model"
 
@@ -225,6 +240,9 @@ def build_app(state: MockState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", _openai_chat)
+    app.router.add_post("/v1/completions", _openai_completions)
+    app.router.add_post("/v1/embeddings", _openai_embeddings)
+    app.router.add_post("/v1/responses", _openai_responses)
     app.router.add_get("/v1/models", _openai_models)
     app.router.add_post("/api/chat", _ollama_chat)
     app.router.add_get("/api/tags", _ollama_tags)

@@ -4,9 +4,13 @@ Contract:
 - `complete` returns a `Completion` or raises a `GatewayError` (never an HTTP
   client exception); `retryable` on the error tells the relay whether another
   attempt may help.
-- `stream` is an async generator of OpenAI `chat.completion.chunk` JSON payloads
-  (no SSE framing, no `[DONE]`). Failures before the first payload are raised
-  from the first `__anext__`, so the relay can still retry; later failures are
+- `UpstreamCall.endpoint` names the OpenAI endpoint (`ENDPOINTS`: chat, completions,
+  embeddings, responses); a kind that cannot serve one raises `EndpointNotSupported`.
+- `stream` is an async generator of that endpoint's JSON payloads (chat:
+  `chat.completion.chunk`; completions: `text_completion` chunks; responses: the
+  event objects, whose `type` names the SSE event), with no SSE framing, no `[DONE]`.
+  Failures before the first payload are raised from the first `__anext__`,
+  so the relay can still retry; later failures are
   raised mid-iteration. Whoever iterates must `aclose()` it: closing (or
   cancelling the consuming task) closes the upstream connection, which is how a
   vanished client cancels generation upstream.
@@ -19,13 +23,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from adapters.upstream.breaker import CircuitBreaker
 
-__all__ = ["Backend", "Completion", "Timeouts", "Upstream", "UpstreamCall", "Usage"]
+__all__ = ["ENDPOINTS", "Backend", "Completion", "Endpoint", "Timeouts", "Upstream", "UpstreamCall", "Usage"]
+
+Endpoint = Literal["chat", "completions", "embeddings", "responses"]
+ENDPOINTS: dict[str, str] = {  # endpoint -> path under an OpenAI-compatible base URL (…/v1)
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,7 @@ class UpstreamCall(msgspec.Struct, gc=False):
     request_id: str
     timeouts: Timeouts
     stream: bool = False
+    endpoint: str = "chat"  # an `Endpoint`
 
 
 class Completion(msgspec.Struct, gc=False):

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from adapters.errors import EndpointNotSupported, UpstreamError, UpstreamStatus, UpstreamTimeout
 from adapters.upstream.base import Backend, Completion, UpstreamCall
 from adapters.upstream.breaker import CircuitBreaker
 from adapters.upstream.openai_compat import parse_completion
@@ -78,6 +78,8 @@ class LiteLLMUpstream:
         return UpstreamError(f"upstream {self.name} failed: {exc.__class__.__name__}")
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
+        if call.endpoint != "chat":  # only acompletion is wired; litellm's other calls are not
+            raise EndpointNotSupported(self.name, self.kind, call.endpoint)
         if self._litellm is None:
             raise UpstreamError(f"provider {self.name} is not started")
         try:
@@ -87,6 +89,8 @@ class LiteLLMUpstream:
         return parse_completion(resp.model_dump_json(exclude_none=True).encode(), self.name)
 
     async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        if call.endpoint != "chat":
+            raise EndpointNotSupported(self.name, self.kind, call.endpoint)
         if self._litellm is None:
             raise UpstreamError(f"provider {self.name} is not started")
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.errors import UpstreamError, UpstreamStatus
+from adapters.errors import EndpointNotSupported, UpstreamError, UpstreamStatus
 from adapters.upstream.base import Backend, Completion, UpstreamCall, Usage
 from adapters.upstream.openai_compat import OpenAIUpstream, _drain
 
@@ -99,6 +99,8 @@ class OllamaUpstream(OpenAIUpstream):
     kind = "ollama"
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
+        if call.endpoint != "chat":  # /api/chat only; Ollama's /v1 (kind openai) serves the rest
+            raise EndpointNotSupported(self.name, self.kind, call.endpoint)
         session = self._session_or_fail()
         with self._client_errors:
             async with session.post(
@@ -130,6 +132,8 @@ class OllamaUpstream(OpenAIUpstream):
         return Completion(raw=_encode(body), usage=usage, content=message["content"])
 
     async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        if call.endpoint != "chat":
+            raise EndpointNotSupported(self.name, self.kind, call.endpoint)
         session = self._session_or_fail()
         cid, created, model = f"chatcmpl-{call.request_id}", int(time.time()), call.body["model"]
 

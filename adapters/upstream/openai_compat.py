@@ -15,7 +15,8 @@ import msgspec
 from yarl import URL
 
 from adapters.errors import UpstreamError, UpstreamStatus
-from adapters.upstream.base import Backend, Completion, Timeouts, UpstreamCall, Usage
+from adapters.upstream.answers import parse_answer
+from adapters.upstream.base import ENDPOINTS, Backend, Completion, Timeouts, UpstreamCall, Usage
 from adapters.upstream.breaker import CircuitBreaker
 from adapters.upstream.client_errors import ClientErrors
 
@@ -106,7 +107,8 @@ async def _drain(content: aiohttp.StreamReader, limit: int = 1 << 16) -> None:
 
 
 class OpenAIUpstream:
-    """Speaks `POST {base_url}/chat/completions`, streaming or not."""
+    """Speaks `POST {base_url}/chat/completions` (and `/completions`, `/embeddings`, `/responses`:
+    `call.endpoint`), streaming or not. Chat stays the first, cheapest branch."""
 
     kind = "openai"
 
@@ -128,7 +130,8 @@ class OpenAIUpstream:
             Backend(url=u.rstrip("/"), breaker=CircuitBreaker(breaker_threshold, breaker_cooldown_s)) for u in urls
         ]
         # Parsed once: aiohttp takes a ready URL as is, where a str costs a concat and a cache lookup.
-        self._chat_urls = {b.url: URL(b.url + "/chat/completions") for b in self.backends}
+        self._urls = {ep: {b.url: URL(b.url + path) for b in self.backends} for ep, path in ENDPOINTS.items()}
+        self._chat_urls = self._urls["chat"]
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -176,9 +179,10 @@ class OpenAIUpstream:
 
     async def complete(self, backend: Backend, call: UpstreamCall) -> Completion:
         session = self._session_or_fail()
+        chat = call.endpoint == "chat"
         with self._client_errors:
             async with session.post(
-                self._chat_urls[backend.url],
+                (self._chat_urls if chat else self._urls[call.endpoint])[backend.url],
                 data=_encode(call.body),
                 headers=self._request_headers(call),
                 timeout=self._timeout(call.timeouts),
@@ -187,17 +191,18 @@ class OpenAIUpstream:
                 status = resp.status
         if status >= 400:
             raise UpstreamStatus(status, raw, self.name)
-        return parse_completion(raw, self.name)
+        return parse_completion(raw, self.name) if chat else parse_answer(call.endpoint, raw, self.name)
 
     async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         session = self._session_or_fail()
         body: dict[str, Any] = call.body
-        if self._stream_usage:
+        chat = call.endpoint == "chat"
+        if self._stream_usage and (chat or call.endpoint == "completions"):  # responses: usage is always sent
             opts = body.get("stream_options")
             body = {**body, "stream_options": {**(opts if isinstance(opts, dict) else {}), "include_usage": True}}
         with self._client_errors:
             async with session.post(
-                self._chat_urls[backend.url],
+                (self._chat_urls if chat else self._urls[call.endpoint])[backend.url],
                 data=_encode(body),
                 headers=self._request_headers(call),
                 timeout=self._timeout(call.timeouts),

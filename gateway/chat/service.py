@@ -1,5 +1,10 @@
 """The chat endpoint's work: accept → on_request → route → on_route → relay (→ filters) → account → on_finish.
 
+The other OpenAI endpoints (gateway/completions, embeddings, responses) are subclasses that set
+their own `spec` (`EndpointSpec`: endpoint, parser, prompt field, stream meter, end marker) and, where their
+stream is shaped differently, override `_relay_chunks`/`_relay_filtered`/`_error_frame`. The
+instance copies them into slots once, so chat pays no lookup it did not pay before.
+
 Raw ASGI on purpose: this is the hot path, and it needs two things a
 framework response object hides: cancelling the upstream call the moment the
 client disconnects, and sending each stream chunk the moment it arrives.
@@ -11,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -27,7 +34,7 @@ from gateway.asgi import (
     send_error,
     send_json,
 )
-from gateway.chat.protocol import parse_chat_body
+from gateway.chat.protocol import BodyHead, parse_chat_body
 from gateway.metering import StreamMeter, UsageRecord
 from gateway.plugins import FilterChain
 from gateway.relay import Relayed
@@ -38,7 +45,7 @@ from gateway.watchdog import RequestWatch
 if TYPE_CHECKING:
     from gateway.state import Gateway
 
-__all__ = ["ChatService"]
+__all__ = ["CHAT", "ChatService", "EndpointSpec"]
 
 log = logging.getLogger("llmops.chat")
 
@@ -60,9 +67,30 @@ def _route_headers(rid: str, route: Route, provider: str) -> list[tuple[bytes, b
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """What differs between the OpenAI endpoints one service class serves."""
+
+    endpoint: str  # an `adapters.upstream.Endpoint`: the upstream path, and the usage record's `endpoint`
+    parse: Callable[[bytes], tuple[BodyHead, dict[str, Any]]]
+    prompt_key: str  # the body field whose text is counted when the upstream reports no usage
+    meter: Callable[[bool], Any]  # a `StreamMeter`-like: feed(payload) -> forward?, usage, text, first_token_at
+    done: bytes = DONE  # what ends a stream (the Responses API sends nothing)
+
+
+CHAT = EndpointSpec("chat", parse_chat_body, "messages", StreamMeter)
+
+
 class ChatService:
+    __slots__ = ("_done", "_endpoint", "_gw", "_meter", "_parse", "_prompt_key")
+
+    spec: ClassVar[EndpointSpec] = CHAT
+
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
+        spec = self.spec
+        self._endpoint, self._parse, self._prompt_key = spec.endpoint, spec.parse, spec.prompt_key
+        self._meter, self._done = spec.meter, spec.done
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route_name: str | None = None) -> None:
         """One chat request, start to finish. Deliberately one flat coroutine: each extra
@@ -89,7 +117,7 @@ class ChatService:
             # accept → on_request → route
             try:
                 raw = await read_body(receive, declared_length, gw.max_body_bytes)
-                head, body = parse_chat_body(raw)
+                head, body = self._parse(raw)
                 model = route_name or head.model
                 if not model:
                     raise InvalidRequest("You must provide a model parameter", param="model")
@@ -98,7 +126,7 @@ class ChatService:
                 ctx = RequestContext(
                     request_id=rid, model=model, body=body, stream=bool(head.stream), raw_headers=scope["headers"],
                     client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
-                    started=started,
+                    started=started, endpoint=self._endpoint,
                 )
                 if plugins.on_request:  # no coroutine at all when no plug-in has the hook
                     await plugins.run_request(ctx)
@@ -115,7 +143,7 @@ class ChatService:
             # it (a bug) was answered with a 500 by the outer handler, and is counted as one.
             rec = UsageRecord(
                 request_id=rid, route=route.label or route.name, provider="-", model="-", stream=ctx.stream,
-                status=500, latency_s=0.0, tags=ctx.tags,
+                status=500, latency_s=0.0, tags=ctx.tags, endpoint=self._endpoint,
             )
             task = asyncio.current_task()
             assert task is not None
@@ -123,7 +151,7 @@ class ChatService:
             try:
                 relayed = await gw.relay.run(
                     route, ctx.body, rid, watch, stream=ctx.stream,
-                    ctx=ctx, on_route=plugins.run_route if plugins.on_route else None,
+                    ctx=ctx, on_route=plugins.run_route if plugins.on_route else None, endpoint=self._endpoint,
                 )
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
@@ -133,7 +161,7 @@ class ChatService:
                 else:
                     c = relayed.completion
                     rec.status = c.status
-                    rec.apply_usage(c.usage, ctx.body.get("messages", []), c.content)
+                    rec.apply_usage(c.usage, ctx.body.get(self._prompt_key, []), c.content)
                     raw = c.raw if chain is None else _encode(chain.body(_decode(c.raw)))
                     watch.responded = True
                     await send_json(send, c.status, raw, headers)
@@ -181,13 +209,15 @@ class ChatService:
         rec = UsageRecord(
             request_id=rid, route="-", provider="-", model="-", stream=False, status=status,
             latency_s=time.perf_counter() - started, attempts=0, usage_source="none", error=kind,
+            endpoint=self._endpoint,
         )
         if ctx is not None:
             rec.principal, rec.tags, rec.annotations = ctx.principal, ctx.tags, ctx.annotations
         plugins = self._gw.generation.plugins
         if plugins.on_finish:
             if ctx is None:  # refused before its body was read or parsed: a bare context
-                ctx = RequestContext(request_id=rid, model="", body={}, stream=False, raw_headers=[], started=started)
+                ctx = RequestContext(request_id=rid, model="", body={}, stream=False, raw_headers=[], started=started,
+                                     endpoint=self._endpoint)
             self._gw.usage.record_finished(rec, ctx, plugins.run_finish)
         else:
             self._gw.usage.record(rec)
@@ -203,7 +233,7 @@ class ChatService:
         chain: FilterChain | None,
     ) -> None:
         """Relay an open stream; from here on, failures end the stream with an error event."""
-        meter = StreamMeter(ctx.client_wants_usage)
+        meter = self._meter(ctx.client_wants_usage)
         first_chunk_at = time.perf_counter()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
@@ -220,18 +250,23 @@ class ChatService:
             if isinstance(exc, UpstreamError):  # not a plug-in's refusal or failure: that is no replica's fault
                 self._gw.relay.stream_failed(stream)
             rec.error = exc.kind
-            await send({"type": "http.response.body", "body": frame(exc.body()), "more_body": True})
+            await send({"type": "http.response.body", "body": self._error_frame(exc, meter), "more_body": True})
         finally:
             watch.settled()
             await stream.close()
             ttft_at = meter.first_token_at or first_chunk_at
             rec.ttft_s = ttft_at - ctx.started
-            rec.apply_usage(meter.usage, ctx.body.get("messages", []), meter.text)
+            rec.apply_usage(meter.usage, ctx.body.get(self._prompt_key, []), meter.text)
         watch.responded = True
-        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        await send({"type": "http.response.body", "body": self._done, "more_body": False})
 
     @staticmethod
-    async def _relay_chunks(stream: Relayed, meter: StreamMeter, send: Send, watch: RequestWatch) -> None:
+    def _error_frame(exc: GatewayError, meter: Any) -> bytes:
+        """A failure after the headers went out: one error event (then `done`)."""
+        return frame(exc.body())
+
+    @staticmethod
+    async def _relay_chunks(stream: Relayed, meter: Any, send: Send, watch: RequestWatch) -> None:
         assert stream.chunks is not None
         clock = time.perf_counter
         try:
@@ -246,7 +281,7 @@ class ChatService:
 
     @staticmethod
     async def _relay_filtered(
-        stream: Relayed, meter: StreamMeter, send: Send, watch: RequestWatch, chain: FilterChain
+        stream: Relayed, meter: Any, send: Send, watch: RequestWatch, chain: FilterChain
     ) -> None:
         """`_relay_chunks` through the plug-ins' response filters: each chunk decoded once, fed
         to the chain, what comes out re-encoded. The usage-only last chunk skips the filters

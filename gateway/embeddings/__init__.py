@@ -1,0 +1,1 @@
+"""gateway/embeddings: `/v1/embeddings`."""
