@@ -142,7 +142,7 @@ def create_app(
         """Public: overall state and per-route readiness only (see gateway/health.py)."""
         if not gw.ready:
             return Response({"status": "starting"}, status_code=503)
-        return Response(public_readiness(gw.generation))
+        return Response(public_readiness(gw.generation, gw.control))
 
     @get("/metrics", include_in_schema=False)
     async def metrics() -> Response[bytes]:
@@ -172,7 +172,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with plane.lifespan():
-            await gw.start()
+            await gw.start(plane.store)  # its published snapshots feed every generation
             # Everything allocated so far (imports, config, pools) lives for the whole process:
             # move it out of the collector's reach so GC passes only scan request garbage.
             gc.collect()

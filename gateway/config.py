@@ -29,6 +29,7 @@ __all__ = [
     "ServerCfg",
     "TargetCfg",
     "TimeoutsCfg",
+    "check_config",
     "decode_config",
     "load_config",
 ]
@@ -221,6 +222,12 @@ def _check_timeouts(t: TimeoutsCfg | None, where: str) -> None:
     for field in ("connect_s", "first_byte_s", "total_s"):
         if getattr(t, field) <= 0:
             raise ConfigError(f"{where}.timeouts.{field}: must be > 0")
+
+
+def check_config(cfg: GatewayCfg) -> None:
+    """The cross-reference checks of ``decode_config`` on a config built in code (e.g. merged
+    with the store's routes); raises ``ConfigError`` naming the path."""
+    _check(cfg)
 
 
 def _check(cfg: GatewayCfg) -> None:

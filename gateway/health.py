@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.upstream.urls import redact_url
 
 if TYPE_CHECKING:
+    from gateway.control_state import ControlState
     from gateway.routing import Route
     from gateway.state import Generation
 
@@ -30,10 +31,17 @@ def _route_ready(route: Route) -> bool:
     return any(b.breaker.available() for t in (*route.targets, *route.fallbacks) for b in t.provider.backends)
 
 
-def public_readiness(gen: Generation) -> dict[str, Any]:
-    """`{"status": "ready", "routes": {name: "ready" | "unavailable"}}`: no URLs, no providers."""
+def public_readiness(gen: Generation, control: ControlState | None = None) -> dict[str, Any]:
+    """`{"status": "ready", "routes": {name: "ready" | "unavailable"}}`: no URLs, no providers.
+
+    With a control plane, also `"control": {"staleness_s", "generations", "feed"}`: how old the
+    snapshots in force are. The status stays "ready" whatever the database does: the gateway
+    serves from its last snapshots, and readiness must never depend on the database."""
     routes = {name: "ready" if _route_ready(r) else "unavailable" for name, r in gen.table.routes.items()}
-    return {"status": "ready", "routes": routes}
+    out: dict[str, Any] = {"status": "ready", "routes": routes}
+    if control is not None:
+        out["control"] = control.status()
+    return out
 
 
 def upstream_detail(gen: Generation) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The gateway's live state and atomic config reload.
 
-A `Generation` is everything built from one config: providers (with their
-connection pools), the route table and the plug-ins (with their lifespans). A reload builds a complete new
-generation first, then swaps one reference; requests already running keep
-the generation they started with, which is closed once they have drained.
+A `Generation` is everything built from one config plus the control plane's
+snapshots (gateway/control_state.py): providers (with their connection pools),
+the route table, the plug-ins (with their lifespans) and the typed snapshots
+(`gen.control`). A reload, or a new snapshot, builds a complete new generation
+first, then swaps one reference; requests already running keep the generation
+they started with, which is closed once they have drained.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.store import Store
 from adapters.upstream import BreakerState, Upstream
 from adapters.upstream.urls import redact_url
 from adapters.upstream.vllm_metrics import scrape_forever
 from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
+from gateway.control_state import ControlSnapshots, ControlState, apply_routes
 from gateway.health import backend_label
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
@@ -44,8 +48,10 @@ class Generation:
         table: RouteTable,
         plugins: Plugins | None = None,
         usage: UsageQueue | None = None,
+        control: ControlSnapshots | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg  # the YAML merged with the store's routes
+        self.control = control or ControlSnapshots()  # what the store published, typed (for plug-ins)
         self.providers = providers
         self.table = table
         self.plugins = plugins or Plugins()
@@ -133,6 +139,8 @@ class Gateway:
         self._mock: MockServer | None = None
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self.control: ControlState | None = None  # set by start() when a control-plane store is open
+        self.snapshots = ControlSnapshots()
 
     async def _mock_url(self, cfg: GatewayCfg) -> str | None:
         """Start the built-in mock upstream once, if any provider asks for it."""
@@ -145,11 +153,13 @@ class Gateway:
             log.info("built-in mock upstream (test double) at %s", self._mock.url)
         return self._mock.url
 
-    async def _build(self, cfg: GatewayCfg) -> Generation:
+    async def _build(self, yaml_cfg: GatewayCfg) -> Generation:
+        snapshots = self.snapshots
+        cfg, _dropped = apply_routes(yaml_cfg, snapshots.routes)
         mock_url = await self._mock_url(cfg)
         providers = {p.name: self._upstreams.get(p.name) or build_provider(p, mock_url) for p in cfg.providers}
         plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins))
-        gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage)
+        gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
         try:
             await gen.start(self.metrics)
         except BaseException:
@@ -157,14 +167,24 @@ class Gateway:
             raise
         return gen
 
-    async def start(self) -> None:
+    async def start(self, store: Store | None = None, *, refresh_interval_s: float = 5.0) -> None:
+        """`store`: the control plane's, whose published snapshots feed every generation. Its
+        first read may fail (database down): the gateway then starts from the YAML alone."""
         await self.usage.start()
         await self.watchdog.start()
+        if store is not None:
+            self.control = ControlState(store, self._apply_snapshots, refresh_interval_s=refresh_interval_s)
+            await self.control.load()
+            self.snapshots = self.control.snapshots
         self.generation = await self._build(self.cfg)
         self.ready = True
+        if self.control is not None:
+            self.control.start()
 
     async def stop(self) -> None:
         self.ready = False
+        if self.control is not None:
+            await self.control.aclose()
         if self.generation is not None:
             await self.generation.close(drain_timeout_s=30)
         for t in list(self._retiring):
@@ -189,11 +209,27 @@ class Gateway:
             except Exception:  # counted for the reload-failure alert, then re-raised to the caller
                 self.metrics.reloads.labels("error").inc()
                 raise
-            old, self.generation, self.cfg = self.generation, new, cfg
-            self.max_body_bytes = cfg.server.max_body_bytes
-            task = asyncio.create_task(old.close())
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-            self.metrics.reloads.labels("ok").inc()
-            log.info("config reloaded: %d routes, %d providers", len(cfg.routes), len(cfg.providers))
+            self._swap(new, cfg)
+            log.info("config reloaded: %d routes, %d providers", len(new.cfg.routes), len(new.cfg.providers))
             return cfg
+
+    async def _apply_snapshots(self, snapshots: ControlSnapshots) -> None:
+        """A new set of control-plane snapshots: rebuild from the current YAML (failure: keep the old)."""
+        async with self._reload_lock:
+            before, self.snapshots = self.snapshots, snapshots
+            try:
+                new = await self._build(self.cfg)
+            except Exception:  # counted, then re-raised to ControlState, which logs it and keeps following
+                self.snapshots = before
+                self.metrics.reloads.labels("error").inc()
+                raise
+            self._swap(new, self.cfg)
+            log.info("control snapshots applied %s: %d routes", snapshots.generations(), len(new.cfg.routes))
+
+    def _swap(self, new: Generation, cfg: GatewayCfg) -> None:
+        old, self.generation, self.cfg = self.generation, new, cfg
+        self.max_body_bytes = cfg.server.max_body_bytes
+        task = asyncio.create_task(old.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        self.metrics.reloads.labels("ok").inc()

@@ -44,25 +44,31 @@ use are declared in ``adapters.adminapi.seams``.
 
 Modules must not import one another or ``gateway``; what they share goes through
 the store (tables, ``ChangeFeed`` topics), types in ``adapters`` or the service registry.
+What the gateway serves from (routes, keys, policies, templates, experiments) goes
+out as a snapshot: ``await ctx.publish_snapshot(conn, kind, build)`` in the write's
+transaction (``adapters.snapshots`` has the payload types).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
 from litestar.types import ControllerRouterHandler
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi.audit import AuditWriter
 from adapters.adminapi.services import ServiceKey, ServiceRegistry
 from adapters.adminapi.settings import ControlCfg
 from adapters.objectstore import ObjectStore
-from adapters.store import ChangeFeed, Migration, Store
+from adapters.snapshots import SnapshotKind, SnapshotPayload
+from adapters.store import ChangeFeed, Migration, Store, publish
 
 __all__ = ["ControlModule", "Migration", "ModuleContext", "no_lifespan"]
 
@@ -96,6 +102,15 @@ class ModuleContext:
     def provide(self, key: ServiceKey[T], service: T) -> None:
         """Publish ``service`` under ``key`` (named ``<this module>.…``); a second provider fails start-up."""
         self.services.provide(self.name, key, service)
+
+    async def publish_snapshot(
+        self, conn: AsyncConnection, kind: SnapshotKind,
+        build: Callable[[int, datetime], Awaitable[SnapshotPayload]],
+    ) -> SnapshotPayload:
+        """Publish the gateway's ``kind`` snapshot in the caller's write transaction (``store.begin()``):
+        ``await build(generation, published_at)`` returns the whole payload, read through ``conn``
+        (it runs after the snapshot's row lock is taken, so it sees every earlier publish)."""
+        return await publish(conn, self.changes, kind, build)
 
     def module_settings(self, type_: type[T]) -> T:
         """``cfg.module_settings[<name>]`` decoded into the module's own typed settings struct.

@@ -2,7 +2,8 @@
 
 Public pieces: ``open_store`` / ``SqlStore`` (the ``Store`` seam), the migration
 runner (``Migration``, ``migrate``, ``ensure_schema``), the ``ChangeFeed`` that
-tells snapshot readers what changed, ``Snapshot`` itself, and portable column types.
+tells snapshot readers what changed, ``Snapshot`` itself, ``publish``/``read_published``
+(the snapshot rows control modules publish for the gateway), and portable column types.
 """
 
 from adapters.store.base import DB_FILENAME, Dialect, Store, redact_url, resolve_database_url
@@ -31,6 +32,7 @@ from adapters.store.migrations import (
     schema_drift,
     schema_versions,
 )
+from adapters.store.published import publish, read_published, store_snapshots
 from adapters.store.snapshot import Snapshot
 from adapters.store.sql import SqlStore, open_store
 from adapters.store.types import AutoId, Json, UsdAmount, UtcDateTime, new_id, utcnow
@@ -70,9 +72,12 @@ __all__ = [
     "migrate",
     "new_id",
     "open_store",
+    "publish",
+    "read_published",
     "redact_url",
     "resolve_database_url",
     "schema_drift",
     "schema_versions",
+    "store_snapshots",
     "utcnow",
 ]

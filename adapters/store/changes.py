@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store.errors import StoreError
 from adapters.store.migrations import Migration, create_tables
+from adapters.store.published import PUBLISHED_MIGRATION
 from adapters.store.types import UtcDateTime, utcnow
 
 if TYPE_CHECKING:
@@ -62,7 +63,10 @@ store_changes = Table(
     Column("changed_at", UtcDateTime, nullable=False),
 )
 
-STORE_MIGRATIONS = (Migration(1, "change-feed version rows", create_tables(store_changes)),)
+STORE_MIGRATIONS = (
+    Migration(1, "change-feed version rows", create_tables(store_changes)),
+    PUBLISHED_MIGRATION,  # the table of published snapshots (adapters/store/published.py)
+)
 
 
 class Subscription:

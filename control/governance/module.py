@@ -31,5 +31,7 @@ class GovernanceModule:
 
     @contextlib.asynccontextmanager
     async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
-        ctx.provide(POLICIES, PolicyService(ctx))
+        service = PolicyService(ctx)
+        await service.publish_if_missing()
+        ctx.provide(POLICIES, service)
         yield

@@ -1,12 +1,15 @@
 """Policy CRUD with versioning; every change is audited and announced on the change feed.
 
 Each mutation runs in one store transaction containing the policy row, its
-version snapshot, the team index, the audit entry and the change-feed mark, so a
-failure at any step leaves all of them as they were.
+version snapshot, the team index, the audit entry, the change-feed mark and the
+gateway's ``policies`` snapshot (every enabled policy), so a failure at any step
+leaves all of them as they were.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -14,7 +17,8 @@ from sqlalchemy import Select, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Page, PageParams, refuse
-from adapters.store import DuplicateKey, new_id, utcnow
+from adapters.snapshots import PoliciesSnapshot, PolicySpec
+from adapters.store import DuplicateKey, new_id, store_snapshots, utcnow
 from control.governance.documents import PolicyDocument, schema_rule_errors, semantic_errors
 from control.governance.protocol import Policy, PolicyCreate, PolicyUpdate, PolicyVersion
 from control.governance.tables import POLICIES_TOPIC, policies, policy_teams, policy_versions
@@ -38,11 +42,21 @@ def _check(document: PolicyDocument) -> dict[str, Any]:
     return msgspec.to_builtins(document)  # type: ignore[no-any-return]
 
 
+async def _policies_snapshot(conn: AsyncConnection, generation: int, at: datetime) -> PoliciesSnapshot:
+    """What the gateway enforces: every enabled, undeleted policy."""
+    rows = (await conn.execute(select(policies).where(policies.c.deleted_at.is_(None), policies.c.enabled.is_(True))
+                               .order_by(policies.c.name))).all()
+    specs = [PolicySpec(id=r.id, name=r.name, version=r.version, document=msgspec.convert(r.document, PolicyDocument))
+             for r in rows]
+    return PoliciesSnapshot(generation=generation, published_at=at, policies=specs)
+
+
 class PolicyService:
     def __init__(self, ctx: ModuleContext) -> None:
         self._store = ctx.store
         self._audit = ctx.audit
         self._changes = ctx.changes
+        self._ctx = ctx
 
     async def create(self, actor: Actor, data: PolicyCreate) -> Policy:
         document = _check(data.document)
@@ -58,10 +72,21 @@ class PolicyService:
                 policy = Policy(**{**row, "document": data.document})
                 await self._audit.record(conn, actor, action="governance.policy.create", resource_type="policy",
                                          resource_id=policy_id, after=policy)
-                await self._changes.mark(conn, POLICIES_TOPIC)
+                await self._mark_and_publish(conn)
         except DuplicateKey as err:
             raise Conflict(f"A policy named {data.name!r} already exists") from err
         return policy
+
+    async def publish_if_missing(self) -> None:
+        """At start-up: a store whose policies predate snapshots gets its first one."""
+        async with self._store.begin() as conn:
+            found = await conn.execute(select(store_snapshots.c.kind).where(store_snapshots.c.kind == "policies"))
+            if found.one_or_none() is None:
+                await self._ctx.publish_snapshot(conn, "policies", partial(_policies_snapshot, conn))
+
+    async def _mark_and_publish(self, conn: AsyncConnection) -> None:
+        await self._changes.mark(conn, POLICIES_TOPIC)
+        await self._ctx.publish_snapshot(conn, "policies", partial(_policies_snapshot, conn))
 
     async def get(self, policy_id: str) -> Policy:
         async with self._store.read() as conn:
@@ -112,7 +137,7 @@ class PolicyService:
                                                 updated_at=now, updated_by=who)
                 await self._audit.record(conn, actor, action="governance.policy.update", resource_type="policy",
                                          resource_id=policy_id, before=before, after=after)
-                await self._changes.mark(conn, POLICIES_TOPIC)
+                await self._mark_and_publish(conn)
         except DuplicateKey as err:
             raise Conflict(f"A policy named {data.name!r} already exists") from err
         return after, True
@@ -125,7 +150,7 @@ class PolicyService:
             await conn.execute(delete(policy_teams).where(policy_teams.c.policy_id == policy_id))
             await self._audit.record(conn, actor, action="governance.policy.delete", resource_type="policy",
                                      resource_id=policy_id, before=before)
-            await self._changes.mark(conn, POLICIES_TOPIC)
+            await self._mark_and_publish(conn)
         return before
 
     async def versions(self, policy_id: str, page: PageParams) -> Page[PolicyVersion]:
