@@ -47,6 +47,7 @@ from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
 from gateway.responses.service import ResponsesService
 from gateway.state import Gateway
+from gateway.workers import reload_others
 
 __all__ = ["create_app"]
 
@@ -150,12 +151,15 @@ def create_app(
 
     @post("/gateway/reload", status_code=200, tags=["gateway"], opt=requires(Role.admin))
     async def reload_config(caller: Actor) -> Envelope[dict[str, Any]]:
-        """Re-read the gateway config file and swap the route table atomically (admin only)."""
+        """Re-read the gateway config file and swap the route table atomically (admin only).
+
+        Under `serve --workers N` the others are then told to reload too; they do so asynchronously, as on SIGHUP."""
         before = _summary(gw.cfg)
         try:
             after = _summary(await gw.reload())
         except ConfigError as exc:
             raise BadRequest(f"config rejected, the running config is kept: {exc}") from None
+        reload_others()
         await _audit_reload(plane.store, caller, before, after)
         return ok(after, "config reloaded")
 

@@ -9,6 +9,9 @@ them. The parent serves nothing; it only relays signals and replaces workers:
 * SIGHUP: re-read the config file (kept for workers started later, when valid) and
   forward SIGHUP to every worker, each of which reloads as a single process does.
   A worker still starting when it arrives reloads as soon as it is up.
+* `POST /llm-ops/v1/gateway/reload` answered by one worker: once that worker has
+  reloaded, it writes its pid to a pipe the supervisor watches (`reload_others`), and
+  the supervisor does what SIGHUP does, skipping that worker.
 * SIGTERM / SIGINT: forward SIGTERM; every worker stops accepting, lets in-flight
   requests finish (uvicorn's graceful timeout, then the generation drain) and
   exits; past `STOP_TIMEOUT_S` the rest are killed. A second signal forwards SIGINT,
@@ -47,7 +50,7 @@ from gateway.metrics import MULTIPROC_ENV, enable_multiprocess
 if TYPE_CHECKING:
     from gateway.config import GatewayCfg
 
-__all__ = ["STOP_TIMEOUT_S", "cpu_count", "parse_workers", "serve_workers"]
+__all__ = ["STOP_TIMEOUT_S", "cpu_count", "parse_workers", "reload_others", "serve_workers"]
 
 log = logging.getLogger("llmops.workers")
 
@@ -56,6 +59,23 @@ STOP_TIMEOUT_S = 75.0  # uvicorn's 30 s for connections + the 30 s generation dr
 _PUBLISH_INTERVAL_S = 1.0
 _YOUNG_S = 10.0  # a worker that dies younger than this counts towards the restart back-off
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+
+# In a worker: the write end of the supervisor's reload-request pipe (None in a single process).
+_reload_fd: int | None = None
+
+
+def reload_others() -> bool:
+    """Ask the supervisor to reload every other worker (this one has already reloaded).
+
+    False when not running under `serve --workers`, or when the request could not be queued."""
+    if _reload_fd is None:
+        return False
+    try:
+        os.write(_reload_fd, b"%d\n" % os.getpid())  # under PIPE_BUF: one atomic write
+    except OSError as exc:  # full (the supervisor is stuck) or gone
+        log.error("could not ask the supervisor to reload the other workers: %s", exc)
+        return False
+    return True
 
 
 def cpu_count() -> int:
@@ -197,6 +217,7 @@ class _Supervisor:
         self.stopping_since: float | None = None
         self.status = 0
         self._wake: tuple[int, int] = (-1, -1)
+        self._reload_req: tuple[int, int] = (-1, -1)  # workers write their pid: "reload the others"
 
     def _spawn(self, slot: _Slot) -> None:
         sys.stdout.flush()
@@ -206,8 +227,10 @@ class _Supervisor:
             code = 1
             try:
                 signal.set_wakeup_fd(-1)  # the supervisor's; the worker's event loop sets its own
-                for fd in self._wake:
+                for fd in (*self._wake, self._reload_req[0]):
                     os.close(fd)
+                global _reload_fd
+                _reload_fd = self._reload_req[1]
                 code = _worker_main(self.sock, self.cfg, self.config_path, self.default_config)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -227,15 +250,34 @@ class _Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, sig)
 
-    def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGHUP and self.stopping_since is None:
-            from gateway.config import ConfigError
+    def _reload(self, skip: frozenset[int] = frozenset()) -> None:
+        """Re-read the config for workers started later, and SIGHUP every running worker not in `skip`."""
+        if self.stopping_since is not None:
+            return
+        from gateway.config import ConfigError
 
-            try:
-                self.cfg = self.reload_cfg()
-            except ConfigError as exc:  # each worker refuses it too, and says so
-                log.error("SIGHUP: config rejected for new workers, old config kept: %s", exc)
-            self._signal_all(signal.SIGHUP)
+        try:
+            self.cfg = self.reload_cfg()
+        except ConfigError as exc:  # each worker refuses it too, and says so
+            log.error("reload: config rejected for new workers, old config kept: %s", exc)
+        for slot in self.slots:
+            if slot.pid and slot.pid not in skip:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGHUP)
+
+    def _read_reload_requests(self) -> None:
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self._reload_req[0], 4096):
+                data += chunk
+        senders = frozenset(int(p) for p in data.split())
+        if senders:
+            log.info("reload requested by worker(s) %s; reloading the others", sorted(senders))
+            self._reload(skip=senders)
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGHUP:
+            self._reload()
         elif sig in (signal.SIGTERM, signal.SIGINT):
             if self.stopping_since is None:
                 log.info("stopping %d workers (in-flight requests finish first)", len(self.slots))
@@ -275,8 +317,9 @@ class _Supervisor:
 
     def run(self) -> int:
         wake_r, wake_w = self._wake = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
+        req_r, req_w = self._reload_req = os.pipe()
+        for fd in (wake_r, wake_w, req_r, req_w):
+            os.set_blocking(fd, False)
         received: list[int] = []
         # Signals are queued by a handler and handled in this loop, never inside the handler.
         for sig in _SIGNALS:
@@ -286,9 +329,12 @@ class _Supervisor:
             for slot in self.slots:
                 self._spawn(slot)
             while True:
-                if select.select([wake_r], [], [], 0.5)[0]:
+                ready = select.select([wake_r, req_r], [], [], 0.5)[0]
+                if wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
+                if req_r in ready:
+                    self._read_reload_requests()
                 while received:
                     self._on_signal(received.pop(0))
                 self._reap()
@@ -306,8 +352,8 @@ class _Supervisor:
                         self._spawn(slot)
         finally:
             signal.set_wakeup_fd(old_wakeup)
-            os.close(wake_r)
-            os.close(wake_w)
+            for fd in (wake_r, wake_w, req_r, req_w):
+                os.close(fd)
 
 
 def serve_workers(cfg: GatewayCfg, *, workers: int, config_path: Path | None,

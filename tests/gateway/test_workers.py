@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 import yaml
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.workers import cpu_count, parse_workers
@@ -54,13 +56,14 @@ def _until(check: Callable[[], bool], what: str, deadline_s: float = 20) -> None
 
 
 @contextlib.contextmanager
-def _serve(tmp_path: Path, cfg: dict[str, Any], workers: int = 2) -> Iterator[_Served]:
+def _serve(tmp_path: Path, cfg: dict[str, Any], workers: int = 2,
+           env: dict[str, str] | None = None) -> Iterator[_Served]:
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log, metrics_dir = tmp_path / "serve.log", tmp_path / "metrics"
     metrics_dir.mkdir()
     port = free_port()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(env or {})}
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port),
@@ -86,6 +89,17 @@ def _requests_total(base: str, route: str) -> float:
     text = httpx.get(base + "/metrics", headers={"connection": "close"}, timeout=5).text
     return sum(s.value for family in text_string_to_metric_families(text) if family.name == "llmops_requests"
                for s in family.samples if s.name == "llmops_requests_total" and s.labels["route"] == route)
+
+
+def _served_by(metrics_dir: Path, route: str) -> set[int]:
+    """Pids of the workers whose own metrics file counts a request on `route` (published each second)."""
+    pids = set()
+    for f in metrics_dir.glob("counter_stats-*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
+            _, name, labels, _ = json.loads(key)
+            if name == "llmops_requests_total" and labels.get("route") == route and value > 0:
+                pids.add(int(f.stem.rsplit("-", 1)[1]))
+    return pids
 
 
 def test_parse_workers() -> None:
@@ -127,6 +141,26 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         for _ in range(20):
             r = httpx.get(s.base + "/v1/models", headers={"connection": "close"})
             assert [m["id"] for m in r.json()["data"]] == ["two"]
+
+
+def test_admin_reload_reloads_every_worker(tmp_path: Path) -> None:
+    cfg = {**_config(route="one"), "control": {"data_dir": str(tmp_path / "ctl"), "modules": ["governance"]}}
+    with _serve(tmp_path, cfg, env={"LLMOPS_ADMIN_KEY": "adm-secret"}) as s:
+        (tmp_path / "gw.yaml").write_text(yaml.safe_dump({**cfg, "routes": _config(route="two")["routes"]}))
+        r = httpx.post(s.base + "/llm-ops/v1/gateway/reload", headers={"authorization": "Bearer adm-secret"})
+        assert r.status_code == 200 and r.json()["data"]["routes"] == ["two"], r.text
+        # The answering worker reloaded before answering, the other one on the supervisor's word: once each.
+        _until(lambda: s.text().count("config reloaded") == 2, "both workers to reload")
+
+        def both_serve_two() -> bool:
+            for _ in range(10):  # a fresh connection each: the kernel spreads them over both workers
+                r = httpx.post(s.base + "/v1/chat/completions", json={"model": "two", "messages": MSG},
+                               headers={"connection": "close"})
+                assert r.status_code == 200, r.text
+            return _served_by(s.metrics_dir, "two") == s.workers()
+
+        _until(both_serve_two, "requests for the new route answered by both workers")
+        assert s.text().count("config reloaded") == 2
 
 
 def test_killed_worker_is_restarted(tmp_path: Path) -> None:
