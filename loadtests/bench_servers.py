@@ -165,8 +165,10 @@ def _plugin_env(config: dict[str, Any]) -> dict[str, str] | None:
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(PLUGIN_PATH), os.environ.get("PYTHONPATH")) if p)}
 
 
-def start_gateway(config: dict[str, Any], cpus: Sequence[int], tmp: Path) -> Running:
-    path = tmp / "gateway.yaml"
+def start_gateway(config: dict[str, Any], cpus: Sequence[int], tmp: Path, *, workers: int = 1,
+                  name: str = "gateway") -> Running:
+    """`llmops serve` (`--workers N` when N > 1); config and log are `tmp/<name>.yaml` and `.log`."""
+    path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     llmops = str(_BIN / "llmops")
     env = _plugin_env(config)
@@ -176,7 +178,10 @@ def start_gateway(config: dict[str, Any], cpus: Sequence[int], tmp: Path) -> Run
         raise ProcessFailed(f"gateway config rejected: {check.stderr.strip() or check.stdout.strip()}")
     port = int(config["server"]["port"])
     argv = [llmops, "serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
-    run = _started("llmops gateway", argv, port, cpus, tmp / "gateway.log", env=env, timeout_s=60)
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    label = "llmops gateway" if workers == 1 else f"llmops gateway ({workers} workers)"
+    run = _started(label, argv, port, cpus, tmp / f"{name}.log", env=env, timeout_s=60)
     _wait_ready(run, timeout_s=30)
     return run
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loadtests.sweep import Target
@@ -62,12 +62,12 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def _run(target: Target, pid: int, concurrency: int, duration_s: float, wrk_cpus: Sequence[int] | None
-         ) -> tuple[WrkResult, float | None]:
-    before = process_cpu_s(pid)
+def _run(target: Target, pid: int, concurrency: int, duration_s: float, wrk_cpus: Sequence[int] | None,
+         cpu_s: Callable[[int], float | None]) -> tuple[WrkResult, float | None]:
+    before = cpu_s(pid)
     res = run_wrk(target.url, target.body, connections=concurrency, duration_s=duration_s, cpus=wrk_cpus,
                   path=target.path, headers=target.headers)
-    after = process_cpu_s(pid)
+    after = cpu_s(pid)
     if before is None or after is None or res.requests <= 0:
         return res, None
     return res, (after - before) * 1e6 / res.requests
@@ -83,19 +83,23 @@ def measure_pairs(
     pairs: int = 10,
     duration_s: float = 3.0,
     wrk_cpus: Sequence[int] | None = None,
+    cpu_s: Callable[[int], float | None] = process_cpu_s,
+    names: tuple[str, str] = ("floor", "gateway"),
 ) -> list[PairedRun]:
-    """`pairs` back-to-back (floor, gateway) runs; odd pairs run the gateway first (ABBA)."""
+    """`pairs` back-to-back (floor, gateway) runs; odd pairs run the gateway first (ABBA).
+
+    `cpu_s` reads a server's CPU seconds by pid (one process by default); `names` label the progress lines."""
     out = []
     for i in range(pairs):
         order = [(floor, floor_pid), (gateway, gateway_pid)]
         if i % 2:
             order.reverse()
-        got = {t.key: _run(t, pid, concurrency, duration_s, wrk_cpus) for t, pid in order}
+        got = {t.key: _run(t, pid, concurrency, duration_s, wrk_cpus, cpu_s) for t, pid in order}
         (f, f_cpu), (g, g_cpu) = got[floor.key], got[gateway.key]
         run = PairedRun(f, g, f_cpu, g_cpu)
         out.append(run)
         print(
-            f"  pair {i + 1}/{pairs} c={concurrency}: floor {f.rps:7.0f} req/s, gateway {g.rps:7.0f} req/s, "
+            f"  pair {i + 1}/{pairs} c={concurrency}: {names[0]} {f.rps:7.0f} req/s, {names[1]} {g.rps:7.0f} req/s, "
             f"ratio {run.ratio:.2f}",
             file=sys.stderr,
             flush=True,
