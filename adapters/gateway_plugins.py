@@ -111,7 +111,12 @@ class ResponseFilter(Protocol):
     (released). ``flush`` is called once when the upstream stream ended normally and returns
     whatever is still held; after a failure nothing held is sent. The usage-only last chunk
     does not pass through filters: it is sent after every filter has flushed. Raising
-    ``GatewayError`` blocks the response (mid-stream: an error event)."""
+    ``GatewayError`` blocks the response (mid-stream: an error event).
+
+    A filter that never changes what it is given in place may say so with a class attribute
+    ``changes_in_place = False``: when every filter of a request does, a body or chunk that
+    comes back as the very object passed in is sent as the upstream's own bytes, not
+    encoded again. A filter that rewrites must then return a new object."""
 
     def body(self, completion: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed ``chat.completion`` body: return it, changed or not."""

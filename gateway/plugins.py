@@ -28,6 +28,9 @@ __all__ = ["FilterChain", "Plugin", "Plugins", "check_settings", "load_plugins"]
 
 log = logging.getLogger("llmops.plugins")
 
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
 _ASYNC_HOOKS = ("on_request", "on_route", "on_finish")
 
 
@@ -214,16 +217,21 @@ class FilterChain:
 
     A filter that raises is handled by its plug-in's failure mode: closed raises
     `PluginFailed` (the caller answers 500 or ends the stream with an error event),
-    open logs once and drops that filter for the rest of the response."""
+    open logs once and drops that filter for the rest of the response.
 
-    __slots__ = ("_filters", "_rid")
+    `passes(obj, out)`: when every filter declares `changes_in_place = False`, an object
+    that comes back as itself is unchanged, so the caller sends the upstream's bytes
+    instead of encoding it again (the no-op and read-only filters' cheap path)."""
+
+    __slots__ = ("_filters", "_rid", "pristine")
 
     def __init__(self, filters: list[tuple[ResponseFilter, Plugin]], rid: str) -> None:
         self._filters = filters
         self._rid = rid
+        self.pristine = not any(getattr(f, "changes_in_place", True) for f, _ in filters)
 
     def body(self, completion: dict[str, Any]) -> dict[str, Any]:
-        for f, plugin in list(self._filters):
+        for f, plugin in self._filters:  # `_drop` replaces the list, never changes it
             try:
                 completion = f.body(completion)
             except GatewayError:
@@ -231,6 +239,12 @@ class FilterChain:
             except Exception:
                 self._drop(f, plugin, "response_filter.body")
         return completion
+
+    def body_bytes(self, raw: bytes) -> bytes:
+        """A non-streamed body through `body`, as bytes: `raw` itself when no filter changed it."""
+        completion = _decode(raw)
+        out = self.body(completion)
+        return raw if out is completion and self.pristine else _encode(out)
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         return self._through(0, [chunk])

@@ -162,7 +162,7 @@ class ChatService:
                     c = relayed.completion
                     rec.status = c.status
                     rec.apply_usage(c.usage, ctx.body.get(self._prompt_key, []), c.content)
-                    raw = c.raw if chain is None else _encode(chain.body(_decode(c.raw)))
+                    raw = c.raw if chain is None else chain.body_bytes(c.raw)
                     watch.responded = True
                     await send_json(send, c.status, raw, headers)
             except GatewayError as exc:  # no upstream answered; nothing was sent yet
@@ -284,8 +284,8 @@ class ChatService:
         stream: Relayed, meter: Any, send: Send, watch: RequestWatch, chain: FilterChain
     ) -> None:
         """`_relay_chunks` through the plug-ins' response filters: each chunk decoded once, fed
-        to the chain, what comes out re-encoded. The usage-only last chunk skips the filters
-        and follows their flush, so it stays last."""
+        to the chain, what comes out re-encoded (or, unchanged, sent as it came: `FilterChain.pristine`). The
+        usage-only last chunk skips the filters and follows their flush, so it stays last."""
         assert stream.chunks is not None
         clock = time.perf_counter
         tail: bytes | None = None
@@ -297,8 +297,13 @@ class ChatService:
                     if chunk.get("usage") is not None and not chunk.get("choices"):
                         tail = payload
                     else:
-                        for out in chain.feed(chunk):
-                            await send({"type": "http.response.body", "body": frame(_encode(out)), "more_body": True})
+                        outs = chain.feed(chunk)
+                        if chain.pristine and len(outs) == 1 and outs[0] is chunk:  # unchanged: its own bytes
+                            await send({"type": "http.response.body", "body": frame(payload), "more_body": True})
+                        else:
+                            for out in outs:
+                                await send({"type": "http.response.body", "body": frame(_encode(out)),
+                                            "more_body": True})
                 try:
                     payload = await anext(stream.chunks)
                 except StopAsyncIteration:

@@ -16,6 +16,7 @@ from adapters.gateway_plugins import RequestContext, UsageRecord
 
 class _PassThrough:
     __slots__ = ()
+    changes_in_place = False  # what it returns unchanged is unchanged: the gateway resends the upstream's bytes
 
     def body(self, completion: dict[str, Any]) -> dict[str, Any]:
         return completion
