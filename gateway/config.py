@@ -105,6 +105,9 @@ class ServerCfg(_Cfg, frozen=True):
     keep_alive_s: float = 5.0  # idle time allowed between requests on one connection
     max_concurrent_requests: int = 4096  # in flight across the process; beyond it 503
     max_connections: int = 10000  # open connections; beyond it new ones are closed
+    # The gateway re-reads the control plane's snapshots on every change-feed notice and at least
+    # this often (proving the database reachable; catching a notice lost while the feed reconnected).
+    control_refresh_s: float = 5.0
 
 
 class PluginCfg(_Cfg, frozen=True):
@@ -234,7 +237,7 @@ def _check(cfg: GatewayCfg) -> None:
     if cfg.server.max_body_bytes <= 0:
         raise ConfigError("$.server.max_body_bytes: must be > 0")
     for field in ("header_timeout_s", "body_timeout_s", "body_min_rate_bytes_s", "keep_alive_s",
-                  "max_concurrent_requests", "max_connections"):
+                  "max_concurrent_requests", "max_connections", "control_refresh_s"):
         if getattr(cfg.server, field) <= 0:
             raise ConfigError(f"$.server.{field}: must be > 0")
     providers: dict[str, ProviderCfg] = {}

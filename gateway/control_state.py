@@ -3,8 +3,9 @@
 ``ControlState`` reads the published snapshots (``adapters.store.read_published``)
 once at start-up, then again whenever the change feed names a snapshot topic
 (PostgreSQL LISTEN/NOTIFY across processes; in-process publish on SQLite), and at
-least every ``refresh_interval_s`` (a cheap read that also proves the database is
-reachable, and catches a notification lost while the feed reconnected). All of
+least every ``refresh_interval_s`` (``server.control_refresh_s``, 5 s by default; a cheap
+read that also proves the database is reachable, and catches a notification lost while
+the feed reconnected). All of
 this runs in one background task: the request path only reads the resulting
 ``ControlSnapshots`` off the current generation.
 

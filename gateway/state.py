@@ -3,9 +3,16 @@
 A `Generation` is everything built from one config plus the control plane's
 snapshots (gateway/control_state.py): providers (with their connection pools),
 the route table, the plug-ins (with their lifespans) and the typed snapshots
-(`gen.control`). A reload, or a new snapshot, builds a complete new generation
-first, then swaps one reference; requests already running keep the generation
-they started with, which is closed once they have drained.
+(`gen.control`). A reload, or a new routes snapshot, builds a complete new
+generation first, then swaps one reference; requests already running keep the
+generation they started with, which is closed once they have drained. A provider
+whose config is unchanged is handed over, pools and breakers included, rather than
+rebuilt: only new or changed providers open new pools.
+
+A snapshot change that leaves the routes as they were (policies, keys, templates,
+experiments; or a routes snapshot with the same providers and routes) builds
+nothing: `gen.control` of the running generation is replaced, one reference, so
+a request reads either the old set or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.snapshots import RoutesSnapshot
 from adapters.store import Store
 from adapters.upstream import BreakerState, Upstream
 from adapters.upstream.urls import redact_url
 from adapters.upstream.vllm_metrics import scrape_forever
-from gateway.config import BUILTIN_MOCK, GatewayCfg, load_config
+from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, load_config
 from gateway.control_state import ControlSnapshots, ControlState, apply_routes
 from gateway.health import backend_label
 from gateway.metering import UsageQueue
@@ -56,6 +64,7 @@ class Generation:
         self.table = table
         self.plugins = plugins or Plugins()
         self.inflight = 0
+        self.borrowed: frozenset[str] = frozenset()  # providers handed over by the previous generation
         self._usage = usage  # drained before the plug-ins stop, so their on_finish hooks ran
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -63,17 +72,20 @@ class Generation:
         await self.plugins.start()
         by_name = {p.name: p for p in self.cfg.providers}
         for name, provider in self.providers.items():
-            await provider.start()
+            if name not in self.borrowed:  # a borrowed one is running, its breakers keep their state
+                await provider.start()
             for i, b in enumerate(provider.backends):
                 label = backend_label(i)
-                metrics.set_circuit(name, label, 0)
+                if name not in self.borrowed:
+                    metrics.set_circuit(name, label, 0)
                 b.breaker.on_change = _on_breaker_change(metrics, name, label, b.url)
             pcfg = by_name[name]
             if pcfg.balance == "vllm_queue":
                 self._tasks.append(asyncio.create_task(scrape_forever(provider.backends, pcfg.metrics_interval_s)))
 
-    async def close(self, drain_timeout_s: float = 60.0) -> None:
-        """Wait for in-flight requests (bounded), then close pools and scrapers."""
+    async def close(self, drain_timeout_s: float = 60.0, keep: frozenset[str] = frozenset()) -> None:
+        """Wait for in-flight requests (bounded), then close pools (except those in ``keep``:
+        handed over to the next generation) and scrapers."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout_s
         # Polling keeps the hot path free of event bookkeeping; drains are rare.
@@ -89,8 +101,9 @@ class Generation:
                 async with asyncio.timeout(max(1.0, deadline - loop.time())):
                     await self._usage.drain()
         try:
-            for p in self.providers.values():
-                await p.aclose()
+            for name, p in self.providers.items():
+                if name not in keep:
+                    await p.aclose()
         finally:
             await self.plugins.close()
 
@@ -157,19 +170,40 @@ class Gateway:
         snapshots = self.snapshots
         cfg, _dropped = apply_routes(yaml_cfg, snapshots.routes)
         mock_url = await self._mock_url(cfg)
-        providers = {p.name: self._upstreams.get(p.name) or build_provider(p, mock_url) for p in cfg.providers}
+        running = self._running_providers()
+        providers: dict[str, Upstream] = {}
+        borrowed: set[str] = set()
+        for p in cfg.providers:
+            if (found := running.get(p.name)) is not None and found[0] == p:
+                providers[p.name] = found[1]
+                borrowed.add(p.name)
+            else:
+                providers[p.name] = self._upstreams.get(p.name) or build_provider(p, mock_url)
         plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins))
         gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
+        gen.borrowed = frozenset(borrowed)
         try:
             await gen.start(self.metrics)
         except BaseException:
-            await gen.close(drain_timeout_s=0)
+            await gen.close(drain_timeout_s=0, keep=gen.borrowed)
             raise
         return gen
 
-    async def start(self, store: Store | None = None, *, refresh_interval_s: float = 5.0) -> None:
+    def _running_providers(self) -> dict[str, tuple[ProviderCfg, Upstream]]:
+        """The running generation's providers by name, with their config (the built-in mock, baked
+        into some pools, keeps its URL for the gateway's life, so an equal config is an equal pool)."""
+        old = self.generation
+        if old is None:
+            return {}
+        by_name = {p.name: p for p in old.cfg.providers}
+        return {name: (by_name[name], up) for name, up in old.providers.items()}
+
+    async def start(self, store: Store | None = None, *, refresh_interval_s: float | None = None) -> None:
         """`store`: the control plane's, whose published snapshots feed every generation. Its
-        first read may fail (database down): the gateway then starts from the YAML alone."""
+        first read may fail (database down): the gateway then starts from the YAML alone.
+        `refresh_interval_s`: default `server.control_refresh_s`."""
+        if refresh_interval_s is None:
+            refresh_interval_s = self.cfg.server.control_refresh_s
         await self.usage.start()
         await self.watchdog.start()
         if store is not None:
@@ -214,8 +248,15 @@ class Gateway:
             return cfg
 
     async def _apply_snapshots(self, snapshots: ControlSnapshots) -> None:
-        """A new set of control-plane snapshots: rebuild from the current YAML (failure: keep the old)."""
+        """A new set of control-plane snapshots. Routes as they were: swap `gen.control` of the
+        running generation (nothing built). Routes changed: rebuild from the current YAML,
+        reusing unchanged providers (failure: keep the old generation and snapshots)."""
         async with self._reload_lock:
+            if _same_routes(self.snapshots.routes, snapshots.routes):
+                self.snapshots = snapshots
+                self.generation.control = snapshots  # one reference: requests see the old set or the new
+                log.info("control snapshots applied %s (routes unchanged)", snapshots.generations())
+                return
             before, self.snapshots = self.snapshots, snapshots
             try:
                 new = await self._build(self.cfg)
@@ -229,7 +270,14 @@ class Gateway:
     def _swap(self, new: Generation, cfg: GatewayCfg) -> None:
         old, self.generation, self.cfg = self.generation, new, cfg
         self.max_body_bytes = cfg.server.max_body_bytes
-        task = asyncio.create_task(old.close())
+        task = asyncio.create_task(old.close(keep=new.borrowed))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         self.metrics.reloads.labels("ok").inc()
+
+
+def _same_routes(a: RoutesSnapshot | None, b: RoutesSnapshot | None) -> bool:
+    """Whether two routes snapshots describe the same providers and routes (generations aside)."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.providers == b.providers and a.routes == b.routes)

@@ -24,6 +24,7 @@ from control.catalog.datasets.service import DatasetService
 from control.catalog.datasets.upload import DatasetUploads
 from control.catalog.models.files import ModelFileService
 from control.catalog.models.history import ModelHistory
+from control.catalog.models.publish import publish_routes_if_missing
 from control.catalog.models.refs import ModelRefs
 from control.catalog.models.routes import ModelsController
 from control.catalog.models.service import ModelService
@@ -56,6 +57,7 @@ class CatalogModule:
         pool = AnalysisPool(settings)  # dataset analysis only: worker processes nothing else uses
         uploads = DatasetUploads(ctx, datasets, pool, stale_upload_s=settings.stale_upload_s)
         await uploads.reap_stale()
+        await publish_routes_if_missing(ctx)  # approved external models are the gateway's routes
         ctx.provide(MODELS, models)
         ctx.provide(MODEL_HISTORY, ModelHistory(ctx, models))
         ctx.provide(MODEL_FILES, ModelFileService(ctx, models, max_files=settings.max_files_per_upload))

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from adapters.adminapi.testing import serve_asgi
 from adapters.snapshots import ProviderSpec, RouteSpec, RoutesSnapshot, TargetSpec
 from adapters.store import SqlStore, open_store, publish
 from gateway.app import create_app
-from gateway.config import decode_config
+from gateway.config import ConfigError, decode_config
 from gateway.control_state import apply_routes
 from tests.servers import free_port, start_postgres
 
@@ -61,10 +62,16 @@ def test_yaml_wins_and_unusable_store_entries_are_left_out() -> None:
     assert apply_routes(cfg, None) == (cfg, {})
 
 
+def test_control_refresh_is_a_positive_setting() -> None:
+    assert decode_config({"control": {"enabled": False}}).server.control_refresh_s == 5.0
+    with pytest.raises(ConfigError, match=r"\$\.server\.control_refresh_s"):
+        decode_config({"server": {"control_refresh_s": 0}})
+
+
 async def test_admin_change_and_published_routes_feed_the_generation(database_url: str, tmp_path: Path,
                                                                      mock: Any) -> None:
     os.environ["LLMOPS_ADMIN_KEY"] = "adm-secret"
-    cfg = decode_config({"server": {"log_level": "warning"},
+    cfg = decode_config({"server": {"log_level": "warning", "control_refresh_s": 2.5},
                          "control": {"database_url": database_url, "data_dir": str(tmp_path),
                                      "modules": ["governance"]},
                          "providers": [{"name": "p", "kind": "openai", "base_url": mock.url}],
@@ -74,13 +81,19 @@ async def test_admin_change_and_published_routes_feed_the_generation(database_ur
         async with serve_asgi(app, lifespan="on") as url, httpx.AsyncClient(base_url=url, timeout=10) as h:
             ready = (await h.get("/readyz")).json()
             assert ready["control"]["generations"] == {"policies": 1}  # published at start-up (none yet)
+            gw = app.state.gateway
+            assert gw.control._refresh_interval_s == 2.5  # server.control_refresh_s
+            first, pool = gw.generation, gw.generation.providers["p"]
+            session = pool._session
             r = await h.post(POLICIES, headers=ADMIN, json={"name": "rpm", "document": RPM})
             assert r.status_code == 201, r.text
-            gw = app.state.gateway
             start = time.monotonic()
             while [p.name for p in gw.generation.control.policies.policies] != ["rpm"]:  # typed, on the generation
                 assert time.monotonic() - start < 1.0
                 await asyncio.sleep(0.01)
+            # a policy change swaps only the typed state: same generation, same provider, same pool
+            assert gw.generation is first and gw.generation.providers["p"] is pool and pool._session is session
+            assert gw.metrics.reloads.labels("ok")._value.get() == 0
             store = app.state.control_plane.store
             async with store.begin() as conn:
                 await publish(conn, store.changes, "routes",
@@ -93,6 +106,12 @@ async def test_admin_change_and_published_routes_feed_the_generation(database_ur
             r = await h.post("/v1/chat/completions", json={"model": "store-route", "messages": MSG})
             assert r.status_code == 200, r.text
             assert gw.generation.cfg.routes[0].targets[0].provider == "p"  # the YAML's "r" is kept
+            # a routes change builds a generation, but the unchanged provider "p" is handed over, still open
+            assert gw.generation is not first and gw.generation.providers["p"] is pool
+            await asyncio.sleep(0.1)  # the old generation has no requests in flight: it is closed by now
+            assert pool._session is session and not session.closed
+            r = await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})
+            assert r.status_code == 200, r.text
             ready = (await h.get("/readyz")).json()
             assert ready["control"]["generations"] == {"policies": 2, "routes": 1}
             assert ready["status"] == "ready" and ready["control"]["staleness_s"] < 5

@@ -1,7 +1,8 @@
 """Model CRUD, versions and the status lifecycle; every change is audited and announced.
 
 Each mutation is one store transaction holding the row change, its version
-snapshot, the audit entry and the change-feed mark, so a failure at any step
+snapshot, the audit entry, the change-feed mark and (when it changes which models
+the gateway serves: ``models.publish``) the ``snapshot.routes`` publish, so a failure at any step
 leaves all of them as they were. Rows are locked (``FOR UPDATE``) before checks
 that the write depends on, so concurrent requests cannot both pass them.
 """
@@ -22,6 +23,7 @@ from control.catalog.models.formats import missing_files
 from control.catalog.models.lifecycle import EDITABLE, check_transition
 from control.catalog.models.protocol import Model, ModelCreate, ModelUpdate, StatusChange
 from control.catalog.models.providers import ProviderConfig, public_provider
+from control.catalog.models.publish import publish_routes, served
 from control.catalog.models.refs import ModelRefs
 from control.catalog.models.validation import check_references, check_shape
 from control.catalog.tables import MODELS_TOPIC, approvals, model_files, model_versions, models
@@ -154,6 +156,8 @@ class ModelService:
             await self._audit.record(conn, actor, action="catalog.model.status", resource_type="model",
                                      resource_id=model_id, before=before, after=after, detail=detail)
             await self._changes.mark(conn, MODELS_TOPIC)
+            if served(before) or served(after):  # the gateway's routes change with this commit
+                await publish_routes(self._ctx, conn)
         return after
 
     async def delete(self, actor: Actor, model_id: str) -> Model:
@@ -174,6 +178,8 @@ class ModelService:
                                      resource_id=model_id, before=before,
                                      detail=f"{len(keys)} file(s) removed" if keys else None)
             await self._changes.mark(conn, MODELS_TOPIC)
+            if served(before):
+                await publish_routes(self._ctx, conn)
         await self._delete_objects(keys)
         return before
 
