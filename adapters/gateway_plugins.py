@@ -24,7 +24,9 @@ The factory (usually the class itself) declares, in one object:
 It is called as ``factory(settings)`` (``factory()`` without ``Settings``) once per
 config generation, so a reload rebuilds every plug-in with the new settings and
 swaps them in atomically with the routes. The instance implements any of these
-hooks (checked at load: a misspelt ``on_*`` name or a sync ``on_request`` is an error):
+hooks (checked at load: a misspelt ``on_*`` name is an error). ``on_request``,
+``on_route`` and ``on_finish`` may be ``async def`` or plain functions: a plain one is
+called without a coroutine, the cheaper form for hooks that await nothing:
 
 ``async on_request(ctx)``  after the body is parsed, before routing: authenticate
                            (set ``ctx.principal``), apply templates, assign A/B arms
@@ -32,7 +34,9 @@ hooks (checked at load: a misspelt ``on_*`` name or a sync ``on_request`` is an 
 ``async on_route(ctx)``    once per target tried, before its upstream call:
                            ``ctx.route_name``, ``ctx.provider`` and ``ctx.upstream_model``
                            are the actual choice (limits and budgets price it here).
-``response_filter(ctx)``   returns a ``ResponseFilter`` for this request, or None.
+``response_filter(ctx)``   returns a ``ResponseFilter`` for this request, or None; or
+                           ``response_filter`` is itself a ``ResponseFilter`` object:
+                           one stateless filter shared by every request.
 ``async on_finish(ctx, usage)`` every request, success or failure, denied ones too,
                            off the request path once its token counts are final
                            (``usage is ctx.usage``). Settle reservations here.
@@ -104,7 +108,8 @@ class RequestContext(msgspec.Struct):
 
 
 class ResponseFilter(Protocol):
-    """Sees what goes back to the client; one per request, never shared between requests.
+    """Sees what goes back to the client; one per request unless the plug-in's ``response_filter``
+    is the filter itself (then shared by every request, so it must keep no state).
 
     Chunks are decoded OpenAI ``chat.completion.chunk`` objects. ``feed`` returns what to
     send now: the chunk itself, a rewritten one, nothing (held back or dropped) or several

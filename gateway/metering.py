@@ -25,10 +25,13 @@ from gateway.metrics import GatewayMetrics
 from gateway.tokens import count_tokens, tokenizer_available
 
 __all__ = [
-    "FinishHook", "LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue", "UsageRecord",
+    "FinishBatch", "FinishHook", "LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue",
+    "UsageRecord",
 ]
 
 FinishHook = Callable[[RequestContext, UsageRecord], Awaitable[None]]
+FinishBatch = Callable[[list[tuple[Any, RequestContext, UsageRecord]]], Awaitable[None]]
+"""Given `(hook, ctx, record)` entries that all name it (one generation's plug-ins): one call per batch."""
 
 log = logging.getLogger("llmops.access")
 
@@ -179,7 +182,7 @@ class UsageQueue:
         self._interval_s = flush_interval_s
         self._batch_size = batch_size
         self._buffer: list[UsageRecord] = []
-        self._finishing: list[tuple[FinishHook, RequestContext, UsageRecord]] = []
+        self._finishing: list[tuple[FinishBatch, RequestContext, UsageRecord]] = []
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()  # set after each pass of the worker; `drain` waits on it
         self._flushing = False
@@ -195,7 +198,18 @@ class UsageQueue:
             self._wake.set()
 
     def record_finished(self, rec: UsageRecord, ctx: RequestContext, finish: FinishHook) -> None:
-        """`record`, then `await finish(ctx, rec)` on the worker once the tokens are final.
+        """`record`, then `await finish(ctx, rec)` on the worker once the tokens are final
+        (a coroutine per record: plug-ins' hooks go through `record_finished_batch`)."""
+
+        async def one(items: list[tuple[Any, RequestContext, UsageRecord]]) -> None:
+            for _, c, r in items:
+                await finish(c, r)
+
+        self.record_finished_batch(rec, ctx, one)
+
+    def record_finished_batch(self, rec: UsageRecord, ctx: RequestContext, finish: FinishBatch) -> None:
+        """`record`, then, on the worker once the tokens are final, `await finish(entries)` once
+        for each run of consecutive requests that passed the same `finish` (`ctx.usage` set).
 
         Only requests with `on_finish` hooks come here. The hook runs even when the record itself
         was dropped for a full buffer: it settles reservations, which must not leak."""
@@ -255,12 +269,24 @@ class UsageQueue:
                 logging.getLogger("llmops.metering").exception("usage consumer %r failed", c)
 
 
-async def _finish_all(finishing: list[tuple[FinishHook, RequestContext, UsageRecord]]) -> None:
-    for finish, ctx, rec in finishing:
+async def _finish_all(finishing: list[tuple[FinishBatch, RequestContext, UsageRecord]]) -> None:
+    """Each run of entries naming the same batch hook (one generation's plug-ins) in one call."""
+    hook: FinishBatch | None = None
+    start = 0
+    for i, (finish, ctx, rec) in enumerate(finishing):
         if rec.usage_source == "counted" and rec.prompt_messages is not None:  # dropped from the batch
             await asyncio.to_thread(_count_missing, rec)
         ctx.usage = rec
-        try:
-            await finish(ctx, rec)
-        except Exception:  # the hook runner logs plug-in failures itself; this is its own bug
-            logging.getLogger("llmops.metering").exception("on_finish hooks failed for %s", rec.request_id)
+        if finish is not hook:
+            if hook is not None:
+                await _finish_run(hook, finishing[start:i])
+            hook, start = finish, i
+    if hook is not None:
+        await _finish_run(hook, finishing if start == 0 else finishing[start:])
+
+
+async def _finish_run(hook: FinishBatch, entries: list[tuple[FinishBatch, RequestContext, UsageRecord]]) -> None:
+    try:
+        await hook(entries)
+    except Exception:  # the hook runner logs plug-in failures itself; this is its own bug
+        logging.getLogger("llmops.metering").exception("on_finish hooks failed for %d request(s)", len(entries))

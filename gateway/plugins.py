@@ -6,6 +6,13 @@ name, setting or hook is a `ConfigError` naming its key), and `Plugins` holds, p
 config generation, one tuple of bound methods per hook. The request path tests a
 tuple's truth before doing anything, so a hook no plug-in implements costs one
 attribute read and no coroutine.
+
+`on_request`, `on_route` and `on_finish` may be plain functions or `async def`
+(found at load): a plain one is called directly, and when every plug-in's is plain
+the runner is itself a plain call, so a request makes no coroutine for them at all.
+`on_finish` runs once per usage batch (`finish_batch`), not a coroutine per record.
+`response_filter` may be a filter object instead of a factory: one stateless filter
+shared by every request, so nothing is built per request (see `adapters.gateway_plugins`).
 """
 
 from __future__ import annotations
@@ -122,13 +129,25 @@ def check_plugin(name: str, instance: Any, where: str) -> Plugin:
         raise ConfigError(f"{where}: plug-in {name!r} has unknown hook(s) {unknown} (known: {list(HOOKS)})")
     for h in hooks:
         fn = getattr(instance, h)
+        if h == "response_filter" and _is_filter(fn):
+            continue  # one shared, stateless filter rather than a factory
         if not callable(fn):
             raise ConfigError(f"{where}: plug-in {name!r}: {h} is not callable")
-        if h in _ASYNC_HOOKS and not inspect.iscoroutinefunction(fn):
-            raise ConfigError(f"{where}: plug-in {name!r}: {h} must be an async def")
+        if h in _ASYNC_HOOKS and inspect.isasyncgenfunction(fn):
+            raise ConfigError(f"{where}: plug-in {name!r}: {h} must be a plain function or an async def")
     if not hooks:
         raise ConfigError(f"{where}: plug-in {name!r} implements none of {list(HOOKS)}")
     return Plugin(name=name, instance=instance, fails_open=failure == "open")
+
+
+def _is_filter(obj: Any) -> bool:
+    """A `ResponseFilter` object (shared by every request) rather than a factory making one."""
+    return all(callable(getattr(obj, m, None)) for m in ("body", "feed", "flush"))
+
+
+def _is_async(fn: Any) -> bool:
+    """An `async def` function or method, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _failed(plugin: Plugin, hook: str, rid: str) -> None:
@@ -141,7 +160,11 @@ def _failed(plugin: Plugin, hook: str, rid: str) -> None:
 
 
 class Plugins:
-    """One generation's plug-ins as per-hook tuples of `(bound method, plugin)`; empty when unused."""
+    """One generation's plug-ins as per-hook tuples of `(bound method, plugin)`; empty when unused.
+
+    `run_request(ctx)` and `run_route(ctx)` return None when every plug-in's hook is a plain
+    function (all of them already ran), else a coroutine to await: call, then await what is
+    not None. `finish_batch` runs `on_finish` for a usage batch, on the usage worker (`_finish_batch`)."""
 
     def __init__(self, plugins: Sequence[Plugin] = ()) -> None:
         self.plugins = tuple(plugins)
@@ -156,6 +179,18 @@ class Plugins:
         self.on_finish = bound("on_finish")
         self._lifespans = bound("lifespan")
         self._stack: contextlib.AsyncExitStack | None = None
+        self._request = tuple((fn, p, _is_async(fn)) for fn, p in self.on_request)
+        self._route = tuple((fn, p, _is_async(fn)) for fn, p in self.on_route)
+        self._finish = tuple((fn, p, _is_async(fn)) for fn, p in self.on_finish)
+        self.run_request = self._request_async if any(a for _, _, a in self._request) else self._request_sync
+        self.run_route = self._route_async if any(a for _, _, a in self._route) else self._route_sync
+        self.finish_batch = self._finish_batch  # one object per generation: the usage worker batches by identity
+        # response filters: `(factory or None, shared filter or None, plugin)`; all shared: one ready list
+        self._makers = tuple((None, f, p) if _is_filter(f) else (f, None, p) for f, p in self.response_filter)
+        self._shared: list[tuple[ResponseFilter, Plugin]] | None = None
+        if self._makers and all(make is None for make, _, _ in self._makers):
+            self._shared = [(f, p) for _, f, p in self._makers if f is not None]
+            self._shared_pristine = not any(getattr(f, "changes_in_place", True) for f, _ in self._shared)
 
     async def start(self) -> None:
         """Enter every lifespan in order; if one fails, those already entered are left again."""
@@ -169,47 +204,89 @@ class Plugins:
         if stack is not None:
             await stack.aclose()
 
-    async def run_request(self, ctx: RequestContext) -> None:
-        for hook, plugin in self.on_request:
-            try:
-                await hook(ctx)
+    def _request_sync(self, ctx: RequestContext) -> None:
+        for hook, plugin, _ in self._request:
+            try:  # free in 3.11 unless it raises (zero-cost exception tables)
+                hook(ctx)
             except GatewayError:
                 raise
             except Exception:
                 _failed(plugin, "on_request", ctx.request_id)
 
-    async def run_route(self, ctx: RequestContext) -> None:
-        for hook, plugin in self.on_route:
+    async def _request_async(self, ctx: RequestContext) -> None:
+        for hook, plugin, is_async in self._request:
             try:
-                await hook(ctx)
+                if is_async:
+                    await hook(ctx)
+                else:
+                    hook(ctx)
+            except GatewayError:
+                raise
+            except Exception:
+                _failed(plugin, "on_request", ctx.request_id)
+
+    def _route_sync(self, ctx: RequestContext) -> None:
+        for hook, plugin, _ in self._route:
+            try:
+                hook(ctx)
+            except GatewayError:
+                raise
+            except Exception:
+                _failed(plugin, "on_route", ctx.request_id)
+
+    async def _route_async(self, ctx: RequestContext) -> None:
+        for hook, plugin, is_async in self._route:
+            try:
+                if is_async:
+                    await hook(ctx)
+                else:
+                    hook(ctx)
             except GatewayError:
                 raise
             except Exception:
                 _failed(plugin, "on_route", ctx.request_id)
 
     async def run_finish(self, ctx: RequestContext, usage: UsageRecord) -> None:
-        """Off the request path: a failure is logged, and the other plug-ins still run."""
-        for hook, plugin in self.on_finish:
-            try:
-                await hook(ctx, usage)
-            except Exception:
-                log.exception("plug-in %s failed in on_finish", plugin.name,
-                              extra={"fields": {"request_id": ctx.request_id, "plugin": plugin.name}})
+        """One record's `on_finish` hooks (`finish_batch` is the worker's path)."""
+        await self._finish_batch([(None, ctx, usage)])
+
+    async def _finish_batch(self, items: Sequence[tuple[Any, RequestContext, UsageRecord]]) -> None:
+        """`on_finish` for each `(_, ctx, usage)` of a usage batch, record by record in plug-in
+        order, off the request path: a failure is logged, and the other plug-ins still run."""
+        hooks = self._finish
+        for _, ctx, usage in items:
+            for hook, plugin, is_async in hooks:
+                try:
+                    if is_async:
+                        await hook(ctx, usage)
+                    else:
+                        hook(ctx, usage)
+                except Exception:
+                    log.exception("plug-in %s failed in on_finish", plugin.name,
+                                  extra={"fields": {"request_id": ctx.request_id, "plugin": plugin.name}})
 
     def filters(self, ctx: RequestContext) -> FilterChain | None:
         """This request's response filters, or None when no plug-in wants to see the response."""
+        if self._shared is not None:  # every filter shared: nothing to build but the chain
+            return FilterChain(self._shared, ctx.request_id, self._shared_pristine)
         chain: list[tuple[ResponseFilter, Plugin]] = []
-        for make, plugin in self.response_filter:
-            try:
-                f = make(ctx)
-            except GatewayError:
-                raise
-            except Exception:
-                _failed(plugin, "response_filter", ctx.request_id)
-                continue
+        pristine = True
+        for make, shared, plugin in self._makers:
+            if make is None:
+                f = shared
+            else:
+                try:
+                    f = make(ctx)
+                except GatewayError:
+                    raise
+                except Exception:
+                    _failed(plugin, "response_filter", ctx.request_id)
+                    continue
             if f is not None:
                 chain.append((f, plugin))
-        return FilterChain(chain, ctx.request_id) if chain else None
+                if pristine and getattr(f, "changes_in_place", True):
+                    pristine = False
+        return FilterChain(chain, ctx.request_id, pristine) if chain else None
 
 
 class FilterChain:
@@ -225,10 +302,11 @@ class FilterChain:
 
     __slots__ = ("_filters", "_rid", "pristine")
 
-    def __init__(self, filters: list[tuple[ResponseFilter, Plugin]], rid: str) -> None:
-        self._filters = filters
+    def __init__(self, filters: list[tuple[ResponseFilter, Plugin]], rid: str, pristine: bool | None = None) -> None:
+        self._filters = filters  # may be shared between requests: `_drop` replaces it, never changes it
         self._rid = rid
-        self.pristine = not any(getattr(f, "changes_in_place", True) for f, _ in filters)
+        self.pristine = (not any(getattr(f, "changes_in_place", True) for f, _ in filters)
+                         if pristine is None else pristine)
 
     def body(self, completion: dict[str, Any]) -> dict[str, Any]:
         for f, plugin in self._filters:  # `_drop` replaces the list, never changes it

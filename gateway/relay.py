@@ -63,7 +63,7 @@ class Relay:
         *,
         stream: bool,
         ctx: RequestContext | None = None,
-        on_route: Callable[[RequestContext], Awaitable[None]] | None = None,
+        on_route: Callable[[RequestContext], Awaitable[None] | None] | None = None,
         endpoint: str = "chat",
     ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
@@ -90,7 +90,9 @@ class Relay:
                     priced = True
                     assert ctx is not None and on_route is not None
                     ctx.route_name, ctx.provider, ctx.upstream_model = route.name, target.provider.name, target.model
-                    await on_route(ctx)
+                    pending = on_route(ctx)  # None: every hook was a plain function and ran
+                    if pending is not None:
+                        await pending
                 if attempts:
                     self._m.count_retry(route.label or route.name, target.provider.name)
                 attempts += 1

@@ -129,7 +129,9 @@ class ChatService:
                     started=started, endpoint=self._endpoint,
                 )
                 if plugins.on_request:  # no coroutine at all when no plug-in has the hook
-                    await plugins.run_request(ctx)
+                    pending = plugins.run_request(ctx)  # None: every hook was a plain function and ran
+                    if pending is not None:
+                        await pending
                 route = gen.table.resolve(ctx.route_name or ctx.model)
                 if plugins.response_filter:
                     chain = plugins.filters(ctx)
@@ -182,7 +184,7 @@ class ChatService:
                 rec.latency_s = time.perf_counter() - started
                 rec.principal, rec.annotations = ctx.principal, ctx.annotations
                 if plugins.on_finish:
-                    gw.usage.record_finished(rec, ctx, plugins.run_finish)
+                    gw.usage.record_finished_batch(rec, ctx, plugins.finish_batch)
                 else:
                     gw.usage.record(rec)
         except Exception:  # a bug, not a client or upstream error: log it, answer 500 if still possible
@@ -218,7 +220,7 @@ class ChatService:
             if ctx is None:  # refused before its body was read or parsed: a bare context
                 ctx = RequestContext(request_id=rid, model="", body={}, stream=False, raw_headers=[], started=started,
                                      endpoint=self._endpoint)
-            self._gw.usage.record_finished(rec, ctx, plugins.run_finish)
+            self._gw.usage.record_finished_batch(rec, ctx, plugins.finish_batch)
         else:
             self._gw.usage.record(rec)
 

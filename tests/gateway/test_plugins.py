@@ -146,8 +146,9 @@ def test_hooks_are_checked_against_the_protocol_at_load() -> None:
     class Misspelt:
         async def on_requset(self, ctx: RequestContext) -> None: ...
 
-    class SyncHook:
-        def on_request(self, ctx: RequestContext) -> None: ...
+    class AsyncGenHook:
+        async def on_request(self, ctx: RequestContext) -> Any:
+            yield
 
     class BadFailure:
         failure = "sometimes"
@@ -156,8 +157,8 @@ def test_hooks_are_checked_against_the_protocol_at_load() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown hook.*on_requset"):
         check_plugin("m", Misspelt(), "$.plugins[0]")
-    with pytest.raises(ConfigError, match="on_request must be an async def"):
-        check_plugin("s", SyncHook(), "$.plugins[0]")
+    with pytest.raises(ConfigError, match="on_request must be a plain function or an async def"):
+        check_plugin("s", AsyncGenHook(), "$.plugins[0]")
     with pytest.raises(ConfigError, match="failure='sometimes'"):
         check_plugin("b", BadFailure(), "$.plugins[0]")
     with pytest.raises(ConfigError, match="implements none"):
@@ -281,3 +282,51 @@ async def test_on_route_runs_once_per_target_tried_not_per_retry() -> None:
     assert r.status_code == 200
     assert tried == ["m0", "m0", "m0", "m1"]
     assert priced == ["m0", "m1"]
+
+
+async def test_plain_function_hooks_and_a_shared_filter_run_beside_async_ones() -> None:
+    seen: list[str] = []
+
+    class Shared:
+        changes_in_place = False
+
+        def body(self, completion: dict[str, Any]) -> dict[str, Any]:
+            seen.append("body")
+            return completion
+
+        def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+            return [chunk]
+
+        def flush(self) -> list[dict[str, Any]]:
+            return []
+
+    class Plain:
+        name = "plain"
+        failure = "open"
+        response_filter = Shared()
+
+        def on_request(self, ctx: RequestContext) -> None:
+            seen.append("request")
+            raise RuntimeError("ignored: fails open")
+
+        def on_route(self, ctx: RequestContext) -> None:
+            seen.append("route")
+
+        def on_finish(self, ctx: RequestContext, usage: Any) -> None:
+            seen.append(f"finish {usage.status}")
+
+    class Async:
+        name = "async"
+
+        async def on_request(self, ctx: RequestContext) -> None:
+            seen.append("async request")
+
+        async def on_finish(self, ctx: RequestContext, usage: Any) -> None:
+            seen.append("async finish")
+
+    async with in_process(fn_config(), upstreams={"fn": _upstream()}, plugins=[Plain(), Async()]) as (gw, client):
+        body = {"model": "r", "messages": [{"role": "user", "content": "x"}]}
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200
+        await gw.usage.drain()
+    assert seen == ["request", "async request", "route", "body", "finish 200", "async finish"]
