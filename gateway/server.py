@@ -107,6 +107,7 @@ class GatewayHttpProtocol(HalfCloseHttpToolsProtocol):
 
     # -- connection ---------------------------------------------------------------------------
 
+    # Same signature as uvicorn's own override, which narrows asyncio's BaseTransport to Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:

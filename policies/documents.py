@@ -144,7 +144,10 @@ class PolicyDocument(_Doc, frozen=True):
 
 def _duplicates(values: list[str]) -> list[str]:
     seen: set[str] = set()
-    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    repeated: set[str] = set()
+    for value in values:
+        (repeated if value in seen else seen).add(value)
+    return sorted(repeated)
 
 
 def validate_document(doc: PolicyDocument, prefix: str = "document") -> list[tuple[str, str]]:
