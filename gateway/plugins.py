@@ -18,10 +18,11 @@ shared by every request, so nothing is built per request (see `adapters.gateway_
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -159,6 +160,39 @@ def _failed(plugin: Plugin, hook: str, rid: str) -> None:
         raise PluginFailed(plugin.name) from None
 
 
+_Hooks = tuple[tuple[Any, "Plugin", bool], ...]  # (bound hook, plug-in, is async)
+
+
+def _runner(hooks: _Hooks, phase: str) -> Callable[[RequestContext], Awaitable[None] | None]:
+    """One phase's hooks as a single callable: plain when every hook is a plain function, so the
+    request path makes no coroutine; else async, awaiting only the hooks that are."""
+    run = _run_async if any(is_async for _, _, is_async in hooks) else _run_plain
+    return functools.partial(run, hooks, phase)
+
+
+def _run_plain(hooks: _Hooks, phase: str, ctx: RequestContext) -> None:
+    for hook, plugin, _ in hooks:
+        try:  # free in 3.11 unless it raises (zero-cost exception tables)
+            hook(ctx)
+        except GatewayError:
+            raise
+        except Exception:
+            _failed(plugin, phase, ctx.request_id)
+
+
+async def _run_async(hooks: _Hooks, phase: str, ctx: RequestContext) -> None:
+    for hook, plugin, is_async in hooks:
+        try:
+            if is_async:
+                await hook(ctx)
+            else:
+                hook(ctx)
+        except GatewayError:
+            raise
+        except Exception:
+            _failed(plugin, phase, ctx.request_id)
+
+
 class Plugins:
     """One generation's plug-ins as per-hook tuples of `(bound method, plugin)`; empty when unused.
 
@@ -182,8 +216,8 @@ class Plugins:
         self._request = tuple((fn, p, _is_async(fn)) for fn, p in self.on_request)
         self._route = tuple((fn, p, _is_async(fn)) for fn, p in self.on_route)
         self._finish = tuple((fn, p, _is_async(fn)) for fn, p in self.on_finish)
-        self.run_request = self._request_async if any(a for _, _, a in self._request) else self._request_sync
-        self.run_route = self._route_async if any(a for _, _, a in self._route) else self._route_sync
+        self.run_request = _runner(self._request, "on_request")
+        self.run_route = _runner(self._route, "on_route")
         self.finish_batch = self._finish_batch  # one object per generation: the usage worker batches by identity
         # response filters: `(factory or None, shared filter or None, plugin)`; all shared: one ready list
         self._makers = tuple((None, f, p) if _is_filter(f) else (f, None, p) for f, p in self.response_filter)
@@ -203,48 +237,6 @@ class Plugins:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
-
-    def _request_sync(self, ctx: RequestContext) -> None:
-        for hook, plugin, _ in self._request:
-            try:  # free in 3.11 unless it raises (zero-cost exception tables)
-                hook(ctx)
-            except GatewayError:
-                raise
-            except Exception:
-                _failed(plugin, "on_request", ctx.request_id)
-
-    async def _request_async(self, ctx: RequestContext) -> None:
-        for hook, plugin, is_async in self._request:
-            try:
-                if is_async:
-                    await hook(ctx)
-                else:
-                    hook(ctx)
-            except GatewayError:
-                raise
-            except Exception:
-                _failed(plugin, "on_request", ctx.request_id)
-
-    def _route_sync(self, ctx: RequestContext) -> None:
-        for hook, plugin, _ in self._route:
-            try:
-                hook(ctx)
-            except GatewayError:
-                raise
-            except Exception:
-                _failed(plugin, "on_route", ctx.request_id)
-
-    async def _route_async(self, ctx: RequestContext) -> None:
-        for hook, plugin, is_async in self._route:
-            try:
-                if is_async:
-                    await hook(ctx)
-                else:
-                    hook(ctx)
-            except GatewayError:
-                raise
-            except Exception:
-                _failed(plugin, "on_route", ctx.request_id)
 
     async def run_finish(self, ctx: RequestContext, usage: UsageRecord) -> None:
         """One record's `on_finish` hooks (`finish_batch` is the worker's path)."""
