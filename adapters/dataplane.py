@@ -14,22 +14,49 @@ as migration 1 created them; change a live table only with a new migration.
     admin keys in ``api_keys``. Only ``secret_sha256`` is stored. ``roles`` and
     ``allowed_routes`` are JSON lists (``allowed_routes`` null: every route);
     ``limits`` is a JSON object shaped like ``policies.documents.Limits``.
-``usage_records``
-    One row per finished request, written in batches by the usage worker;
-    ``request_id`` is unique, so a retried batch inserts nothing twice. ``team`` is the
-    team's name at request time (attribution survives renames and deletes). Token
-    columns are 0 when absent; ``estimated`` is true when the counts are not the
-    upstream's (``usage_source`` says which: counted or estimated). ``cost_usd`` is
-    null when the model has no price.
+``usage_records`` (migration 2 replaced the v1 table, which nothing had written to)
+    One row per finished request, written in batches by the gateway's usage writer.
+    ``record_id`` is minted by the gateway per request and is unique, so a replayed
+    batch (spill file, retried insert) inserts nothing twice; ``request_id`` is the
+    client-visible ``x-request-id``, which clients may reuse, hence not unique. ``team``
+    is the team's name at request time (attribution survives renames and deletes).
+    Token columns are 0 when absent. ``prompt_tokens`` is the whole prompt, cached
+    reads and cache writes included (OpenAI's convention; adapters normalise other
+    shapes), so cost = uncached input + cached reads + cache writes + completion, each
+    at its own price, with no double counting. ``reasoning_tokens`` are part of
+    ``completion_tokens``. ``estimated`` is true when the counts are not the
+    upstream's (``usage_source`` says which). ``cost_usd`` is null when the model has no
+    price; ``price_source`` says where a price came from (``config``, ``litellm``,
+    ``gpu_hour``: allocated per hour in the rollups, so the row's own cost stays null).
+``usage_rollups``
+    Hourly sums per (hour, team, key, route, model, provider, variant, endpoint), kept
+    in the same transaction as the rows they sum: cost reports read these, never scan
+    ``usage_records``. Absent dimensions are stored as ``''`` (NULLs are distinct in
+    unique keys). ``gpu_usd_per_hour`` is the hourly price of a GPU-hour-priced
+    endpoint (0 otherwise); reports spread it over that hour's tokens.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store import AutoId, Json, Migration, UsdAmount, UtcDateTime, create_tables
 
-__all__ = ["DATAPLANE_MIGRATIONS", "gateway_keys", "teams", "usage_records"]
+__all__ = ["DATAPLANE_MIGRATIONS", "ROLLUP_DIMENSIONS", "gateway_keys", "teams", "usage_records", "usage_rollups"]
 
 _ZERO = text("0")
 
@@ -71,7 +98,7 @@ def _gateway_keys(meta: MetaData) -> Table:
     return table
 
 
-def _usage_records(meta: MetaData) -> Table:
+def _usage_records_v1(meta: MetaData) -> Table:
     table = Table(
         "usage_records", meta,
         Column("id", AutoId, primary_key=True, autoincrement=True),
@@ -104,13 +131,96 @@ def _usage_records(meta: MetaData) -> Table:
     return table
 
 
+def _usage_records(meta: MetaData) -> Table:
+    table = Table(
+        "usage_records", meta,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("record_id", String(32), nullable=False, unique=True),
+        Column("request_id", String(128), nullable=False),
+        Column("ts", UtcDateTime, nullable=False),
+        Column("endpoint", String(16), nullable=False),
+        Column("route", String(200), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("provider", String(100), nullable=False),
+        Column("variant", String(64)),
+        Column("key_id", String(40)),
+        Column("team", String(64)),
+        Column("stream", Boolean, nullable=False, server_default=text("false")),
+        Column("prompt_tokens", Integer, nullable=False, server_default=_ZERO),
+        Column("completion_tokens", Integer, nullable=False, server_default=_ZERO),
+        Column("cached_read_tokens", Integer, nullable=False, server_default=_ZERO),
+        Column("cache_write_tokens", Integer, nullable=False, server_default=_ZERO),
+        Column("reasoning_tokens", Integer, nullable=False, server_default=_ZERO),
+        Column("cost_usd", UsdAmount),
+        Column("price_source", String(16)),
+        Column("status", Integer, nullable=False),
+        Column("error", String(200)),
+        Column("latency_s", Float, nullable=False),
+        Column("ttft_s", Float),
+        Column("attempts", Integer, nullable=False, server_default=text("1")),
+        Column("usage_source", String(16), nullable=False),  # adapters.usage.UsageSource
+        Column("estimated", Boolean, nullable=False, server_default=text("false")),
+    )
+    Index("ix_usage_records_ts", table.c.ts)
+    Index("ix_usage_records_request_id", table.c.request_id)
+    Index("ix_usage_records_team_ts", table.c.team, table.c.ts)
+    Index("ix_usage_records_key_ts", table.c.key_id, table.c.ts)
+    return table
+
+
+ROLLUP_DIMENSIONS = ("team", "key_id", "route", "model", "provider", "variant", "endpoint")
+"""The rollups' grouping columns besides ``hour``; ``''`` stands for absent."""
+
+
+def _usage_rollups(meta: MetaData) -> Table:
+    table = Table(
+        "usage_rollups", meta,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("hour", UtcDateTime, nullable=False),  # the start of the UTC hour
+        Column("team", String(64), nullable=False),
+        Column("key_id", String(40), nullable=False),
+        Column("route", String(200), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("provider", String(100), nullable=False),
+        Column("variant", String(64), nullable=False),
+        Column("endpoint", String(16), nullable=False),
+        Column("requests", BigInteger, nullable=False, server_default=_ZERO),
+        Column("errors", BigInteger, nullable=False, server_default=_ZERO),  # status >= 400
+        Column("unpriced_requests", BigInteger, nullable=False, server_default=_ZERO),
+        Column("estimated_requests", BigInteger, nullable=False, server_default=_ZERO),
+        Column("prompt_tokens", BigInteger, nullable=False, server_default=_ZERO),
+        Column("completion_tokens", BigInteger, nullable=False, server_default=_ZERO),
+        Column("cached_read_tokens", BigInteger, nullable=False, server_default=_ZERO),
+        Column("cache_write_tokens", BigInteger, nullable=False, server_default=_ZERO),
+        Column("reasoning_tokens", BigInteger, nullable=False, server_default=_ZERO),
+        Column("cost_usd", UsdAmount, nullable=False, server_default=_ZERO),  # sum over priced rows
+        Column("gpu_usd_per_hour", UsdAmount, nullable=False, server_default=_ZERO),
+        Column("latency_s_sum", Float, nullable=False, server_default=_ZERO),
+        UniqueConstraint("hour", *ROLLUP_DIMENSIONS, name="uq_usage_rollups_key"),
+    )
+    Index("ix_usage_rollups_team_hour", table.c.team, table.c.hour)
+    return table
+
+
+async def _replace_unused_usage_v1(conn: AsyncConnection) -> None:
+    """v1's usage table keyed rows by the client's request id; no release wrote to it. Refuse
+    rather than drop rows if something did."""
+    if (await conn.execute(text("SELECT count(*) FROM usage_records"))).scalar():
+        raise RuntimeError("usage_records (v1) holds rows: migrate them by hand before dataplane v2")
+    await conn.execute(text("DROP TABLE usage_records"))
+    v2 = MetaData()
+    await create_tables(_usage_records(v2), _usage_rollups(v2))(conn)
+
+
 _v1 = MetaData()
 DATAPLANE_MIGRATIONS = (
     Migration(1, "teams, gateway keys and usage records",
-              create_tables(_teams(_v1), _gateway_keys(_v1), _usage_records(_v1))),
+              create_tables(_teams(_v1), _gateway_keys(_v1), _usage_records_v1(_v1))),
+    Migration(2, "usage records keyed by a gateway-minted record id; hourly usage rollups", _replace_unused_usage_v1),
 )
 
 _live = MetaData()
 teams = _teams(_live)
 gateway_keys = _gateway_keys(_live)
 usage_records = _usage_records(_live)
+usage_rollups = _usage_rollups(_live)

@@ -48,9 +48,19 @@ class Timeouts:
 
 
 class Usage(msgspec.Struct, kw_only=True):
+    """Token counts in one normalised shape, whatever the provider's wire shape.
+
+    ``prompt_tokens`` is the whole prompt, cached reads and cache writes included (OpenAI's
+    convention; an adapter whose provider reports them apart, as Anthropic does, adds them
+    in). ``reasoning_tokens`` are part of ``completion_tokens``. So cost is uncached input +
+    cached reads + cache writes + completion, each at its own price, none counted twice."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class UpstreamCall(msgspec.Struct, gc=False):

@@ -182,7 +182,7 @@ class ChatService:
             finally:
                 gw.watchdog.done(watch)
                 rec.latency_s = time.perf_counter() - started
-                rec.principal, rec.annotations = ctx.principal, ctx.annotations
+                rec.principal, rec.annotations, rec.variant = ctx.principal, ctx.annotations, ctx.variant
                 if plugins.on_finish:
                     gw.usage.record_finished_batch(rec, ctx, plugins.finish_batch)
                 else:
@@ -215,6 +215,7 @@ class ChatService:
         )
         if ctx is not None:
             rec.principal, rec.tags, rec.annotations = ctx.principal, ctx.tags, ctx.annotations
+            rec.variant = ctx.variant
         plugins = self._gw.generation.plugins
         if plugins.on_finish:
             if ctx is None:  # refused before its body was read or parsed: a bare context

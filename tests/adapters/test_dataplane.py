@@ -6,18 +6,19 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, insert, select, type_coerce
+from sqlalchemy import func, insert, select, text, type_coerce
 
 from adapters.adminapi.host import ModuleLoadError, load_control_plane
 from adapters.adminapi.settings import ControlCfg
-from adapters.dataplane import DATAPLANE_MIGRATIONS, gateway_keys, teams, usage_records
+from adapters.dataplane import DATAPLANE_MIGRATIONS, gateway_keys, teams, usage_records, usage_rollups
 from adapters.store import DuplicateKey, migrate, open_store, schema_drift, utcnow
 from adapters.store.types import UsdAmount
 
 
 def _usage(request_id: str, **extra: object) -> dict[str, object]:
-    return {"request_id": request_id, "ts": utcnow(), "route": "chat", "model": "gpt-4o-mini", "provider": "openai",
-            "status": 200, "latency_s": 0.25, "usage_source": "upstream", **extra}
+    return {"record_id": "r-" + request_id, "request_id": request_id, "ts": utcnow(), "endpoint": "chat",
+            "route": "chat", "model": "gpt-4o-mini", "provider": "openai", "status": 200, "latency_s": 0.25,
+            "usage_source": "upstream", **extra}
 
 
 def test_the_host_runs_dataplane_migrations_with_the_core_ones() -> None:
@@ -39,7 +40,7 @@ async def test_tables_migrate_and_round_trip(database_url: str) -> None:
     store = open_store(database_url, feed_mode="local")
     try:
         await migrate(store, load_control_plane(ControlCfg(), modules=[], environ={}).migration_plan())
-        assert await schema_drift(store, teams, gateway_keys, usage_records) == []
+        assert await schema_drift(store, teams, gateway_keys, usage_records, usage_rollups) == []
         now = utcnow()
         async with store.begin() as conn:
             await conn.execute(insert(teams).values(id="team_1", name="search", budget_usd=Decimal("500.00"),
@@ -66,6 +67,8 @@ async def test_tables_migrate_and_round_trip(database_url: str) -> None:
         with pytest.raises(DuplicateKey):
             async with store.begin() as conn:  # a retried batch must not count a request twice
                 await conn.execute(insert(usage_records).values(_usage("req-1")))
+        async with store.begin() as conn:  # clients may reuse an x-request-id: a new record, not a duplicate
+            await conn.execute(insert(usage_records).values(_usage("req-1", record_id="r-other")))
         with pytest.raises(DuplicateKey):
             async with store.begin() as conn:  # one secret, one key
                 await conn.execute(insert(gateway_keys).values(
@@ -79,3 +82,21 @@ def test_usd_amount_refuses_floats() -> None:
     with pytest.raises(TypeError, match="not float"):
         UsdAmount().process_bind_param(0.1, None)  # type: ignore[arg-type]
     assert UsdAmount().process_bind_param(Decimal("1.5"), None) == 1_500_000_000  # type: ignore[arg-type]
+
+
+async def test_v2_refuses_to_drop_a_v1_usage_table_that_holds_rows(database_url: str) -> None:
+    store = open_store(database_url, feed_mode="local")
+    try:
+        plan = dict(load_control_plane(ControlCfg(), modules=[], environ={}).migration_plan())
+        v1_only = {**plan, "dataplane": DATAPLANE_MIGRATIONS[:1]}
+        await migrate(store, v1_only)
+        async with store.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO usage_records (request_id, ts, route, model, provider, status, latency_s, usage_source)"
+                " VALUES ('old', CURRENT_TIMESTAMP, 'r', 'm', 'p', 200, 0.1, 'upstream')"))
+        with pytest.raises(Exception, match="holds rows"):
+            await migrate(store, plan)
+        async with store.begin() as conn:  # nothing lost
+            assert (await conn.execute(text("SELECT count(*) FROM usage_records"))).scalar() == 1
+    finally:
+        await store.aclose()
