@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -23,12 +24,17 @@ __all__ = [
     "BreakerCfg",
     "ConfigError",
     "GatewayCfg",
+    "GpuHourPriceCfg",
+    "MeteringCfg",
+    "ModelPriceCfg",
     "PluginCfg",
+    "PricingCfg",
     "ProviderCfg",
     "RouteCfg",
     "ServerCfg",
     "TargetCfg",
     "TimeoutsCfg",
+    "TracingCfg",
     "check_config",
     "decode_config",
     "load_config",
@@ -118,12 +124,70 @@ class PluginCfg(_Cfg, frozen=True):
     settings: dict[str, Any] = {}
 
 
+class ModelPriceCfg(_Cfg, frozen=True):
+    """A price override for one model (on one provider, or on any when `provider` is omitted), in
+    dollars per million tokens. Decimal strings keep them exact (`"0.15"`); omitted parts fall back
+    to litellm's map, and a cached-read or cache-write price omitted there too costs as input."""
+
+    model: str
+    provider: str | None = None
+    input_per_mtok: Decimal | None = None
+    output_per_mtok: Decimal | None = None
+    cached_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+
+class GpuHourPriceCfg(_Cfg, frozen=True):
+    """A self-hosted endpoint (a provider) priced by the GPU-hour: `usd_per_gpu_hour` times `gpus` each
+    hour, spread over the tokens it served that hour (reports allocate it; records keep cost null)."""
+
+    provider: str
+    usd_per_gpu_hour: Decimal
+    gpus: int = 1
+
+
+class PricingCfg(_Cfg, frozen=True):
+    """Where request costs come from: overrides here first, then litellm's bundled price map
+    (read offline at start-up). A model priced by neither is recorded with cost null, never 0."""
+
+    use_litellm_map: bool = True
+    models: list[ModelPriceCfg] = []
+    gpu_hours: list[GpuHourPriceCfg] = []
+
+
+class MeteringCfg(_Cfg, frozen=True):
+    """The durable usage pipeline: records go from a bounded buffer to the store in batches, and to
+    an append-only spill file while the store is down or slow (replayed, never counted twice)."""
+
+    enabled: bool = True  # write usage records to the store (when the control plane has one)
+    flush_interval_s: float = 0.25
+    batch_size: int = 500
+    buffer_max_records: int = 50_000  # beyond it records go straight to the spill file
+    spill_dir: str | None = None  # default: <control data dir>/usage-spill, or ./data/usage-spill
+    spill_max_bytes: int = 1 << 30  # beyond it records are dropped, loudly (metric and log)
+    write_timeout_s: float = 2.0  # a batch insert slower than this spills instead
+
+
+class TracingCfg(_Cfg, frozen=True):
+    """OpenTelemetry traces (GenAI semantic conventions), one span per request, over OTLP/HTTP.
+    Off by default, and then nothing is imported or allocated per request."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "llmops-gateway"
+    headers: dict[str, str] = {}
+    sample_ratio: float = 1.0
+
+
 class GatewayCfg(_Cfg, frozen=True):
     server: ServerCfg = ServerCfg()
     providers: list[ProviderCfg] = []
     routes: list[RouteCfg] = []
     plugins: list[PluginCfg] = []  # run in this order
     control: ControlCfg = ControlCfg()
+    pricing: PricingCfg = PricingCfg()
+    metering: MeteringCfg = MeteringCfg()
+    tracing: TracingCfg = TracingCfg()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
