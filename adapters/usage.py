@@ -66,6 +66,7 @@ class UsageRecord(msgspec.Struct, gc=False):
     ts: float = msgspec.field(default_factory=time.time)  # wall clock when the request started (epoch s)
     cost_usd: Decimal | None = None
     price_source: str | None = None  # config, litellm or gpu_hour; None while unpriced
+    gpu_usd_per_hour: Decimal | None = None  # gpu_hour pricing: the endpoint's hourly price, for the rollups
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     annotations: dict[str, dict[str, Any]] | None = None  # per plug-in name, from the request context
     # Only set when the upstream reported no usage, so the usage worker can count.

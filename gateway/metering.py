@@ -25,10 +25,12 @@ from gateway.metrics import GatewayMetrics
 from gateway.tokens import count_tokens, tokenizer_available
 
 __all__ = [
-    "FinishBatch", "FinishHook", "LogConsumer", "MetricsConsumer", "StreamMeter", "UsageConsumer", "UsageQueue",
-    "UsageRecord",
+    "FinishBatch", "FinishHook", "LogConsumer", "MetricsConsumer", "Pricer", "StreamMeter", "UsageConsumer",
+    "UsageQueue", "UsageRecord",
 ]
 
+Pricer = Callable[[list[UsageRecord]], None]
+"""Prices a batch in place (`UsageRecord.cost_usd`, `price_source`); must not block on I/O."""
 FinishHook = Callable[[RequestContext, UsageRecord], Awaitable[None]]
 FinishBatch = Callable[[list[tuple[Any, RequestContext, UsageRecord]]], Awaitable[None]]
 """Given `(hook, ctx, record)` entries that all name it (one generation's plug-ins): one call per batch."""
@@ -187,6 +189,12 @@ class UsageQueue:
         self._passed = asyncio.Event()  # set after each pass of the worker; `drain` waits on it
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
+        self._pricer: Pricer | None = None
+
+    def set_pricer(self, pricer: Pricer | None) -> None:
+        """Called on the worker for each batch once its tokens are final, before any consumer
+        sees it: sets `cost_usd` / `price_source` (swapped on reload with the pricing config)."""
+        self._pricer = pricer
 
     def record(self, rec: UsageRecord) -> None:
         buf = self._buffer
@@ -262,6 +270,11 @@ class UsageQueue:
         counted = [r for r in batch if r.usage_source == "counted" and r.prompt_messages is not None]
         if counted:
             await asyncio.to_thread(_count_all, counted)
+        if self._pricer is not None:
+            try:
+                self._pricer(batch)
+            except Exception:  # unpriced (cost null, counted as such) beats unrecorded
+                logging.getLogger("llmops.metering").exception("pricing failed for %d record(s)", len(batch))
         for c in self._consumers:
             try:
                 await c.consume(batch)
