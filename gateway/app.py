@@ -42,6 +42,7 @@ from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
 from gateway.completions.service import CompletionsService
 from gateway.config import ConfigError, GatewayCfg
+from gateway.dashboard import dashboard_handlers
 from gateway.embeddings.service import EmbeddingsService
 from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
@@ -206,7 +207,8 @@ def create_app(
 
     app = Litestar(
         route_handlers=[chat_completions, *(_endpoint_handler(p, svc) for p, svc in endpoints.items()),
-                        serve_route, list_models, retrieve_model, healthz, readyz, metrics, *plane.route_handlers],
+                        serve_route, list_models, retrieve_model, healthz, readyz, metrics, *plane.route_handlers,
+                        *dashboard_handlers()],
         lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
         openapi_config=plane.openapi_config,
