@@ -350,3 +350,38 @@ def _check(cfg: GatewayCfg) -> None:
                     raise ConfigError(f"{where}.{key}[{j}].weight: must be > 0")
                 if not t.model:
                     raise ConfigError(f"{where}.{key}[{j}].model: must be non-empty")
+    _check_pricing(cfg.pricing, providers)
+
+
+def _check_pricing(pricing: PricingCfg, providers: dict[str, ProviderCfg]) -> None:
+    """Prices are never negative, an override says something, and one (provider, model) or one
+    GPU-hour provider is priced once: which of two duplicates wins would be a guess."""
+    seen: set[tuple[str | None, str]] = set()
+    for i, m in enumerate(pricing.models):
+        where = f"$.pricing.models[{i}]"
+        if not m.model:
+            raise ConfigError(f"{where}.model: must be non-empty")
+        if (m.provider, m.model) in seen:
+            on = f"provider {m.provider!r}" if m.provider is not None else "any provider"
+            raise ConfigError(f"{where}: duplicate price for model {m.model!r} on {on}")
+        seen.add((m.provider, m.model))
+        parts = ("input_per_mtok", "output_per_mtok", "cached_read_per_mtok", "cache_write_per_mtok")
+        if all(getattr(m, p) is None for p in parts):
+            raise ConfigError(f"{where}: set at least one of {', '.join(parts)}")
+        for p in parts:
+            value = getattr(m, p)
+            if value is not None and not (value.is_finite() and value >= 0):
+                raise ConfigError(f"{where}.{p}: must be a number >= 0")
+    gpu: set[str] = set()
+    for i, g in enumerate(pricing.gpu_hours):
+        where = f"$.pricing.gpu_hours[{i}]"
+        if g.provider not in providers:
+            known = ", ".join(sorted(providers)) or "none"
+            raise ConfigError(f"{where}.provider: unknown provider {g.provider!r} (known: {known})")
+        if g.provider in gpu:
+            raise ConfigError(f"{where}.provider: duplicate GPU-hour price for provider {g.provider!r}")
+        gpu.add(g.provider)
+        if not (g.usd_per_gpu_hour.is_finite() and g.usd_per_gpu_hour >= 0):
+            raise ConfigError(f"{where}.usd_per_gpu_hour: must be a number >= 0")
+        if g.gpus < 1:
+            raise ConfigError(f"{where}.gpus: must be >= 1")

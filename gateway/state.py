@@ -35,6 +35,7 @@ from gateway.health import backend_label
 from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
 from gateway.plugins import Plugins, load_plugins
+from gateway.pricing_wiring import UsagePricer, build_pricer
 from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import RouteTable
@@ -66,6 +67,7 @@ class Generation:
         self.inflight = 0
         self.borrowed: frozenset[str] = frozenset()  # providers handed over by the previous generation
         self._usage = usage  # drained before the plug-ins stop, so their on_finish hooks ran
+        self.pricer: UsagePricer | None = None  # cfg.pricing's, handed to the usage worker on swap
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, metrics: GatewayMetrics) -> None:
@@ -170,6 +172,7 @@ class Gateway:
         snapshots = self.snapshots
         cfg, _dropped = apply_routes(yaml_cfg, snapshots.routes)
         mock_url = await self._mock_url(cfg)
+        pricer = await build_pricer(cfg, self.generation.pricer if self.generation is not None else None)
         running = self._running_providers()
         providers: dict[str, Upstream] = {}
         borrowed: set[str] = set()
@@ -182,6 +185,7 @@ class Gateway:
         plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins))
         gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
         gen.borrowed = frozenset(borrowed)
+        gen.pricer = pricer
         try:
             await gen.start(self.metrics)
         except BaseException:
@@ -211,6 +215,7 @@ class Gateway:
             await self.control.load()
             self.snapshots = self.control.snapshots
         self.generation = await self._build(self.cfg)
+        self.usage.set_pricer(self.generation.pricer)
         self.ready = True
         if self.control is not None:
             self.control.start()
@@ -269,6 +274,7 @@ class Gateway:
 
     def _swap(self, new: Generation, cfg: GatewayCfg) -> None:
         old, self.generation, self.cfg = self.generation, new, cfg
+        self.usage.set_pricer(new.pricer)  # one reference: each batch is priced by the old book or the new
         self.max_body_bytes = cfg.server.max_body_bytes
         task = asyncio.create_task(old.close(keep=new.borrowed))
         self._retiring.add(task)
