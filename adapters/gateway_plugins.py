@@ -22,7 +22,10 @@ The factory (usually the class itself) declares, in one object:
               a decision, not a failure: it always reaches the client.
 
 It is called as ``factory(settings)`` (``factory()`` without ``Settings``) once per
-config generation, so a reload rebuilds every plug-in with the new settings and
+config generation; a factory that declares a keyword parameter ``host`` also gets
+``host=PluginHost(...)``: the control plane's store and the metrics registry, for
+plug-ins that keep state off the request path (budgets' spend so far, counters).
+Each generation is built so a reload rebuilds every plug-in with the new settings and
 swaps them in atomically with the routes. The instance implements any of these
 hooks (checked at load: a misspelt ``on_*`` name is an error). ``on_request``,
 ``on_route`` and ``on_finish`` may be ``async def`` or plain functions: a plain one is
@@ -40,6 +43,12 @@ called without a coroutine, the cheaper form for hooks that await nothing:
 ``async on_finish(ctx, usage)`` every request, success or failure, denied ones too,
                            off the request path once its token counts are final
                            (``usage is ctx.usage``). Settle reservations here.
+Live control-plane state (keys, teams, policies, templates, experiments) is on every
+request as ``ctx.control`` (``adapters.snapshots.ControlSnapshots``): it changes without a
+rebuild, so derive indexes once per snapshot object (``if snap is not self._seen``), never
+per request. A hook may add response headers (``ctx.add_response_header``), sent with a
+successful answer (e.g. ``x-ratelimit-*``); a refusal carries its own (``GatewayError.headers``).
+
 ``lifespan()``             an async context manager, entered when its generation
                            starts and left after that generation drained: start and
                            stop clients and background refreshers.
@@ -55,6 +64,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from adapters.snapshots import ControlSnapshots
 from adapters.usage import Principal, UsageRecord
 
 __all__ = [
@@ -62,6 +72,7 @@ __all__ = [
     "HOOKS",
     "Failure",
     "GatewayPlugin",
+    "PluginHost",
     "Principal",
     "RequestContext",
     "ResponseFilter",
@@ -93,6 +104,8 @@ class RequestContext(msgspec.Struct):
     annotations: dict[str, dict[str, Any]] | None = None  # per plug-in; carried into the usage record
     usage: UsageRecord | None = None  # the final record, set before on_finish
     decoded_headers: dict[str, str] | None = None  # filled by `headers` on first use
+    control: ControlSnapshots | None = None  # the control plane's snapshots when the request started
+    response_headers: list[tuple[bytes, bytes]] | None = None  # added by hooks; sent with a successful answer
 
     @property
     def headers(self) -> dict[str, str]:
@@ -101,11 +114,38 @@ class RequestContext(msgspec.Struct):
             self.decoded_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
         return self.decoded_headers
 
+    def add_response_header(self, name: str, value: str) -> None:
+        """A header for the client's successful answer (lower-case name; the value must be latin-1)."""
+        if self.response_headers is None:
+            self.response_headers = []
+        self.response_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
     def annotate(self, plugin: str, **values: Any) -> None:
         """Note something for the usage record under the plug-in's name (denied requests keep it too)."""
         if self.annotations is None:
             self.annotations = {}
         self.annotations.setdefault(plugin, {}).update(values)
+
+
+class PluginHost:
+    """What the gateway lends a plug-in that asks for it (a ``host`` keyword on its factory).
+
+    ``store``: the control plane's store, or None without one; read it off the request path
+    only (a lifespan task, ``on_finish``), never per request. ``registry``: where the plug-in's
+    Prometheus metrics register; None under ``--workers`` (multiprocess mode: metrics created
+    with ``registry=None`` write their own files and every worker's are summed at scrape). ``control()``: the
+    current snapshots, for background work (requests have ``ctx.control``)."""
+
+    __slots__ = ("_control", "registry", "store")
+
+    def __init__(self, store: Any, registry: Any, control: Any) -> None:
+        self.store = store
+        self.registry = registry
+        self._control = control
+
+    def control(self) -> ControlSnapshots:
+        snapshots: ControlSnapshots = self._control()
+        return snapshots
 
 
 class ResponseFilter(Protocol):

@@ -29,6 +29,8 @@ Secrets never appear: keys carry SHA-256 hashes, providers ``env:``/``secret:`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final, Literal
@@ -40,6 +42,7 @@ from policies.documents import Limits, PolicyDocument
 __all__ = [
     "SCHEMA_VERSION",
     "SNAPSHOT_TOPICS",
+    "ControlSnapshots",
     "ExperimentArm",
     "ExperimentSpec",
     "ExperimentsSnapshot",
@@ -226,3 +229,29 @@ def decode(data: bytes, kind: SnapshotKind | None = None) -> SnapshotPayload:
     if kind is not None and tag != kind:
         raise msgspec.ValidationError(f"expected a {kind!r} snapshot, got {tag!r} - at `$.kind`")
     return payload
+
+
+@dataclass(frozen=True)
+class ControlSnapshots:
+    """The snapshots one generation was built from; ``None``: that kind was never published.
+
+    ``routes`` is merged into the route table; ``policies`` (governance) is carried for the
+    policy plug-ins, as are ``keys``, ``templates`` and ``experiments``. Plug-ins read the
+    current set from ``RequestContext.control`` (gateway plug-ins) and build their indexes
+    once per snapshot object, not per request.
+    """
+
+    routes: RoutesSnapshot | None = None
+    keys: KeysSnapshot | None = None
+    policies: PoliciesSnapshot | None = None
+    templates: TemplatesSnapshot | None = None
+    experiments: ExperimentsSnapshot | None = None
+
+    def generations(self) -> dict[str, int]:
+        return {kind: p.generation for kind in SNAPSHOT_TOPICS if (p := getattr(self, kind)) is not None}
+
+    def merged(self, found: Mapping[SnapshotKind, SnapshotPayload]) -> ControlSnapshots:
+        """These snapshots with newer ones from ``found``; an older generation never replaces a newer."""
+        newer = {kind: p for kind, p in found.items()
+                 if (old := getattr(self, kind)) is None or p.generation > old.generation}
+        return replace(self, **newer) if newer else self  # type: ignore[arg-type]  # kinds are field names

@@ -28,7 +28,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -36,13 +35,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.snapshots import (
     SNAPSHOT_TOPICS,
-    ExperimentsSnapshot,
-    KeysSnapshot,
-    PoliciesSnapshot,
+    ControlSnapshots,
     RoutesSnapshot,
-    SnapshotKind,
-    SnapshotPayload,
-    TemplatesSnapshot,
 )
 from adapters.store import Store, StoreError, read_published
 from gateway.config import ConfigError, GatewayCfg, ProviderCfg, RouteCfg, TargetCfg, check_config
@@ -52,31 +46,6 @@ __all__ = ["ControlSnapshots", "ControlState", "apply_routes"]
 log = logging.getLogger("llmops.gateway.control")
 
 _OUTAGE = (StoreError, SQLAlchemyError, OSError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class ControlSnapshots:
-    """The snapshots one generation was built from; ``None``: that kind was never published.
-
-    ``routes`` is merged into the route table; ``policies`` (governance) is carried for the
-    policy plug-ins; ``keys``, ``templates`` and ``experiments`` have no publisher yet and are
-    carried, typed, for the plug-ins that will use them.
-    """
-
-    routes: RoutesSnapshot | None = None
-    keys: KeysSnapshot | None = None
-    policies: PoliciesSnapshot | None = None
-    templates: TemplatesSnapshot | None = None
-    experiments: ExperimentsSnapshot | None = None
-
-    def generations(self) -> dict[str, int]:
-        return {kind: p.generation for kind in SNAPSHOT_TOPICS if (p := getattr(self, kind)) is not None}
-
-    def merged(self, found: Mapping[SnapshotKind, SnapshotPayload]) -> ControlSnapshots:
-        """These snapshots with newer ones from ``found``; an older generation never replaces a newer."""
-        newer = {kind: p for kind, p in found.items()
-                 if (old := getattr(self, kind)) is None or p.generation > old.generation}
-        return replace(self, **newer) if newer else self  # type: ignore[arg-type]  # kinds are field names
 
 
 def _provider(spec: Any, env: Mapping[str, str]) -> ProviderCfg | str:

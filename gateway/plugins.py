@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from adapters.errors import GatewayError, PluginFailed
-from adapters.gateway_plugins import ENTRY_POINT_GROUP, HOOKS, RequestContext, ResponseFilter
+from adapters.gateway_plugins import ENTRY_POINT_GROUP, HOOKS, PluginHost, RequestContext, ResponseFilter
 from adapters.usage import UsageRecord
 from gateway.config import ConfigError, PluginCfg
 
@@ -87,11 +87,11 @@ def check_settings(cfgs: Sequence[PluginCfg]) -> None:
         _settings(factory, cfg, where)
 
 
-def load_plugins(cfgs: Sequence[PluginCfg], extra: Sequence[Any] = ()) -> list[Plugin]:
+def load_plugins(cfgs: Sequence[PluginCfg], extra: Sequence[Any] = (), host: PluginHost | None = None) -> list[Plugin]:
     """Build the enabled plug-ins in YAML order, then `extra` instances (tests, embedding)."""
     out = []
     for where, cfg, factory in _enabled(cfgs):
-        out.append(check_plugin(cfg.name, _build(factory, cfg, where), where))
+        out.append(check_plugin(cfg.name, _build(factory, cfg, where, host), where))
     for j, instance in enumerate(extra):
         out.append(check_plugin(getattr(instance, "name", f"extra{j}"), instance, f"plugins (extra {j})"))
     return out
@@ -111,9 +111,20 @@ def _settings(factory: Any, cfg: PluginCfg, where: str) -> tuple[Any, ...]:
                           else f"{where}.settings: {text}") from None
 
 
-def _build(factory: Any, cfg: PluginCfg, where: str) -> Any:
+def _wants_host(factory: Any) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no keyword we could pass
+        return False
+    p = params.get("host")
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+
+
+def _build(factory: Any, cfg: PluginCfg, where: str, host: PluginHost | None = None) -> Any:
     args = _settings(factory, cfg, where)
     try:
+        if host is not None and _wants_host(factory):
+            return factory(*args, host=host)
         return factory(*args)
     except Exception as exc:  # a plug-in that refuses its settings
         raise ConfigError(f"{where}.settings: plug-in {cfg.name!r} rejected them: {exc}") from None

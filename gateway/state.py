@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.gateway_plugins import PluginHost
 from adapters.snapshots import RoutesSnapshot
 from adapters.store import Store
 from adapters.upstream import BreakerState, Upstream
@@ -156,6 +157,10 @@ class Gateway:
         self._retiring: set[asyncio.Task[None]] = set()
         self.control: ControlState | None = None  # set by start() when a control-plane store is open
         self.snapshots = ControlSnapshots()
+        self.store: Store | None = None  # the control plane's, set by start()
+        # Multiprocess mode (--workers): metrics write their own files, so plug-ins register on none.
+        registry = None if self.metrics.shared_dir else self.metrics.registry
+        self.plugin_host = PluginHost(None, registry, lambda: self.generation.control)
 
     async def _mock_url(self, cfg: GatewayCfg) -> str | None:
         """Start the built-in mock upstream once, if any provider asks for it."""
@@ -182,7 +187,7 @@ class Gateway:
                 borrowed.add(p.name)
             else:
                 providers[p.name] = self._upstreams.get(p.name) or build_provider(p, mock_url)
-        plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins))
+        plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins, self.plugin_host))
         gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
         gen.borrowed = frozenset(borrowed)
         gen.pricer = pricer
@@ -210,6 +215,7 @@ class Gateway:
             refresh_interval_s = self.cfg.server.control_refresh_s
         await self.usage.start()
         await self.watchdog.start()
+        self.store = self.plugin_host.store = store
         if store is not None:
             self.control = ControlState(store, self._apply_snapshots, refresh_interval_s=refresh_interval_s)
             await self.control.load()

@@ -126,7 +126,7 @@ class ChatService:
                 ctx = RequestContext(
                     request_id=rid, model=model, body=body, stream=bool(head.stream), raw_headers=scope["headers"],
                     client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
-                    started=started, endpoint=self._endpoint,
+                    started=started, endpoint=self._endpoint, control=gen.control,
                 )
                 if plugins.on_request:  # no coroutine at all when no plug-in has the hook
                     pending = plugins.run_request(ctx)  # None: every hook was a plain function and ran
@@ -158,6 +158,8 @@ class ChatService:
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
                 headers = _route_headers(rid, route, rec.provider)
+                if ctx.response_headers:
+                    headers += ctx.response_headers
                 if relayed.completion is None:
                     await self._stream(ctx, relayed, rec, watch, send, headers, chain)
                 else:
