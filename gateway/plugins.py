@@ -50,17 +50,28 @@ class Plugin(msgspec.Struct, frozen=True):
     fails_open: bool
 
 
+BUILTIN_PLUGINS: tuple[str, ...] = ()
+"""This package's own plug-ins (entry points in its pyproject), enabled by default in this order
+ahead of the YAML's others: the policy the governance module publishes applies without any
+`plugins:` entry. Naming one in `plugins:` configures it (its settings, `enabled: false`)."""
+
+
+def _with_builtins(cfgs: Sequence[PluginCfg]) -> list[tuple[str, PluginCfg]]:
+    named = {c.name for c in cfgs}
+    implicit = [(f"$.plugins (built-in {n!r})", PluginCfg(name=n)) for n in BUILTIN_PLUGINS if n not in named]
+    return [*implicit, *((f"$.plugins[{i}]", c) for i, c in enumerate(cfgs))]
+
+
 def _factories() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _enabled(cfgs: Sequence[PluginCfg]) -> list[tuple[str, PluginCfg, Any]]:
-    """`(where, cfg, factory)` for each enabled plug-in, in YAML order."""
+    """`(where, cfg, factory)` for each enabled plug-in: built-ins not named, then YAML order."""
     found: dict[str, importlib.metadata.EntryPoint] | None = None
     out: list[tuple[str, PluginCfg, Any]] = []
     seen: set[str] = set()
-    for i, cfg in enumerate(cfgs):
-        where = f"$.plugins[{i}]"
+    for where, cfg in _with_builtins(cfgs):
         if not cfg.enabled:
             continue
         if cfg.name in seen:

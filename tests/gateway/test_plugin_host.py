@@ -70,3 +70,21 @@ def test_a_factory_that_declares_host_gets_it_and_others_do_not() -> None:
     assert got.host is host and got.settings.n == 3
     assert isinstance(got.host.control(), ControlSnapshots)
     assert _build(Without, PluginCfg(name="o"), "$.plugins[1]", host).built
+
+
+def test_builtin_plugins_are_enabled_unless_the_yaml_disables_them(monkeypatch: Any) -> None:
+    import gateway.plugins as plugins
+
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", ("builtin-x",))
+    monkeypatch.setattr(plugins, "_factories", lambda: {"builtin-x": _EP(), "other": _EP()})
+    names = [c.name for _, c, _ in plugins._enabled([PluginCfg(name="other")])]
+    assert names == ["builtin-x", "other"]
+    assert [c.name for _, c, _ in plugins._enabled([PluginCfg(name="builtin-x", enabled=False)])] == []
+    configured = plugins._enabled([PluginCfg(name="other"), PluginCfg(name="builtin-x", settings={"a": 1})])
+    assert [(w, c.name, c.settings) for w, c, _ in configured] == [
+        ("$.plugins[0]", "other", {}), ("$.plugins[1]", "builtin-x", {"a": 1})]
+
+
+class _EP:
+    def load(self) -> Any:
+        return object
