@@ -1,0 +1,40 @@
+"""The observability control module: the cost API over the gateway's hourly usage rollups.
+
+It owns no tables: it reads ``usage_rollups`` (``adapters.dataplane``), which the gateway's usage
+writer keeps in the same transaction as the records they sum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from litestar.types import ControllerRouterHandler
+
+from adapters.adminapi import Migration, ModuleContext
+from control.observability.routes import CostAggregateController, ObservabilityController
+from control.observability.service import CostReports
+from control.observability.services import REPORTS
+from control.observability.settings import ObservabilitySettings
+
+__all__ = ["ObservabilityModule"]
+
+
+class ObservabilityModule:
+    name = "observability"
+
+    def routes(self) -> Sequence[ControllerRouterHandler]:
+        return [ObservabilityController, CostAggregateController]
+
+    def migrations(self) -> Sequence[Migration]:
+        return ()
+
+    def lifespan(self, ctx: ModuleContext) -> AbstractAsyncContextManager[None]:
+        return self._run(ctx)
+
+    @contextlib.asynccontextmanager
+    async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
+        settings = ctx.module_settings(ObservabilitySettings)  # a typo in the config fails start-up here
+        ctx.provide(REPORTS, CostReports(ctx.store, settings))
+        yield

@@ -1,0 +1,135 @@
+"""Query parameters of the cost API, checked once into typed queries; bad input is a 400 naming the parameter.
+
+Times are UTC. A bare date (``2026-12-01``) is that day's midnight; a datetime may carry ``Z`` or an
+offset, and one without is taken as UTC. Windows are half-open, ``[start, end)``, and select whole
+hours: an hour's rollup counts when the hour *starts* inside the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+from adapters.adminapi import FieldError, ValidationFailed
+from adapters.dataplane import ROLLUP_DIMENSIONS
+
+__all__ = [
+    "DIMENSIONS",
+    "RESOURCE_TYPES",
+    "SPENDER_DIMENSIONS",
+    "Granularity",
+    "UsageQuery",
+    "Window",
+    "iso",
+    "parse_filters",
+    "parse_group_by",
+    "parse_instant",
+    "parse_window",
+]
+
+Granularity = Literal["hour", "day", "total"]
+DIMENSIONS: tuple[str, ...] = ROLLUP_DIMENSIONS  # team, key_id, route, model, provider, variant, endpoint
+SPENDER_DIMENSIONS = ("team", "key_id", "route", "model", "provider", "variant")
+RESOURCE_TYPES = ("gpu", "api", "chat", "completions", "embeddings", "responses")
+"""``cost-aggregate``'s ``resource_type``: ``gpu`` = GPU-hour-priced providers, ``api`` = the others
+(priced per token, or unpriced); an endpoint kind = requests to that OpenAI endpoint."""
+DEFAULT_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """One report over the rollups: the window, the bucket size, the dimensions to group by and the filters
+    (dimension -> exact value; ``""`` matches requests without that dimension)."""
+
+    start: datetime
+    end: datetime
+    granularity: Granularity = "day"
+    group_by: tuple[str, ...] = ()
+    filters: Mapping[str, str] = field(default_factory=dict)
+    resource_type: str | None = None
+
+
+def iso(at: datetime) -> str:
+    """``2026-12-01T00:00:00Z``: the API's one time format."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(name: str, value: str) -> tuple[datetime, bool]:
+    """The UTC instant ``value`` names, and whether it was a bare date. Raises ``ValidationFailed``."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed([FieldError(name, f"not an ISO-8601 date or datetime: {value[:40]!r}")]) from None
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)), False
+
+
+def _next_hour(now: datetime) -> datetime:
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return hour + timedelta(hours=1)
+
+
+def parse_window(
+    start: str | None, end: str | None, *, max_days: int, now: datetime,
+    names: tuple[str, str] = ("start", "end"), inclusive_end_date: bool = False,
+) -> Window:
+    """``[start, end)``; by default the last ``DEFAULT_DAYS`` days up to the end of the current hour.
+
+    ``inclusive_end_date``: a bare-date ``end`` covers that whole day (``end_date`` of cost-aggregate).
+    """
+    errors: list[FieldError] = []
+    begin_at = finish_at = None
+    for name, value in zip(names, (start, end), strict=True):
+        if value is None:
+            continue
+        try:
+            at, is_date = parse_instant(name, value)
+        except ValidationFailed as err:
+            errors += err.errors
+            continue
+        if name == names[0]:
+            begin_at = at
+        else:
+            finish_at = at + timedelta(days=1) if is_date and inclusive_end_date else at
+    if errors:
+        raise ValidationFailed(errors)
+    if finish_at is None:
+        finish_at = _next_hour(now)
+    if begin_at is None:
+        begin_at = finish_at - timedelta(days=DEFAULT_DAYS)
+    if begin_at >= finish_at:
+        raise ValidationFailed([FieldError(names[1], f"must be after {names[0]} ({iso(begin_at)})")])
+    if finish_at - begin_at > timedelta(days=max_days):
+        raise ValidationFailed([FieldError(names[0], f"the window may cover at most {max_days} days")])
+    return Window(begin_at, finish_at)
+
+
+def parse_group_by(value: str | None, *, name: str = "group_by",
+                   allowed: tuple[str, ...] = DIMENSIONS) -> tuple[str, ...]:
+    """A comma list of distinct dimensions (empty: none)."""
+    if value is None or not value.strip():
+        return ()
+    dims = tuple(d.strip() for d in value.split(","))
+    unknown = [d for d in dims if d not in allowed]
+    if unknown:
+        raise ValidationFailed([FieldError(name, f"unknown dimension {unknown[0][:40]!r}; "
+                                                 f"one of {', '.join(allowed)}")])
+    if len(set(dims)) != len(dims):
+        raise ValidationFailed([FieldError(name, "names a dimension twice")])
+    return dims
+
+
+def parse_filters(values: Mapping[str, str | None]) -> dict[str, str]:
+    """The dimension filters a request set (a present-but-empty value matches requests without it)."""
+    return {dim: value for dim, value in values.items() if value is not None}

@@ -1,0 +1,30 @@
+"""Observability's own settings (``control.module_settings.observability``), decoded once at start-up.
+
+    control:
+      module_settings:
+        observability:
+          gpus: {vllm: 8}        # GPUs behind each GPU-hour-priced provider (default 1)
+          max_range_days: 400    # the longest window a report may cover
+
+The rollups keep a GPU-hour-priced provider's hourly price (``usd_per_gpu_hour`` x ``gpus``), not the
+GPU count, so reports learn ``gpus`` here to turn the hours a provider served into GPU-hours.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+__all__ = ["ObservabilitySettings"]
+
+ProviderName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class ObservabilitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    gpus: dict[ProviderName, Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = {}
+    max_range_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 400
+
+    def gpus_of(self, provider: str) -> int:
+        """GPUs behind a GPU-hour-priced provider; 1 when not configured (reports then count provider-hours)."""
+        return self.gpus.get(provider, 1)
