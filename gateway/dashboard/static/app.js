@@ -93,7 +93,9 @@ async function load() {
 function render(usage, top, win) {
   const rows = usage.rows || [];
   const series = pivot(rows, state.dim, win.buckets);
-  const span = `${bucketLabel(win.start, state.granularity)} to ${bucketLabel(win.end - 1, state.granularity)}`;
+  const span = state.granularity === "day"
+    ? `${bucketLabel(win.start, "day")} to ${bucketLabel(win.end - 1, "day")} (whole UTC days)`
+    : `${bucketLabel(win.start, "hour").replace(" UTC", "")} to ${bucketLabel(win.end, "hour")}`;
   renderTotals(usage.totals || {});
   const name = state.dim[0].toUpperCase() + state.dim.slice(1);
   $("top-name").textContent = name;
@@ -136,7 +138,7 @@ function render(usage, top, win) {
   });
   drawLegend($("tokens-legend"), shown, (s) => `${formatInt(s.totalTokens)} tokens`);
   renderTop(top.rows || []);
-  setStatus("ok", `Showing ${span}, ${rows.length} rows.`);
+  setStatus("ok", `Showing ${span}: ${formatInt(rows.length)} rows.`);
 }
 
 function stat(key, label, value, note, warn = false) {
