@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 from sqlalchemy import insert
 
@@ -23,6 +24,7 @@ from adapters.dataplane import usage_rollups
 from adapters.store import Store
 from gateway.app import create_app
 from gateway.config import decode_config
+from gateway.dashboard import dashboard_handlers
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -166,7 +168,7 @@ async def test_dashboard_draws_the_rollups_it_is_sent(gateway: tuple[str, Store]
             await page.click("[data-dim=route]")
             await _loaded(page)
             assert set(await _series(page, "cost-chart")) == {"chat", "demo"}
-            assert "route=" not in page.url and "by=route" in page.url  # the view is in the hash: bookmarkable
+            assert page.url.endswith("/dashboard#range=24h&granularity=hour&by=route")  # bookmarkable
 
             # Seven days by day: seven points per series, and the older row now counts.
             await page.select_option("#range", "7d")
@@ -178,3 +180,41 @@ async def test_dashboard_draws_the_rollups_it_is_sent(gateway: tuple[str, Store]
         finally:
             await browser.close()
 
+
+
+async def test_money_stays_exact_and_many_series_fold_into_other() -> None:
+    """The page's own arithmetic (series.js), run in the browser: decimal strings add as integers, never floats."""
+    async with serve_asgi(Litestar(route_handlers=dashboard_handlers())) as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(url + "/dashboard")
+            got = await page.evaluate("""async () => {
+                const m = await import("/dashboard/series.js");
+                const buckets = [Date.UTC(2026, 11, 1, 0), Date.UTC(2026, 11, 1, 1)];
+                const rows = Array.from({length: 10}, (_, n) => ({bucket: "2026-12-01T01:00:00Z", team: `t${n}`,
+                    cost_usd: String((n + 1) / 100), total_tokens: 10 * (n + 1), requests: 1, unpriced_requests: 0}));
+                rows.push({bucket: "2026-12-01T00:00:00Z", team: null, cost_usd: null, total_tokens: 7,
+                           requests: 2, unpriced_requests: 2});
+                const series = m.pivot(rows, "team", buckets);
+                return {
+                    sum: m.formatUsd(m.parseUsd("0.1") + m.parseUsd("0.2")),
+                    big: m.formatUsd(m.parseUsd("1234567.000000001")),
+                    plain: ["2.50", "0", "-0.5"].map(v => m.plainUsd(m.parseUsd(v))),
+                    ints: [m.formatInt(1234567), m.formatInt(0), m.formatInt(-1000)],
+                    names: series.map(s => s.other ? `other:${s.members}` : s.name),
+                    other: [m.plainUsd(series[7].totalCost), series[7].tokens],
+                    none: [m.displayName(null), m.displayName("")],
+                    window: m.windowFor("7d", "day", Date.UTC(2026, 11, 1, 13, 5)).buckets.length,
+                    edge: m.windowFor("24h", "hour", Date.UTC(2026, 11, 1, 13)).start === Date.UTC(2026, 10, 30, 14),
+                };
+            }""")
+            assert got == {
+                "sum": "$0.30", "big": "$1,234,567.000000001", "plain": ["2.5", "0", "-0.5"],
+                "ints": ["1,234,567", "0", "-1,000"],
+                # largest cost first; the 3 smallest priced teams and the unpriced one (no team) fold into "other"
+                "names": ["t9", "t8", "t7", "t6", "t5", "t4", "t3", "other:4"],
+                "other": ["0.06", [7, 60]], "none": ["(none)", "(none)"], "window": 7, "edge": True,
+            }
+        finally:
+            await browser.close()
