@@ -48,6 +48,7 @@ from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
 from gateway.responses.service import ResponsesService
 from gateway.state import Gateway
+from gateway.tracing import TracingConsumer, check_tracing
 from gateway.workers import reload_others
 
 __all__ = ["create_app"]
@@ -97,6 +98,10 @@ def create_app(
     providers in place of configured ones, e.g. `FunctionUpstream` in tests)."""
     gw = Gateway(cfg, config_path=config_path, default_config=default_config, plugins=plugins, upstreams=upstreams)
     gw.usage.add_consumer(MetricsConsumer(gw.metrics))
+    gw.usage.add_consumer(gw.metrics.usage_stats)  # tokens, cost, priced/unpriced, A/B variants
+    check_tracing(cfg.tracing)  # tracing on without the otel extra fails at boot, not on the first batch
+    tracing = TracingConsumer(lambda: gw.cfg.tracing)  # follows reloads; imports nothing while off
+    gw.usage.add_consumer(tracing)
     gw.usage.add_consumer(LogConsumer())
     chat = ChatService(gw)
     # The other OpenAI endpoints: the chat path (routing, resilience, plug-ins, metering), their own wire.
@@ -186,6 +191,7 @@ def create_app(
                 yield
             finally:
                 await gw.stop()
+                await tracing.aclose()  # after the usage queue drained: its last spans are exported
 
     @contextlib.asynccontextmanager
     async def signals(app: Litestar) -> AsyncIterator[None]:

@@ -40,6 +40,13 @@ def _serve(args: argparse.Namespace) -> int:
     if any(p.kind == "litellm" for p in cfg.providers) and importlib.util.find_spec("litellm") is None:
         print("llmops: providers of kind 'litellm' need litellm: pip install 'llmops[providers]'", file=sys.stderr)
         return 2
+    from gateway.tracing import check_tracing
+
+    try:
+        check_tracing(cfg.tracing)  # tracing on needs the otel extra: say so before any worker starts
+    except ConfigError as exc:
+        print(f"llmops: invalid config: {exc}", file=sys.stderr)
+        return 2
     server = cfg.server
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v}
     if overrides:

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway.request_stats import RequestStats
+from gateway.usage_metrics import UsageMetrics
 
 _M = TypeVar("_M", Counter, Gauge)
 
@@ -94,9 +95,12 @@ class GatewayMetrics:
         else:  # the metrics write their files themselves: registering them would count them twice
             self.registry = self._shared = _WorkersRegistry(self.shared_dir, self.publish)
             r = None
-        self.stats = RequestStats(self.shared_dir)  # requests, latency, TTFT, tokens: updated once per request
+        self.stats = RequestStats(self.shared_dir)  # requests, latency, TTFT: updated once per request
+        # tokens, cost, priced/unpriced and A/B variants, with bounded labels: a usage consumer (gateway/app.py)
+        self.usage_stats = UsageMetrics(self.shared_dir)
         if r is not None:
             r.register(self.stats)
+            r.register(self.usage_stats)
         self.upstream_errors = Counter(
             "llmops_upstream_errors", "Failed upstream attempts by provider and error type.",
             ["provider", "type"], registry=r,

@@ -34,7 +34,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 _REQUESTS = ("llmops_requests", "Chat requests by route, provider and HTTP status.")
-_TOKENS = ("llmops_tokens", "Tokens by route, provider and kind (prompt|completion).")
 _LATENCY = ("llmops_request_latency_seconds", "End-to-end request latency.")
 _TTFT = ("llmops_time_to_first_token_seconds", "Time to the first streamed content token.")
 
@@ -47,15 +46,13 @@ class Observation(Protocol):
     status: int
     latency_s: float
     ttft_s: float | None
-    prompt_tokens: int
-    completion_tokens: int
 
 
 class _Series:
     """Everything one (route, provider) pair accumulates. Histogram counts are per bucket,
     the last slot being +Inf; `le` is inclusive, as Prometheus defines it (`bisect_left`)."""
 
-    __slots__ = ("by_status", "completion_tokens", "latency", "latency_sum", "prompt_tokens", "ttft", "ttft_sum")
+    __slots__ = ("by_status", "latency", "latency_sum", "ttft", "ttft_sum")
 
     def __init__(self) -> None:
         self.by_status: dict[int, int] = {}
@@ -63,16 +60,14 @@ class _Series:
         self.latency_sum = 0.0
         self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
         self.ttft_sum = 0.0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
 
 
 def _cumulative(bounds: Sequence[float], counts: list[int]) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     running = 0
-    for bound, n in zip((*map(str, bounds), "+Inf"), counts, strict=True):
+    for bound, n in zip((*bounds, math.inf), counts, strict=True):
         running += n
-        out.append((bound, running))
+        out.append((floatToGoString(bound), running))  # "30.0", as prometheus-client and the shared files write it
     return out
 
 
@@ -99,9 +94,6 @@ class _SharedFiles:
         put_c, put_h, key = self._counters.write_value, self._histograms.write_value, self._key
         for status, n in s.by_status.items():
             put_c(key(_REQUESTS, "_total", ("route", "provider", "status"), (route, provider, str(status))), n, 0.0)
-        for kind, n in (("prompt", s.prompt_tokens), ("completion", s.completion_tokens)):
-            if n:
-                put_c(key(_TOKENS, "_total", ("route", "provider", "kind"), (route, provider, kind)), n, 0.0)
         histograms: list[tuple[tuple[str, str], Sequence[float], list[int], float]] = [
             (_LATENCY, LATENCY_BUCKETS, s.latency, s.latency_sum)]
         if any(s.ttft):
@@ -134,8 +126,6 @@ class RequestStats(Collector):
             if r.ttft_s is not None:
                 s.ttft[bisect_left(TTFT_BUCKETS, r.ttft_s)] += 1
                 s.ttft_sum += r.ttft_s
-            s.prompt_tokens += r.prompt_tokens
-            s.completion_tokens += r.completion_tokens
         if touched:
             self._write_shared(touched)
 
@@ -150,17 +140,12 @@ class RequestStats(Collector):
         if self._shared_dir is not None:
             return  # the multiprocess collector reads what `observe_many` wrote
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "provider", "status"])
-        tokens = CounterMetricFamily(*_TOKENS, labels=["route", "provider", "kind"])
         latency = HistogramMetricFamily(*_LATENCY, labels=["route", "provider"])
         ttft = HistogramMetricFamily(*_TTFT, labels=["route", "provider"])
         for (route, provider), s in self._series.items():
             for status, n in s.by_status.items():
                 requests.add_metric([route, provider, str(status)], n)
-            if s.prompt_tokens:
-                tokens.add_metric([route, provider, "prompt"], s.prompt_tokens)
-            if s.completion_tokens:
-                tokens.add_metric([route, provider, "completion"], s.completion_tokens)
             latency.add_metric([route, provider], _cumulative(LATENCY_BUCKETS, s.latency), s.latency_sum)
             if any(s.ttft):
                 ttft.add_metric([route, provider], _cumulative(TTFT_BUCKETS, s.ttft), s.ttft_sum)
-        yield from (requests, tokens, latency, ttft)
+        yield from (requests, latency, ttft)

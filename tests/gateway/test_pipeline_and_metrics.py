@@ -54,7 +54,7 @@ async def test_prometheus_metrics_after_traffic(mock) -> None:
         text = (await h.get("/metrics")).text
     assert 'llmops_requests_total{provider="p0",route="r",status="200"} 2.0' in text
     assert 'llmops_requests_total{provider="-",route="-",status="404"} 1.0' in text
-    assert 'llmops_tokens_total{kind="completion",provider="p0",route="r"} 32.0' in text
+    assert 'llmops_tokens_total{kind="completion",model="m0",provider="p0",route="r",team="-"} 32.0' in text
     assert 'llmops_time_to_first_token_seconds_count{provider="p0",route="r"} 1.0' in text
     assert "llmops_inflight_requests 0.0" in text
     assert "llmops_request_latency_seconds_bucket" in text
