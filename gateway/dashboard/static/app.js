@@ -208,6 +208,10 @@ function init() {
     });
   }
   $("refresh").addEventListener("click", load);
+  window.addEventListener("hashchange", () => { // a pasted or bookmarked view (replaceState fires none)
+    readHash();
+    load();
+  });
   load();
 }
 

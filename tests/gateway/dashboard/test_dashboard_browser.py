@@ -176,6 +176,14 @@ async def test_dashboard_draws_the_rollups_it_is_sent(gateway: tuple[str, Store]
             assert await page.text_content("[data-stat=cost_usd] .value") == "$3.751235"
             assert all(len(points) == 7 for points in (await _series(page, "cost-chart")).values())
             await page.screenshot(path=str(_artifacts() / "dashboard-7d-by-route.png"), full_page=True)
+
+            # A bookmarked view: thirty days by model.
+            await page.evaluate("location.hash = '#range=30d&granularity=day&by=model'")
+            await page.wait_for_selector("[data-dim=model][aria-pressed=true]")
+            await _loaded(page)
+            assert await page.input_value("#range") == "30d"
+            drawn = await _series(page, "cost-chart")
+            assert set(drawn) == {"gpt-4o", "llama", "mystery"} and all(len(p) == 30 for p in drawn.values())
             assert errors == [] and dialogs == []
         finally:
             await browser.close()
