@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from playwright.async_api import ConsoleMessage, Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import insert
 
 from adapters.adminapi.testing import serve_asgi
@@ -70,7 +71,8 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     """The gateway on a loopback port with the control plane on SQLite: (base URL, its store)."""
     monkeypatch.setenv("LLMOPS_ADMIN_KEY", KEY)
     monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)  # SQLite in data_dir
-    cfg = {"server": {"log_level": "warning"},
+    # Metering off: the rollups hold exactly the rows the test inserts, not the page's own requests too.
+    cfg = {"server": {"log_level": "warning"}, "metering": {"enabled": False},
            "control": {"data_dir": str(tmp_path), "modules": ["observability"]},
            "providers": [{"name": "mock", "kind": "openai", "base_url": "builtin:mock"}],
            "routes": [{"name": "demo", "targets": [{"provider": "mock", "model": "m"}]}]}
@@ -87,7 +89,12 @@ async def _series(page: Page, chart: str) -> dict[str, dict[str, str]]:
 
 
 async def _loaded(page: Page, kind: str = "ok") -> str:
-    await page.wait_for_selector(f"#status[data-kind={kind}]", timeout=10_000)
+    """The status line once the page reports `kind`; on a timeout, what it said instead."""
+    try:
+        await page.wait_for_selector(f"#status[data-kind={kind}]", timeout=10_000)
+    except PlaywrightTimeout:
+        status = await page.eval_on_selector("#status", "s => [s.dataset.kind, s.textContent]")
+        raise AssertionError(f"the page did not reach {kind!r}; its status: {status}") from None
     return await page.text_content("#status") or ""
 
 
