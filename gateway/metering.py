@@ -20,9 +20,10 @@ import msgspec
 
 from adapters.gateway_plugins import RequestContext
 from adapters.upstream import Usage
+from adapters.upstream.usage_wire import WireUsage, to_usage
 from adapters.usage import UsageRecord
 from gateway.metrics import GatewayMetrics
-from gateway.tokens import count_tokens, tokenizer_available
+from gateway.tokens import counter_for, estimate_tokens
 
 __all__ = [
     "FinishBatch", "FinishHook", "LogConsumer", "MetricsConsumer", "Pricer", "StreamMeter", "UsageConsumer",
@@ -48,7 +49,7 @@ class _ChunkChoice(msgspec.Struct):
 
 class _Chunk(msgspec.Struct):
     choices: list[_ChunkChoice] = []
-    usage: Usage | None = None
+    usage: WireUsage | None = None
     error: Any = None
 
 
@@ -57,16 +58,25 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 class StreamMeter:
     """Watches relayed chunks: first-token time, text, usage; drops the usage
-    chunk we asked the upstream for when the client did not ask for it."""
+    chunk we asked the upstream for when the client did not ask for it.
 
-    __slots__ = ("_keep_usage_chunk", "_parts", "error", "first_token_at", "usage")
+    Usage is read from whichever chunk carries it, also one with choices (vLLM's continuous
+    usage puts a running total on every chunk, litellm and some proxies put the final one on
+    the finish chunk): the last report wins. It is normalised (`usage_wire.to_usage`) once, when
+    read at the end, not per chunk."""
+
+    __slots__ = ("_keep_usage_chunk", "_parts", "_wire", "error", "first_token_at")
 
     def __init__(self, client_wants_usage: bool) -> None:
         self._keep_usage_chunk = client_wants_usage
         self._parts: list[str] = []
-        self.usage: Usage | None = None
+        self._wire: WireUsage | None = None
         self.first_token_at: float | None = None
         self.error: Any = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return None if self._wire is None else to_usage(self._wire)
 
     def feed(self, payload: bytes) -> bool:
         """Account one chunk; return whether to forward it. Raises ValueError if malformed."""
@@ -82,7 +92,7 @@ class StreamMeter:
                     self.first_token_at = time.perf_counter()
                 self._parts.append(choice.delta.content)
         if chunk.usage is not None:
-            self.usage = chunk.usage
+            self._wire = chunk.usage
             if not chunk.choices and not self._keep_usage_chunk:
                 return False
         return True
@@ -133,32 +143,42 @@ def _count_all(records: list[UsageRecord]) -> None:
 
 
 def _count_missing(r: UsageRecord) -> None:
+    """Count a record whose upstream reported no usage, with the model's tokenizer (usage_source
+    stays `counted`), else ~4 characters per token (`estimated`, and a warning once).
+
+    Chat messages follow OpenAI's own recipe (3 tokens per message, its role and content, a
+    name's extra token, 3 priming the reply); completions' `prompt` and embeddings' `input`
+    (a string, strings or token ids) are their text's tokens, or the ids themselves."""
     if r.usage_source != "counted":
         return
-    text: list[str] = []
-    ids = messages = 0
+    counter = counter_for(r.model)
+    count = estimate_tokens if counter is None else counter
     prompt = r.prompt_messages
+    tokens = messages = 0
     # chat `messages`; completions' `prompt` / embeddings' `input`: a string, strings or token
     # ids; the Responses API's `input`: a string or message items
     for m in [prompt] if isinstance(prompt, str) else prompt or []:
         if isinstance(m, str):
-            text.append(m)
+            tokens += count(m) if m else 0
         elif isinstance(m, int):
-            ids += 1
+            tokens += 1
         elif isinstance(m, list) and all(isinstance(t, int) for t in m):
-            ids += len(m)
+            tokens += len(m)
         elif isinstance(m, dict):
             messages += 1
+            tokens += 3 + sum(count(v) for k in ("role", "name") if isinstance(v := m.get(k), str) and v)
+            tokens += 1 if isinstance(m.get("name"), str) else 0
             content = m.get("content")
-            if isinstance(content, str):
-                text.append(content)
-            elif isinstance(content, list):
-                text.extend(p.get("text", "") for p in content if isinstance(p, dict))
-    r.prompt_tokens = count_tokens("\n".join(text)) + 3 * messages + ids
-    r.completion_tokens = count_tokens(r.completion_text or "")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict)
+                                  and isinstance(p.get("text"), str))
+            if isinstance(content, str) and content:
+                tokens += count(content)
+    r.prompt_tokens = tokens + (3 if messages else 0)
+    r.completion_tokens = count(r.completion_text) if r.completion_text else 0
     r.prompt_messages = None
     r.completion_text = None
-    if not tokenizer_available():  # characters / 4: say so, or a meter would bill guesses as counts
+    if counter is None:  # characters / 4: say so, or a meter would bill guesses as counts
         r.usage_source = "estimated"
 
 

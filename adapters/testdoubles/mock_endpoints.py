@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.testdoubles.mock_responses import MID_STREAM_ERROR, BadRequest, OpenAIReply, _cap, _Reply
+from adapters.testdoubles.mock_responses import MID_STREAM_ERROR, BadRequest, OpenAIReply, _cap, _Reply, openai_usage
 from adapters.testdoubles.mock_state import MockConfig
 
 __all__ = ["CompletionReply", "EmbeddingReply", "ResponsesReply"]
@@ -84,10 +84,8 @@ class CompletionReply(_Reply):
         self.id = "cmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
 
-    def usage(self) -> dict[str, int]:
-        completion = len(self.words) * self.n * len(self.prompts)
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
-                "total_tokens": self.prompt_tokens + completion}
+    def usage(self) -> dict[str, Any]:
+        return openai_usage(self.cfg, self.prompt_tokens, len(self.words) * self.n * len(self.prompts))
 
     def _lp(self, words: list[str] | tuple[str, ...], offset: int, first_null: bool) -> dict[str, Any] | None:
         if self.logprobs is None:
@@ -116,7 +114,7 @@ class CompletionReply(_Reply):
             lp = self._lp(words, 0, self.echo)
         return self._choice(index, text, lp, self.finish)
 
-    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         out: dict[str, Any] = {"id": self.id, "object": "text_completion", "created": self.created,
                                "model": self.model, "system_fingerprint": "mock", "choices": choices}
         if usage is not None:
@@ -145,7 +143,10 @@ class CompletionReply(_Reply):
         return self._chunk(self._choices(lambda idx, p: self._choice(idx, text, lp, None)))
 
     def tail(self) -> bytes:
-        out = self._chunk(self._choices(lambda i, p: self._choice(i, "", None, self.finish)))
+        choices = self._choices(lambda i, p: self._choice(i, "", None, self.finish))
+        if self.usage_chunk and self.cfg.usage_on_last_choice:  # on the finish chunk, as some proxies do
+            return self._chunk(choices, self.usage()) + b"data: [DONE]\n\n"
+        out = self._chunk(choices)
         if self.usage_chunk:
             out += self._chunk([], self.usage())
         return out + b"data: [DONE]\n\n"
@@ -271,10 +272,15 @@ class ResponsesReply(_Reply):
         status = "in_progress" if not done else ("incomplete" if self.finish == "length" else "completed")
         usage = None
         if done and self.report_usage:
-            out_tokens = len(self.words)
-            usage = {"input_tokens": self.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-                     "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                     "total_tokens": self.prompt_tokens + out_tokens}
+            cfg, prompt = self.cfg, self.prompt_tokens
+            out_tokens = len(self.words) + cfg.reasoning_tokens  # hidden reasoning counts as output
+            cached = min(cfg.cached_tokens, prompt)
+            details: dict[str, int] = {"cached_tokens": cached}
+            if cfg.cache_write_tokens:
+                details["cache_write_tokens"] = min(cfg.cache_write_tokens, prompt - cached)
+            usage = {"input_tokens": prompt, "input_tokens_details": details,
+                     "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": cfg.reasoning_tokens},
+                     "total_tokens": prompt + out_tokens}
         return {
             "id": self.id, "object": "response", "created_at": self.created, "status": status, "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if done and status == "incomplete" else None,

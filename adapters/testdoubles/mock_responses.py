@@ -28,6 +28,7 @@ __all__ = [
     "count_prompt_tokens",
     "ollama_error",
     "openai_error",
+    "openai_usage",
 ]
 
 WORDS = ("mock", "token", "reply", "from", "the", "test", "double", "upstream")
@@ -69,6 +70,23 @@ def ollama_error(message: str) -> bytes:
     return _encode({"error": message})  # Ollama's own error shape is a bare string
 
 
+def openai_usage(cfg: MockConfig, prompt: int, visible: int) -> dict[str, Any]:
+    """OpenAI's chat/completions `usage`: `visible` generated tokens plus the configured hidden
+    reasoning ones; the details (cached reads, cache writes, reasoning) only when configured."""
+    completion = visible + cfg.reasoning_tokens
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if cfg.cached_tokens or cfg.cache_write_tokens or cfg.reasoning_tokens:
+        cached = min(cfg.cached_tokens, prompt)
+        details: dict[str, int] = {"cached_tokens": cached, "audio_tokens": 0}
+        if cfg.cache_write_tokens:
+            details["cache_write_tokens"] = min(cfg.cache_write_tokens, prompt - cached)
+        out["prompt_tokens_details"] = details
+        out["completion_tokens_details"] = {"reasoning_tokens": cfg.reasoning_tokens, "audio_tokens": 0,
+                                            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+    return out
+
+
 def _cap(value: Any, param: str) -> int | None:
     if value is None:
         return None
@@ -90,6 +108,7 @@ class _Reply:
     """Word plan shared by both dialects: which words, in which content steps, why it stopped."""
 
     def __init__(self, cfg: MockConfig, model: str, messages: list[Any], limit: int | None) -> None:
+        self.cfg = cfg
         n = cfg.completion_tokens
         self.finish = "stop"
         if limit is not None and 0 <= limit < n:
@@ -138,10 +157,8 @@ class OpenAIReply(_Reply):
         self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":['
         self._suffix = b'],"usage":null}\n\n' if include else b"]}\n\n"
 
-    def usage(self) -> dict[str, int]:
-        completion = len(self.words) * self.n
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
-                "total_tokens": self.prompt_tokens + completion}
+    def usage(self) -> dict[str, Any]:
+        return openai_usage(self.cfg, self.prompt_tokens, len(self.words) * self.n)
 
     def body(self) -> bytes:
         message = {"role": "assistant", "content": self.content}
@@ -155,12 +172,12 @@ class OpenAIReply(_Reply):
             out["usage"] = self.usage()
         return _encode(out)
 
-    def _frames(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _frames(self, delta: dict[str, Any], finish: str | None = None, n: int | None = None) -> bytes:
         return b"".join(
             self._prefix
             + _encode({"index": i, "delta": delta, "logprobs": None, "finish_reason": finish})
             + self._suffix
-            for i in range(self.n)
+            for i in range(self.n if n is None else n)
         )
 
     def head(self) -> bytes:
@@ -170,6 +187,12 @@ class OpenAIReply(_Reply):
         return self._frames({"content": self.step_text(i)})
 
     def tail(self) -> bytes:
+        if self.usage_chunk and self.cfg.usage_on_last_choice:  # usage rides on the (last) finish chunk
+            last = _encode({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "system_fingerprint": "mock",
+                            "choices": [{"index": self.n - 1, "delta": {}, "logprobs": None,
+                                         "finish_reason": self.finish}], "usage": self.usage()})
+            return self._frames({}, self.finish, self.n - 1) + b"data: " + last + b"\n\ndata: [DONE]\n\n"
         out = self._frames({}, self.finish)
         if self.usage_chunk:
             usage = _encode({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -224,6 +247,8 @@ class OllamaReply(_Reply):
         out.update(done_reason=self.finish, total_duration=eval_ns + prompt_ns + 1_000_000,
                    load_duration=1_000_000, prompt_eval_count=self.prompt_tokens,
                    prompt_eval_duration=prompt_ns, eval_count=len(self.words), eval_duration=eval_ns)
+        if not self.cfg.usage:  # as Ollama's omitempty does when the whole prompt came from its KV cache
+            del out["prompt_eval_count"], out["prompt_eval_duration"]
         return out
 
     def body(self) -> bytes:

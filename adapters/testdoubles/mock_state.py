@@ -24,7 +24,17 @@ class MockConfig(msgspec.Struct, kw_only=True):
     tokens_per_s: float = 0.0  # stream pacing; 0 = no delay between content chunks
     completion_tokens: int = 16  # words in the answer, capped by the request's max_tokens
     chunk_tokens: int = 1  # words per stream content chunk
-    usage: bool = True  # report usage (streams: only when stream_options.include_usage too)
+    # Report usage (streams: only when stream_options.include_usage too); off, Ollama's final line
+    # has no prompt_eval_count, as Ollama omits it when its KV cache held the whole prompt.
+    usage: bool = True
+    # Usage details, as OpenAI reports them (chat, completions, responses): how many prompt tokens were
+    # cached reads, how many cache writes (`prompt_tokens_details.cache_write_tokens`, the openai SDK's and
+    # OpenRouter's name; only when set), and hidden reasoning tokens, which add to the completion tokens.
+    # All 0: no details at all, the plain usage object.
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_on_last_choice: bool = False  # stream usage on the finish chunk, as some proxies and vLLM do
     api_key: str | None = None  # when set, require `Authorization: Bearer <api_key>`
     model_name: str | None = None  # reported model; None echoes the request's model
     vllm_waiting: int = 0  # exported as vllm:num_requests_waiting on GET /metrics

@@ -2,8 +2,8 @@
 
 Like `parse_completion` for chat: check the body is a JSON object, lift out usage, and
 only when usage is missing, the generated text so the gateway can count tokens.
-The Responses API reports `input_tokens`/`output_tokens`; they become a `Usage`'s
-prompt/completion tokens. Embeddings report prompt tokens only.
+Usage objects are read by `usage_wire` (the Responses API's `input_tokens`/`output_tokens`
+and their details included). Embeddings report prompt tokens only.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import msgspec
 
 from adapters.errors import UpstreamError
-from adapters.upstream.base import Completion, Usage
+from adapters.upstream.base import Completion
+from adapters.upstream.usage_wire import WireUsage, to_usage
 
-__all__ = ["ResponsesUsage", "parse_answer", "responses_usage"]
+__all__ = ["parse_answer"]
 
 
 class _TextChoice(msgspec.Struct):
@@ -22,16 +23,11 @@ class _TextChoice(msgspec.Struct):
 
 class _CompletionsHead(msgspec.Struct):
     choices: list[_TextChoice] = []
-    usage: Usage | None = None
+    usage: WireUsage | None = None
 
 
 class _EmbeddingsHead(msgspec.Struct):
-    usage: Usage | None = None
-
-
-class ResponsesUsage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
+    usage: WireUsage | None = None
 
 
 class _Part(msgspec.Struct):
@@ -44,7 +40,7 @@ class _Item(msgspec.Struct):
 
 
 class _ResponsesHead(msgspec.Struct):
-    usage: ResponsesUsage | None = None
+    usage: WireUsage | None = None
     output: list[_Item] = []
 
 
@@ -53,25 +49,21 @@ _embeddings = msgspec.json.Decoder(_EmbeddingsHead)
 _responses = msgspec.json.Decoder(_ResponsesHead)
 
 
-def responses_usage(u: ResponsesUsage) -> Usage:
-    return Usage(prompt_tokens=u.input_tokens, completion_tokens=u.output_tokens,
-                 total_tokens=u.input_tokens + u.output_tokens)
-
-
 def parse_answer(endpoint: str, raw: bytes, provider: str) -> Completion:
     """`endpoint` is "completions", "embeddings" or "responses" (chat: `parse_completion`)."""
     try:
         if endpoint == "completions":
             c = _completions.decode(raw)
             if c.usage is not None:
-                return Completion(raw=raw, usage=c.usage)
+                return Completion(raw=raw, usage=to_usage(c.usage))
             return Completion(raw=raw, usage=None, content="".join(ch.text or "" for ch in c.choices))
         if endpoint == "embeddings":
-            return Completion(raw=raw, usage=_embeddings.decode(raw).usage)
+            u = _embeddings.decode(raw).usage
+            return Completion(raw=raw, usage=None if u is None else to_usage(u))
         r = _responses.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise UpstreamError(f"upstream {provider} returned a malformed {endpoint} body") from None
     if r.usage is not None:
-        return Completion(raw=raw, usage=responses_usage(r.usage))
+        return Completion(raw=raw, usage=to_usage(r.usage))
     text = "".join(p.text or "" for item in r.output for p in item.content or () if p.type == "output_text")
     return Completion(raw=raw, usage=None, content=text)

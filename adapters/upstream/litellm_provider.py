@@ -3,6 +3,14 @@
 litellm costs ~5 s and ~165 MB to import, so it is imported once in a worker
 thread at start-up, and only when a provider of this kind is configured.
 OpenAI-compatible upstreams never come through here.
+
+Usage is litellm's `ModelResponse.usage`, relayed as litellm dumps it and read by
+`usage_wire` like any OpenAI-shaped usage: `prompt_tokens_details` (cached reads, cache
+writes), `completion_tokens_details.reasoning_tokens`, and for Anthropic the top-level
+`cache_read_input_tokens` / `cache_creation_input_tokens`. Anthropic's own `input_tokens`
+exclude those two; litellm (1.108) already adds them into `prompt_tokens`, so they are not
+added again (tests/gateway/usage checks the exact counts against an Anthropic double). Streamed,
+litellm puts the usage on a last chunk that also carries a choice; the stream meter reads it there.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 Use this kind when you want Ollama-specific options; Ollama's `/v1` endpoint
 works with the plain `openai` kind too.
+
+Usage is the final line's `prompt_eval_count` / `eval_count`, relayed as OpenAI's `usage`.
+Ollama leaves `prompt_eval_count` out when it evaluated no prompt token (the whole prompt
+was in its KV cache); a count that says nothing about the prompt is no report, so the
+gateway counts the tokens itself (the record says `counted`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import msgspec
 from adapters.errors import EndpointNotSupported, UpstreamError, UpstreamStatus
 from adapters.upstream.base import Backend, Completion, UpstreamCall, Usage
 from adapters.upstream.openai_compat import OpenAIUpstream, _drain
+from adapters.upstream.usage_wire import usage_json
 
 __all__ = ["OllamaUpstream", "to_ollama_request"]
 
@@ -42,8 +48,8 @@ class _OChunk(msgspec.Struct):
     message: _OMessage | None = None
     done: bool = False
     done_reason: str | None = None
-    prompt_eval_count: int = 0
-    eval_count: int = 0
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
     error: str | None = None
 
 
@@ -85,11 +91,13 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def _usage(c: _OChunk) -> Usage:
+def _usage(c: _OChunk) -> Usage | None:
+    """Go's `omitempty` drops zeros: no `eval_count` is 0 generated, no `prompt_eval_count` is no report."""
+    if c.prompt_eval_count is None:
+        return None
+    completion = c.eval_count or 0
     return Usage(
-        prompt_tokens=c.prompt_eval_count,
-        completion_tokens=c.eval_count,
-        total_tokens=c.prompt_eval_count + c.eval_count,
+        prompt_tokens=c.prompt_eval_count, completion_tokens=completion, total_tokens=c.prompt_eval_count + completion
     )
 
 
@@ -121,14 +129,15 @@ class OllamaUpstream(OpenAIUpstream):
         if c.message and c.message.tool_calls:
             message["tool_calls"] = c.message.tool_calls
         usage = _usage(c)
-        body = {
+        body: dict[str, Any] = {
             "id": f"chatcmpl-{call.request_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": c.model or call.body["model"],
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(c.done_reason)}],
-            "usage": msgspec.structs.asdict(usage),
         }
+        if usage is not None:
+            body["usage"] = usage_json(usage)
         return Completion(raw=_encode(body), usage=usage, content=message["content"])
 
     async def stream(self, backend: Backend, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
@@ -173,10 +182,12 @@ class OllamaUpstream(OpenAIUpstream):
                     if c.done:
                         await _drain(resp.content)  # read to EOF so the connection is reused
                         yield chunk({}, _finish(c.done_reason))
-                        yield _encode({
-                            "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": msgspec.structs.asdict(_usage(c)),
-                        })
+                        usage = _usage(c)
+                        if usage is not None:
+                            yield _encode({
+                                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                "choices": [], "usage": usage_json(usage),
+                            })
                         return
         raise UpstreamError(f"upstream {self.name} ended the stream without done")
 

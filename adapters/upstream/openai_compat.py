@@ -16,9 +16,10 @@ from yarl import URL
 
 from adapters.errors import UpstreamError, UpstreamStatus
 from adapters.upstream.answers import parse_answer
-from adapters.upstream.base import ENDPOINTS, Backend, Completion, Timeouts, UpstreamCall, Usage
+from adapters.upstream.base import ENDPOINTS, Backend, Completion, Timeouts, UpstreamCall
 from adapters.upstream.breaker import CircuitBreaker
 from adapters.upstream.client_errors import ClientErrors
+from adapters.upstream.usage_wire import WireUsage, to_usage
 
 __all__ = ["OpenAIUpstream", "parse_completion", "sse_payloads"]
 
@@ -33,11 +34,10 @@ class _Choice(msgspec.Struct):
 
 class _CompletionHead(msgspec.Struct):
     choices: list[_Choice] = []
-    usage: Usage | None = None
 
 
 class _UsageOnly(msgspec.Struct):
-    usage: Usage | None = None
+    usage: WireUsage | None = None
 
 
 _usage_decoder = msgspec.json.Decoder(_UsageOnly)
@@ -46,12 +46,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def parse_completion(raw: bytes, provider: str) -> Completion:
-    """Check an upstream body is a JSON object and lift out usage; the text only when
-    usage is missing and tokens must be counted (skipping `choices` is ~4x cheaper)."""
+    """Check an upstream body is a JSON object and lift out usage (cached, cache-write and
+    reasoning details too: `usage_wire`); the text only when usage is missing and tokens must be
+    counted (skipping `choices` is ~4x cheaper)."""
     try:
         usage = _usage_decoder.decode(raw).usage
         if usage is not None:
-            return Completion(raw=raw, usage=usage)
+            return Completion(raw=raw, usage=to_usage(usage))
         head = _completion_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise UpstreamError(f"upstream {provider} returned a malformed completion body") from None

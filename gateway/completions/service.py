@@ -8,7 +8,7 @@ import time
 
 import msgspec
 
-from adapters.upstream import Usage
+from adapters.upstream.usage_wire import WireUsage
 from gateway.chat.service import ChatService, EndpointSpec
 from gateway.completions.protocol import parse_completions_body
 from gateway.metering import StreamMeter
@@ -22,7 +22,7 @@ class _TextChoice(msgspec.Struct):
 
 class _TextChunk(msgspec.Struct):
     choices: list[_TextChoice] = []
-    usage: Usage | None = None
+    usage: WireUsage | None = None  # also read on a chunk with choices (StreamMeter)
     error: object = None
 
 
@@ -47,7 +47,7 @@ class CompletionMeter(StreamMeter):
                     self.first_token_at = time.perf_counter()
                 self._parts.append(choice.text)
         if chunk.usage is not None:
-            self.usage = chunk.usage
+            self._wire = chunk.usage
             if not chunk.choices and not self._keep_usage_chunk:
                 return False
         return True

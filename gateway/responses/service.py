@@ -2,9 +2,10 @@
 
 Upstream events arrive as `data` payloads whose `type` names the event; each is relayed as
 `event: <type>` + `data:`, and the stream ends without `[DONE]`, as OpenAI's does. Usage
-(`input_tokens`/`output_tokens`) is read from the body, or from the `response.completed`
-(or `.incomplete`/`.failed`) event's `response.usage`. A failure mid-stream becomes one
-`error` event.
+(`input_tokens`/`output_tokens`, with `input_tokens_details.cached_tokens` and
+`output_tokens_details.reasoning_tokens`: `usage_wire`) is read from the body, or from the
+`response.completed` (or `.incomplete`/`.failed`) event's `response.usage`. A failure
+mid-stream becomes one `error` event.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 
 from adapters.errors import GatewayError, UpstreamError
 from adapters.upstream import Usage
-from adapters.upstream.answers import ResponsesUsage, responses_usage
+from adapters.upstream.usage_wire import WireUsage, to_usage
 from gateway.asgi import Send
 from gateway.chat.service import ChatService, EndpointSpec
 from gateway.plugins import FilterChain
@@ -31,7 +32,7 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 
 
 class _Response(msgspec.Struct):
-    usage: ResponsesUsage | None = None
+    usage: WireUsage | None = None
 
 
 class _Event(msgspec.Struct):
@@ -76,7 +77,7 @@ class ResponsesMeter:
                 self.first_token_at = time.perf_counter()
             self._parts.append(ev.delta)
         elif ev.type in _FINAL and ev.response is not None and ev.response.usage is not None:
-            self.usage = responses_usage(ev.response.usage)
+            self.usage = to_usage(ev.response.usage)
         elif ev.type == "error":
             self.error = payload
         return True

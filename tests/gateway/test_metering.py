@@ -94,7 +94,8 @@ async def test_without_a_tokenizer_the_record_says_estimated(monkeypatch: pytest
     await q.drain()
     await q.stop()
     assert rec.usage_source == "estimated"  # never a silent characters / 4
-    assert (rec.prompt_tokens, rec.completion_tokens) == (10 + 3, 5)
+    # OpenAI's recipe at ~4 characters per token: 3 per message + role "user" + content + 3 priming the reply
+    assert (rec.prompt_tokens, rec.completion_tokens) == (3 + 1 + 10 + 3, 5)
 
 
 async def test_finish_hooks_run_after_counting_even_when_the_record_was_dropped() -> None:
