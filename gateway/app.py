@@ -49,6 +49,7 @@ from gateway.metering import LogConsumer, MetricsConsumer
 from gateway.responses.service import ResponsesService
 from gateway.state import Gateway
 from gateway.tracing import TracingConsumer, check_tracing
+from gateway.usage_writer import usage_writer_for, writer_lifespan
 from gateway.workers import reload_others
 
 __all__ = ["create_app"]
@@ -103,6 +104,9 @@ def create_app(
     tracing = TracingConsumer(lambda: gw.cfg.tracing)  # follows reloads; imports nothing while off
     gw.usage.add_consumer(tracing)
     gw.usage.add_consumer(LogConsumer())
+    usage_writer = usage_writer_for(cfg, gw.metrics)  # records into the store; None without one or metering off
+    if usage_writer is not None:
+        gw.usage.add_consumer(usage_writer)
     chat = ChatService(gw)
     # The other OpenAI endpoints: the chat path (routing, resilience, plug-ins, metering), their own wire.
     endpoints: dict[str, ChatService] = {
@@ -181,7 +185,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with plane.lifespan():
+        # The usage writer outlives gw.stop(), which drains the usage queue into it; it then flushes.
+        async with plane.lifespan(), writer_lifespan(usage_writer, plane.store):
             await gw.start(plane.store)  # its published snapshots feed every generation
             # Everything allocated so far (imports, config, pools) lives for the whole process:
             # move it out of the collector's reach so GC passes only scan request garbage.
