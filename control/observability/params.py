@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from adapters.adminapi import FieldError, ValidationFailed
+import msgspec
+
+from adapters.adminapi import FieldError, SemanticError, ValidationFailed
 from adapters.dataplane import ROLLUP_DIMENSIONS
 
 __all__ = [
     "DIMENSIONS",
+    "GROUP_BY_PATTERN",
     "RESOURCE_TYPES",
     "SPENDER_DIMENSIONS",
     "Granularity",
@@ -36,6 +39,15 @@ RESOURCE_TYPES = ("gpu", "api", "chat", "completions", "embeddings", "responses"
 """``cost-aggregate``'s ``resource_type``: ``gpu`` = GPU-hour-priced providers, ``api`` = the others
 (priced per token, or unpriced); an endpoint kind = requests to that OpenAI endpoint."""
 DEFAULT_DAYS = 7
+
+
+def dimension_list_pattern(allowed: tuple[str, ...]) -> str:
+    """A comma list of ``allowed`` names, or nothing, as a regular expression for the OpenAPI document."""
+    one = "(" + "|".join(allowed) + ")"
+    return f"^({one}(,{one})*)?$"
+
+
+GROUP_BY_PATTERN = dimension_list_pattern(DIMENSIONS)
 
 
 @dataclass(frozen=True)
@@ -58,8 +70,21 @@ class UsageQuery:
 
 
 def iso(at: datetime) -> str:
-    """``2026-12-01T00:00:00Z``: the API's one time format."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-12-01T00:00:00Z``: the API's one time format (zero-padded years: ``0001-…`` too)."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+_MIN = datetime.min.replace(tzinfo=UTC)
+_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def _as_utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 lies before datetime.min in UTC: clamp, it is still valid
+        return _MIN if at.year == 1 else _MAX
 
 
 def parse_instant(name: str, value: str) -> tuple[datetime, bool]:
@@ -69,10 +94,20 @@ def parse_instant(name: str, value: str) -> tuple[datetime, bool]:
         if len(text) == 10:
             day = date.fromisoformat(text)
             return datetime(day.year, day.month, day.day, tzinfo=UTC), True
-        at = datetime.fromisoformat(text)
+        try:
+            at = msgspec.convert(text, datetime)  # RFC 3339, as the OpenAPI document states
+        except msgspec.ValidationError:
+            at = datetime.fromisoformat(text)  # and Python's ISO-8601 subset (``2026-12-01 05:00``)
     except ValueError:
         raise ValidationFailed([FieldError(name, f"not an ISO-8601 date or datetime: {value[:40]!r}")]) from None
-    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)), False
+    return _as_utc(at), False
+
+
+def _shift(at: datetime, delta: timedelta) -> datetime:
+    try:
+        return at + delta
+    except OverflowError:
+        return _MAX if delta > timedelta(0) else _MIN
 
 
 def _next_hour(now: datetime) -> datetime:
@@ -87,6 +122,8 @@ def parse_window(
     """``[start, end)``; by default the last ``DEFAULT_DAYS`` days up to the end of the current hour.
 
     ``inclusive_end_date``: a bare-date ``end`` covers that whole day (``end_date`` of cost-aggregate).
+    A malformed time is a 400 (``ValidationFailed``); an empty or too long window is a 422
+    (``SemanticError``): each value matches the document, but together they are refused.
     """
     errors: list[FieldError] = []
     begin_at = finish_at = None
@@ -101,32 +138,30 @@ def parse_window(
         if name == names[0]:
             begin_at = at
         else:
-            finish_at = at + timedelta(days=1) if is_date and inclusive_end_date else at
+            finish_at = _shift(at, timedelta(days=1)) if is_date and inclusive_end_date else at
     if errors:
         raise ValidationFailed(errors)
     if finish_at is None:
         finish_at = _next_hour(now)
     if begin_at is None:
-        begin_at = finish_at - timedelta(days=DEFAULT_DAYS)
+        begin_at = _shift(finish_at, -timedelta(days=DEFAULT_DAYS))
     if begin_at >= finish_at:
-        raise ValidationFailed([FieldError(names[1], f"must be after {names[0]} ({iso(begin_at)})")])
+        raise SemanticError([FieldError(names[1], f"must be after {names[0]} ({iso(begin_at)})")])
     if finish_at - begin_at > timedelta(days=max_days):
-        raise ValidationFailed([FieldError(names[0], f"the window may cover at most {max_days} days")])
+        raise SemanticError([FieldError(names[0], f"the window may cover at most {max_days} days")])
     return Window(begin_at, finish_at)
 
 
 def parse_group_by(value: str | None, *, name: str = "group_by",
                    allowed: tuple[str, ...] = DIMENSIONS) -> tuple[str, ...]:
-    """A comma list of distinct dimensions (empty: none)."""
+    """A comma list of dimensions (empty: none); the document states the same as a pattern (``GROUP_BY_PATTERN``)."""
     if value is None or not value.strip():
         return ()
-    dims = tuple(d.strip() for d in value.split(","))
+    dims = tuple(dict.fromkeys(d.strip() for d in value.split(",")))  # a repeated dimension counts once
     unknown = [d for d in dims if d not in allowed]
     if unknown:
         raise ValidationFailed([FieldError(name, f"unknown dimension {unknown[0][:40]!r}; "
                                                  f"one of {', '.join(allowed)}")])
-    if len(set(dims)) != len(dims):
-        raise ValidationFailed([FieldError(name, "names a dimension twice")])
     return dims
 
 

@@ -1,24 +1,25 @@
 """Ops helper: recompute ``usage_rollups`` from ``usage_records`` for a window (after manual fixes, for benchmarks).
 
 ``rebuild_rollups(store, start, end)`` deletes the rollups of every hour in ``[start, end)`` (widened to
-whole hours) and inserts them again with one ``INSERT ... SELECT ... GROUP BY`` over the records, in one
-transaction. It uses the writer's rules: absent dimensions are ``''``, an error is ``status >= 400``, a
-request is unpriced when its cost is null and it was not GPU-hour priced (``price_source`` ``gpu_hour``),
-estimated when ``estimated`` is set.
+whole hours) and inserts them again with one ``INSERT ... SELECT ... GROUP BY`` over the records. It
+works a day at a time (``chunk``), one transaction each, so no statement runs long (asyncpg's command
+timeout is a minute) and the usage writer waits for one chunk at most. It uses the writer's rules
+(``adapters/usage_store.py``): absent dimensions are ``''``, an error is ``status >= 400``, a request is
+unpriced when its cost is null and it was not GPU-hour priced (``price_source`` ``gpu_hour``), estimated
+when ``estimated`` is set.
 
 The records do not keep a GPU-hour-priced provider's hourly price, so it comes from ``gpu_usd_per_hour``
 (provider -> $ per hour, i.e. ``usd_per_gpu_hour`` x ``gpus`` of the gateway's ``pricing.gpu_hours``) or,
 for providers not named there, from the rollups being replaced (per hour and provider).
 
-On PostgreSQL the rollups table is locked against the usage writer (``SHARE ROW EXCLUSIVE``) for the
-transaction: a writer batch committed before the lock is counted from its records, one still open waits
+On PostgreSQL the rollups table is locked against the usage writer (``SHARE ROW EXCLUSIVE``) for each
+chunk's transaction: a writer batch committed before the lock is counted from its records, one still open waits
 and adds its increments after the rebuild commits, so nothing is counted twice or lost. SQLite allows one
 writer at a time anyway.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,10 +71,21 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
 
 async def rebuild_rollups(store: Store, start: datetime, end: datetime, *,
                           gpu_usd_per_hour: Mapping[str, Decimal] | None = None,
-                          timeout_s: float = math.inf) -> int:
-    """Replace the rollups of ``[start, end)`` (whole UTC hours) with sums of the records; returns rows written."""
-    begin_at, end_at = _floor_hour(start), _ceil_hour(end)
-    prices = dict(gpu_usd_per_hour or {})
+                          chunk: timedelta = timedelta(days=1), timeout_s: float = 300.0) -> int:
+    """Replace the rollups of ``[start, end)`` (whole UTC hours) with sums of the records, ``chunk`` at a time
+    (each within ``timeout_s``); returns the rollup rows written."""
+    if chunk < timedelta(hours=1):
+        raise ValueError("chunk must be at least an hour")
+    written, at, end_at = 0, _floor_hour(start), _ceil_hour(end)
+    while at < end_at:
+        upto = min(_floor_hour(at + chunk), end_at)
+        written += await _rebuild(store, at, upto, dict(gpu_usd_per_hour or {}), timeout_s)
+        at = upto
+    return written
+
+
+async def _rebuild(store: Store, begin_at: datetime, end_at: datetime, prices: dict[str, Decimal],
+                   timeout_s: float) -> int:
     hour = _hour_of_ts(store)
     # Constants are literal SQL so the SELECT and GROUP BY expressions render alike (PostgreSQL compares text).
     dims = {dim: func.coalesce(_u.c[dim], literal_column("''")) for dim in ROLLUP_DIMENSIONS}

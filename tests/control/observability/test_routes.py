@@ -190,11 +190,7 @@ async def test_an_empty_window_reports_zero_requests_and_null_cost(obs: AdminTes
     (f"{API}/usage?start=yesterday", "start"),
     (f"{API}/usage?start=2026-13-01", "start"),
     (f"{API}/usage?end=2026-12-01T25:00", "end"),
-    (f"{API}/usage?start=2026-12-02&end=2026-12-01", "end"),
-    (f"{API}/usage?start=2026-12-01&end=2026-12-01", "end"),
-    (f"{API}/usage?start=2020-01-01&end=2026-12-01", "start"),  # longer than 400 days
     (f"{API}/usage?group_by=team,colour", "group_by"),
-    (f"{API}/usage?group_by=team,team", "group_by"),
     (f"{API}/usage?granularity=week", "granularity"),
     (f"{API}/usage?format=xml", "format"),
     (f"{API}/top-spenders?limit=0", "limit"),
@@ -202,7 +198,6 @@ async def test_an_empty_window_reports_zero_requests_and_null_cost(obs: AdminTes
     (f"{API}/top-spenders?by=endpoint", "by"),
     (f"{API}/cost-profiles?end=soon", "end"),
     (f"{AGGREGATE}?resource_type=tpu", "resource_type"),
-    (f"{AGGREGATE}?start_date=2026-12-01&end_date=2026-11-01", "end_date"),
     (f"{AGGREGATE}?start_date=1.12.2026", "start_date"),
 ])
 async def test_bad_input_is_a_400_naming_the_parameter(obs: AdminTestApp, url: str, field: str) -> None:
@@ -210,6 +205,29 @@ async def test_bad_input_is_a_400_naming_the_parameter(obs: AdminTestApp, url: s
     assert resp.status_code == 400, resp.text
     body = resp.json()
     assert body["status"] == "fail" and [e["field"] for e in body["data"]["errors"]] == [field]
+
+
+@pytest.mark.parametrize(("url", "field"), [
+    (f"{API}/usage?start=2026-12-02&end=2026-12-01", "end"),
+    (f"{API}/usage?start=2026-12-01&end=2026-12-01", "end"),
+    (f"{API}/usage?start=2020-01-01&end=2026-12-01", "start"),  # longer than 400 days
+    (f"{API}/top-spenders?start=9999-12-31", "end"),
+    (f"{AGGREGATE}?start_date=2026-12-01&end_date=2026-11-01", "end_date"),
+    (f"{AGGREGATE}?start_date=0001-01-01T00:00:00%2B01:00", "start_date"),  # before datetime.min in UTC: clamped
+])
+async def test_a_window_that_is_empty_or_too_long_is_a_422(obs: AdminTestApp, url: str, field: str) -> None:
+    """Each value matches the document, so the refusal is a 422 (docs/admin-api.md, "400 or 422")."""
+    resp = await obs.client.get(url)
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["data"]["errors"]] == [field]
+
+
+async def test_edge_times_and_repeated_dimensions_are_accepted(loaded: AdminTestApp) -> None:
+    data = await get(loaded, f"{API}/usage?start=2026-11-30T00:00:00.000Z&end=2026-12-02T00:00:00.000Z"
+                             "&granularity=total&group_by=team,team")
+    assert data["group_by"] == ["team"] and data["totals"]["requests"] == 27
+    assert (await get(loaded, f"{AGGREGATE}?start_date=9999-12-01&end_date=9999-12-31"))["end_date"] == \
+        "9999-12-31T23:59:59.999999Z"  # the day after the last representable one: clamped, not a 500
 
 
 async def test_a_viewer_may_read_and_nobody_without_a_key(loaded: AdminTestApp) -> None:
