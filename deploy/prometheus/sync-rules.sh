@@ -22,5 +22,5 @@ HEADER
   sed -n '/^groups:/,$p' "$here/llmops-rules.yaml" | sed 's/^/  /'
 } > "$here/alerts.yaml"
 if command -v promtool >/dev/null; then
-  (cd "$here" && promtool check rules llmops-rules.yaml && promtool test rules tests/llmops-rules.test.yaml)
+  (cd "$here" && promtool check rules llmops-rules.yaml && promtool test rules tests/*.test.yaml)
 fi

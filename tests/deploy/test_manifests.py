@@ -25,12 +25,16 @@ import yaml
 
 from gateway.config import decode_config
 from gateway.metrics import GatewayMetrics
+from gateway.usage_metrics import TOKEN_KINDS
+from gateway.usage_writer.metrics import WriterMetrics
 from tests.deploy.kube_schema import KUBE_VERSIONS
 from tests.deploy.rendering import CHART, CHART_VALUES, DEPLOY, ROOT, VLLM, render_chart, render_vllm
 from tests.deploy.rendering import env_example as _env_example
 
 RULES = DEPLOY / "prometheus" / "llmops-rules.yaml"
 DASHBOARD = DEPLOY / "grafana" / "llmops-dashboard.json"
+USAGE_DASHBOARD = DEPLOY / "grafana" / "llmops-usage-cost.json"
+DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 
 # The gateway's metric names as dashboards and alerts see them. Kept literal on purpose:
 # a rename in gateway/metrics.py fails test_metric_list_matches_the_gateway first.
@@ -45,6 +49,22 @@ LLMOPS_METRICS = {
     "llmops_circuit_state",
     "llmops_usage_records_dropped_total",
     "llmops_config_reloads_total",
+    # usage consumers (gateway/usage_metrics.py): tokens, cost, pricing coverage, A/B variants
+    "llmops_cost_usd_total",
+    "llmops_usage_priced_total",
+    "llmops_usage_unpriced_total",
+    "llmops_variant_requests_total",
+    *(f"llmops_variant_latency_seconds_{s}" for s in ("bucket", "count", "sum")),
+    "llmops_variant_tokens_total",
+    "llmops_variant_cost_usd_total",
+    # the usage writer (gateway/usage_writer/metrics.py), registered when it runs
+    "llmops_usage_buffer_records",
+    "llmops_usage_spill_bytes",
+    "llmops_usage_writer_lag_seconds",
+    "llmops_usage_records_written_total",
+    "llmops_usage_records_spilled_total",
+    "llmops_usage_records_replayed_total",
+    *(f"llmops_usage_batch_write_seconds_{s}" for s in ("bucket", "count", "sum")),
 }
 # vLLM's names (vllm/v1/metrics/loggers.py); gpu_cache_usage_perc is the pre-0.10 name.
 VLLM_METRICS = {
@@ -200,31 +220,63 @@ def test_vllm_route_example_decodes_and_points_at_the_replicas() -> None:
 # --- metrics, dashboard and alert rules -------------------------------------------------
 
 def test_metric_list_matches_the_gateway() -> None:
+    metrics = GatewayMetrics()
+    WriterMetrics(metrics)  # registers the usage writer's series beside the gateway's
     exported = set()
-    for family in GatewayMetrics().registry.collect():
+    for family in metrics.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}[family.type]
         exported |= {family.name + s for s in suffixes}
     assert exported == LLMOPS_METRICS
 
 
-def test_dashboard_panels_have_datasource_and_known_metrics() -> None:
-    dash = json.loads(DASHBOARD.read_text())
+_BUILTIN_VARIABLES = {"__rate_interval", "__range", "__interval"}
+_VARIABLE = re.compile(r"\$(?:\{)?(\w+)")
+
+
+def _panels(dash: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in dash["panels"] if p["type"] != "row"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_panels_have_datasource_and_known_metrics(path: Path) -> None:
+    dash = json.loads(path.read_text())
     assert dash["schemaVersion"] >= 36 and dash["uid"]
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"
-    assert {"route", "provider"} <= variables.keys()
-    panels = [p for p in dash["panels"] if p["type"] != "row"]
-    assert len(panels) >= 14
+    panels = _panels(dash)
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+    cells: set[tuple[int, int]] = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{p['title']} overlaps another panel"
+        cells |= mine
     for p in panels:
         assert p["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, p["title"]
         assert p["targets"], p["title"]
         assert all(t["expr"] and t["datasource"] == p["datasource"] for t in p["targets"]), p["title"]
-        assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
-    exprs = "\n".join(t["expr"] for p in panels for t in p["targets"])
+    queries = [v["query"]["query"] for v in variables.values() if v["type"] == "query"]
+    exprs = "\n".join([*(t["expr"] for p in panels for t in p["targets"]), *queries])
     llmops, vllm = _metric_names(exprs)
     assert llmops <= LLMOPS_METRICS, llmops - LLMOPS_METRICS
     assert vllm <= VLLM_METRICS, vllm - VLLM_METRICS
+    assert set(_VARIABLE.findall(exprs)) - _BUILTIN_VARIABLES <= variables.keys()
+    for kinds in re.findall(r'kind=~?"([^"]+)"', exprs):
+        assert set(kinds.split("|")) <= set(TOKEN_KINDS), kinds
+
+
+def test_dashboards_have_distinct_uids() -> None:
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(DASHBOARDS) >= 2 and len(set(uids)) == len(uids)
+
+
+def test_gateway_dashboard_shows_traffic_latency_and_upstreams() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    assert {"route", "provider"} <= {v["name"] for v in dash["templating"]["list"]}
+    panels = _panels(dash)
+    assert len(panels) >= 14
+    llmops, vllm = _metric_names("\n".join(t["expr"] for p in panels for t in p["targets"]))
     # Everything the brief asks the dashboard to show is on it.
     for needed in ("llmops_requests_total", "llmops_request_latency_seconds_bucket", "llmops_tokens_total",
                    "llmops_time_to_first_token_seconds_bucket", "llmops_upstream_errors_total",
@@ -233,17 +285,46 @@ def test_dashboard_panels_have_datasource_and_known_metrics() -> None:
     assert {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc"} <= vllm
 
 
+def test_usage_dashboard_shows_cost_by_team_and_model_variants_and_the_pipeline() -> None:
+    dash = json.loads(USAGE_DASHBOARD.read_text())
+    assert {"route", "model", "provider", "team"} <= {v["name"] for v in dash["templating"]["list"]}
+    exprs = {p["title"]: "\n".join(t["expr"] for t in p["targets"]) for p in _panels(dash)}
+    everything = "\n".join(exprs.values())
+    assert {n for n in LLMOPS_METRICS if n.startswith(("llmops_variant_", "llmops_usage_", "llmops_cost_"))
+            and not n.endswith(("_count", "_sum"))} <= _metric_names(everything)[0]
+    assert any("llmops_cost_usd_total" in e and "by (team)" in e for e in exprs.values())
+    assert any("llmops_cost_usd_total" in e and "by (model)" in e for e in exprs.values())
+    assert any("llmops_tokens_total" in e and "by (kind)" in e for e in exprs.values())
+    assert sum("by (route, variant" in e for e in exprs.values()) >= 4
+
+
 def test_alert_rules_cover_the_failure_modes_and_name_known_metrics() -> None:
     text = RULES.read_text()
     rules = [r for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
     alerts = {r["alert"] for r in rules if "alert" in r}
     assert {"LLMOpsGatewayDown", "LLMOpsHigh5xxRatio", "LLMOpsLatencySLOBurnFast", "LLMOpsTimeToFirstTokenHigh",
             "LLMOpsCircuitOpen", "LLMOpsUpstreamErrorsSpike", "LLMOpsUsageRecordsDropped",
-            "LLMOpsConfigReloadFailed", "VLLMQueueBackedUp"} <= alerts
+            "LLMOpsConfigReloadFailed", "VLLMQueueBackedUp", "LLMOpsCostAnomaly", "LLMOpsUsageWriterBacklog",
+            "LLMOpsUsageSpillGrowing", "LLMOpsUnpricedUsage"} <= alerts
     assert all(r["labels"]["severity"] in {"critical", "warning", "info"} for r in rules if "alert" in r)
     llmops, vllm = _metric_names(text)
     assert llmops <= LLMOPS_METRICS, llmops - LLMOPS_METRICS
     assert vllm <= VLLM_METRICS, vllm - VLLM_METRICS
+
+
+def test_rules_bucket_bounds_are_ones_the_gateway_exposes() -> None:
+    """`le="30.0"` in a rule only matches if the gateway writes bounds the same way (Prometheus 2
+    compares label strings; the single-process exposition once wrote `30`)."""
+    from prometheus_client import generate_latest
+
+    from adapters.usage import UsageRecord
+
+    metrics = GatewayMetrics()
+    metrics.stats.observe_many([UsageRecord(request_id="x", route="r", provider="p", model="m", stream=True,
+                                            status=200, latency_s=1.0, ttft_s=0.5)])
+    exposed = set(re.findall(r'_bucket\{le="([^"]+)"', generate_latest(metrics.registry).decode()))
+    used = set(re.findall(r'le="([^"]+)"', RULES.read_text()))
+    assert used and used <= exposed, used - exposed
 
 
 def test_rule_copies_are_identical() -> None:
@@ -261,13 +342,17 @@ def test_promtool_checks_rules_unit_tests_and_dashboard_queries(tmp_path: Path) 
         assert done.returncode == 0, done.stdout + done.stderr
 
     promtool("check", "rules", RULES.name)
-    promtool("test", "rules", "tests/llmops-rules.test.yaml")
+    tests = sorted(p.relative_to(RULES.parent).as_posix() for p in (RULES.parent / "tests").glob("*.test.yaml"))
+    assert len(tests) >= 2
+    promtool("test", "rules", *tests)
     # Dashboard queries as recording rules, Grafana's variables replaced: a PromQL syntax check.
-    dash = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-    subst = {"$__rate_interval": "5m", "$route": ".*", "$provider": ".*", "$vllm_pod": ".*"}
+    exprs = [t["expr"] for path in DASHBOARDS for p in json.loads(path.read_text())["panels"]
+             for t in p.get("targets", [])]
+    subst = {"$__rate_interval": "5m", "$__range": "1d", "$route": ".*", "$provider": ".*", "$vllm_pod": ".*",
+             "$model": ".*", "$team": ".*"}
     rules = [{"record": f"dashboard:q{i}", "expr": re.sub("|".join(map(re.escape, subst)), lambda m: subst[m[0]], e)}
              for i, e in enumerate(exprs)]
+    assert not [r["expr"] for r in rules if "$" in r["expr"]]
     (tmp_path / "dash.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     promtool("check", "rules", str(tmp_path / "dash.yaml"))
 

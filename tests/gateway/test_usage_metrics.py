@@ -197,3 +197,36 @@ async def test_gateway_exports_tokens_by_team_after_traffic(mock: Any) -> None:
     unpriced = _value(s, "llmops_usage_unpriced_total", provider="p0", model="m0") or 0
     assert priced + unpriced == 4
     assert priced == sum(1 for r in ok if r.price_source is not None)
+
+
+def test_serve_workers_sum_tokens_over_workers(tmp_path: Path) -> None:
+    """`serve --workers 2`: whichever worker answers the scrape, the token counters are every worker's sum."""
+    import asyncio
+
+    from tests.gateway.test_workers import _config, _serve, _until
+
+    with _serve(tmp_path, _config()) as s:
+        completion = 0
+
+        async def burst() -> None:
+            nonlocal completion
+            # A fresh connection per request, several at once: the kernel hands them to both workers.
+            async with httpx.AsyncClient(base_url=s.base, limits=httpx.Limits(max_keepalive_connections=0)) as h:
+                rs = await asyncio.gather(*(h.post("/v1/chat/completions", json={"model": "one", "messages": MSG})
+                                            for _ in range(20)))
+            assert all(r.status_code == 200 for r in rs)
+            completion += sum(r.json()["usage"]["completion_tokens"] for r in rs)
+
+        def both_counted() -> bool:
+            asyncio.run(burst())
+            return len(list(s.metrics_dir.glob("counter_usage-*.db"))) >= 2
+
+        def scraped() -> float | None:
+            text = httpx.get(s.base + "/metrics", headers={"connection": "close"}, timeout=5).text
+            return _value(_samples(text), "llmops_tokens_total", route="one", model="m", provider="mock", team="-",
+                          kind="completion")
+
+        _until(both_counted, "usage counted by both workers")
+        _until(lambda: scraped() == completion, f"llmops_tokens_total == {completion}")
+        for _ in range(10):
+            assert scraped() == completion
