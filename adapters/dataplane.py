@@ -8,12 +8,19 @@ as migration 1 created them; change a live table only with a new migration.
 
 ``teams``
     One row per team: the unit of attribution, budgets and limits. ``name`` is what
-    policies scope on (``policies.documents.Scope.teams``).
-``gateway_keys``
-    Data-plane API keys (``Authorization: Bearer`` on ``/v1/*``), distinct from the
-    admin keys in ``api_keys``. Only ``secret_sha256`` is stored. ``roles`` and
-    ``allowed_routes`` are JSON lists (``allowed_routes`` null: every route);
-    ``limits`` is a JSON object shaped like ``policies.documents.Limits``.
+    policies scope on (``policies.documents.Scope.teams``); it stays unique across
+    deleted teams (``deleted_at`` is a tombstone). ``allowed_models`` (migration 3): JSON
+    list of model globs, null for every model.
+``gateway_keys`` (since migration 3: every key, admin and data plane)
+    THE key table: admin keys (roles ``viewer``..``admin``) and data-plane keys (role
+    ``inference``) are one model (``adapters.adminapi.rbac``); admin auth reads it per
+    call, the gateway reads it from the ``keys`` snapshot. Only ``secret_sha256`` (hex of
+    the SHA-256 of the key's secret part) is stored. ``roles``, ``allowed_routes`` and
+    ``allowed_models`` are JSON lists (a null list: every route / model); ``limits`` is a
+    JSON object shaped like ``policies.documents.Limits``. ``rotated_at``: the last new
+    secret. Migration 3 copied every row of the admin core's ``api_keys`` here (same id,
+    digest, role as ``roles: [role]``, revocation), into the ``default`` team
+    (``DEFAULT_TEAM_ID``), which it created; ``api_keys`` stays, read by nothing.
 ``usage_records`` (migration 2 replaced the v1 table, which nothing had written to)
     One row per finished request, written in batches by the gateway's usage writer.
     ``record_id`` is minted by the gateway per request and is unique, so a replayed
@@ -50,19 +57,32 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    insert,
+    select,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.store import AutoId, Json, Migration, UsdAmount, UtcDateTime, create_tables
+from adapters.store import AutoId, Json, Migration, UsdAmount, UtcDateTime, create_tables, utcnow
 
-__all__ = ["DATAPLANE_MIGRATIONS", "ROLLUP_DIMENSIONS", "gateway_keys", "teams", "usage_records", "usage_rollups"]
+__all__ = [
+    "DATAPLANE_MIGRATIONS",
+    "DEFAULT_TEAM_ID",
+    "ROLLUP_DIMENSIONS",
+    "gateway_keys",
+    "teams",
+    "usage_records",
+    "usage_rollups",
+]
+
+DEFAULT_TEAM_ID = "team_default"
+"""The team migration 3 created for keys without one: admin keys from ``api_keys``, ``/admin/keys``, the CLI."""
 
 _ZERO = text("0")
 
 
-def _teams(meta: MetaData) -> Table:
-    return Table(
+def _teams(meta: MetaData, *, version: int = 3) -> Table:
+    table = Table(
         "teams", meta,
         Column("id", String(40), primary_key=True),
         Column("name", String(64), nullable=False, unique=True),
@@ -74,9 +94,12 @@ def _teams(meta: MetaData) -> Table:
         Column("updated_at", UtcDateTime, nullable=False),
         Column("deleted_at", UtcDateTime),
     )
+    if version >= 3:
+        table.append_column(Column("allowed_models", Json))
+    return table
 
 
-def _gateway_keys(meta: MetaData) -> Table:
+def _gateway_keys(meta: MetaData, *, version: int = 3) -> Table:
     table = Table(
         "gateway_keys", meta,
         Column("id", String(40), primary_key=True),
@@ -94,6 +117,9 @@ def _gateway_keys(meta: MetaData) -> Table:
         Column("revoked_at", UtcDateTime),
         Column("revoked_by", String(100)),
     )
+    if version >= 3:
+        table.append_column(Column("allowed_models", Json))
+        table.append_column(Column("rotated_at", UtcDateTime))
     Index("ix_gateway_keys_team", table.c.team_id)
     return table
 
@@ -212,11 +238,55 @@ async def _replace_unused_usage_v1(conn: AsyncConnection) -> None:
     await create_tables(_usage_records(v2), _usage_rollups(v2))(conn)
 
 
+# The admin core's key table as its migration 1 created it (frozen here: adapters.adminapi imports this module).
+_api_keys_v1 = Table(
+    "api_keys", MetaData(),
+    Column("id", String(40), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Column("revoked_by", String(100)),
+)
+
+
+async def _one_key_table(conn: AsyncConnection) -> None:
+    """gateway_keys becomes every key's table: new columns, the default team, and every api_keys row copied.
+
+    Nothing is dropped: ``api_keys`` keeps its rows (read by nothing from now on), so the copy loses nothing
+    even if this migration is ever investigated by hand. Runs after the admin namespace's migrations, so
+    ``api_keys`` exists.
+    """
+    json_type = Json.compile(dialect=conn.dialect)
+    time_type = UtcDateTime().compile(dialect=conn.dialect)
+    for table, column, kind in (("teams", "allowed_models", json_type), ("gateway_keys", "allowed_models", json_type),
+                                ("gateway_keys", "rotated_at", time_type)):
+        await conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    v3 = MetaData()
+    team_table, key_table = _teams(v3), _gateway_keys(v3)
+    now = utcnow()
+    taken = (await conn.execute(select(team_table.c.id).where(team_table.c.name == "default"))).first()
+    await conn.execute(insert(team_table).values(
+        id=DEFAULT_TEAM_ID, name="default" if taken is None else "default-keys", created_at=now, updated_at=now,
+        description="Keys created without a team: /admin/keys, the CLI, and admin keys from before one key table"))
+    existing = set((await conn.execute(select(key_table.c.id))).scalars())
+    rows = [r for r in (await conn.execute(select(_api_keys_v1))).all() if r.id not in existing]
+    if rows:
+        await conn.execute(insert(key_table), [
+            {"id": r.id, "team_id": DEFAULT_TEAM_ID, "name": r.name, "secret_sha256": r.secret_sha256,
+             "roles": [r.role], "created_at": r.created_at, "created_by": r.created_by,
+             "revoked_at": r.revoked_at, "revoked_by": r.revoked_by} for r in rows])
+
+
 _v1 = MetaData()
 DATAPLANE_MIGRATIONS = (
     Migration(1, "teams, gateway keys and usage records",
-              create_tables(_teams(_v1), _gateway_keys(_v1), _usage_records_v1(_v1))),
+              create_tables(_teams(_v1, version=1), _gateway_keys(_v1, version=1), _usage_records_v1(_v1))),
     Migration(2, "usage records keyed by a gateway-minted record id; hourly usage rollups", _replace_unused_usage_v1),
+    Migration(3, "one key table: admin keys copied from api_keys into gateway_keys; allowed models; default team",
+              _one_key_table),
 )
 
 _live = MetaData()

@@ -131,16 +131,24 @@ class TeamSpec(_Spec, frozen=True):
     limits: Limits | None = None
     budget_usd: Decimal | None = None
     budget_period: Literal["daily", "weekly", "monthly"] | None = None
+    allowed_models: list[str] | None = None  # model globs; None: every model
 
 
 class KeySpec(_Spec, frozen=True):
-    """A live data-plane key (revoked keys are left out; expired ones stay until ``expires_at`` is checked)."""
+    """A live key (revoked keys are left out; expired ones stay until ``expires_at`` is checked).
+
+    Admin and data-plane keys are one model: only a key whose ``roles`` hold ``inference`` may use the
+    data plane (``adapters.adminapi.rbac.may_use_data_plane``). ``secret_sha256`` is the hex SHA-256 of
+    the secret part of ``llmops_<16 hex>_<secret>`` (``adapters.adminapi.auth.key_digest``).
+    """
 
     id: str
     team_id: str
     secret_sha256: str
     roles: list[str] = []
-    allowed_routes: list[str] | None = None  # None: every route
+    allowed_routes: list[str] | None = None  # route globs; None: every route
+    allowed_models: list[str] | None = None  # model globs; None: every model
+    name: str = ""
     limits: Limits | None = None
     budget_usd: Decimal | None = None
     budget_period: Literal["daily", "weekly", "monthly"] | None = None

@@ -47,6 +47,7 @@ from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
 from adapters.adminapi.openapi import AdminOpenAPIConfig, describe_routes
 from adapters.adminapi.plugin import ControlModule, ModuleContext
+from adapters.adminapi.rbac import PermissionTable
 from adapters.adminapi.services import ServiceRegistry
 from adapters.adminapi.settings import ControlCfg, ResolvedControl, resolve_env
 from adapters.adminapi.tables import ADMIN_MIGRATIONS
@@ -196,6 +197,8 @@ class ControlPlane:
             },
         )]
         self.openapi_config.facts = describe_routes(self.route_handlers)
+        # The one permission table (rbac): (method, path) -> minimum role, looked up by the guard per request.
+        self.permissions = PermissionTable.from_routes(self.route_handlers, ADMIN_PREFIX)
         for path, method in self.openapi_config.facts.roles:
             self._allow[path] = ", ".join(sorted({*self._allow.get(path, "").split(", "), method.upper()} - {""}))
 
@@ -271,11 +274,13 @@ class ControlPlane:
     # -- per-request plumbing -------------------------------------------------------------------
 
     async def _check_access(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        minimum = required_role(handler)
+        method, path = str(connection.scope.get("method", "WS")), connection.url.path
+        known, minimum = self.permissions.minimum(method, str(connection.scope.get("path_template", "")))
+        if not known:  # Litestar's automatic OPTIONS handlers are not in the table
+            minimum = required_role(handler)
         if minimum is None:
             return
         rid = request_id(connection)
-        method, path = str(connection.scope.get("method", "WS")), connection.url.path
         token = bearer_token(connection)
         principal: Principal | None = None
         try:

@@ -63,7 +63,8 @@ async def test_tables_migrate_and_round_trip(database_url: str) -> None:
             assert total == Decimal("0.100123457")  # exact on SQLite too
             key = (await conn.execute(select(gateway_keys))).one()
             assert (key.roles, key.allowed_routes, key.revoked_at) == (["user"], ["chat"], None)
-            assert (await conn.execute(select(teams.c.budget_usd))).scalar() == Decimal("500")
+            budget = select(teams.c.budget_usd).where(teams.c.id == "team_1")  # migration 3 added a default team
+            assert (await conn.execute(budget)).scalar() == Decimal("500")
         with pytest.raises(DuplicateKey):
             async with store.begin() as conn:  # a retried batch must not count a request twice
                 await conn.execute(insert(usage_records).values(_usage("req-1")))
