@@ -1,12 +1,13 @@
 """Query parameters of the cost API, checked once into typed queries; bad input is a 400 naming the parameter.
 
-Times are UTC. A bare date (``2026-12-01``) is that day's midnight; a datetime may carry ``Z`` or an
-offset, and one without is taken as UTC. Windows are half-open, ``[start, end)``, and select whole
+Times are UTC. A bare date (``2026-12-01``) is that day's midnight; a date-time is RFC 3339 and may
+carry ``Z`` or an offset; one without is taken as UTC. Windows are half-open, ``[start, end)``, and select whole
 hours: an hour's rollup counts when the hour *starts* inside the window.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -74,6 +75,7 @@ def iso(at: datetime) -> str:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MIN = datetime.min.replace(tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
 
@@ -91,15 +93,13 @@ def parse_instant(name: str, value: str) -> tuple[datetime, bool]:
     """The UTC instant ``value`` names, and whether it was a bare date. Raises ``ValidationFailed``."""
     text = value.strip()
     try:
-        if len(text) == 10:
+        if _DATE.fullmatch(text):  # not date.fromisoformat's other shapes (2026-W48-1, 20261201)
             day = date.fromisoformat(text)
             return datetime(day.year, day.month, day.day, tzinfo=UTC), True
-        try:
-            at = msgspec.convert(text, datetime)  # RFC 3339, as the OpenAPI document states
-        except msgspec.ValidationError:
-            at = datetime.fromisoformat(text)  # and Python's ISO-8601 subset (``2026-12-01 05:00``)
-    except ValueError:
-        raise ValidationFailed([FieldError(name, f"not an ISO-8601 date or datetime: {value[:40]!r}")]) from None
+        at = msgspec.convert(text, datetime)  # RFC 3339, as the OpenAPI document states (a space for T is fine)
+    except (ValueError, msgspec.ValidationError):
+        message = f"not a date (2026-12-01) or RFC 3339 date-time: {value[:40]!r}"
+        raise ValidationFailed([FieldError(name, message)]) from None
     return _as_utc(at), False
 
 
