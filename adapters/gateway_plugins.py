@@ -66,6 +66,7 @@ import msgspec
 
 from adapters.snapshots import ControlSnapshots
 from adapters.usage import Principal, UsageRecord
+from policies.pricing import PriceBook
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -134,18 +135,27 @@ class PluginHost:
     only (a lifespan task, ``on_finish``), never per request. ``registry``: where the plug-in's
     Prometheus metrics register; None under ``--workers`` (multiprocess mode: metrics created
     with ``registry=None`` write their own files and every worker's are summed at scrape). ``control()``: the
-    current snapshots, for background work (requests have ``ctx.control``)."""
+    current snapshots, for background work (requests have ``ctx.control``). ``price_book()``: the
+    current generation's prices (``policies.pricing.PriceBook``; None before the first), e.g. to
+    reserve a request's worst-case cost. ``shared``: one dict per gateway that outlives config
+    generations, for state a rebuilt plug-in must keep (counters, clients), under its own name."""
 
-    __slots__ = ("_control", "registry", "store")
+    __slots__ = ("_control", "_prices", "registry", "shared", "store")
 
-    def __init__(self, store: Any, registry: Any, control: Any) -> None:
+    def __init__(self, store: Any, registry: Any, control: Any, prices: Any = None) -> None:
         self.store = store
         self.registry = registry
         self._control = control
+        self._prices = prices
+        self.shared: dict[str, Any] = {}
 
     def control(self) -> ControlSnapshots:
         snapshots: ControlSnapshots = self._control()
         return snapshots
+
+    def price_book(self) -> PriceBook | None:
+        book: PriceBook | None = None if self._prices is None else self._prices()
+        return book
 
 
 class ResponseFilter(Protocol):

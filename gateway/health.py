@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from gateway.routing import Route
     from gateway.state import Generation
 
-__all__ = ["backend_label", "public_readiness", "upstream_detail"]
+__all__ = ["backend_label", "plugin_readiness", "public_readiness", "upstream_detail"]
 
 
 def backend_label(index: int) -> str:
@@ -41,6 +41,25 @@ def public_readiness(gen: Generation, control: ControlState | None = None) -> di
     out: dict[str, Any] = {"status": "ready", "routes": routes}
     if control is not None:
         out["control"] = control.status()
+    if plugins := plugin_readiness(gen):
+        out["plugins"] = plugins
+    return out
+
+
+def plugin_readiness(gen: Generation) -> dict[str, Any]:
+    """What plug-ins with a ``readiness()`` method report (e.g. limits: its backend's state), by name.
+
+    Detail only: a plug-in's state never turns the gateway unready, so a flaky dependency of one
+    plug-in cannot make load balancers flap. A report that fails is shown as such, not raised."""
+    out: dict[str, Any] = {}
+    for p in gen.plugins.plugins:
+        report = getattr(p.instance, "readiness", None)
+        if report is None:
+            continue
+        try:
+            out[p.name] = report()
+        except Exception as exc:  # a broken report must not break /readyz: say so instead
+            out[p.name] = {"state": "unknown", "error": type(exc).__name__}
     return out
 
 

@@ -41,6 +41,7 @@ from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import RouteTable
 from gateway.watchdog import Watchdog
+from policies.pricing import PriceBook
 
 if TYPE_CHECKING:  # the mock is imported only when a provider asks for it
     from adapters.testdoubles.mock_upstream import MockServer
@@ -160,7 +161,12 @@ class Gateway:
         self.store: Store | None = None  # the control plane's, set by start()
         # Multiprocess mode (--workers): metrics write their own files, so plug-ins register on none.
         registry = None if self.metrics.shared_dir else self.metrics.registry
-        self.plugin_host = PluginHost(None, registry, lambda: self.generation.control)
+        self.plugin_host = PluginHost(None, registry, lambda: self.generation.control, self._price_book)
+
+    def _price_book(self) -> PriceBook | None:
+        """The running generation's prices, for plug-ins that reserve a worst-case cost (limits)."""
+        gen = self.generation
+        return None if gen is None or gen.pricer is None else gen.pricer.book
 
     async def _mock_url(self, cfg: GatewayCfg) -> str | None:
         """Start the built-in mock upstream once, if any provider asks for it."""

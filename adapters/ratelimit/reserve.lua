@@ -1,0 +1,89 @@
+-- Check, and only when every check passes, reserve each demand of the batch in turn (atomic).
+-- A demand: [id, ttl_s, buckets [[key, limit, window_s, cost]], slots [[key, limit]],
+--            spends [[key, period, limit_nano (-1: alert only), cost_nano]]]
+-- Answers per demand: [ok, kind, index, retry_ms, [remaining, reset_ms]*, [period_id, end_in_ms]*,
+--                      spent_nano, reserved_nano]
+local demands = cjson.decode(ARGV[2])
+local out = {}
+
+-- drop the spend reservations of requests never settled (a crashed replica's)
+local function expire_reservations(skey, rkey)
+  local gone = redis.call('ZRANGEBYSCORE', rkey, '-inf', now)
+  if #gone > 0 then
+    local total = 0
+    for _, member in ipairs(gone) do total = total + tonumber(string.match(member, ':(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now)
+    redis.call('HINCRBY', skey, 'r', int(-total))
+  end
+end
+
+for i, d in ipairs(demands) do
+  local id, ttl, buckets, slots, spends = d[1], d[2], d[3], d[4], d[5]
+  local kind, index, retry, spent, reserved = '', -1, 0, 0, 0
+  local levels = {}
+  for j, b in ipairs(buckets) do
+    levels[j] = level(prefix .. 'b|' .. b[1], b[2], b[3])
+    if kind == '' and levels[j] < b[4] then
+      kind, index, retry = 'bucket', j - 1, (b[4] - levels[j]) * b[3] / b[2]
+    end
+  end
+  if kind == '' then
+    for j, s in ipairs(slots) do
+      local key = prefix .. 'c|' .. s[1]
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      if redis.call('ZCARD', key) >= s[2] then
+        kind, index, retry = 'slot', j - 1, 1
+        break
+      end
+    end
+  end
+  local pids, ends, periods = {}, {}, {}
+  for j, s in ipairs(spends) do
+    local pid, pend = period(s[2])
+    pids[j], ends[j] = pid, pend
+    periods[#periods + 1] = pid
+    periods[#periods + 1] = ms(pend - now)
+    if kind == '' and s[3] >= 0 then
+      local skey = prefix .. 's|' .. s[1] .. '|' .. pid
+      expire_reservations(skey, prefix .. 'r|' .. s[1] .. '|' .. pid)
+      local v = redis.call('HMGET', skey, 's', 'r')
+      local sp, rs = tonumber(v[1] or 0), tonumber(v[2] or 0)
+      if sp + rs + s[4] > s[3] then
+        kind, index, spent, reserved = 'spend', j - 1, sp, rs
+        if sp + s[4] > s[3] then retry = pend - now else retry = 1 end
+      end
+    end
+  end
+  if kind == '' then
+    for j, b in ipairs(buckets) do
+      levels[j] = levels[j] - b[4]
+      write_level(prefix .. 'b|' .. b[1], levels[j], b[2], b[3])
+    end
+    for _, s in ipairs(slots) do
+      local key = prefix .. 'c|' .. s[1]
+      redis.call('ZADD', key, tostring(now + ttl), id)
+      redis.call('PEXPIRE', key, int(ms(ttl) + 1000))
+    end
+    for j, s in ipairs(spends) do
+      if s[4] > 0 then
+        local skey = prefix .. 's|' .. s[1] .. '|' .. pids[j]
+        local rkey = prefix .. 'r|' .. s[1] .. '|' .. pids[j]
+        expire_reservations(skey, rkey)  -- alert-only spends were not checked above
+        redis.call('HINCRBY', skey, 'r', int(s[4]))
+        redis.call('ZADD', rkey, tostring(now + ttl), id .. ':' .. int(s[4]))
+        local keep = keep_spend(ends[j])
+        redis.call('EXPIRE', skey, keep)
+        redis.call('EXPIRE', rkey, keep)
+      end
+    end
+  end
+  local flat = {}
+  for j, b in ipairs(buckets) do
+    local reset = (b[2] - levels[j]) * b[3] / b[2]
+    if reset < 0 then reset = 0 end
+    flat[#flat + 1] = math.floor(levels[j])
+    flat[#flat + 1] = ms(reset)
+  end
+  out[i] = {kind == '' and 1 or 0, kind, index, ms(retry), flat, periods, spent, reserved}
+end
+return out
