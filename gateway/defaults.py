@@ -3,6 +3,9 @@
 Route `demo` is answered by the built-in mock upstream (a test double started
 in-process); when OPENAI_API_KEY is set, route `openai` and direct
 `openai/<model>` names reach OpenAI too.
+
+The `auth` plug-in lists `demo` as a public route: once a data-plane key exists,
+every other route wants a key, and the demo keeps answering without one.
 """
 
 from __future__ import annotations
@@ -24,4 +27,5 @@ def default_config(env: dict[str, str] | None = None) -> GatewayCfg:
             "base_url": env.get("OPENAI_BASE_URL", "https://api.openai.com/v1"), "api_key": "${OPENAI_API_KEY}",
         })
         routes.append({"name": "openai", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]})
-    return decode_config({"providers": providers, "routes": routes}, env)
+    plugins = [{"name": "auth", "settings": {"public_routes": ["demo"]}}]
+    return decode_config({"providers": providers, "routes": routes, "plugins": plugins}, env)
