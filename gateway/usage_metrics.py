@@ -97,12 +97,20 @@ class LabelBudget:
         return label
 
 
+_Key = tuple[str, str, str, str]  # (route, model, provider, team) labels
+_RAW_CACHE_MAX = 10_000  # raw label values remembered for the fast path; beyond it, the budgets decide each time
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
 class _Totals:
-    """One (route, model, provider, team) series: tokens per kind (in `TOKEN_KINDS` order) and cost."""
+    """One (route, model, provider, team) series: tokens per kind (in `TOKEN_KINDS` order) and cost.
+    `pricing` is the [priced, unpriced] pair of its (provider, model), shared by every series of it."""
 
-    __slots__ = ("cost_usd", "tokens")
+    __slots__ = ("cost_usd", "key", "pricing", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, key: _Key, pricing: list[int]) -> None:
+        self.key = key
+        self.pricing = pricing
         self.tokens = [0, 0, 0, 0, 0]
         self.cost_usd: Decimal | None = None  # None until a priced record arrives: no `0` series for unpriced
 
@@ -110,9 +118,10 @@ class _Totals:
 class _Variant:
     """One (route, variant) pair of an A/B test."""
 
-    __slots__ = ("by_class", "cost_usd", "latency", "latency_sum", "tokens")
+    __slots__ = ("by_class", "cost_usd", "key", "latency", "latency_sum", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
         self.by_class: dict[str, int] = {}
         self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -129,9 +138,12 @@ class UsageMetrics(Collector):
         self._provider, self._team = LabelBudget("provider", limits.providers), LabelBudget("team", limits.teams)
         self._variant = LabelBudget("variant", limits.variants)
         self._max_series = limits.series
-        self._series: dict[tuple[str, str, str, str], _Totals] = {}
+        self._series: dict[_Key, _Totals] = {}
         self._pricing: dict[tuple[str, str], list[int]] = {}  # (provider, model): [priced, unpriced]
         self._variants: dict[tuple[str, str], _Variant] = {}
+        # Raw values seen before -> their series: one dict lookup per record instead of four budgets.
+        self._by_raw: dict[tuple[str, str, str, str | None], _Totals] = {}
+        self._variant_by_raw: dict[tuple[str, str], _Variant] = {}
         self._shared_dir = shared_dir
         self._shared: _SharedFiles | None = None  # opened on the first batch, in the worker that writes
 
@@ -139,20 +151,18 @@ class UsageMetrics(Collector):
         self.observe_many(records)
 
     def observe_many(self, batch: Sequence[UsageRecord]) -> None:
-        series, pricing, variants = self._series, self._pricing, self._variants
-        route_of, model_of, provider_of, team_of = self._route, self._model, self._provider, self._team
-        touched: set[tuple[str, str, str, str]] = set()
-        touched_pricing: set[tuple[str, str]] = set()
-        touched_variants: set[tuple[str, str]] = set()
+        by_raw, variant_by_raw = self._by_raw, self._variant_by_raw
+        touched: set[_Totals] = set()
+        touched_variants: set[_Variant] = set()
         for r in batch:
             cost = r.cost_usd
             if not (r.prompt_tokens or r.completion_tokens or cost is not None or r.price_source or r.variant):
                 continue  # nothing to count (probes, admin calls, most denials): no label budget spent on it
-            route, model, provider = route_of(r.route), model_of(r.model), provider_of(r.provider)
-            key = (route, model, provider, team_of(None if r.principal is None else r.principal.team))
-            t = series.get(key)
+            principal = r.principal
+            raw = (r.route, r.model, r.provider, None if principal is None else principal.team)
+            t = by_raw.get(raw)
             if t is None:
-                t, key = self._new_series(key)
+                t = self._series_of(raw)
             tokens = t.tokens
             tokens[0] += r.prompt_tokens
             tokens[1] += r.completion_tokens
@@ -161,21 +171,18 @@ class UsageMetrics(Collector):
             tokens[4] += r.reasoning_tokens
             if cost is not None:
                 t.cost_usd = cost if t.cost_usd is None else t.cost_usd + cost
-            touched.add(key)
             # GPU-hour records are priced (the reports spread the hour) though their own cost is null.
-            if r.price_source is not None or r.prompt_tokens or r.completion_tokens:
-                pkey = key[2], key[1]
-                counts = pricing.get(pkey)
-                if counts is None:
-                    counts = pricing[pkey] = [0, 0]
-                counts[0 if r.price_source is not None else 1] += 1
-                touched_pricing.add(pkey)
+            if r.price_source is not None:
+                t.pricing[0] += 1
+            elif r.prompt_tokens or r.completion_tokens:
+                t.pricing[1] += 1
+            touched.add(t)
             if r.variant is not None:
-                vkey = (key[0], self._variant(r.variant))
-                v = variants.get(vkey)
+                vraw = (r.route, r.variant)
+                v = variant_by_raw.get(vraw)
                 if v is None:
-                    v = variants[vkey] = _Variant()
-                status_class = f"{r.status // 100}xx"
+                    v = self._variant_of(vraw, t.key[0])
+                status_class = _STATUS_CLASSES.get(r.status // 100, "other")
                 v.by_class[status_class] = v.by_class.get(status_class, 0) + 1
                 v.latency[bisect_left(LATENCY_BUCKETS, r.latency_s)] += 1
                 v.latency_sum += r.latency_s
@@ -183,34 +190,50 @@ class UsageMetrics(Collector):
                 v.tokens[1] += r.completion_tokens
                 if cost is not None:
                     v.cost_usd = cost if v.cost_usd is None else v.cost_usd + cost
-                touched_variants.add(vkey)
+                touched_variants.add(v)
         if self._shared_dir is not None and touched:
-            self._write_shared(touched, touched_pricing, touched_variants)
+            self._write_shared(touched, touched_variants)
 
-    def _new_series(self, key: tuple[str, str, str, str]) -> tuple[_Totals, tuple[str, str, str, str]]:
-        """A new series, or the one all-`other` series once the cap is reached."""
-        if len(self._series) >= self._max_series:
-            key = (OTHER, OTHER, OTHER, OTHER)
-            t = self._series.get(key)
-            if t is not None:
-                return t, key
-            log.warning("usage metrics reached their cap of %d series; further series count as %r",
-                        self._max_series, OTHER)
-        t = self._series[key] = _Totals()
-        return t, key
+    def _series_of(self, raw: tuple[str, str, str, str | None]) -> _Totals:
+        """The series of raw label values: through the budgets, then the series cap (beyond it,
+        the one all-`other` series)."""
+        route, model, provider, team = raw
+        key = (self._route(route), self._model(model), self._provider(provider), self._team(team))
+        t = self._series.get(key)
+        if t is None:
+            if len(self._series) >= self._max_series:
+                key = (OTHER, OTHER, OTHER, OTHER)
+                t = self._series.get(key)
+                if t is None:
+                    log.warning("usage metrics reached their cap of %d series; further series count as %r",
+                                self._max_series, OTHER)
+            if t is None:
+                pricing = self._pricing.setdefault((key[2], key[1]), [0, 0])
+                t = self._series[key] = _Totals(key, pricing)
+        if len(self._by_raw) < _RAW_CACHE_MAX:
+            self._by_raw[raw] = t
+        return t
 
-    def _write_shared(self, touched: set[tuple[str, str, str, str]], touched_pricing: set[tuple[str, str]],
-                      touched_variants: set[tuple[str, str]]) -> None:
+    def _variant_of(self, raw: tuple[str, str], route: str) -> _Variant:
+        key = (route, self._variant(raw[1]))
+        v = self._variants.get(key)
+        if v is None:
+            v = self._variants[key] = _Variant(key)
+        if len(self._variant_by_raw) < _RAW_CACHE_MAX:
+            self._variant_by_raw[raw] = v
+        return v
+
+    def _write_shared(self, touched: set[_Totals], touched_variants: set[_Variant]) -> None:
         if self._shared is None:
             assert self._shared_dir is not None
             self._shared = _SharedFiles(self._shared_dir)
         shared = self._shared
-        for key in touched:
-            shared.write_series(key, self._series[key])
-        for pkey in touched_pricing:
-            shared.write_pricing(pkey, self._pricing[pkey])
-        for vkey in touched_variants:
-            shared.write_variant(vkey, self._variants[vkey])
+        for t in touched:
+            shared.write_series(t.key, t)
+        for provider, model in {(t.key[2], t.key[1]) for t in touched}:
+            shared.write_pricing((provider, model), self._pricing[(provider, model)])
+        for v in touched_variants:
+            shared.write_variant(v.key, v)
 
     def collect(self) -> Iterator[Metric]:
         if self._shared_dir is not None:

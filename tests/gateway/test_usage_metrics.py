@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -199,19 +202,59 @@ async def test_gateway_exports_tokens_by_team_after_traffic(mock: Any) -> None:
     assert priced == sum(1 for r in ok if r.price_source is not None)
 
 
+@contextlib.contextmanager
+def _serve_two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`llmops serve --workers 2` on the built-in mock; (base URL, metrics dir). Allows a slow start: on a busy
+    2-core machine importing the gateway alone can take over 10 s per process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import free_port
+
+    cfg = {"server": {"log_level": "info"}, "control": {"enabled": False},
+           "providers": [{"name": "mock", "kind": "openai", "base_url": "builtin:mock"}],
+           "routes": [{"name": "one", "targets": [{"provider": "mock", "model": "m"}]}]}
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(cfg))
+    metrics_dir, log = tmp_path / "metrics", tmp_path / "serve.log"
+    metrics_dir.mkdir()
+    port = free_port()
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml"), "--port", str(port),
+             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    try:
+        deadline = time.monotonic() + 90
+        while log.read_text().count("serving") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", metrics_dir
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
 def test_serve_workers_sum_tokens_over_workers(tmp_path: Path) -> None:
     """`serve --workers 2`: whichever worker answers the scrape, the token counters are every worker's sum."""
     import asyncio
 
-    from tests.gateway.test_workers import _config, _serve, _until
+    from tests.gateway.test_workers import _until
 
-    with _serve(tmp_path, _config()) as s:
+    with _serve_two_workers(tmp_path) as (base, metrics_dir):
         completion = 0
 
         async def burst() -> None:
             nonlocal completion
             # A fresh connection per request, several at once: the kernel hands them to both workers.
-            async with httpx.AsyncClient(base_url=s.base, limits=httpx.Limits(max_keepalive_connections=0)) as h:
+            async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_keepalive_connections=0)) as h:
                 rs = await asyncio.gather(*(h.post("/v1/chat/completions", json={"model": "one", "messages": MSG})
                                             for _ in range(20)))
             assert all(r.status_code == 200 for r in rs)
@@ -219,14 +262,14 @@ def test_serve_workers_sum_tokens_over_workers(tmp_path: Path) -> None:
 
         def both_counted() -> bool:
             asyncio.run(burst())
-            return len(list(s.metrics_dir.glob("counter_usage-*.db"))) >= 2
+            return len(list(metrics_dir.glob("counter_usage-*.db"))) >= 2
 
         def scraped() -> float | None:
-            text = httpx.get(s.base + "/metrics", headers={"connection": "close"}, timeout=5).text
+            text = httpx.get(base + "/metrics", headers={"connection": "close"}, timeout=5).text
             return _value(_samples(text), "llmops_tokens_total", route="one", model="m", provider="mock", team="-",
                           kind="completion")
 
-        _until(both_counted, "usage counted by both workers")
-        _until(lambda: scraped() == completion, f"llmops_tokens_total == {completion}")
+        _until(both_counted, "usage counted by both workers", deadline_s=60)
+        _until(lambda: scraped() == completion, f"llmops_tokens_total == {completion}", deadline_s=60)
         for _ in range(10):
             assert scraped() == completion
