@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from adapters.adminapi.errors import FieldError
 from adapters.adminapi.rbac import ROLE_NAMES
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Team",
     "TeamCreate",
     "TeamUpdate",
+    "schema_rule_errors",
 ]
 
 RoleName = Literal["admin", "operator", "developer", "viewer", "inference"]
@@ -144,3 +146,19 @@ class Key(_Out, frozen=True, kw_only=True):
 
 class CreatedKey(Key, frozen=True, kw_only=True):
     key: str  # the full secret key: in the create and rotate answers only
+
+
+def schema_rule_errors(data: TeamCreate | KeyCreate) -> list[FieldError]:
+    """Rules the document states and msgspec does not enforce (a 400, like any schema error): ``uniqueItems``,
+    and ``budgetUsd`` with ``budgetPeriod``."""
+    errors = []
+    if (data.budget_usd is None) != (data.budget_period is None):
+        missing = "budgetPeriod" if data.budget_period is None else "budgetUsd"
+        errors.append(FieldError(field=missing, message="budgetUsd and budgetPeriod are set together"))
+    for name in ("roles", "allowed_routes", "allowed_models"):
+        values = getattr(data, name, None) or []
+        if len(set(values)) != len(values):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            field = msgspec.structs.fields(data)[data.__struct_fields__.index(name)].encode_name
+            errors.append(FieldError(field=field, message=f"repeated: {repeated}"))
+    return errors

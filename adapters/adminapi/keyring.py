@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi.audit import AuditWriter
 from adapters.adminapi.auth import Actor, generate_key, generate_secret
 from adapters.adminapi.envelope import Page, PageParams
-from adapters.adminapi.errors import Conflict, FieldError, NotFound, SemanticError
-from adapters.adminapi.keymodel import CreatedKey, Key, KeyCreate, Team, TeamCreate
+from adapters.adminapi.errors import Conflict, FieldError, NotFound, SemanticError, refuse
+from adapters.adminapi.keymodel import CreatedKey, Key, KeyCreate, Team, TeamCreate, schema_rule_errors
 from adapters.adminapi.rbac import Role
 from adapters.dataplane import DEFAULT_TEAM_ID, gateway_keys, teams
 from adapters.snapshots import KeySpec, KeysSnapshot, TeamSpec
@@ -83,10 +83,12 @@ def _settings_columns(data: TeamCreate | KeyCreate) -> dict[str, Any]:
 
 
 def _team_columns(data: TeamCreate) -> dict[str, Any]:
+    refuse(schema_rule_errors(data))
     return {"name": data.name, "description": data.description, **_settings_columns(data)}
 
 
 def _key_columns(data: KeyCreate) -> dict[str, Any]:
+    refuse(schema_rule_errors(data))
     return {"name": data.name, "team_id": data.team_id, "roles": list(data.roles),
             "allowed_routes": data.allowed_routes, "expires_at": _utc(data.expires_at), **_settings_columns(data)}
 
@@ -171,9 +173,9 @@ class KeyRing:
     async def create_key(self, actor: Actor, data: KeyCreate, *, action: str = "governance.key.create") -> CreatedKey:
         key_id, token, digest = generate_key()
         now, who = utcnow(), actor.principal.name
+        columns = _key_columns(data)
         async with self._store.begin() as conn:
             team = await self._live_team(conn, data.team_id, semantic=True)
-            columns = _key_columns(data)
             _check_expiry(columns["expires_at"], None, now)
             await conn.execute(gateway_keys.insert().values(
                 id=key_id, secret_sha256=digest, created_at=now, created_by=who, **columns))

@@ -51,6 +51,11 @@ async def _policies_snapshot(conn: AsyncConnection, generation: int, at: datetim
     return PoliciesSnapshot(generation=generation, published_at=at, policies=specs)
 
 
+def _scope(document: PolicyDocument) -> str:
+    teams = document.scope.teams
+    return f" for teams {', '.join(teams)}"[:300] if teams else " for every team"
+
+
 class PolicyService:
     def __init__(self, ctx: ModuleContext) -> None:
         self._store = ctx.store
@@ -71,7 +76,8 @@ class PolicyService:
                                                     data.document, now, who)
                 policy = Policy(**{**row, "document": data.document})
                 await self._audit.record(conn, actor, action="governance.policy.create", resource_type="policy",
-                                         resource_id=policy_id, after=policy)
+                                         resource_id=policy_id, after=policy,
+                                         detail=f"policy {data.name!r} version 1{_scope(data.document)}")
                 await self._mark_and_publish(conn)
         except DuplicateKey as err:
             raise Conflict(f"A policy named {data.name!r} already exists") from err
@@ -135,8 +141,11 @@ class PolicyService:
                 after = msgspec.structs.replace(before, name=data.name, description=data.description,
                                                 enabled=data.enabled, document=data.document, version=version,
                                                 updated_at=now, updated_by=who)
+                changed = [f for f in ("name", "description", "enabled", "document")
+                           if getattr(before, f) != getattr(after, f)]
                 await self._audit.record(conn, actor, action="governance.policy.update", resource_type="policy",
-                                         resource_id=policy_id, before=before, after=after)
+                                         resource_id=policy_id, before=before, after=after,
+                                         detail=f"version {version}: changed {', '.join(changed)}")
                 await self._mark_and_publish(conn)
         except DuplicateKey as err:
             raise Conflict(f"A policy named {data.name!r} already exists") from err
@@ -149,7 +158,8 @@ class PolicyService:
                                .values(deleted_at=utcnow(), deleted_by=actor.principal.name))
             await conn.execute(delete(policy_teams).where(policy_teams.c.policy_id == policy_id))
             await self._audit.record(conn, actor, action="governance.policy.delete", resource_type="policy",
-                                     resource_id=policy_id, before=before)
+                                     resource_id=policy_id, before=before,
+                                     detail=f"policy {before.name!r} deleted at version {before.version}")
             await self._mark_and_publish(conn)
         return before
 

@@ -66,6 +66,8 @@ async def test_every_mutation_is_audited_with_before_and_after(gov: AdminTestApp
     assert update["before"]["name"] == "search-limits" and update["after"]["name"] == "renamed"
     assert update["after"]["version"] == 2 and delete["before"]["name"] == "renamed" and delete["after"] is None
     assert {e["actorKeyId"] for e in items} == {"bootstrap"} and all(e["requestId"] for e in items)
+    assert [e["detail"] for e in items] == ["policy 'renamed' deleted at version 2", "version 2: changed name",
+                                            "policy 'search-limits' version 1 for teams search"]
 
 
 async def test_validation_errors_name_fields_and_store_nothing(gov: AdminTestApp) -> None:
