@@ -99,6 +99,19 @@ async def test_upstream_failure_span_is_an_error(mock: Any, receiver: OtlpReceiv
     assert "gen_ai.response.model" not in span.attributes
 
 
+async def test_spans_carry_the_record_id_the_usage_writer_stored(mock: Any, receiver: OtlpReceiver,
+                                                                 tmp_path: Path) -> None:
+    cfg = {**_config(mock.url, {"enabled": True, "endpoint": receiver.url}),
+           "control": {"data_dir": str(tmp_path / "control"), "modules": []}}
+    async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url) as h:
+        seen = capture_usage(g.gateway)
+        assert (await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})).status_code == 200
+        await g.gateway.usage.drain()
+    (rec,) = [r for r in seen if r.route == "r"]
+    (span,) = await receiver.wait_for(1)
+    assert rec.record_id and span.attributes["llmops.record_id"] == rec.record_id
+
+
 def test_span_attributes_of_a_priced_record_with_principal_and_variant() -> None:
     from gateway.genai_spans import span_attributes
 
