@@ -208,6 +208,8 @@ def _is_unavailable(err: exc.SQLAlchemyError) -> bool:
         orig = err.orig
         if type(orig).__name__ in _ASYNCPG_CONNECTION_ERRORS or isinstance(orig, OSError):
             return True
+        if _sqlstate(err)[:2] in ("08", "57"):  # connection exception; shutting down / starting ("57P03")
+            return True
         if isinstance(err, exc.OperationalError):
             # SQLite reports locks and I/O failures as OperationalError, but also SQL errors
             # such as "no such table": only the former are outages.
