@@ -1,12 +1,12 @@
-"""Fault tests through a real `llmops serve`: PostgreSQL stopped for 30 s under load at c=16, and SIGTERM mid-load
-(`--workers 2`; one process while the database is down). Every request the client got an answer to has its usage record in the store
-exactly once (matched by the unique `x-request-id` each request sends), and the rollups sum to the records."""
+"""Fault tests through a real `llmops serve`: PostgreSQL stopped for 30 s under load at c=16, and SIGTERM
+mid-load (`--workers 2`; one process while the database is down). Every request the client got an answer to
+has its usage record in the store exactly once (matched by the unique `x-request-id` each request sends), and
+the rollups sum to the records."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -133,7 +133,7 @@ class Load:
                 async with session.post(url, json=BODY, headers={"x-request-id": rid}) as r:
                     await r.read()
                 self.answered.append(rid)  # any status: every response has a usage record
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.failed += 1  # e.g. the gateway shutting down: no answer, nothing to account for
                 await asyncio.sleep(0.05)
 
