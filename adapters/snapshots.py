@@ -158,6 +158,9 @@ class KeySpec(_Spec, frozen=True):
 class KeysSnapshot(_Payload, frozen=True, tag="keys"):
     teams: list[TeamSpec] = []
     keys: list[KeySpec] = []
+    # A key with the data-plane role exists or existed (revoked and expired ones count): the auth plug-in's
+    # `required: auto` stays on once the first was made, so revoking the last key never opens the gateway.
+    data_plane_keys_issued: bool = False
 
 
 # -- policies --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from adapters.adminapi.auth import Actor, generate_key, generate_secret
 from adapters.adminapi.envelope import Page, PageParams
 from adapters.adminapi.errors import Conflict, FieldError, NotFound, SemanticError, refuse
 from adapters.adminapi.keymodel import CreatedKey, Key, KeyCreate, Team, TeamCreate, schema_rule_errors
-from adapters.adminapi.rbac import Role
+from adapters.adminapi.rbac import DATA_PLANE_ROLE, Role
 from adapters.dataplane import DEFAULT_TEAM_ID, gateway_keys, teams
 from adapters.snapshots import KeySpec, KeysSnapshot, TeamSpec
 from adapters.store import DuplicateKey, Store, new_id, publish, store_snapshots, utcnow
@@ -147,6 +147,8 @@ async def keys_snapshot(conn: AsyncConnection, generation: int, at: datetime) ->
                       limits=msgspec.convert(r.limits, Limits) if r.limits else None, budget_usd=r.budget_usd,
                       budget_period=r.budget_period, expires_at=r.expires_at)
               for r in key_rows],
+        data_plane_keys_issued=(await conn.execute(
+            select(k.id).where(has_role(DATA_PLANE_ROLE)).limit(1))).first() is not None,
     )
 
 

@@ -17,9 +17,11 @@ key's and its team's ``allowed_models`` (globs, matched against the route, the m
 
 When a key is required (settings ``required``):
 
-* ``auto`` (default): while the keys snapshot lists at least one data-plane key; with none, every
-  request passes and ``on_request`` returns at once (one identity check). Revoking the last data-plane
-  key switches authentication off again (logged as a warning): production should say ``always``.
+* ``auto`` (default): as soon as one data-plane key has been issued (the snapshot's
+  ``data_plane_keys_issued``: revoked and expired keys count, so revoking the last key never opens the
+  gateway again); before that, every request passes and ``on_request`` returns at once (one identity
+  check). A gateway that starts while the database is down has no keys snapshot yet, and lets requests
+  through until it has one: production deployments should say ``always``.
 * ``always``: every request needs a key, with or without keys in the snapshot.
 * ``never``: no authentication (the plug-in has no hooks at all).
 
@@ -112,7 +114,10 @@ class _Index:
     def __init__(self, snap: KeysSnapshot | None, mode: str) -> None:
         teams = {t.id: t for t in snap.teams} if snap is not None else {}
         self.keys = {k.id: _Key(k, teams.get(k.team_id)) for k in snap.keys} if snap is not None else {}
-        self.required = mode == "always" or (mode == "auto" and any(k.data_plane for k in self.keys.values()))
+        # issued: revoked and expired keys count too (a publisher without the field: the live keys alone)
+        issued = snap is not None and snap.data_plane_keys_issued
+        self.required = mode == "always" or (mode == "auto" and (
+            issued or any(k.data_plane for k in self.keys.values())))
 
 
 class AuthPlugin:

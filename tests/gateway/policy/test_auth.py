@@ -42,10 +42,13 @@ class Keys:
         self.tokens[name] = token
         return token
 
-    def snapshot(self, generation: int = 1, *, without: tuple[str, ...] = ()) -> KeysSnapshot:
+    def snapshot(self, generation: int = 1, *, without: tuple[str, ...] = (), issued: bool = True) -> KeysSnapshot:
+        """``without``: revoked keys (left out); ``issued``: say, as keyring does, whether a data-plane key was
+        ever made (False: a publisher from before the field)."""
         gone = {self.specs[i].id for i, name in enumerate(self.tokens) if name in without}
         return KeysSnapshot(generation=generation, published_at=NOW, teams=self.teams,
-                            keys=[k for k in self.specs if k.id not in gone])
+                            keys=[k for k in self.specs if k.id not in gone],
+                            data_plane_keys_issued=issued and any("inference" in k.roles for k in self.specs))
 
 
 def _answer(call: UpstreamCall) -> Any:
@@ -98,7 +101,7 @@ def _openai_401(r: httpx.Response, code: str) -> dict[str, Any]:
     return error  # type: ignore[no-any-return]
 
 
-async def test_auto_is_off_until_a_data_plane_key_exists_and_then_refuses_a_missing_key() -> None:
+async def test_auto_is_off_until_a_data_plane_key_is_issued_and_stays_on_after_revocation() -> None:
     keys = Keys()
     admin_token = keys.add("ops", roles=("admin",))
     async with in_process(_cfg(), upstreams={"fn": FunctionUpstream(_answer)}) as (gw, h):
@@ -111,7 +114,10 @@ async def test_auto_is_off_until_a_data_plane_key_exists_and_then_refuses_a_miss
         _publish(gw, keys.snapshot(2))
         error = _openai_401(await _chat(h), "missing_api_key")
         assert error["message"].startswith("You didn't provide an API key")
-        _publish(gw, keys.snapshot(3, without=("app",)))  # the last data-plane key revoked: off again
+        _publish(gw, keys.snapshot(3, without=("app",)))  # the last data-plane key revoked: still on
+        _openai_401(await _chat(h), "missing_api_key")
+        _openai_401(await _chat(h, _bearer(keys.tokens["app"])), "invalid_api_key")
+        _publish(gw, keys.snapshot(4, without=("app",), issued=False))  # an older publisher: the live keys decide
         assert (await _chat(h)).status_code == 200
 
 
