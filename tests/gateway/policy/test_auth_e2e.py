@@ -96,5 +96,15 @@ async def test_rest_keys_on_the_data_plane(database_url: str, tmp_path: Path, mo
         assert by_detail["key lacks the inference role"]["actorName"] == "dev"
         assert by_detail["missing key"]["actorKeyId"] is None and by_detail["missing key"]["statusCode"] == 401
         assert all(e["requestId"] and e["resourceId"] == "r" for e in entries["items"])
+        # a flood of the same denial: one row now, one aggregate with the count when its window closes
+        for _ in range(20):
+            assert await chat() == 401
+        auth = next(p.instance for p in app.state.gateway.generation.plugins.plugins if p.name == "auth")
+        await auth.audit.flush(close_all=True)
+        entries = (await h.get("/llm-ops/v1/audit/logs", headers=ADMIN,
+                               params={"action": "auth.denied", "resourceType": "gateway_route"})).json()["data"]
+        missing = [e for e in entries["items"] if e["detail"].startswith("missing key")]
+        assert [e["detail"] for e in missing] == ["missing key (21 more from anonymous)", "missing key"]
+        assert missing[0]["after"]["count"] == 21 and len(missing[0]["after"]["requestIds"]) == 5
         text = str(entries)
         assert app_key.rsplit("_", 1)[1] not in text and dev["key"].rsplit("_", 1)[1] not in text
