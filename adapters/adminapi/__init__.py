@@ -2,8 +2,8 @@
 
 Conventions (see docs/admin-api.md): everything under ``/llm-ops/v1``; responses are
 the ``{status, message, data}`` envelope; lists page with ``page``/``pageSize``;
-bearer keys with roles viewer < developer < operator < admin; every mutation and
-denial lands in the audit log. Modules plug in through ``ControlModule``.
+bearer keys with roles viewer < developer < operator < admin (``inference``: data plane only, below
+viewer; ``rbac``); every mutation and denial lands in the audit log. Modules plug in through ``ControlModule``.
 """
 
 from adapters.adminapi.audit import AuditEntry, AuditWriter, query_audit

@@ -130,7 +130,8 @@ class PermissionTable(Mapping[tuple[str, str], "Role | None"]):
     def markdown(self, paths: Sequence[str] | None = None) -> str:
         """The table as docs/admin-api.md shows it (only paths starting with one of ``paths``, if given)."""
         lines = ["| Method | Path | Minimum role |", "|---|---|---|"]
-        for (method, path), role in self._rows.items():
+        order = {m: i for i, m in enumerate(("GET", "POST", "PUT", "PATCH", "DELETE"))}
+        for (method, path), role in sorted(self._rows.items(), key=lambda r: (r[0][1], order.get(r[0][0], 9))):
             if method in {"HEAD", "OPTIONS"} or (paths and not path.startswith(tuple(paths))):
                 continue
             lines.append(f"| {method} | `{path}` | {'public' if role is None else role.name} |")

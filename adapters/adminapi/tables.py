@@ -1,5 +1,8 @@
 """The admin core's own tables (API keys, audit log) and their migrations (module name ``admin``).
 
+``api_keys`` is read by nothing since dataplane migration 3 copied its rows into ``gateway_keys``, the one
+key table (``adapters.dataplane``); it stays so that no key is ever lost by the move.
+
 ``*_v1`` definitions are frozen as migration 1 created them; queries use the live
 ``api_keys`` / ``audit_log`` tables. Change a live table only together with a new migration.
 

@@ -1,4 +1,5 @@
-"""Governance: versioned policies (allowed models, limits, budgets, guardrails) behind /governance/policies.
+"""Governance: versioned policies (allowed models, limits, budgets, guardrails) behind /governance/policies,
+and the teams and keys they apply to behind /governance/teams and /governance/keys.
 
 The audit log it relies on is core admin plumbing (``adapters.adminapi.audit``),
 served at ``GET /llm-ops/v1/audit/logs`` whichever modules are enabled.

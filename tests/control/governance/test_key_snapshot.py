@@ -88,6 +88,18 @@ async def test_a_revocation_reaches_the_gateway_within_a_second(gov: AdminTestAp
         took = await _until(state, lambda s: all(k.id != key_id for k in s.keys))
         assert state.snapshots.keys is not None and state.snapshots.keys.generation > before
         assert took < 1.0
+        assert state.snapshots.keys.data_plane_keys_issued  # revoking the last key does not open the gateway
+
+
+async def test_only_an_inference_key_counts_as_issued_for_the_data_plane(gov: AdminTestApp,
+                                                                        database_url: str) -> None:
+    team_id = await _team(gov)
+    async with following(gov, database_url) as state:
+        await gov.client.post(f"{API}/keys", json={"name": "ops", "teamId": team_id, "roles": ["admin"]})
+        await _until(state, lambda s: s is not None and len(s.keys) == 1)
+        assert state.snapshots.keys is not None and not state.snapshots.keys.data_plane_keys_issued
+        await gov.client.post(f"{API}/keys", json={"name": "app", "teamId": team_id, "roles": ["inference"]})
+        await _until(state, lambda s: s.data_plane_keys_issued)
 
 
 async def test_a_rotation_replaces_the_published_digest(gov: AdminTestApp, database_url: str) -> None:
