@@ -29,17 +29,17 @@ from adapters.upstream.base import Usage
 __all__ = ["WireUsage", "to_usage", "usage_json"]
 
 
-class _InputDetails(msgspec.Struct):
+class _InputDetails(msgspec.Struct, gc=False):
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
     cache_creation_tokens: int | None = None
 
 
-class _OutputDetails(msgspec.Struct):
+class _OutputDetails(msgspec.Struct, gc=False):
     reasoning_tokens: int | None = None
 
 
-class WireUsage(msgspec.Struct):
+class WireUsage(msgspec.Struct, gc=False):
     """Every field optional: a provider sends a subset, often with explicit nulls."""
 
     prompt_tokens: int | None = None
@@ -55,35 +55,37 @@ class WireUsage(msgspec.Struct):
     prompt_cache_hit_tokens: int | None = None
 
 
-_NO_INPUT = _InputDetails()
-
-
-def _first(*values: int | None) -> int:
-    for v in values:
-        if v:
-            return v
-    return 0
-
-
 def to_usage(w: WireUsage) -> Usage:
-    inp = w.prompt_tokens_details or w.input_tokens_details or _NO_INPUT
+    """Runs per request on the hot path (non-streamed bodies; a stream's last usage once): plain
+    `or` chains and branches, no helper calls; the bare OpenAI shape first (~1.5k instructions)."""
+    prompt = w.prompt_tokens
+    if (prompt is not None and w.prompt_tokens_details is None and w.completion_tokens_details is None
+            and w.cache_read_input_tokens is None and w.cache_creation_input_tokens is None
+            and w.prompt_cache_hit_tokens is None):
+        completion = w.completion_tokens or 0
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    inp = w.prompt_tokens_details or w.input_tokens_details
     out = w.completion_tokens_details or w.output_tokens_details
-    read = _first(inp.cached_tokens, w.cache_read_input_tokens, w.prompt_cache_hit_tokens)
-    write = _first(inp.cache_write_tokens, inp.cache_creation_tokens, w.cache_creation_input_tokens)
-    if w.prompt_tokens is not None:
-        prompt = w.prompt_tokens
-        if prompt < read + write:  # cannot include them: an exclusive count
-            prompt += read + write
+    if inp is None:
+        read = w.cache_read_input_tokens or w.prompt_cache_hit_tokens or 0
+        write = w.cache_creation_input_tokens or 0
     else:
+        read = inp.cached_tokens or w.cache_read_input_tokens or w.prompt_cache_hit_tokens or 0
+        write = inp.cache_write_tokens or inp.cache_creation_tokens or w.cache_creation_input_tokens or 0
+    if prompt is None:
         prompt = w.input_tokens or 0
         if w.cache_read_input_tokens is not None or w.cache_creation_input_tokens is not None:
             prompt += read + write  # Anthropic's shape: input_tokens is the uncached rest
         elif prompt < read + write:
             prompt += read + write
-    completion = w.completion_tokens if w.completion_tokens is not None else (w.output_tokens or 0)
+    elif prompt < read + write:  # cannot include them: an exclusive count
+        prompt += read + write
+    done = w.completion_tokens
+    completion = (w.output_tokens or 0) if done is None else done
     return Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-        cached_read_tokens=read, cache_write_tokens=write, reasoning_tokens=(out.reasoning_tokens or 0) if out else 0,
+        cached_read_tokens=read, cache_write_tokens=write,
+        reasoning_tokens=(out.reasoning_tokens or 0) if out is not None else 0,
     )
 
 
