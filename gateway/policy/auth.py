@@ -68,6 +68,7 @@ _TOKEN: Final = re.compile(rb"llmops_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _MAX_CREDENTIAL = 512  # a key is 67 bytes; anything far longer is not one, and is not parsed
 _NO_DIGEST: Final = "0" * 64
 _BEARER = b"bearer "
+_BUSY: Final = object()  # never a snapshot: "no snapshot is idle"
 
 
 class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -136,6 +137,8 @@ class AuthPlugin:
         self._seen: KeysSnapshot | None = None
         self._idx = self._prev_idx = _Index(None, self._mode)
         self._prev: KeysSnapshot | None = None
+        # The keys snapshot (None: none yet) for which nothing is required: the idle path's one identity check.
+        self._idle: object = _BUSY if self._idx.required else None
         if self._mode == "never":  # no hooks on the request path at all
             self.on_request = self.on_route = None  # type: ignore[assignment]
 
@@ -156,14 +159,25 @@ class AuthPlugin:
                             "(set plugins: [{name: auth, settings: {required: always}}] to keep it on)")
         self._prev, self._prev_idx = self._seen, self._idx
         self._seen, self._idx = keys, idx
+        self._idle = _BUSY if idx.required else keys
         return idx
 
     # -- hooks -----------------------------------------------------------------------------------
 
     def on_request(self, ctx: RequestContext) -> None:
+        if ctx.control.keys is self._idle:  # type: ignore[union-attr]  # the gateway always sets ctx.control
+            return  # the idle path: no data-plane key was ever issued
+        self._authenticate(ctx)
+
+    def on_route(self, ctx: RequestContext) -> None:
+        if ctx.principal is None and ctx.control.keys is self._idle:  # type: ignore[union-attr]
+            return
+        self._check_route(ctx)
+
+    def _authenticate(self, ctx: RequestContext) -> None:
         keys = ctx.control.keys if ctx.control is not None else None
         idx = self._idx if keys is self._seen else self._index(keys)
-        if not idx.required:  # the idle path: no data-plane key anywhere
+        if not idx.required:  # an idle snapshot this request started with, another one current
             return
         try:
             token = self._credential(ctx)
@@ -190,7 +204,7 @@ class AuthPlugin:
                 f"Key {key_id} may not call the data plane: it lacks the 'inference' role",
                 code="insufficient_permissions"), "key lacks the inference role", entry, reason="permission")
 
-    def on_route(self, ctx: RequestContext) -> None:
+    def _check_route(self, ctx: RequestContext) -> None:
         keys = ctx.control.keys if ctx.control is not None else None
         idx = self._idx if keys is self._seen else self._index(keys)
         p = ctx.principal
