@@ -55,15 +55,21 @@ class Reach:
 
 
 class _Walk:
-    def __init__(self) -> None:
+    def __init__(self, state: Any) -> None:
+        self.state = state
         self.parts: list[str] = []
         self.any = False
         self.ignorecase = False
         self.ahead = 0
         self.behind = 0
 
-    def items(self, data: Any) -> None:
-        for op, av in data:
+    def items(self, data: Any, after: int = 0) -> None:
+        """Walk a sequence; ``after``: the fewest characters any match has after it, which a
+        lookahead here reads before it reads past the match (``(?!000)\\d{3}`` never does)."""
+        least = [_parser.SubPattern(self.state, [item]).getwidth()[0] for item in data]
+        rest = after + sum(least)
+        for (op, av), width in zip(data, least, strict=True):
+            rest -= width  # now: the fewest characters after this item
             if op == sre.LITERAL:
                 self.parts.append(_char(av))
             elif op in (sre.NOT_LITERAL, sre.ANY):
@@ -71,25 +77,27 @@ class _Walk:
             elif op == sre.IN:
                 self.charset(av)
             elif op in _REPEATS:
-                self.items(av[2])
+                self.items(av[2], rest)
             elif op == sre.SUBPATTERN:
                 _group, add_flags, _del_flags, sub = av
                 self.ignorecase |= bool(add_flags & re.IGNORECASE)
-                self.items(sub)
+                self.items(sub, rest)
             elif op == sre.ATOMIC_GROUP:
-                self.items(av)
+                self.items(av, rest)
             elif op == sre.BRANCH:
                 for sub in av[1]:
-                    self.items(sub)
+                    self.items(sub, rest)
             elif op in (sre.ASSERT, sre.ASSERT_NOT):
                 direction, sub = av
                 width = min(sub.getwidth()[1], 1 << 16)
                 if direction == 1:
-                    self.ahead = max(self.ahead, width)
+                    self.ahead = max(self.ahead, width - rest)
                 else:
                     self.behind = max(self.behind, width)
             elif op == sre.AT:  # \b, \B, ^, $, \A, \Z: one character either side
-                self.ahead, self.behind = max(self.ahead, 1), max(self.behind, 1)
+                self.behind = max(self.behind, 1)
+                if rest == 0:
+                    self.ahead = max(self.ahead, 1)
             else:  # group references, conditionals, anything newer: assume the worst
                 self.any = True
 
@@ -112,7 +120,7 @@ def _char(code: int) -> str:
 def reach(pattern: str, flags: int = 0, *, cap: int = 256) -> Reach:
     """The reach of ``pattern`` (compiled with ``flags``); ``re.error`` if it does not compile."""
     tree = _parser.parse(pattern, flags)
-    walk = _Walk()
+    walk = _Walk(tree.state)
     walk.items(tree.data)
     width = min(tree.getwidth()[1], cap)
     if "[:" in pattern:  # POSIX classes: Python reads a set of literals, RE2 a class; don't guess
