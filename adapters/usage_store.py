@@ -1,18 +1,21 @@
 """Usage rows in the store, exactly once: ``usage_records`` plus their hourly ``usage_rollups``.
 
-``write_usage`` writes a batch in one transaction: rows go in with ``ON CONFLICT (record_id) DO
-NOTHING ... RETURNING record_id``, and only the rows that came back (the ones this call
-inserted) are added to the rollups with ``INSERT ... ON CONFLICT DO UPDATE SET col = col +
-excluded.col``. A batch written twice (a timed-out commit that did land, a spill file replayed
+``write_usage`` writes a batch in one transaction: the rows whose ``record_id`` is not stored yet go
+in, and exactly those are added to the rollups (``INSERT ... ON CONFLICT DO UPDATE SET col = col +
+excluded.col``). A batch written twice (a timed-out commit that did land, a spill file replayed
 after a crash) changes nothing the second time, and the rollups always equal the sums of the rows.
 
-* **SQLite** (3.35+ for RETURNING): SQLAlchemy's multi-row VALUES; the rollup deltas are summed
-  here (``rollup_deltas``) and upserted.
-* **PostgreSQL**: the batch is COPYed into a per-connection temporary stage table, then one
-  statement inserts the rows and, from the rows its ``RETURNING`` reports, upserts the rollups
-  (the same sums as ``rollup_deltas``, in SQL). asyncpg encodes COPY rows in C and Python never
-  sees the inserted ids: about half the gateway CPU of the VALUES path, which itself is about
-  half of SQLAlchemy's executemany (measured for docs/benchmarks.md, "Metering").
+* **PostgreSQL**: on the store's connection, through asyncpg itself: the batch is COPYed into a
+  per-connection temporary stage table, then one statement inserts it with ``ON CONFLICT
+  (record_id) DO NOTHING RETURNING record_id`` and upserts the rollups from exactly the rows
+  RETURNING names (the sums ``rollup_deltas`` computes, in SQL). Four round trips per batch.
+* **SQLite**: inside the store's ``BEGIN IMMEDIATE`` transaction no other writer exists, so the
+  ids already stored are looked up, the others inserted with the driver's ``executemany``, and
+  ``rollup_deltas`` of them upserted.
+
+Both bypass SQLAlchemy's per-value processing for the rows, which cost the gateway several times
+the CPU (docs/benchmarks.md, "Metering"); the column encodings (``UtcDateTime``, ``UsdAmount``)
+are reproduced here and tested to read back through SQLAlchemy unchanged.
 
 ``UsageRow`` is what is stored and also the line format of the gateway's spill files. Strings are
 cut to their column widths and NULs removed when a row is made, so a hostile model name can never
@@ -29,17 +32,16 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import String, func, text
+from sqlalchemy import String, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.dataplane import ROLLUP_DIMENSIONS, usage_records, usage_rollups
-from adapters.store import ConstraintViolation, InvalidValue, Store, StoreError, StoreUnavailable
+from adapters.store import ConstraintViolation, InvalidValue, Store, StoreUnavailable
 from adapters.usage import UsageRecord
 
-__all__ = ["SQLITE_MIN_VERSION", "UsageRow", "rollup_deltas", "row_from_record", "write_usage"]
+__all__ = ["UsageRow", "rollup_deltas", "row_from_record", "write_usage"]
 
-SQLITE_MIN_VERSION = (3, 35, 0)  # INSERT ... RETURNING
 _ESTIMATED = frozenset({"counted", "estimated"})  # counts that are not the upstream's own
 _SUMS = ("requests", "errors", "unpriced_requests", "estimated_requests", "prompt_tokens", "completion_tokens",
          "cached_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "latency_s_sum")
@@ -77,34 +79,32 @@ class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _WIDTHS: dict[str, int] = {c.name: c.type.length for c in usage_records.c
                            if isinstance(c.type, String) and c.type.length}
-
-
-def _fit(value: str, column: str) -> str:
-    """Fit a string into its column: NULs out (PostgreSQL refuses them), cut to the width."""
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    width = _WIDTHS[column]
-    return value if len(value) <= width else value[:width]
-
-
-def _fit_opt(value: str | None, column: str) -> str | None:
-    return None if value is None else _fit(value, column)
+_TEXT = ("record_id", "request_id", "endpoint", "route", "model", "provider", "usage_source", "variant", "key_id",
+         "team", "price_source", "error")
+_TEXT_WIDTHS = tuple(_WIDTHS[f] for f in _TEXT)
 
 
 def row_from_record(r: UsageRecord) -> UsageRow:
-    """The stored shape of a record (``record_id`` must be set)."""
+    """The stored shape of a record (``record_id`` must be set). Strings are made to fit their
+    columns: NULs removed (PostgreSQL refuses them), then cut to the column's width."""
     p = r.principal
-    return UsageRow(
-        record_id=_fit(r.record_id, "record_id"), request_id=_fit(r.request_id, "request_id"), ts=r.ts,
-        endpoint=_fit(r.endpoint, "endpoint"), route=_fit(r.route, "route"), model=_fit(r.model, "model"),
-        provider=_fit(r.provider, "provider"), status=r.status, latency_s=r.latency_s,
-        usage_source=_fit(r.usage_source, "usage_source"), variant=_fit_opt(r.variant, "variant"),
-        key_id=None if p is None else _fit(p.key_id, "key_id"), team=None if p is None else _fit_opt(p.team, "team"),
-        stream=r.stream, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-        cached_read_tokens=r.cached_read_tokens, cache_write_tokens=r.cache_write_tokens,
-        reasoning_tokens=r.reasoning_tokens, cost_usd=r.cost_usd, price_source=_fit_opt(r.price_source, "price_source"),
-        error=_fit_opt(r.error, "error"), ttft_s=r.ttft_s, attempts=r.attempts, gpu_usd_per_hour=r.gpu_usd_per_hour,
+    row = UsageRow(
+        record_id=r.record_id, request_id=r.request_id, ts=r.ts, endpoint=r.endpoint, route=r.route, model=r.model,
+        provider=r.provider, status=r.status, latency_s=r.latency_s, usage_source=r.usage_source, variant=r.variant,
+        key_id=None if p is None else p.key_id, team=None if p is None else p.team, stream=r.stream,
+        prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cached_read_tokens=r.cached_read_tokens,
+        cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens, cost_usd=r.cost_usd,
+        price_source=r.price_source, error=r.error, ttft_s=r.ttft_s, attempts=r.attempts,
+        gpu_usd_per_hour=r.gpu_usd_per_hour,
     )
+    texts = (row.record_id, row.request_id, row.endpoint, row.route, row.model, row.provider, row.usage_source,
+             row.variant or "", row.key_id or "", row.team or "", row.price_source or "", row.error or "")  # _TEXT
+    if "\x00" in "".join(texts) or any(map(int.__gt__, map(len, texts), _TEXT_WIDTHS)):  # rare: one check for all
+        for f, width in zip(_TEXT, _TEXT_WIDTHS, strict=True):
+            value = getattr(row, f)
+            if value is not None:
+                setattr(row, f, value.replace("\x00", "")[:width])
+    return row
 
 
 def _hour(ts: float) -> datetime:
@@ -167,16 +167,24 @@ _NANO = Decimal(1_000_000_000)
 
 
 # -- SQLite ------------------------------------------------------------------------------------
+# Inside the store's write transaction (BEGIN IMMEDIATE: no other writer, in any process, until it
+# commits), so "look up which ids exist, insert the others" is exact without RETURNING. The rows go
+# through the sqlite3 driver's executemany, in C: SQLAlchemy's per-value processing cost about four
+# times as much gateway CPU, and SQLite runs in the gateway's own process.
 
-def _record_params(r: UsageRow) -> dict[str, Any]:
-    d = {f: getattr(r, f) for f in _COLUMNS if f not in ("ts", "estimated")}
-    d["ts"] = datetime.fromtimestamp(r.ts, UTC)
-    d["estimated"] = r.usage_source in _ESTIMATED
-    return d
+_SQLITE_INSERT = (f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+_SQLITE_LOOKUP_CHUNK = 500  # ids per "IN (...)": well under SQLite's limit on bound variables
 
 
-_SQLITE_INSERT = (sqlite.insert(usage_records).on_conflict_do_nothing(index_elements=["record_id"])
-                  .returning(usage_records.c.record_id))
+def _sqlite_tuple(r: UsageRow) -> tuple[Any, ...]:
+    """The row in ``_COLUMNS`` order as SQLAlchemy stores it on SQLite: ``UtcDateTime`` as naive UTC
+    text with microseconds, ``UsdAmount`` in nano-dollars, booleans as 0/1."""
+    ts = datetime.fromtimestamp(r.ts, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return (r.record_id, r.request_id, ts, r.endpoint, r.route, r.model, r.provider, r.variant, r.key_id, r.team,
+            int(r.stream), r.prompt_tokens, r.completion_tokens, r.cached_read_tokens, r.cache_write_tokens,
+            r.reasoning_tokens, _nano(r.cost_usd), r.price_source, r.status, r.error, r.latency_s, r.ttft_s,
+            r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED))
 
 
 def _sqlite_upsert() -> Any:
@@ -193,29 +201,50 @@ _SQLITE_UPSERT = _sqlite_upsert()
 
 
 async def _write_sqlite(conn: AsyncConnection, rows: list[UsageRow]) -> int:
-    if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
-        raise StoreError(f"usage metering needs SQLite {'.'.join(map(str, SQLITE_MIN_VERSION))}+ "
-                         f"(INSERT ... RETURNING); this Python has {sqlite3.sqlite_version}")
-    result = await conn.execute(_SQLITE_INSERT, [_record_params(r) for r in rows])
-    inserted = {rid for (rid,) in result.all()}
-    fresh = rows if len(inserted) == len(rows) else [r for r in rows if r.record_id in inserted]
+    raw = await conn.get_raw_connection()
+    db = raw.driver_connection  # aiosqlite.Connection, in the transaction the store began
+    assert db is not None
+    with _sqlite_errors():
+        existing: set[str] = set()
+        for i in range(0, len(rows), _SQLITE_LOOKUP_CHUNK):
+            ids = [r.record_id for r in rows[i:i + _SQLITE_LOOKUP_CHUNK]]
+            found = await db.execute_fetchall(
+                f"SELECT record_id FROM usage_records WHERE record_id IN ({', '.join('?' * len(ids))})", ids)
+            existing.update(rid for (rid,) in found)
+        fresh = [r for r in rows if r.record_id not in existing] if existing else rows
+        if fresh:
+            await db.executemany(_SQLITE_INSERT, [_sqlite_tuple(r) for r in fresh])
     if fresh:
         await conn.execute(_SQLITE_UPSERT, rollup_deltas(fresh))
     return len(fresh)
+
+
+@contextlib.contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    """sqlite3's errors from the driver calls above, as the store's (``adapters.store.sql``'s rules)."""
+    try:
+        yield
+    except sqlite3.IntegrityError as err:
+        raise ConstraintViolation(str(err)) from err
+    except sqlite3.OperationalError as err:
+        if any(hint in str(err).lower() for hint in ("locked", "disk i/o", "unable to open", "readonly", "full",
+                                                      "busy")):
+            raise StoreUnavailable(f"database unavailable ({err})") from err
+        raise
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 _STAGE = "llmops_usage_stage"
 _STAGE_COLUMNS = (*_COLUMNS, "gpu_usd_per_hour", "hour")
-_STAGE_DDL = text(
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS SELECT {', '.join(_COLUMNS)}, "
-    f"cost_usd AS gpu_usd_per_hour, ts AS hour FROM usage_records WITH NO DATA"
-)
+# Created once per connection, outside any transaction (so no rollback can take it away); every
+# commit or rollback empties it, so a failed batch never leaks into the next one.
+_STAGE_DDL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS SELECT {', '.join(_COLUMNS)}, "
+              f"cost_usd AS gpu_usd_per_hour, ts AS hour FROM usage_records WITH NO DATA")
 _DIMS = ", ".join(ROLLUP_DIMENSIONS)
 # Data-modifying CTEs run once, to completion, whether or not the outer query reads them: the rows
 # go in, the rollups take exactly the rows RETURNING names, and the outer query counts them.
-_WRITE_FROM_STAGE = text(f"""
+_WRITE_FROM_STAGE = f"""
 WITH inserted AS (
     INSERT INTO usage_records ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE}
     ON CONFLICT (record_id) DO NOTHING RETURNING record_id
@@ -234,7 +263,7 @@ WITH inserted AS (
         gpu_usd_per_hour = greatest(usage_rollups.gpu_usd_per_hour, excluded.gpu_usd_per_hour)
 )
 SELECT count(*) FROM inserted
-""")
+"""
 
 
 def _nano(v: Decimal | None) -> int | None:
@@ -253,31 +282,49 @@ def _stage_tuple(r: UsageRow) -> tuple[Any, ...]:
 
 
 async def _write_postgres(conn: AsyncConnection, rows: list[UsageRow]) -> int:
-    # Through SQLAlchemy first, so that its lazily begun transaction is open before the COPY: the
-    # stage table empties at every commit, so an autocommitted COPY would vanish at once.
-    await conn.execute(_STAGE_DDL)
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection  # asyncpg.Connection, in the transaction SQLAlchemy began
-    assert driver is not None
+    """On the store's connection (its checkout, deadline and error translation), but through asyncpg
+    itself: BEGIN, COPY, one statement, COMMIT. SQLAlchemy's own transaction stays unstarted (it
+    begins lazily, at its first statement), so its commit sends nothing."""
     records = [_stage_tuple(r) for r in rows]
-    with _copy_errors():
-        await driver.copy_records_to_table(_STAGE, records=records, columns=_STAGE_COLUMNS)
-    return int((await conn.execute(_WRITE_FROM_STAGE)).scalar_one())
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection  # asyncpg.Connection
+    assert driver is not None
+    info = conn.info  # lives with the pooled connection, as does its temporary table
+    with _asyncpg_errors(info):
+        if not info.get(_STAGE):
+            await driver.execute(_STAGE_DDL)
+            info[_STAGE] = True
+        async with driver.transaction():
+            await driver.copy_records_to_table(_STAGE, records=records, columns=_STAGE_COLUMNS)
+            return int(await driver.fetchval(_WRITE_FROM_STAGE))
+
+
+_OUTAGE_CLASSES = ("08", "40", "53", "57")  # connection, rollback (deadlock), resources, shutting down
 
 
 @contextlib.contextmanager
-def _copy_errors() -> Iterator[None]:
-    """asyncpg's own errors from the COPY (SQLAlchemy translates only what runs through it), as the
-    store's: the same outage / bad value distinction ``adapters.store.sql`` draws."""
+def _asyncpg_errors(info: dict[Any, Any]) -> Iterator[None]:
+    """asyncpg's errors as the store's, drawing ``adapters.store.sql``'s line between "the database is
+    not there (retry later)" and "this value is refused". Anything else (a bug in the SQL) passes
+    through unchanged."""
     import asyncpg
 
     try:
         yield
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as err:
         raise StoreUnavailable(f"database unavailable ({type(err).__name__})") from err
-    except asyncpg.DataError as err:
-        raise InvalidValue(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
-    except asyncpg.IntegrityConstraintViolationError as err:
-        raise ConstraintViolation(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+    except asyncpg.UndefinedTableError as err:  # the stage table was dropped (DISCARD TEMP): make it again
+        info.pop(_STAGE, None)
+        raise StoreUnavailable("usage stage table missing; recreated on the next batch") from err
+    except asyncpg.PostgresError as err:
+        state = str(getattr(err, "sqlstate", "") or "")
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if state[:2] in _OUTAGE_CLASSES:
+            raise StoreUnavailable(f"database unavailable ({message})") from err
+        if state[:2] == "22":
+            raise InvalidValue(message) from err
+        if state[:2] == "23":
+            raise ConstraintViolation(message) from err
+        raise
     except (OverflowError, ValueError, TypeError) as err:  # asyncpg refusing to encode a value (int4 range)
         raise InvalidValue(f"{type(err).__name__}: {err}") from err

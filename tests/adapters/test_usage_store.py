@@ -144,3 +144,20 @@ def test_spill_line_round_trips_money_exactly() -> None:
     line = msgspec.json.encode(r)
     assert msgspec.json.decode(line, type=UsageRow) == r
     assert b"completion_tokens" in line and b"cache_write_tokens" not in line  # defaults are left out
+
+
+async def test_columns_read_back_as_sqlalchemy_types_on_both_backends(store: SqlStore) -> None:
+    """The fast paths bypass SQLAlchemy's column types on the way in; what comes out must be the same."""
+    from datetime import UTC, datetime
+
+    r = row(7, ts=HOUR + 12.345678, stream=True, usage_source="counted", cost_usd=Decimal("1.000000001"),
+            ttft_s=0.05, team="a")
+    assert await write_usage(store, [r]) == 1
+    async with store.read() as conn:
+        got = (await conn.execute(select(usage_records))).one()
+        later = (await conn.execute(select(usage_records.c.record_id)
+                                    .where(usage_records.c.ts > datetime.fromtimestamp(HOUR + 12, UTC)))).all()
+    assert got.ts == datetime.fromtimestamp(HOUR + 12.345678, UTC)
+    assert (got.stream, got.estimated, got.cost_usd, got.ttft_s) == (True, True, Decimal("1.000000001"), 0.05)
+    assert (got.team, got.key_id, got.variant, got.attempts) == ("a", None, None, 1)
+    assert [x.record_id for x in later] == ["rec-7"]  # compares with SQLAlchemy-bound datetimes
