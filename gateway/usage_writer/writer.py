@@ -308,7 +308,7 @@ class UsageWriter:
                 return
             self._healthy, self._probe_backoff, self._next_probe = True, 1, 0.0
             log.info("usage store answers again: writing usage records to it, replaying spilled ones")
-        sealed = await asyncio.to_thread(self.spill.seal)
+        sealed = await asyncio.to_thread(self.spill.seal) if self._active_since is not None else None
         if sealed is not None:
             sealed.since, self._active_since = self._active_since or sealed.since, None
             self._replaying.append(sealed)
