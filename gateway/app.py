@@ -98,14 +98,16 @@ def create_app(
     """`plugins` and `upstreams`: see `Gateway` (plug-in instances beside the YAML's; ready
     providers in place of configured ones, e.g. `FunctionUpstream` in tests)."""
     gw = Gateway(cfg, config_path=config_path, default_config=default_config, plugins=plugins, upstreams=upstreams)
+    # Records into the store (None without one, or with metering off). First: it mints each record's
+    # record_id, which the consumers after it (traces) then see.
+    usage_writer = usage_writer_for(cfg, gw.metrics)
+    if usage_writer is not None:
+        gw.usage.add_consumer(usage_writer)
     gw.usage.add_consumer(MetricsConsumer(gw.metrics))
     gw.usage.add_consumer(gw.metrics.usage_stats)  # tokens, cost, priced/unpriced, A/B variants
     check_tracing(cfg.tracing)  # tracing on without the otel extra fails at boot, not on the first batch
     tracing = TracingConsumer(lambda: gw.cfg.tracing)  # follows reloads; imports nothing while off
     gw.usage.add_consumer(LogConsumer())
-    usage_writer = usage_writer_for(cfg, gw.metrics)  # records into the store; None without one or metering off
-    if usage_writer is not None:
-        gw.usage.add_consumer(usage_writer)
     gw.usage.add_consumer(tracing)  # after the writer, which mints record ids: spans carry them
     chat = ChatService(gw)
     # The other OpenAI endpoints: the chat path (routing, resilience, plug-ins, metering), their own wire.
