@@ -177,7 +177,8 @@ class KeyRing:
         now, who = utcnow(), actor.principal.name
         columns = _key_columns(data)
         async with self._store.begin() as conn:
-            team = await self._live_team(conn, data.team_id, semantic=True)
+            # Locked: a concurrent delete of the team waits for this commit, then sees the key (409).
+            team = await self._live_team(conn, data.team_id, lock=True, semantic=True)
             _check_expiry(columns["expires_at"], None, now)
             await conn.execute(gateway_keys.insert().values(
                 id=key_id, secret_sha256=digest, created_at=now, created_by=who, **columns))
@@ -200,7 +201,7 @@ class KeyRing:
             if all(getattr(row, c) == v for c, v in columns.items()):
                 return before, False
             if columns["team_id"] != row.team_id:
-                await self._live_team(conn, data.team_id, semantic=True)
+                await self._live_team(conn, data.team_id, lock=True, semantic=True)
             _check_expiry(columns["expires_at"], row.expires_at, now)
             await conn.execute(update(gateway_keys).where(gateway_keys.c.id == key_id).values(**columns))
             after = _to_key(await self._key_row(conn, key_id), now)

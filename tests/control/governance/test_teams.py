@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -61,6 +62,17 @@ async def test_a_team_with_live_keys_cannot_be_deleted(gov: AdminTestApp) -> Non
     gone = await gov.client.post("/llm-ops/v1/governance/keys", json={"name": "x", "teamId": team["id"],
                                                                        "roles": ["inference"]})
     assert gone.status_code == 422 and gone.json()["data"]["errors"][0]["field"] == "teamId"
+
+
+async def test_a_key_created_while_its_team_is_deleted_never_outlives_the_team(gov: AdminTestApp) -> None:
+    for round_ in range(8):
+        team = await _create(gov, name=f"race-{round_}")
+        created, deleted = await asyncio.gather(
+            gov.client.post("/llm-ops/v1/governance/keys", json={"name": "k", "teamId": team["id"],
+                                                                  "roles": ["inference"]}),
+            gov.client.delete(f"{API}/{team['id']}"))
+        # Either the key came first (the delete is refused) or the delete did (the key is refused): never both.
+        assert (created.status_code, deleted.status_code) in {(201, 409), (422, 200)}, (created.text, deleted.text)
 
 
 async def test_the_default_team_stays(gov: AdminTestApp) -> None:
