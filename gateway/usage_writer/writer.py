@@ -214,13 +214,27 @@ class UsageWriter:
             since = since or time.time()
             self._inflight = (since, len(records))
             try:
-                rows = [row_from_record(r) for r in records]
+                rows = self._rows(records)
                 if await self._write(rows):
                     self.metrics.written.inc(len(rows))
                 else:
                     await self._spill_rows(rows, since)
             finally:
                 self._inflight = None
+
+    def _rows(self, records: list[UsageRecord]) -> list[UsageRow]:
+        """Stored rows of `records`; one a plug-in broke (a field of the wrong type) is dropped, not its batch."""
+        try:
+            return [row_from_record(r) for r in records]
+        except Exception:  # rare: find the culprits one by one
+            rows = []
+            for r in records:
+                try:
+                    rows.append(row_from_record(r))
+                except Exception:
+                    log.exception("usage record %s cannot be stored, dropped", r.record_id)
+                    self._drop(1, "a record with a malformed field")
+            return rows
 
     async def _write(self, rows: list[UsageRow]) -> bool:
         """One batch into the store; False when the store is down or too slow (it is then marked down).
@@ -269,7 +283,7 @@ class UsageWriter:
         self._after_spill(written, len(records), since)
 
     def _convert_and_append(self, records: list[UsageRecord], since: float) -> int:
-        return self.spill.append([row_from_record(r) for r in records], since)
+        return self.spill.append(self._rows(records), since)
 
     async def _spill_rows(self, rows: list[UsageRow], since: float) -> None:
         try:

@@ -199,3 +199,17 @@ async def test_a_row_the_store_refuses_is_dropped_not_retried_forever(tmp_path: 
         finally:
             await w.aclose()
             await store.aclose()
+
+
+async def test_a_malformed_record_is_dropped_not_its_batch(store: SqlStore, tmp_path: Path) -> None:
+    w = writer(tmp_path, batch_size=10)
+    await w.start(store)
+    try:
+        recs = [record(i) for i in range(5)]
+        recs[2].variant = 123  # type: ignore[assignment]  # a plug-in that set ctx.variant to a number
+        await w.consume(recs)
+        await until(lambda: _registry_value(w, "llmops_usage_records_written_total") == 4, 10, "the other four")
+        assert _registry_value(w, "llmops_usage_records_dropped_total") == 1 and w.healthy
+    finally:
+        await w.aclose()
+    assert set(await stored(store)) == {"req-0", "req-1", "req-3", "req-4"}
