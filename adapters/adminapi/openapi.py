@@ -9,7 +9,8 @@ Litestar generates the document from the handlers, but three things it cannot kn
   ======  =====================================================================
   400     the operation takes parameters or a body
   401     the route needs a key (every route not marked public)
-  403     the route's minimum role is above ``viewer`` (a viewer key gets it)
+  403     like 401: a key below the route's minimum role gets it (a data-plane-only key, role
+          ``inference``, ranks below ``viewer``, so even viewer routes can answer it)
   404     the path names a resource (``{id}`` segments)
   409     the operation writes (POST/PUT/PATCH/DELETE), or its handler lists ``Conflict`` in ``raises``
   413     the operation takes a body
@@ -57,7 +58,7 @@ _DESCRIPTIONS = {
     400: "Bad request: a parameter or the body breaks the schema or a rule stated in the description "
          "(data.errors names each field)",
     401: "Missing, unknown, malformed or revoked key",
-    403: "The key's role is below this route's minimum role",
+    403: "The key's role is below this route's minimum role (data-plane-only keys: every admin route)",
     404: "No such resource",
     409: "Conflicts with the current state (name taken, stale expectedVersion, dependents, wrong status)",
     413: "Request body too large",
@@ -140,10 +141,7 @@ def _declare_errors(op: dict[str, Any], path: str, method: str, facts: RouteFact
     if op.get("parameters") or op.get("requestBody") or "{" in path:
         statuses.add(400)
     if (path, method) not in facts.roles or facts.roles[(path, method)] is not None:
-        statuses |= {401, 429}
-        role = facts.roles.get((path, method))
-        if role is None or role > Role.viewer:
-            statuses.add(403)
+        statuses |= {401, 403, 429}
     if "{" in path:
         statuses.add(404)
     if method in _WRITES:

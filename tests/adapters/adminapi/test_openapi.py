@@ -43,7 +43,7 @@ def test_every_error_response_is_the_envelope(doc: dict[str, Any]) -> None:
 def test_statuses_follow_the_route(doc: dict[str, Any]) -> None:
     ops = {(path.removeprefix(ADMIN_PREFIX), method): set(op["responses"]) for path, method, op in operations(doc)}
     assert "403" in ops[("/admin/keys", "get")]  # admin only
-    assert "403" not in ops[("/governance/policies", "get")]  # any key may read
+    assert "403" in ops[("/governance/policies", "get")]  # a viewer may read; a data-plane-only key may not
     assert "404" in ops[("/governance/policies/{policyId}", "get")] and "404" not in ops[("/admin/keys", "get")]
     assert "409" in ops[("/governance/policies", "post")] and "409" not in ops[("/governance/policies", "get")]
     assert "409" in ops[("/catalog/datasets/{datasetId}/preview", "get")]  # raises=[Conflict]
