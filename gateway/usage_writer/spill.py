@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger("llmops.metering")
 _SUFFIX = ".jsonl"
 _NEW = ".new"
 _READ_BLOCK = 1 << 20
+_NEW_GRACE_S = 60.0
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(UsageRow).decode
 
@@ -123,7 +125,9 @@ class SpillDir:
                 if path in self._held:
                     continue
                 if entry.name.endswith(_NEW):  # died between creating and naming it: empty
-                    self._remove_if_dead(path)
+                    with contextlib.suppress(FileNotFoundError):  # (a minute old: not one being named now)
+                        if time.time() - entry.stat().st_mtime > _NEW_GRACE_S:
+                            self._remove_if_dead(path)
                 elif entry.name.endswith(_SUFFIX) and (f := self._claim(path)) is not None:
                     found.append(f)
         return found

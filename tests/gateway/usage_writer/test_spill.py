@@ -101,6 +101,8 @@ def test_claims_only_files_whose_owner_is_gone(tmp_path: Path) -> None:
     root = mine.root
     (root / "usage-1-1-dead.jsonl").write_bytes(msgspec.json.encode(row(2)) + b"\n")  # nobody holds it
     (root / "usage-2-1-dead.new").write_bytes(b"")  # died between creating and naming a file
+    os.utime(root / "usage-2-1-dead.new", (1.0, 1.0))  # long ago (a fresh one may be being named right now)
+    (root / "usage-4-1-naming.new").write_bytes(b"")
     alive = root / "usage-3-1-alive.jsonl"
     alive.write_bytes(msgspec.json.encode(row(3)) + b"\n")
     holder = os.open(alive, os.O_RDWR)  # a live owner: another open file description holds the lock
@@ -109,7 +111,7 @@ def test_claims_only_files_whose_owner_is_gone(tmp_path: Path) -> None:
         other = SpillDir(root, 1 << 20)  # e.g. another worker
         claimed = other.claim_dead()
         assert [f.path.name for f in claimed] == ["usage-1-1-dead.jsonl"]
-        assert not (root / "usage-2-1-dead.new").exists()
+        assert not (root / "usage-2-1-dead.new").exists() and (root / "usage-4-1-naming.new").exists()
         assert other.claim_dead() == []  # held now
         assert mine.claim_dead() == []  # and the first one's own file is its own
         other.remove(claimed[0])
