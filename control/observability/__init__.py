@@ -1,6 +1,7 @@
 """Observability: the cost API (usage and cost by team, key, route, model, provider, variant, endpoint and
 hour or day; top spenders; CSV; cost profiles; cost aggregate), read from the hourly usage rollups."""
 
+from control.observability.daily import refresh_days, refresh_dirty
 from control.observability.module import ObservabilityModule
 from control.observability.params import UsageQuery, Window
 from control.observability.reports import Report, query_usage
@@ -20,4 +21,6 @@ __all__ = [
     "module",
     "query_usage",
     "rebuild_rollups",
+    "refresh_days",
+    "refresh_dirty",
 ]

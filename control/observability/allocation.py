@@ -9,11 +9,13 @@ data always splits the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["Key", "split"]
+__all__ = ["MICRO_HOUR", "GpuRow", "Key", "allocate_hours", "split"]
 
 Key = tuple[str, ...]
+MICRO_HOUR = 1_000_000
 
 
 def split(amount: int, weights: Sequence[tuple[Key, int]]) -> dict[Key, int]:
@@ -39,3 +41,34 @@ def split(amount: int, weights: Sequence[tuple[Key, int]]) -> dict[Key, int]:
         for _, key in remainders[:left]:
             parts[key] += 1
     return parts
+
+
+class GpuRow(NamedTuple):
+    """One hourly rollup row of a GPU-hour-priced provider, as the allocation needs it."""
+
+    hour: Any  # the hour as the database returned it (only compared for equality)
+    provider: str
+    key: Key  # team, key_id, route, model, variant, endpoint: unique within (hour, provider)
+    tokens: int  # prompt + completion
+    requests: int
+    price_nano: int  # the provider's hourly price, nano-dollars
+
+
+def allocate_hours(rows: Iterable[GpuRow]) -> Iterator[tuple[GpuRow, int, int]]:
+    """Each row with its part of its (hour, provider)'s price (nano-dollars) and of that provider-hour
+    (micro-hours, 10^6 a provider-hour), split by token share (requests when the hour counted no tokens).
+
+    Allocating per rollup row, the finest grain, makes every report (any grouping, any filter, summed from
+    hourly rows or from the daily summary) add up to the same amounts. An hour's price is the largest any
+    of its rows carries (a reload may change it mid-hour).
+    """
+    hours: dict[tuple[Any, str], list[GpuRow]] = {}
+    for row in rows:
+        hours.setdefault((row.hour, row.provider), []).append(row)
+    for group in hours.values():
+        by_tokens = any(r.tokens for r in group)
+        weights = [(r.key, r.tokens if by_tokens else r.requests) for r in group]
+        cost = split(max(r.price_nano for r in group), weights)
+        share = split(MICRO_HOUR, weights)
+        for r in group:
+            yield r, cost[r.key], share[r.key]

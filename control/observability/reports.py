@@ -1,42 +1,47 @@
-"""Usage and cost reports, read from ``usage_rollups`` only (never a scan of ``usage_records``).
+"""Usage and cost reports over ``usage_rollups`` and its daily summary (never a scan of ``usage_records``).
 
-One SQL ``GROUP BY`` over the hourly rollups gives every metric but the GPU-hour cost: a GPU-hour-priced
-provider (rollup rows with ``gpu_usd_per_hour > 0``) costs its hourly price for each hour it served
-traffic, spread over *all* of that provider's rows in the hour by token share (prompt + completion;
-requests when the hour counted no tokens). The share is taken before the report's filters, so a team's
-part of an hour does not grow when the report looks at that team alone. A second, smaller query reads
-those hours per (hour, provider, report group), and ``allocation.split`` divides each hour in whole
-nano-dollars and micro-GPU-hours, so rows sum exactly to the totals.
+A window is cut into whole UTC days, read from ``observability_daily_usage`` (``tables``), and the rest
+(the partial days at either end, days marked dirty since their summary was built, every hour when the
+granularity is ``hour``), read from the hourly rollups. Both parts are one SQL ``GROUP BY`` each, merged
+here by (bucket, dimensions); no day is read twice, and both give the same sums by construction.
 
-GPU-hours: each (hour, provider) with traffic counts ``gpus`` GPU-hours (``settings.gpus``, default 1:
-then they are provider-hours), allocated like the cost.
+GPU-hour cost: a provider whose rollup rows carry ``gpu_usd_per_hour > 0`` costs that price for each hour
+it served traffic, spread over all its rows of the hour by token share (``allocation.allocate_hours``:
+per row, in whole nano-dollars, so every report adds up exactly). The summary stores each row's part;
+for hourly reads the provider's rows of those hours are fetched and split here, before the report's
+filters apply, so a team's share does not grow when a report looks at that team alone. GPU-hours are
+each provider-hour times ``settings.gpus`` for the provider, allocated the same way.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, type_coerce
+from sqlalchemy import BigInteger, ColumnElement, Table, case, func, literal_column, select, type_coerce
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import NullType
 
 from adapters.dataplane import usage_rollups
-from adapters.store import Store, UsdAmount
-from control.observability.allocation import split
+from adapters.store import Store
+from control.observability.allocation import GpuRow, allocate_hours
 from control.observability.params import UsageQuery
 from control.observability.protocol import UsageMetrics
 from control.observability.settings import ObservabilitySettings
+from control.observability.tables import SUMMED, daily_usage, dirty_days
 
-__all__ = ["Metrics", "Report", "ReportRow", "query_usage"]
+__all__ = ["GPU_KEY", "Groups", "Metrics", "Report", "ReportRow", "gpu_rows", "query_usage", "usd"]
 
 NANO = 1_000_000_000
 MICRO = 1_000_000
-_SUMMED = ("requests", "errors", "unpriced_requests", "estimated_requests", "prompt_tokens",
-           "completion_tokens", "cached_read_tokens", "cache_write_tokens", "reasoning_tokens")
+DAY = timedelta(days=1)
 _r = usage_rollups
+_d = daily_usage
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Groups = dict[tuple[datetime | None, tuple[str, ...]], "Metrics"]
 
 
 @dataclass(slots=True)
@@ -57,11 +62,20 @@ class Metrics:
     gpu_micro_hours: int = 0
     gpu_priced: bool = False  # some of its rows came from a GPU-hour-priced provider
 
-    def add(self, other: Metrics) -> None:
-        for f in fields(self):
-            value = getattr(other, f.name)
-            setattr(self, f.name, (getattr(self, f.name) or value) if f.name == "gpu_priced"
-                    else getattr(self, f.name) + value)
+    def add(self, o: Metrics) -> None:
+        self.requests += o.requests
+        self.errors += o.errors
+        self.unpriced_requests += o.unpriced_requests
+        self.estimated_requests += o.estimated_requests
+        self.prompt_tokens += o.prompt_tokens
+        self.completion_tokens += o.completion_tokens
+        self.cached_read_tokens += o.cached_read_tokens
+        self.cache_write_tokens += o.cache_write_tokens
+        self.reasoning_tokens += o.reasoning_tokens
+        self.token_cost_nano += o.token_cost_nano
+        self.gpu_cost_nano += o.gpu_cost_nano
+        self.gpu_micro_hours += o.gpu_micro_hours
+        self.gpu_priced = self.gpu_priced or o.gpu_priced
 
     @property
     def total_tokens(self) -> int:
@@ -105,44 +119,125 @@ class Report:
 
 
 async def query_usage(store: Store, query: UsageQuery, settings: ObservabilitySettings) -> Report:
-    """Run ``query`` over the rollups: one grouped read, then the GPU-hour allocation if any row needs it."""
+    groups: Groups = {}
     async with store.read() as conn:
-        rows: dict[tuple[datetime | None, tuple[str, ...]], Metrics] = {}
-        for row in await conn.execute(_main_statement(store, query)):
-            if row.requests is None:
-                continue  # no GROUP BY and no rows: SQL's one all-null row
-            bucket = _bucket_value(row[0]) if query.granularity != "total" else None
-            skip = 0 if query.granularity == "total" else 1
-            dims = tuple(row[skip:skip + len(query.group_by)])
-            rows[(bucket, dims)] = _metrics(row._mapping)
-        if any(m.gpu_priced for m in rows.values()):
-            cells = (await conn.execute(_gpu_statement(query))).all()
-            _allocate_gpu_hours(rows, cells, query, settings)
-    ordered = sorted(rows.items(), key=lambda item: (item[0][0] or _EPOCH, item[0][1]))
+        days, dirty, hourly = await _plan(conn, query)
+        if days is not None:
+            await _add_daily(conn, query, settings, days, dirty, groups)
+        for lo, hi in hourly:
+            await _add_hourly(conn, store, query, settings, lo, hi, groups)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] or _EPOCH, item[0][1]))
     totals = Metrics()
     for _, metrics in ordered:
         totals.add(metrics)
     return Report([ReportRow(bucket, dims, metrics) for (bucket, dims), metrics in ordered], totals)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# -- which part of the window comes from where ----------------------------------------------------
+
+def _floor_day(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [_r.c[dim] == value for dim, value in query.filters.items()]
+def _ceil_day(at: datetime) -> datetime | None:
+    floor = _floor_day(at)
+    if floor == at:
+        return at
+    try:
+        return floor + DAY
+    except OverflowError:
+        return None
+
+
+async def _plan(conn: AsyncConnection, query: UsageQuery) -> tuple[
+        tuple[datetime, datetime] | None, list[datetime], list[tuple[datetime, datetime]]]:
+    """(whole days read from the summary, the dirty ones among them, hour ranges read from the rollups)."""
+    first, last = _ceil_day(query.start), _floor_day(query.end)
+    if query.granularity == "hour" or first is None or first >= last:
+        return None, [], [(query.start, query.end)]
+    dirty = [day for (day,) in await conn.execute(
+        select(dirty_days.c.day).where(dirty_days.c.day >= first, dirty_days.c.day < last))]
+    ranges = [(query.start, first)] if query.start < first else []
+    ranges += [(day, day + DAY) for day in sorted(dirty)]
+    if last < query.end:
+        ranges.append((last, query.end))
+    merged: list[tuple[datetime, datetime]] = []
+    for lo, hi in ranges:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return (first, last), dirty, merged
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+def _filters(query: UsageQuery, table: Table) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [table.c[dim] == value for dim, value in query.filters.items()]
     kind = query.resource_type
+    gpu = table.c.gpu_usd_per_hour > 0 if table is _r else table.c.gpu_priced == 1
     if kind == "gpu":
-        conditions.append(_r.c.gpu_usd_per_hour > 0)
+        conditions.append(gpu)
     elif kind == "api":
-        conditions.append(_r.c.gpu_usd_per_hour == 0)
+        conditions.append(~gpu)
     elif kind is not None:
-        conditions.append(_r.c.endpoint == kind)
+        conditions.append(table.c.endpoint == kind)
     return conditions
 
 
-def _window(query: UsageQuery) -> list[ColumnElement[bool]]:
-    return [_r.c.hour >= query.start, _r.c.hour < query.end]
+def _matches(query: UsageQuery, row: dict[str, str]) -> bool:
+    """The filters, for a GPU-priced rollup row already in Python (``row``: its dimensions)."""
+    if any(row[dim] != value for dim, value in query.filters.items()):
+        return False
+    kind = query.resource_type
+    return kind in (None, "gpu") or (kind != "api" and row["endpoint"] == kind)
 
+
+def _gpus(settings: ObservabilitySettings, provider: ColumnElement[Any]) -> ColumnElement[Any]:
+    if not settings.gpus:
+        return literal_column("1")
+    return case(*[(provider == name, count) for name, count in sorted(settings.gpus.items())], else_=1)
+
+
+# -- the daily summary ----------------------------------------------------------------------------
+
+async def _add_daily(conn: AsyncConnection, query: UsageQuery, settings: ObservabilitySettings,
+                     days: tuple[datetime, datetime], dirty: Sequence[datetime], groups: Groups) -> None:
+    keys: list[ColumnElement[Any]] = [_d.c.day] if query.granularity == "day" else []
+    keys += [_d.c[dim] for dim in query.group_by]
+    skip = [_d.c.day.not_in(dirty)] if dirty else []
+    statement = (select(*keys, *[func.sum(_d.c[name]).label(name) for name in SUMMED],
+                        type_coerce(func.sum(_d.c.cost_usd), BigInteger).label("cost_nano"),
+                        type_coerce(func.sum(_d.c.gpu_cost_usd), BigInteger).label("gpu_nano"),
+                        func.sum(_d.c.gpu_micro_hours * _gpus(settings, _d.c.provider)).label("gpu_micro"),
+                        func.max(_d.c.gpu_priced).label("gpu_priced"))
+                 .where(_d.c.day >= days[0], _d.c.day < days[1], *skip, *_filters(query, _d))
+                 .group_by(*keys))
+    width = len(keys)
+    for row in await conn.execute(statement):
+        if row.requests is None:
+            continue  # no GROUP BY and no rows: SQL's one all-null row
+        bucket = row[0] if query.granularity == "day" else None
+        key = (bucket, tuple(row[width - len(query.group_by):width]))
+        metrics = Metrics(**_sums(row, width), token_cost_nano=int(row.cost_nano), gpu_cost_nano=int(row.gpu_nano),
+                          gpu_micro_hours=int(row.gpu_micro), gpu_priced=bool(row.gpu_priced))
+        _merge(groups, key, metrics)
+
+
+def _sums(row: Any, offset: int) -> dict[str, int]:
+    """The ``SUMMED`` columns, which follow the ``offset`` grouping columns (SQL sums may be Decimal)."""
+    return {name: int(row[offset + i]) for i, name in enumerate(SUMMED)}
+
+
+def _merge(groups: Groups, key: tuple[datetime | None, tuple[str, ...]], metrics: Metrics) -> None:
+    found = groups.get(key)
+    if found is None:
+        groups[key] = metrics
+    else:
+        found.add(metrics)
+
+
+# -- the hourly rollups ---------------------------------------------------------------------------
 
 def _day(store: Store) -> ColumnElement[Any]:
     """The UTC day of ``hour``, in SQL. Constants are literal so SELECT and GROUP BY render the same
@@ -152,80 +247,62 @@ def _day(store: Store) -> ColumnElement[Any]:
     return func.date_trunc(literal_column("'day'"), func.timezone(literal_column("'UTC'"), _r.c.hour))
 
 
-def _bucket_value(value: Any) -> datetime:
-    """A bucket as SQL returned it (aware datetime, naive UTC datetime, or ``YYYY-MM-DD`` text)."""
+def _as_utc(value: Any) -> datetime:
+    """A time as SQL returned it (aware datetime, naive UTC datetime, or SQLite's text)."""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value[:10])
+        value = datetime.fromisoformat(value[:26] if len(value) > 10 else value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _main_statement(store: Store, query: UsageQuery) -> Any:
+def _bucket_of(hour: datetime, query: UsageQuery) -> datetime | None:
+    if query.granularity == "hour":
+        return hour
+    return _floor_day(hour) if query.granularity == "day" else None
+
+
+async def _add_hourly(conn: AsyncConnection, store: Store, query: UsageQuery, settings: ObservabilitySettings,
+                      lo: datetime, hi: datetime, groups: Groups) -> None:
     keys: list[ColumnElement[Any]] = []
     if query.granularity == "hour":
         keys.append(_r.c.hour)
     elif query.granularity == "day":
         keys.append(_day(store).label("bucket"))
     keys += [_r.c[dim] for dim in query.group_by]
-    sums = [func.sum(_r.c[name]).label(name) for name in _SUMMED]
-    return (select(*keys, *sums,
-                   type_coerce(func.sum(_r.c.cost_usd), UsdAmount).label("cost_usd"),
-                   func.max(case((_r.c.gpu_usd_per_hour > 0, 1), else_=0)).label("gpu_priced"))
-            .where(*_window(query), *_filters(query))
-            .group_by(*keys))
+    statement = (select(*keys, *[func.sum(_r.c[name]).label(name) for name in SUMMED],
+                        type_coerce(func.sum(_r.c.cost_usd), BigInteger).label("cost_nano"),
+                        func.max(case((_r.c.gpu_usd_per_hour > 0, 1), else_=0)).label("gpu_priced"))
+                 .where(_r.c.hour >= lo, _r.c.hour < hi, *_filters(query, _r))
+                 .group_by(*keys))
+    width, any_gpu = len(keys), False
+    for row in await conn.execute(statement):
+        if row.requests is None:
+            continue
+        bucket = _as_utc(row[0]) if query.granularity != "total" else None
+        metrics = Metrics(**_sums(row, width), token_cost_nano=int(row.cost_nano), gpu_priced=bool(row.gpu_priced))
+        any_gpu = any_gpu or metrics.gpu_priced
+        _merge(groups, (bucket, tuple(row[width - len(query.group_by):width])), metrics)
+    if not any_gpu:
+        return  # no GPU-priced row passed the filters: nothing to allocate to this report
+    hours: dict[Any, datetime | None] = {}
+    for gpu_row, cost_nano, share in allocate_hours(await gpu_rows(conn, lo, hi)):
+        dims = dict(zip(GPU_KEY, gpu_row.key, strict=True), provider=gpu_row.provider)
+        if not _matches(query, dims):
+            continue
+        if gpu_row.hour not in hours:
+            hours[gpu_row.hour] = _bucket_of(_as_utc(gpu_row.hour), query)
+        key = (hours[gpu_row.hour], tuple(dims[dim] for dim in query.group_by))
+        _merge(groups, key, Metrics(gpu_cost_nano=cost_nano, gpu_priced=True,
+                                    gpu_micro_hours=share * settings.gpus_of(gpu_row.provider)))
 
 
-def _metrics(row: Any) -> Metrics:
-    cost = row["cost_usd"]
-    return Metrics(**{name: int(row[name]) for name in _SUMMED},
-                   token_cost_nano=int(cost * NANO) if cost is not None else 0,
-                   gpu_priced=bool(row["gpu_priced"]))
+GPU_KEY = ("team", "key_id", "route", "model", "variant", "endpoint")  # a GpuRow's key, after (hour, provider)
 
 
-def _gpu_statement(query: UsageQuery) -> Any:
-    """Per (hour, provider, report group, matches the filters): tokens, requests and the hourly price,
-    over every GPU-hour-priced row of the window (the filters only mark rows, so shares stay whole)."""
-    dims = [dim for dim in query.group_by if dim != "provider"]
-    conditions = _filters(query)
-    matched = case((and_(*conditions), 1), else_=0) if conditions else literal_column("1")
-    inner = (select(_r.c.hour, _r.c.provider, *[_r.c[dim] for dim in dims], matched.label("matched"),
-                    (_r.c.prompt_tokens + _r.c.completion_tokens).label("tokens"), _r.c.requests,
-                    _r.c.gpu_usd_per_hour)
-             .where(*_window(query), _r.c.gpu_usd_per_hour > 0)
-             .subquery())
-    keys = [inner.c.hour, inner.c.provider, *[inner.c[dim] for dim in dims], inner.c.matched]
-    return (select(*keys, func.sum(inner.c.tokens).label("tokens"), func.sum(inner.c.requests).label("requests"),
-                   type_coerce(func.max(inner.c.gpu_usd_per_hour), UsdAmount).label("price"))
-            .group_by(*keys))
-
-
-def _allocate_gpu_hours(rows: dict[tuple[datetime | None, tuple[str, ...]], Metrics], cells: Sequence[Any],
-                        query: UsageQuery, settings: ObservabilitySettings) -> None:
-    """Split each (hour, provider)'s price and GPU-hours over its cells; add the matching cells' parts."""
-    dims = [dim for dim in query.group_by if dim != "provider"]
-    hours: dict[tuple[datetime, str], list[Any]] = defaultdict(list)
-    for cell in cells:
-        hours[(cell.hour, cell.provider)].append(cell)
-    for (hour, provider), group in hours.items():
-        price_nano = int(max(cell.price for cell in group) * NANO)
-        keyed = [(tuple(str(v) for v in cell[2:3 + len(dims)]), cell) for cell in group]  # dims + matched
-        by_tokens = sum(int(cell.tokens) for cell in group) > 0
-        weights = [(key, int(cell.tokens if by_tokens else cell.requests)) for key, cell in keyed]
-        cost = split(price_nano, weights)
-        gpu_hours = split(settings.gpus_of(provider) * MICRO, weights)
-        bucket = _bucket_of(hour, query)
-        for key, cell in keyed:
-            if not int(cell.matched):
-                continue
-            values = dict(zip(dims, key, strict=False))
-            row_dims = tuple(provider if dim == "provider" else values[dim] for dim in query.group_by)
-            metrics = rows.setdefault((bucket, row_dims), Metrics(gpu_priced=True))
-            metrics.gpu_cost_nano += cost[key]
-            metrics.gpu_micro_hours += gpu_hours[key]
-
-
-def _bucket_of(hour: datetime, query: UsageQuery) -> datetime | None:
-    if query.granularity == "hour":
-        return hour
-    if query.granularity == "day":
-        return hour.replace(hour=0)
-    return None
+async def gpu_rows(conn: AsyncConnection, lo: datetime, hi: datetime) -> list[GpuRow]:
+    """Every GPU-hour-priced rollup row of the hours in ``[lo, hi)`` (raw hour values, nano-dollar prices)."""
+    statement = (select(type_coerce(_r.c.hour, NullType()).label("hour"), _r.c.provider,  # raw: only compared
+                        *[_r.c[dim] for dim in GPU_KEY], _r.c.prompt_tokens + _r.c.completion_tokens,
+                        _r.c.requests, type_coerce(_r.c.gpu_usd_per_hour, BigInteger))
+                 .where(_r.c.hour >= lo, _r.c.hour < hi, _r.c.gpu_usd_per_hour > 0))
+    return [GpuRow(r[0], r[1], tuple(r[2:8]), int(r[8]), int(r[9]), int(r[10]))
+            for r in await conn.execute(statement)]

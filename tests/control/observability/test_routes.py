@@ -46,8 +46,9 @@ async def test_totals_by_team_with_gpu_hours_allocated_exactly(loaded: AdminTest
     assert [r["team"] for r in data["rows"]] == [None, "a", "b", "c"]  # '' (no team) sorts first, shown as null
     assert all(r["bucket"] is None and list(r)[2:] == METRICS for r in data["rows"])
     # a: 0.012345678 + 0.0003 (token priced) + a third of vLLM's 00:00 hour (with the odd nano) + all of 05:00
-    assert rows["a"]["cost_usd"] == "1.345979012" and rows["a"]["gpu_hours"] == 2.666667
-    assert rows["b"]["cost_usd"] == "0.334333333" and rows["b"]["gpu_hours"] == 0.666667
+    # GPU-hours: a third of each vLLM provider-hour (the odd micro-hour to a) times its 2 GPUs
+    assert rows["a"]["cost_usd"] == "1.345979012" and rows["a"]["gpu_hours"] == 2.666668
+    assert rows["b"]["cost_usd"] == "0.334333333" and rows["b"]["gpu_hours"] == 0.666666
     assert rows["c"]["cost_usd"] == "0.333333333" and rows["c"]["gpu_hours"] == 0.666666
     assert rows[None]["cost_usd"] is None and rows[None]["unpriced_requests"] == 4  # unpriced: null, never "0"
     assert data["totals"]["cost_usd"] == "2.013645678" and data["totals"]["gpu_hours"] == 4.0
@@ -89,12 +90,12 @@ async def test_day_and_hour_buckets(loaded: AdminTestApp) -> None:
 
 
 @pytest.mark.parametrize(("query", "expected"), [
-    ("team=b", {"requests": 6, "cost_usd": "0.334333333", "gpu_hours": 0.666667}),  # b's third, not the hour
+    ("team=b", {"requests": 6, "cost_usd": "0.334333333", "gpu_hours": 0.666666}),  # b's third, not the hour
     ("provider=vllm", {"requests": 5, "cost_usd": "2", "gpu_hours": 4.0}),
-    ("variant=b", {"requests": 6, "cost_usd": "0.334333333", "gpu_hours": 0.666667}),
+    ("variant=b", {"requests": 6, "cost_usd": "0.334333333", "gpu_hours": 0.666666}),
     ("endpoint=embeddings", {"requests": 3, "cost_usd": "0.0003", "gpu_hours": 0.0}),
-    # the filtered cell (100 tokens) against the rest of the hour (200): the odd nano goes to the larger remainder
-    ("route=local&key_id=k1", {"requests": 3, "cost_usd": "1.333333333", "gpu_hours": 2.666667}),
+    # each rollup row's part is fixed: a filter shows the same nano-dollars a grouping does
+    ("route=local&key_id=k1", {"requests": 3, "cost_usd": "1.333333334", "gpu_hours": 2.666668}),
     ("model=mystery", {"requests": 4, "cost_usd": None, "gpu_hours": 0.0}),
     ("team=", {"requests": 4, "cost_usd": None, "gpu_hours": 0.0}),  # empty: requests without a team
     ("team=nobody", {"requests": 0, "cost_usd": None, "gpu_hours": 0.0}),
@@ -161,10 +162,10 @@ async def test_cost_profiles_per_endpoint(loaded: AdminTestApp) -> None:
     ("", 27, "2.013645678", 4.0),
     ("gpu", 5, "2", 4.0),
     ("api", 22, "0.013645678", 0.0),
-    ("chat", 22, "1.346679011", 2.666667),
-    ("completions", 1, "0.333333333", 0.666667),
+    ("chat", 22, "1.346679012", 2.666668),
+    ("completions", 1, "0.333333333", 0.666666),
     ("embeddings", 3, "0.0003", 0.0),
-    ("responses", 1, "0.333333333", 0.666667),
+    ("responses", 1, "0.333333333", 0.666666),
 ])
 async def test_cost_aggregate_per_resource_type(loaded: AdminTestApp, resource_type: str | None, requests: int,
                                                 cost: str, gpu_hours: float) -> None:
