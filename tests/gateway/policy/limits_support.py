@@ -59,7 +59,8 @@ def limits_config(*routes: tuple[str, str], price: tuple[str, str] | None = ("10
                   **settings: Any) -> dict[str, Any]:
     """Route(s) on provider ``fn`` with the limits plug-in; ``price``: $ per million input/output
     tokens of every model on ``fn`` (the default: $1 a prompt token, $2 a completion token)."""
-    cfg = fn_config(*routes, plugins=[{"name": "limits", "settings": settings}])
+    # `Who` stands in for the built-in auth plug-in (its fake keys would be refused by the real one)
+    cfg = fn_config(*routes, plugins=[{"name": "limits", "settings": settings}, {"name": "auth", "enabled": False}])
     pricing: dict[str, Any] = {"use_litellm_map": False}
     if price is not None:
         models = [m for _, m in routes] or ["m0"]
