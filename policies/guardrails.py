@@ -81,7 +81,7 @@ class Blocked(Exception):
 class _Rule:
     """One guardrail of one policy, compiled: ``find`` gives ``(start, end, detail)`` spans."""
 
-    __slots__ = ("action", "ahead", "behind", "policy", "reaches")
+    __slots__ = ("_runs", "_span", "action", "ahead", "behind", "policy", "reaches")
 
     kind: ClassVar[Kind]
 
@@ -89,10 +89,20 @@ class _Rule:
         self.action, self.policy, self.reaches = action, policy, tuple(reaches)
         self.ahead = max(r.ahead for r in self.reaches)
         self.behind = max(r.behind for r in self.reaches)
+        self._span = max(r.width for r in self.reaches)
+        self._runs = tuple((r.chars, r.width) for r in self.reaches)
 
     def tail(self, text: str) -> int:
-        """Characters at the end of ``text`` that a match still in progress may occupy."""
-        return max(r.tail(text) for r in self.reaches)
+        """Characters at the end of ``text`` that a match still in progress may occupy: the longest
+        of each pattern's trailing run of characters it can match, each cut to that pattern's width
+        (``Reach.tail`` for several reaches at once: once per streamed piece, so kept lean)."""
+        rev = text[:-self._span - 1:-1]  # the last characters, reversed: a run is then a match at 0
+        best = 0
+        for chars, width in self._runs:
+            n = min(len(rev), width) if chars is None else chars.match(rev, 0, width).end()  # type: ignore[union-attr]
+            if n > best:
+                best = n
+        return best
 
     def find(self, text: str, pos: int = 0) -> list[tuple[int, int, str]]:
         """Matches starting at ``pos`` or later; lookbehinds and ``\\b`` still read ``text[:pos]``."""
@@ -100,14 +110,17 @@ class _Rule:
 
 
 class _Pii(_Rule):
-    __slots__ = ("_rules",)
+    __slots__ = ("_detectors",)
     kind = "pii"
 
     def __init__(self, g: PiiGuardrail, policy: str, cap: int) -> None:
-        self._rules = rules_for(g.entities)
+        rules = rules_for(g.entities)
         # One reach per detector: their union would join email's letters and phone's spaces, and
         # then any prose would look like a match in progress.
-        super().__init__(g.action, policy, [reach(r.regex.pattern, r.regex.flags, cap=cap) for r in self._rules])
+        reaches = [reach(r.regex.pattern, r.regex.flags, cap=cap) for r in rules]
+        super().__init__(g.action, policy, reaches)
+        self._detectors = tuple((r.regex.search, r.validator, _ENTITY_OF.get(r.name, r.name), x.required)
+                                for r, x in zip(rules, reaches, strict=True))
 
     def find(self, text: str, pos: int = 0) -> list[tuple[int, int, str]]:
         # Like `policies.pii.detect`, with two differences that make the answer independent of where
@@ -118,8 +131,9 @@ class _Pii(_Rule):
         # them), so a match not yet complete cannot hide a finished one. Validated patterns are
         # bounded (at most 64 characters), so a retry costs at most that per position.
         found: list[tuple[int, int, str]] = []
-        for rule in self._rules:
-            search, valid, entity = rule.regex.search, rule.validator, _ENTITY_OF.get(rule.name, rule.name)
+        for search, valid, entity, required in self._detectors:
+            if required not in text:  # an email needs its "@", an IPv4 address a ".": no scan without
+                continue
             at = pos
             while (m := search(text, at)) is not None:
                 s, e = m.span()
@@ -145,14 +159,18 @@ class _Terms(_Rule):
 
 
 class _Regex(_Rule):
-    __slots__ = ("_re2",)
+    __slots__ = ("_re2", "_required")
     kind = "regex"
 
     def __init__(self, g: RegexGuardrail, policy: str, cap: int) -> None:
         self._re2 = Re2(g.pattern)  # ValueError when RE2 cannot run it (lookarounds, backreferences)
-        super().__init__(g.action, policy, [reach(g.pattern, cap=cap)])
+        r = reach(g.pattern, cap=cap)
+        self._required = r.required
+        super().__init__(g.action, policy, [r])
 
     def find(self, text: str, pos: int = 0) -> list[tuple[int, int, str]]:
+        if self._required not in text:  # a plain substring test spares the RE2 call (tens of µs)
+            return []
         # RE2 has no lookbehind; `text[:pos]` (a character or so) only informs a leading \b.
         return [(s, e, "") for s, e in self._re2.spans(text) if s >= pos]
 

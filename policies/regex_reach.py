@@ -10,7 +10,9 @@ chunks is only found if the scanner keeps the end of one chunk until the next ar
   that is any character (``.``, ``[^x]``). Text that ends in a character outside it
   cannot be inside a match still in progress, which lets prose be released promptly;
 * ``ahead``/``behind``: characters the pattern looks at past its match's ends
-  (lookarounds, ``\\b``, ``$``), which must exist before a match is trusted.
+  (lookarounds, ``\\b``, ``$``), which must exist before a match is trusted;
+* ``required``: a literal every match contains (``tok-`` in ``tok-[0-9a-f]{8}``): text
+  without it needs no scan at all.
 
 Conservative by construction: anything the walk does not recognise widens the answer
 (any character, the cap), never narrows it.
@@ -45,6 +47,7 @@ class Reach:
     chars: re.Pattern[str] | None  # None: any character may be inside a match
     ahead: int
     behind: int
+    required: str = ""  # a literal every match contains (case-sensitive patterns only), or ""
 
     def tail(self, text: str) -> int:
         """How many characters at the end of ``text`` a match still in progress may occupy."""
@@ -126,8 +129,35 @@ def reach(pattern: str, flags: int = 0, *, cap: int = 256) -> Reach:
     if "[:" in pattern:  # POSIX classes: Python reads a set of literals, RE2 a class; don't guess
         walk.any = True
     ignorecase = walk.ignorecase or bool(tree.state.flags & re.IGNORECASE)
+    required = "" if ignorecase else _required(tree.data)
     chars = None
     if not walk.any:
         body = "".join(walk.parts)
         chars = re.compile(f"[{body}]*" if body else "", re.IGNORECASE if ignorecase else 0)
-    return Reach(width=width, chars=chars, ahead=min(walk.ahead, cap), behind=min(walk.behind, cap))
+    return Reach(width=width, chars=chars, ahead=min(walk.ahead, cap), behind=min(walk.behind, cap),
+                 required=required)
+
+
+def _required(data: Any) -> str:
+    """The longest literal that every match contains: a run of literals in the pattern's sequence,
+    or one inside a group or a repeat that occurs at least once (``(?:\\d+\\.){3}`` needs ".")."""
+    best, run = "", ""
+    for op, av in data:
+        if op == sre.LITERAL:
+            run += chr(av)
+            if len(run) > len(best):
+                best = run
+            continue
+        if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):  # zero-width: a run goes on past them
+            continue
+        run = ""
+        inner = ""
+        if op in _REPEATS and av[0] >= 1:
+            inner = _required(av[2])
+        elif op == sre.SUBPATTERN and not av[1] & re.IGNORECASE:
+            inner = _required(av[3])
+        elif op == sre.ATOMIC_GROUP:
+            inner = _required(av)
+        if len(inner) > len(best):
+            best = inner
+    return best
