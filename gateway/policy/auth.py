@@ -110,15 +110,28 @@ class _Key:
 
 
 class _Index:
-    __slots__ = ("keys", "required")
+    """One snapshot's keys by id. Built on the first request that sees the snapshot, so it only maps ids to
+    specs (about 0.1 µs a key); each key's checks (`_Key`) are derived on its first use, then kept."""
+
+    __slots__ = ("_entries", "_specs", "_teams", "required")
 
     def __init__(self, snap: KeysSnapshot | None, mode: str) -> None:
-        teams = {t.id: t for t in snap.teams} if snap is not None else {}
-        self.keys = {k.id: _Key(k, teams.get(k.team_id)) for k in snap.keys} if snap is not None else {}
+        self._specs = {k.id: k for k in snap.keys} if snap is not None else {}
+        self._teams = {t.id: t for t in snap.teams} if snap is not None else {}
+        self._entries: dict[str, _Key] = {}
         # issued: revoked and expired keys count too (a publisher without the field: the live keys alone)
         issued = snap is not None and snap.data_plane_keys_issued
         self.required = mode == "always" or (mode == "auto" and (
-            issued or any(k.data_plane for k in self.keys.values())))
+            issued or any(may_use_data_plane(k.roles) for k in self._specs.values())))
+
+    def get(self, key_id: str) -> _Key | None:
+        entry = self._entries.get(key_id)
+        if entry is None:
+            spec = self._specs.get(key_id)
+            if spec is None:
+                return None
+            entry = self._entries[key_id] = _Key(spec, self._teams.get(spec.team_id))
+        return entry
 
 
 class AuthPlugin:
@@ -192,7 +205,7 @@ class AuthPlugin:
             raise self._deny(ctx, InvalidApiKey(_INVALID, code="invalid_api_key"), "malformed key")
         key_id = "key_" + m.group(1).decode()
         presented = hashlib.sha256(m.group(2)).hexdigest()
-        entry = idx.keys.get(key_id)
+        entry = idx.get(key_id)
         if not hmac.compare_digest(presented, entry.digest if entry is not None else _NO_DIGEST) or entry is None:
             # unknown, revoked (absent from the snapshot) and a wrong secret all read the same
             raise self._deny(ctx, InvalidApiKey(_INVALID, code="invalid_api_key"), "invalid key", key_id=key_id)
@@ -213,7 +226,7 @@ class AuthPlugin:
             if idx.required and route not in self._public:  # a public route was asked for, another one chosen
                 raise self._deny(ctx, InvalidApiKey(_MISSING, code="missing_api_key"), "missing key")
             return
-        entry = idx.keys.get(p.key_id)
+        entry = idx.get(p.key_id)
         if entry is None or route in self._public:  # another plug-in's principal, or a public route
             return
         if entry.routes is not None and not entry.routes.match(route):
