@@ -55,14 +55,27 @@ def _dirty_days(meta: MetaData) -> Table:
 
 # The day of an hour, as each database stores UtcDateTime: SQLite text "YYYY-MM-DD HH:MM:SS.ffffff" (UTC),
 # PostgreSQL timestamptz.
-_SQLITE_TRIGGERS = [
+_SQLITE_DAY = "substr({row}.hour, 1, 10) || ' 00:00:00.000000'"
+# Migration 1's SQLite triggers, kept as they were: INSERT OR IGNORE in a trigger body takes the outer
+# statement's conflict policy instead, and the usage writer's upsert (its DO UPDATE path) made it ABORT.
+_SQLITE_TRIGGERS_V1 = [
     f"""CREATE TRIGGER observability_rollups_{event.lower()} AFTER {event} ON usage_rollups BEGIN
-        INSERT OR IGNORE INTO observability_dirty_days (day) VALUES (substr({row}.hour, 1, 10) || ' 00:00:00.000000');
+        INSERT OR IGNORE INTO observability_dirty_days (day) VALUES ({_SQLITE_DAY.format(row=row)});
         END"""
     for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
-] + ["""CREATE TRIGGER observability_rollups_update_old AFTER UPDATE OF hour ON usage_rollups BEGIN
-        INSERT OR IGNORE INTO observability_dirty_days (day) VALUES (substr(OLD.hour, 1, 10) || ' 00:00:00.000000');
+] + [f"""CREATE TRIGGER observability_rollups_update_old AFTER UPDATE OF hour ON usage_rollups BEGIN
+        INSERT OR IGNORE INTO observability_dirty_days (day) VALUES ({_SQLITE_DAY.format(row="OLD")});
         END"""]
+_SQLITE_TRIGGER_NAMES = ("insert", "update", "delete", "update_old")
+# Since migration 2: the WHEN clause skips a day already marked, so the INSERT never conflicts, whatever
+# policy the writer's statement imposes (and an already-dirty day costs one index probe per row).
+_SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER observability_rollups_{name} AFTER {event} ON usage_rollups
+        WHEN NOT EXISTS (SELECT 1 FROM observability_dirty_days WHERE day = {_SQLITE_DAY.format(row=row)})
+        BEGIN INSERT INTO observability_dirty_days (day) VALUES ({_SQLITE_DAY.format(row=row)}); END"""
+    for name, event, row in (("insert", "INSERT", "NEW"), ("update", "UPDATE", "NEW"), ("delete", "DELETE", "OLD"),
+                             ("update_old", "UPDATE OF hour", "OLD"))
+]
 
 _PG_MARK = """CREATE FUNCTION observability_mark_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -89,15 +102,26 @@ _PG_TRIGGERS = [
 async def _create_v1(conn: AsyncConnection) -> None:
     meta = MetaData()
     await create_tables(_daily_usage(meta), _dirty_days(meta))(conn)
-    for statement in (_PG_TRIGGERS if conn.dialect.name == "postgresql" else _SQLITE_TRIGGERS):
+    for statement in (_PG_TRIGGERS if conn.dialect.name == "postgresql" else _SQLITE_TRIGGERS_V1):
         await conn.execute(text(statement))
     day = ("timezone('UTC', date_trunc('day', timezone('UTC', hour)))" if conn.dialect.name == "postgresql"
            else "substr(hour, 1, 10) || ' 00:00:00.000000'")
     await conn.execute(text(f"INSERT INTO observability_dirty_days (day) SELECT DISTINCT {day} FROM usage_rollups"))
 
 
+async def _sqlite_triggers_v2(conn: AsyncConnection) -> None:
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL's ON CONFLICT DO NOTHING in the trigger function was never affected
+    for name in _SQLITE_TRIGGER_NAMES:
+        await conn.execute(text(f"DROP TRIGGER IF EXISTS observability_rollups_{name}"))
+    for statement in _SQLITE_TRIGGERS:
+        await conn.execute(text(statement))
+
+
 OBSERVABILITY_MIGRATIONS = (
     Migration(1, "daily usage summary of usage_rollups, kept exact by dirty-day triggers", _create_v1),
+    Migration(2, "SQLite dirty-day triggers that never conflict under the usage writer's upsert",
+              _sqlite_triggers_v2),
 )
 
 _live = MetaData()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 
 from adapters.adminapi.testing import AdminTestApp
@@ -64,6 +65,19 @@ async def test_writer_rollups_mark_days_and_rebuild_matches_them(obs: AdminTestA
     async with store.read() as conn:
         assert list((await conn.execute(select(dirty_days.c.day))).scalars()) == []
 
+    # More requests in the same hours: the writer's upsert updates existing rollup rows (its DO UPDATE path),
+    # twice for a day already marked. The day is marked once, and the write goes through.
+    more = [msgspec.structs.replace(r, record_id=r.record_id + "-again") for r in rows()]
+    assert await write_usage(store, more[:2]) == 2
+    assert await write_usage(store, more[2:]) == 2
+    async with store.read() as conn:
+        assert list((await conn.execute(select(dirty_days.c.day))).scalars()) == [DAY]
+    doubled = (await obs.client.get(url)).json()["data"]
+    assert doubled["totals"]["requests"] == 8 and doubled["totals"]["cost_usd"] == "4.000400018"
+    await refresh_days(store, [DAY])
+    assert (await obs.client.get(url)).json()["data"] == doubled
+    written = await snapshot(store)
+
     await rebuild_rollups(store, DAY, DAY + timedelta(days=1))  # the vLLM price is kept from the rollups
     assert await snapshot(store) == written
-    assert (await obs.client.get(url)).json()["data"] == from_hours
+    assert (await obs.client.get(url)).json()["data"] == doubled
