@@ -402,9 +402,9 @@ async def _run_backend(backend: str, args: argparse.Namespace, workdir: Path) ->
                          total_tokens=expected.total_tokens)
         async with store.read() as conn:
             dirty = list((await conn.execute(select(dirty_days.c.day))).scalars())
-        if dirty:  # what the background refresher does; here all at once, timed
-            started = time.perf_counter()
-            await refresh_days(store, dirty, timeout_s=600)
+        started = time.perf_counter()  # what the background refresher does; here all at once, timed
+        await refresh_days(store, dirty, timeout_s=600)
+        if not reuse:  # a reused database has only the day the last run left marked
             saved["summary_s"] = time.perf_counter() - started
             print(f"{backend}: daily summary of {len(dirty)} days built in {saved['summary_s']:.0f} s", flush=True)
         marker.write_text(json.dumps(saved))

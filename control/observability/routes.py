@@ -114,7 +114,7 @@ class ObservabilityController(Controller):
         if output == "csv":
             header = ["bucket", *query.group_by, *report.totals.__struct_fields__]
             name = f"usage-{iso(query.start)}-{iso(query.end)}.csv".replace(":", "")
-            return Response(to_csv(header, report.rows), media_type="text/csv; charset=utf-8",  # type: ignore[return-value]  # CSV is the one non-envelope answer
+            return Response(to_csv(header, report.rows), media_type="text/csv",  # type: ignore[return-value]  # CSV is the one non-envelope answer; Litestar adds the charset
                             headers={"content-disposition": f'attachment; filename="{name}"'})
         return ok(report)
 

@@ -110,7 +110,7 @@ async def test_csv_export_has_the_json_rows(loaded: AdminTestApp) -> None:
     url = f"{API}/usage?{WINDOW}&granularity=day&group_by=team,model"
     resp = await loaded.client.get(url + "&format=csv")
     assert resp.status_code == 200
-    assert resp.headers["content-type"].startswith("text/csv")
+    assert resp.headers["content-type"] == "text/csv; charset=utf-8"
     assert resp.headers["content-disposition"].startswith("attachment; filename=\"usage-")
     lines = list(csv.reader(io.StringIO(resp.text)))
     assert lines[0] == ["bucket", "team", "model", *METRICS]
