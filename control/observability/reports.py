@@ -185,14 +185,6 @@ def _filters(query: UsageQuery, table: Table) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _matches(query: UsageQuery, row: dict[str, str]) -> bool:
-    """The filters, for a GPU-priced rollup row already in Python (``row``: its dimensions)."""
-    if any(row[dim] != value for dim, value in query.filters.items()):
-        return False
-    kind = query.resource_type
-    return kind in (None, "gpu") or (kind != "api" and row["endpoint"] == kind)
-
-
 def _gpus(settings: ObservabilitySettings, provider: ColumnElement[Any]) -> ColumnElement[Any]:
     if not settings.gpus:
         return literal_column("1")
@@ -282,17 +274,34 @@ async def _add_hourly(conn: AsyncConnection, store: Store, query: UsageQuery, se
         any_gpu = any_gpu or metrics.gpu_priced
         _merge(groups, (bucket, tuple(row[width - len(query.group_by):width])), metrics)
     if not any_gpu:
-        return  # no GPU-priced row passed the filters: nothing to allocate to this report
-    hours: dict[Any, datetime | None] = {}
+        return  # no GPU-priced row passed the filters (so never for resource_type api): nothing to allocate
+    # Per row: positions in GpuRow.key (-1: the provider), plain ints summed per report group, merged at the end.
+    position = {dim: (-1 if dim == "provider" else GPU_KEY.index(dim)) for dim in (*query.group_by, *query.filters)}
+    group_at = [position[dim] for dim in query.group_by]
+    filters = [(position[dim], value) for dim, value in query.filters.items()]
+    endpoint = query.resource_type if query.resource_type not in (None, "gpu") else None
+    at_endpoint = GPU_KEY.index("endpoint")
+    buckets: dict[Any, datetime | None] = {}
+    sums: dict[tuple[datetime | None, tuple[str, ...]], list[int]] = {}
     for gpu_row, cost_nano, share in allocate_hours(await gpu_rows(conn, lo, hi)):
-        dims = dict(zip(GPU_KEY, gpu_row.key, strict=True), provider=gpu_row.provider)
-        if not _matches(query, dims):
+        key, provider = gpu_row.key, gpu_row.provider
+        if endpoint is not None and key[at_endpoint] != endpoint:
             continue
-        if gpu_row.hour not in hours:
-            hours[gpu_row.hour] = _bucket_of(_as_utc(gpu_row.hour), query)
-        key = (hours[gpu_row.hour], tuple(dims[dim] for dim in query.group_by))
-        _merge(groups, key, Metrics(gpu_cost_nano=cost_nano, gpu_priced=True,
-                                    gpu_micro_hours=share * settings.gpus_of(gpu_row.provider)))
+        if filters and any((provider if at < 0 else key[at]) != value for at, value in filters):
+            continue
+        bucket = buckets.get(gpu_row.hour, _EPOCH)
+        if bucket is _EPOCH:
+            bucket = buckets[gpu_row.hour] = _bucket_of(_as_utc(gpu_row.hour), query)
+        group = (bucket, tuple(provider if at < 0 else key[at] for at in group_at))
+        found = sums.get(group)
+        micro = share * settings.gpus_of(provider)
+        if found is None:
+            sums[group] = [cost_nano, micro]
+        else:
+            found[0] += cost_nano
+            found[1] += micro
+    for group, (cost_nano, micro) in sums.items():
+        _merge(groups, group, Metrics(gpu_cost_nano=cost_nano, gpu_micro_hours=micro, gpu_priced=True))
 
 
 GPU_KEY = ("team", "key_id", "route", "model", "variant", "endpoint")  # a GpuRow's key, after (hour, provider)
