@@ -184,7 +184,8 @@ def schema_rule_errors(doc: PolicyDocument, prefix: str = "document") -> list[tu
 
 
 def semantic_errors(doc: PolicyDocument, prefix: str = "document") -> list[tuple[str, str]]:
-    """What no schema states: contradictory model patterns, terms equal ignoring case, Python regex syntax."""
+    """What no schema states: contradictory model patterns, terms equal ignoring case, regexes that Python's
+    ``re`` and RE2 (what the gateway's guardrails run them with, ``policies.re2``) both compile."""
     errors: list[tuple[str, str]] = []
     if doc.models is not None and (both := sorted(set(doc.models.allow) & set(doc.models.deny))):
         errors.append((f"{prefix}.models.deny", f"patterns both allowed and denied: {both}"))
@@ -195,6 +196,14 @@ def semantic_errors(doc: PolicyDocument, prefix: str = "document") -> list[tuple
                 re.compile(rule.pattern)
             except re.error as err:
                 errors.append((f"{path}.pattern", f"not a valid regular expression: {err}"))
+            else:
+                from policies.re2 import Re2  # the gateway's engine for these; pyarrow loads on first use
+
+                try:
+                    Re2(rule.pattern)
+                except ValueError as err:
+                    errors.append((f"{path}.pattern", f"{err} (guardrail regexes run on RE2: no lookarounds or "
+                                                      "backreferences)"))
         elif (isinstance(rule, BlockedTermsGuardrail) and not rule.case_sensitive and not _duplicates(rule.terms)
               and (dup := _duplicates([t.casefold() for t in rule.terms]))):
             errors.append((f"{path}.terms", f"duplicate terms ignoring case: {dup}"))

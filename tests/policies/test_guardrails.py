@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from policies.documents import PolicyDocument
+from policies.documents import PolicyDocument, semantic_errors
 from policies.guardrails import Blocked, Guardrails, RuleSet, StreamGuard, compile_guardrails, term_pattern
 from policies.re2 import Re2
 from policies.regex_reach import reach
@@ -117,10 +117,12 @@ def test_a_hostile_regex_and_input_run_in_linear_time() -> None:
     assert time.perf_counter() - started < 10
 
 
-def test_a_regex_re2_cannot_run_is_refused_at_compile() -> None:
+def test_a_regex_re2_cannot_run_is_refused_at_compile_and_by_validation() -> None:
     doc = msgspec.convert({"guardrails": [{"kind": "regex", "pattern": r"foo(?=bar)"}]}, PolicyDocument)
     with pytest.raises(ValueError, match="RE2 cannot run"):
         compile_guardrails([("pol", doc)])
+    (field, message), = semantic_errors(doc)  # the governance module answers it with a 422
+    assert field == "document.guardrails[0].pattern" and "no lookarounds" in message
 
 
 def test_max_input_keeps_the_tightest_limit_and_names_it() -> None:
