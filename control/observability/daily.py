@@ -46,7 +46,7 @@ async def refresh_days(store: Store, days: Iterable[datetime], *, only_dirty: bo
     """Rebuild the summaries of ``days`` (UTC midnights); ``only_dirty``: skip days no longer marked
     (another refresher took them). Returns how many days were rebuilt."""
     done = 0
-    for day in sorted(set(days)):
+    for day in sorted(set(days), reverse=True):  # newest first: recent days are the ones reports ask for
         async with store.begin(timeout_s=timeout_s) as conn:
             claimed = (await conn.execute(delete(dirty_days).where(dirty_days.c.day == day))).rowcount
             if only_dirty and not claimed:
