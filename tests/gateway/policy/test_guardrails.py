@@ -12,18 +12,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from adapters.adminapi.tables import ADMIN_MIGRATIONS, audit_log
+from adapters.adminapi.testing import serve_asgi
 from adapters.gateway_plugins import PluginHost, Principal, RequestContext
 from adapters.snapshots import ControlSnapshots, PoliciesSnapshot, PolicySpec
 from adapters.store import migrate, open_store
 from adapters.store.changes import STORE_MIGRATIONS
 from adapters.testdoubles import FunctionUpstream, chat_completion, stream_chunks
 from adapters.upstream import UpstreamCall
+from gateway.app import create_app
+from gateway.config import decode_config
 from gateway.policy.guardrail_filters import ChoicesFilter
 from gateway.policy.guardrails import GuardrailBlocked, GuardrailsPlugin, GuardrailsSettings
 from gateway.state import Gateway
@@ -453,3 +457,61 @@ async def test_denials_are_audited_off_the_request_path(tmp_path: Path) -> None:
     assert first["detail"] == "guardrail pii (email) on input (policy 'p0')"
     assert aggregate["after"]["count"] == 2 and aggregate["after"]["requestIds"] == ["req-1", "req-2"]
     assert all(SECRET not in json.dumps(dict(row), default=str) for row in rows)
+
+
+# -- end to end: a policy made through the admin API, keys through auth -------------------------
+
+async def test_a_governance_policy_is_enforced_for_its_team_and_audited(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMOPS_ADMIN_KEY", "adm-secret")
+    admin = {"authorization": "Bearer adm-secret"}
+    gov = "/llm-ops/v1/governance"
+
+    def answer(call: UpstreamCall) -> Any:
+        return stream_chunks(["Mail jane.r", "oe@example.org now."]) if call.stream else chat_completion("ok")
+
+    up = FunctionUpstream(answer)
+    cfg = decode_config({  # auth and guardrails are built in: no plugins entry
+        "server": {"log_level": "warning"},
+        "control": {"database_url": database_url, "data_dir": str(tmp_path), "modules": ["governance"]},
+        "providers": [{"name": "fn", "kind": "openai", "base_url": "http://fn.invalid"}],
+        "routes": [{"name": "r", "targets": [{"provider": "fn", "model": "m0"}]}]})
+    app = create_app(cfg, upstreams={"fn": up})
+    async with serve_asgi(app, lifespan="on") as url, httpx.AsyncClient(base_url=url, timeout=10) as h:
+        keys = {}
+        for team in ("support", "research"):
+            team_id = (await h.post(f"{gov}/teams", headers=admin, json={"name": team})).json()["data"]["id"]
+            made = (await h.post(f"{gov}/keys", headers=admin,
+                                 json={"name": team, "teamId": team_id, "roles": ["inference"]})).json()["data"]
+            keys[team] = (made["id"], {"authorization": f"Bearer {made['key']}"})
+        r = await h.post(f"{gov}/policies", headers=admin, json={"name": "support-rails", "document": {
+            "scope": {"teams": ["support"]}, "guardrails": [
+                {"kind": "blocked_terms", "terms": ["project titan"]},
+                {"kind": "pii", "entities": ["email"], "applyTo": "output"}]}})
+        assert r.status_code == 201, r.text
+
+        async def chat(team: str, text: str, **extra: Any) -> httpx.Response:
+            return await h.post("/v1/chat/completions", headers=keys[team][1],
+                                json={"model": "r", "messages": [{"role": "user", "content": text}], **extra})
+
+        deadline = time.monotonic() + 10
+        while (blocked := await chat("support", "about Project Titan")).status_code != 400:
+            assert blocked.status_code == 200 and time.monotonic() < deadline, blocked.text
+            await asyncio.sleep(0.02)
+        assert blocked.json()["error"]["code"] == "guardrail_blocked"
+        assert (await chat("research", "about Project Titan")).status_code == 200  # not its team's policy
+        streamed = await chat("support", "hi", stream=True)
+        assert _content(_sse(streamed.text)) == "Mail [EMAIL] now." and "jane" not in streamed.text
+        assert "jane.roe" in _content(_sse((await chat("research", "hi", stream=True)).text))
+
+        async def audited() -> list[dict[str, Any]]:
+            r = await h.get("/llm-ops/v1/audit/logs", headers=admin, params={"action": "policy.denied"})
+            return [e for e in r.json()["data"]["items"] if e["detail"].startswith("guardrail")]
+        deadline = time.monotonic() + 5
+        while not (rows := await audited()):
+            assert time.monotonic() < deadline, "the denial never reached the audit log"
+            await asyncio.sleep(0.05)
+    first = rows[-1]
+    assert first["actorKeyId"] == keys["support"][0] and first["statusCode"] == 400
+    assert first["requestId"] == blocked.headers["x-request-id"]
+    assert first["detail"] == "guardrail blocked_terms on input (policy 'support-rails')"
