@@ -119,6 +119,7 @@ class Report:
 
 
 async def query_usage(store: Store, query: UsageQuery, settings: ObservabilitySettings) -> Report:
+    """Run ``query``: the summary's days and the hourly ranges, in one read transaction, merged by group."""
     groups: Groups = {}
     async with store.read() as conn:
         days, dirty, hourly = await _plan(conn, query)

@@ -106,11 +106,12 @@ async def test_refresh_dirty_waits_until_a_day_has_been_over_for_the_grace(store
 async def test_the_background_refresher_catches_up(database_url: str, tmp_path: Path) -> None:
     cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path), change_feed="local",
                      module_settings={"observability": {"refresh_interval_s": 0.05, "refresh_grace_s": 0}})
+    three_days_ago = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
     async with admin_test_app(cfg, modules=[module]) as app:
         assert app.plane.store is not None
-        await insert_rollups(app.plane.store, ROWS)
+        await insert_rollups(app.plane.store, [{**row, "hour": three_days_ago} for row in ROWS[4:7]])
         async with asyncio.timeout(20):
-            while await marked(app.plane.store):  # every day here ended long ago (the clock says 2026-12 or later)
+            while await marked(app.plane.store):
                 await asyncio.sleep(0.05)
         async with app.plane.store.read() as conn:
             assert (await conn.execute(select(daily_usage.c.day).distinct())).scalars().all()
