@@ -92,7 +92,7 @@ _EXPIRED = "The API key provided has expired."
 
 
 class _Key:
-    """One snapshot key, ready to check: everything derived once per snapshot."""
+    """One snapshot key, ready to check: derived on its first use under a snapshot, then kept with it."""
 
     __slots__ = ("data_plane", "digest", "expires_at", "models", "name", "principal", "role", "routes")
 
