@@ -54,6 +54,7 @@ __all__ = [
 
 Kind = Literal["pii", "blocked_terms", "regex", "max_input"]
 _ENTITY_OF = {rule: entity for entity, rules in ENTITY_RULES.items() for rule in rules}
+_DIGIT = re.compile(r"\d").search
 
 
 class Hit(msgspec.Struct, frozen=True, gc=False):
@@ -119,7 +120,7 @@ class _Pii(_Rule):
         # then any prose would look like a match in progress.
         reaches = [reach(r.regex.pattern, r.regex.flags, cap=cap) for r in rules]
         super().__init__(g.action, policy, reaches)
-        self._detectors = tuple((r.regex.search, r.validator, _ENTITY_OF.get(r.name, r.name), x.required)
+        self._detectors = tuple((r.regex.search, r.validator, _ENTITY_OF.get(r.name, r.name), x.required, x.digit)
                                 for r, x in zip(rules, reaches, strict=True))
 
     def find(self, text: str, pos: int = 0) -> list[tuple[int, int, str]]:
@@ -131,9 +132,15 @@ class _Pii(_Rule):
         # them), so a match not yet complete cannot hide a finished one. Validated patterns are
         # bounded (at most 64 characters), so a retry costs at most that per position.
         found: list[tuple[int, int, str]] = []
-        for search, valid, entity, required in self._detectors:
+        digits: bool | None = None
+        for search, valid, entity, required, digit in self._detectors:
             if required not in text:  # an email needs its "@", an IPv4 address a ".": no scan without
                 continue
+            if digit:  # cards, IBANs, ids, IPv4, phones: prose without a digit needs none of them
+                if digits is None:
+                    digits = _DIGIT(text, pos) is not None
+                if not digits:
+                    continue
             at = pos
             while (m := search(text, at)) is not None:
                 s, e = m.span()

@@ -11,8 +11,8 @@ chunks is only found if the scanner keeps the end of one chunk until the next ar
   cannot be inside a match still in progress, which lets prose be released promptly;
 * ``ahead``/``behind``: characters the pattern looks at past its match's ends
   (lookarounds, ``\\b``, ``$``), which must exist before a match is trusted;
-* ``required``: a literal every match contains (``tok-`` in ``tok-[0-9a-f]{8}``): text
-  without it needs no scan at all.
+* ``required``: a literal every match contains (``tok-`` in ``tok-[0-9a-f]{8}``), and
+  ``digit``: whether every match contains a digit: text without them needs no scan at all.
 
 Conservative by construction: anything the walk does not recognise widens the answer
 (any character, the cap), never narrows it.
@@ -48,6 +48,7 @@ class Reach:
     ahead: int
     behind: int
     required: str = ""  # a literal every match contains (case-sensitive patterns only), or ""
+    digit: bool = False  # every match contains a decimal digit (``\\d``: any script's)
 
     def tail(self, text: str) -> int:
         """How many characters at the end of ``text`` a match still in progress may occupy."""
@@ -135,7 +136,32 @@ def reach(pattern: str, flags: int = 0, *, cap: int = 256) -> Reach:
         body = "".join(walk.parts)
         chars = re.compile(f"[{body}]*" if body else "", re.IGNORECASE if ignorecase else 0)
     return Reach(width=width, chars=chars, ahead=min(walk.ahead, cap), behind=min(walk.behind, cap),
-                 required=required)
+                 required=required, digit=_needs_digit(tree.data))
+
+
+def _digits_only(op: Any, av: Any) -> bool:
+    if op == sre.LITERAL:
+        return chr(av).isdecimal()
+    if op == sre.IN:
+        return bool(av) and all((o == sre.CATEGORY and a == sre.CATEGORY_DIGIT)
+                                or (o == sre.RANGE and 0x30 <= a[0] <= a[1] <= 0x39)
+                                or (o == sre.LITERAL and chr(a).isdecimal()) for o, a in av)
+    return False
+
+
+def _needs_digit(data: Any) -> bool:
+    """Whether every match contains a digit: some item in the sequence is one, or is a group, a repeat
+    (at least once) or a choice all of whose branches need one."""
+    for op, av in data:
+        if _digits_only(op, av):
+            return True
+        if op in _REPEATS and av[0] >= 1 and _needs_digit(av[2]):
+            return True
+        if op == sre.SUBPATTERN and _needs_digit(av[3]):
+            return True
+        if op == sre.BRANCH and all(_needs_digit(alt) for alt in av[1]):
+            return True
+    return False
 
 
 def _required(data: Any) -> str:

@@ -219,6 +219,15 @@ def test_reach_bounds_width_chars_and_lookarounds() -> None:
     assert reach(r"[^,]+").chars is None  # a negated class: any character
 
 
+def test_reach_names_what_every_match_contains_so_text_without_it_is_not_scanned() -> None:
+    assert reach(r"\bsk-(?:live|test)_\w+").required == "sk-"
+    assert reach(r"(?:\d{1,3}\.){3}\d{1,3}").required == "."  # inside a repeat that occurs at least once
+    assert reach(r"(?i)tok-\d").required == ""  # case-insensitive: no literal to test with `in`
+    assert reach(r"(?:ab)?cd|x").required == ""  # a choice: nothing common
+    assert reach(r"(?:a1|2)+").digit and reach(r"\+?\d{3}").digit
+    assert not reach(r"a|1").digit and not reach(r"[a1]").digit and not reach(r"\d?x").digit
+
+
 def test_re2_spans_are_character_offsets() -> None:
     assert Re2(r"k\d").spans("é k1 ü k22") == [(2, 4), (7, 9)]
     assert Re2(r"k\d").spans("\x00 k1") == [(2, 4)]  # a NUL in the text: another marker is used
