@@ -284,7 +284,11 @@ class _Scanner:
         if final:
             cut = len(buf)
         else:
-            hold = max(self._ahead, *(r.tail(buf) for r in self._rules))
+            hold = self._ahead
+            for rule in self._rules:  # once per streamed piece: a plain loop, no generator
+                n = rule.tail(buf)
+                if n > hold:
+                    hold = n
             cut = len(buf) - hold
             for h in reversed(hits):  # a match across the cut is kept whole: cut before it
                 if h.start - off < cut < h.end - off:
@@ -292,14 +296,16 @@ class _Scanner:
             if cut <= 0:
                 self._buf = buf
                 return "", []
-        done = [h for h in hits if h.end <= off + cut]
-        for h in done:
-            if h.action == "block":
-                raise Blocked(h)
         released = buf[:cut]
         self._buf = buf[cut:]
         if self._behind:
             self._before = (before + released)[-self._behind:]
+        if not hits:  # the usual piece: nothing found
+            return released, hits
+        done = [h for h in hits if h.end <= off + cut]
+        for h in done:
+            if h.action == "block":
+                raise Blocked(h)
         return _redact(released, done, off), done
 
     @property
