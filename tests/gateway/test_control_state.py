@@ -80,7 +80,7 @@ async def test_admin_change_and_published_routes_feed_the_generation(database_ur
         app = create_app(cfg)
         async with serve_asgi(app, lifespan="on") as url, httpx.AsyncClient(base_url=url, timeout=10) as h:
             ready = (await h.get("/readyz")).json()
-            assert ready["control"]["generations"] == {"policies": 1}  # published at start-up (none yet)
+            assert ready["control"]["generations"] == {"keys": 1, "policies": 1}  # published at start-up (none yet)
             gw = app.state.gateway
             assert gw.control._refresh_interval_s == 2.5  # server.control_refresh_s
             first, pool = gw.generation, gw.generation.providers["p"]
@@ -113,7 +113,7 @@ async def test_admin_change_and_published_routes_feed_the_generation(database_ur
             r = await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG})
             assert r.status_code == 200, r.text
             ready = (await h.get("/readyz")).json()
-            assert ready["control"]["generations"] == {"policies": 2, "routes": 1}
+            assert ready["control"]["generations"] == {"keys": 1, "policies": 2, "routes": 1}
             assert ready["status"] == "ready" and ready["control"]["staleness_s"] < 5
     finally:
         del os.environ["LLMOPS_ADMIN_KEY"]
