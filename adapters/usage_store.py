@@ -32,6 +32,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 from sqlalchemy import String, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,7 +49,9 @@ _SUMS = ("requests", "errors", "unpriced_requests", "estimated_requests", "promp
 
 
 class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One ``usage_records`` row (``ts`` in epoch seconds); one JSON line of a spill file."""
+    """One ``usage_records`` row as stored: ``ts`` in epoch seconds, money in whole nano-dollars
+    (``UsdAmount``'s unit), plus the GPU-hour price the rollups keep. Also one JSON line of a spill
+    file. The field order is the PostgreSQL stage table's (``_STAGE_DDL``)."""
 
     record_id: str
     request_id: str
@@ -57,9 +60,6 @@ class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     route: str
     model: str
     provider: str
-    status: int
-    latency_s: float
-    usage_source: str
     variant: str | None = None
     key_id: str | None = None
     team: str | None = None
@@ -69,12 +69,23 @@ class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     cached_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    cost_usd: Decimal | None = None
+    cost_nano_usd: int | None = None
     price_source: str | None = None
+    status: int
     error: str | None = None
+    latency_s: float
     ttft_s: float | None = None
     attempts: int = 1
-    gpu_usd_per_hour: Decimal | None = None  # not a usage_records column: the rollups keep it
+    usage_source: str
+    gpu_nano_usd_per_hour: int | None = None  # not a usage_records column: the rollups keep it
+
+
+_NANO = Decimal(1_000_000_000)
+
+
+def _nano(v: Decimal | None) -> int | None:
+    """Dollars to whole nano-dollars, rounded half-even: ``UsdAmount``'s encoding."""
+    return None if v is None else int((v * _NANO).to_integral_value(ROUND_HALF_EVEN))
 
 
 _WIDTHS: dict[str, int] = {c.name: c.type.length for c in usage_records.c
@@ -93,9 +104,9 @@ def row_from_record(r: UsageRecord) -> UsageRow:
         provider=r.provider, status=r.status, latency_s=r.latency_s, usage_source=r.usage_source, variant=r.variant,
         key_id=None if p is None else p.key_id, team=None if p is None else p.team, stream=r.stream,
         prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cached_read_tokens=r.cached_read_tokens,
-        cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens, cost_usd=r.cost_usd,
+        cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens, cost_nano_usd=_nano(r.cost_usd),
         price_source=r.price_source, error=r.error, ttft_s=r.ttft_s, attempts=r.attempts,
-        gpu_usd_per_hour=r.gpu_usd_per_hour,
+        gpu_nano_usd_per_hour=_nano(r.gpu_usd_per_hour),
     )
     texts = (row.record_id, row.request_id, row.endpoint, row.route, row.model, row.provider, row.usage_source,
              row.variant or "", row.key_id or "", row.team or "", row.price_source or "", row.error or "")  # _TEXT
@@ -122,8 +133,8 @@ def rollup_deltas(rows: Iterable[UsageRow]) -> list[dict[str, Any]]:
         if s is None:
             s = acc[key] = {"requests": 0, "errors": 0, "unpriced_requests": 0, "estimated_requests": 0,
                             "prompt_tokens": 0, "completion_tokens": 0, "cached_read_tokens": 0,
-                            "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": Decimal(0),
-                            "gpu_usd_per_hour": Decimal(0), "latency_s_sum": 0.0}
+                            "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0,
+                            "gpu_usd_per_hour": 0, "latency_s_sum": 0.0}
         s["requests"] += 1
         s["errors"] += r.status >= 400
         s["estimated_requests"] += r.usage_source in _ESTIMATED
@@ -133,13 +144,18 @@ def rollup_deltas(rows: Iterable[UsageRow]) -> list[dict[str, Any]]:
         s["cache_write_tokens"] += r.cache_write_tokens
         s["reasoning_tokens"] += r.reasoning_tokens
         s["latency_s_sum"] += r.latency_s
-        if r.cost_usd is not None:
-            s["cost_usd"] += r.cost_usd
+        if r.cost_nano_usd is not None:
+            s["cost_usd"] += r.cost_nano_usd
         elif r.price_source != "gpu_hour":  # GPU-hour rows are priced per hour by the reports, not unpriced
             s["unpriced_requests"] += 1
-        if r.gpu_usd_per_hour is not None and r.gpu_usd_per_hour > s["gpu_usd_per_hour"]:
-            s["gpu_usd_per_hour"] = r.gpu_usd_per_hour
-    return [{"hour": k[0], **dict(zip(ROLLUP_DIMENSIONS, k[1:], strict=True)), **s} for k, s in sorted(acc.items())]
+        if r.gpu_nano_usd_per_hour is not None and r.gpu_nano_usd_per_hour > s["gpu_usd_per_hour"]:
+            s["gpu_usd_per_hour"] = r.gpu_nano_usd_per_hour
+    out = []
+    for k, s in sorted(acc.items()):
+        s["cost_usd"] = Decimal(s["cost_usd"]) / _NANO  # dollars again, exactly, for UsdAmount
+        s["gpu_usd_per_hour"] = Decimal(s["gpu_usd_per_hour"]) / _NANO
+        out.append({"hour": k[0], **dict(zip(ROLLUP_DIMENSIONS, k[1:], strict=True)), **s})
+    return out
 
 
 async def write_usage(store: Store, rows: Sequence[UsageRow], *, timeout_s: float | None = None) -> int:
@@ -163,7 +179,6 @@ _COLUMNS = ("record_id", "request_id", "ts", "endpoint", "route", "model", "prov
             "reasoning_tokens", "cost_usd", "price_source", "status", "error", "latency_s", "ttft_s", "attempts",
             "usage_source", "estimated")
 assert set(_COLUMNS) == {c.name for c in usage_records.c} - {"id"}, "usage_records changed: update _COLUMNS"
-_NANO = Decimal(1_000_000_000)
 
 
 # -- SQLite ------------------------------------------------------------------------------------
@@ -179,11 +194,11 @@ _SQLITE_LOOKUP_CHUNK = 500  # ids per "IN (...)": well under SQLite's limit on b
 
 def _sqlite_tuple(r: UsageRow) -> tuple[Any, ...]:
     """The row in ``_COLUMNS`` order as SQLAlchemy stores it on SQLite: ``UtcDateTime`` as naive UTC
-    text with microseconds, ``UsdAmount`` in nano-dollars, booleans as 0/1."""
+    text with microseconds, booleans as 0/1 (``UsdAmount`` is nano-dollars already)."""
     ts = datetime.fromtimestamp(r.ts, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return (r.record_id, r.request_id, ts, r.endpoint, r.route, r.model, r.provider, r.variant, r.key_id, r.team,
             int(r.stream), r.prompt_tokens, r.completion_tokens, r.cached_read_tokens, r.cache_write_tokens,
-            r.reasoning_tokens, _nano(r.cost_usd), r.price_source, r.status, r.error, r.latency_s, r.ttft_s,
+            r.reasoning_tokens, r.cost_nano_usd, r.price_source, r.status, r.error, r.latency_s, r.ttft_s,
             r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED))
 
 
@@ -236,26 +251,38 @@ def _sqlite_errors() -> Iterator[None]:
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 _STAGE = "llmops_usage_stage"
-_STAGE_COLUMNS = (*_COLUMNS, "gpu_usd_per_hour", "hour")
+_PG_TYPES = {str: "varchar", float: "float8", int: "int8", bool: "boolean"}
+_STAGE_COLUMNS = UsageRow.__struct_fields__  # COPY sends msgspec.structs.astuple(row) as it is
+
+
+def _pg_type(field: str) -> str:
+    hint = UsageRow.__annotations__[field]  # "str | None" etc. (postponed annotations)
+    return _PG_TYPES[{"str": str, "float": float, "int": int, "bool": bool}[hint.split(" |")[0]]]
+
+
 # Created once per connection, outside any transaction (so no rollback can take it away); every
 # commit or rollback empties it, so a failed batch never leaks into the next one.
-_STAGE_DDL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS SELECT {', '.join(_COLUMNS)}, "
-              f"cost_usd AS gpu_usd_per_hour, ts AS hour FROM usage_records WITH NO DATA")
+_STAGE_DDL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} "
+              f"({', '.join(f'{c} {_pg_type(c)}' for c in _STAGE_COLUMNS)}) ON COMMIT DELETE ROWS")
 _DIMS = ", ".join(ROLLUP_DIMENSIONS)
+_FROM_ROW = {"ts": "to_timestamp(ts)", "cost_usd": "cost_nano_usd",
+             "estimated": "usage_source IN ('counted', 'estimated')"}  # usage_records columns not copied as they are
 # Data-modifying CTEs run once, to completion, whether or not the outer query reads them: the rows
 # go in, the rollups take exactly the rows RETURNING names, and the outer query counts them.
 _WRITE_FROM_STAGE = f"""
 WITH inserted AS (
-    INSERT INTO usage_records ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE}
-    ON CONFLICT (record_id) DO NOTHING RETURNING record_id
+    INSERT INTO usage_records ({', '.join(_COLUMNS)})
+    SELECT {', '.join(_FROM_ROW.get(c, c) for c in _COLUMNS)} FROM {_STAGE}
+    ON CONFLICT (record_id) DO NOTHING RETURNING record_id, ts AS stored_ts
 ), rolled AS (
     INSERT INTO usage_rollups (hour, {_DIMS}, {', '.join(_SUMS)}, gpu_usd_per_hour)
-    SELECT hour, coalesce(team, ''), coalesce(key_id, ''), route, model, provider, coalesce(variant, ''), endpoint,
+    SELECT date_trunc('hour', stored_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', coalesce(team, ''),
+           coalesce(key_id, ''), route, model, provider, coalesce(variant, ''), endpoint,
            count(*), count(*) FILTER (WHERE status >= 400),
-           count(*) FILTER (WHERE cost_usd IS NULL AND price_source IS DISTINCT FROM 'gpu_hour'),
-           count(*) FILTER (WHERE estimated), sum(prompt_tokens), sum(completion_tokens), sum(cached_read_tokens),
-           sum(cache_write_tokens), sum(reasoning_tokens), coalesce(sum(cost_usd), 0), sum(latency_s),
-           coalesce(max(gpu_usd_per_hour), 0)
+           count(*) FILTER (WHERE cost_nano_usd IS NULL AND price_source IS DISTINCT FROM 'gpu_hour'),
+           count(*) FILTER (WHERE usage_source IN ('counted', 'estimated')), sum(prompt_tokens),
+           sum(completion_tokens), sum(cached_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
+           coalesce(sum(cost_nano_usd), 0), sum(latency_s), coalesce(max(gpu_nano_usd_per_hour), 0)
     FROM {_STAGE} JOIN inserted USING (record_id)
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
     ON CONFLICT (hour, {_DIMS}) DO UPDATE SET
@@ -266,26 +293,11 @@ SELECT count(*) FROM inserted
 """
 
 
-def _nano(v: Decimal | None) -> int | None:
-    """``UsdAmount``'s encoding: COPY bypasses SQLAlchemy's column types."""
-    return None if v is None else int((v * _NANO).to_integral_value(ROUND_HALF_EVEN))
-
-
-def _stage_tuple(r: UsageRow) -> tuple[Any, ...]:
-    """The row in ``_STAGE_COLUMNS`` order, as asyncpg's COPY encodes it."""
-    ts = r.ts
-    return (r.record_id, r.request_id, datetime.fromtimestamp(ts, UTC), r.endpoint, r.route, r.model, r.provider,
-            r.variant, r.key_id, r.team, r.stream, r.prompt_tokens, r.completion_tokens, r.cached_read_tokens,
-            r.cache_write_tokens, r.reasoning_tokens, _nano(r.cost_usd), r.price_source, r.status, r.error,
-            r.latency_s, r.ttft_s, r.attempts, r.usage_source, r.usage_source in _ESTIMATED,
-            _nano(r.gpu_usd_per_hour), datetime.fromtimestamp(ts - ts % 3600, UTC))
-
-
 async def _write_postgres(conn: AsyncConnection, rows: list[UsageRow]) -> int:
     """On the store's connection (its checkout, deadline and error translation), but through asyncpg
     itself: BEGIN, COPY, one statement, COMMIT. SQLAlchemy's own transaction stays unstarted (it
     begins lazily, at its first statement), so its commit sends nothing."""
-    records = [_stage_tuple(r) for r in rows]
+    records = [astuple(r) for r in rows]
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection  # asyncpg.Connection
     assert driver is not None

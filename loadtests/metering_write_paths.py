@@ -72,6 +72,7 @@ async def _sqlalchemy_values(store: SqlStore, rows: list[UsageRow]) -> int:
     for r in rows:
         d = {c.name: getattr(r, c.name, None) for c in usage_records.c if c.name not in ("id", "estimated")}
         d["ts"] = datetime.fromtimestamp(r.ts, UTC)
+        d["cost_usd"] = None if r.cost_nano_usd is None else Decimal(r.cost_nano_usd) / 1_000_000_000
         d["estimated"] = r.usage_source in ("counted", "estimated")
         params.append(d)
     async with store.begin() as conn:

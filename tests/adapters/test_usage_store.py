@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pytest
@@ -21,9 +21,14 @@ HOUR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 def row(i: int, **kw: Any) -> UsageRow:
+    """A stored row; money given in dollars (``cost_usd``, ``gpu_usd_per_hour``) as records carry it."""
     base: dict[str, Any] = {"record_id": f"rec-{i}", "request_id": f"req-{i}", "ts": HOUR + 60 * i, "endpoint": "chat",
                             "route": "chat", "model": "m", "provider": "p", "status": 200, "latency_s": 0.5,
                             "usage_source": "upstream", "prompt_tokens": 10, "completion_tokens": 5}
+    money = {"cost_usd": "cost_nano_usd", "gpu_usd_per_hour": "gpu_nano_usd_per_hour"}
+    for dollars, nanos in money.items():
+        if dollars in kw:
+            kw[nanos] = int((kw.pop(dollars) * 1_000_000_000).to_integral_value(ROUND_HALF_EVEN))
     return UsageRow(**{**base, **kw})
 
 
@@ -141,6 +146,7 @@ def test_spill_line_round_trips_money_exactly() -> None:
     import msgspec
 
     r = row(1, cost_usd=Decimal("0.000000001"), gpu_usd_per_hour=Decimal("12.34"), team="a")
+    assert (r.cost_nano_usd, r.gpu_nano_usd_per_hour) == (1, 12_340_000_000)
     line = msgspec.json.encode(r)
     assert msgspec.json.decode(line, type=UsageRow) == r
     assert b"completion_tokens" in line and b"cache_write_tokens" not in line  # defaults are left out
