@@ -323,6 +323,7 @@ class Result:
     rollup_rows: int
     window_rollup_rows: int
     summary_rows: int
+    window_records: int
     load_s: float
     rebuild_s: float
     summary_s: float
@@ -451,8 +452,9 @@ async def _run_backend(backend: str, args: argparse.Namespace, workdir: Path) ->
         await store.aclose()
         if pg:
             pg.stop()
-    return Result(backend, version, args.records, rollup_rows, window_rows, summary_rows, saved.get("load_s", 0.0),
-                  saved.get("rebuild_s", 0.0), saved.get("summary_s", 0.0), _dir_bytes(home), timings)
+    return Result(backend, version, args.records, rollup_rows, window_rows, summary_rows, expected.requests,
+                  saved.get("load_s", 0.0), saved.get("rebuild_s", 0.0), saved.get("summary_s", 0.0),
+                  _dir_bytes(home), timings)
 
 
 def _dataset_of(marker: Path) -> dict[str, Any]:
@@ -476,7 +478,8 @@ def _table(results: list[Result]) -> str:
 def _facts(results: list[Result], args: argparse.Namespace) -> list[str]:
     out = []
     for r in results:
-        out.append(f"- {r.backend} {r.version}: {args.records:,} records over {args.days} days, loaded in "
+        out.append(f"- {r.backend} {r.version}: {args.records:,} records over {args.days} days "
+                   f"({r.window_records:,} in the 30-day window), loaded in "
                    f"{r.load_s:.0f} s ({args.records / max(r.load_s, 1e-9):,.0f} rows/s); `rebuild_rollups` "
                    f"{r.rebuild_s:.0f} s, daily summary {r.summary_s:.0f} s; {r.rollup_rows:,} hourly rollup rows "
                    f"({r.window_rollup_rows:,} in the window), {r.summary_rows:,} summary rows in the window; "
@@ -504,7 +507,11 @@ def _section(results: list[Result], args: argparse.Namespace, command: str) -> s
         "  default settings except fsync off, `VACUUM ANALYZE` of both tables after the load; SQLite: WAL, no",
         "  `ANALYZE`.",
         *_facts(results, args),
+        "- Load, rebuild and summary times count generating the records in Python, and depend on whatever else",
+        "  the machine runs (the load average above is the one when the queries ran).",
         f"- Bar: under 1 s each; slowest median here {worst * 1000:.0f} ms.",
+        *(["- Queries timed on the databases an earlier run of the same command built and kept (`--workdir DIR",
+           "  --keep`, then `--reuse`); load, rebuild and summary times are that run's."] if args.reuse else []),
         "",
         "```",
         command,
