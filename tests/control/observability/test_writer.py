@@ -26,15 +26,15 @@ def rows() -> list[UsageRow]:
                               "usage_source": "upstream"}
     return [
         UsageRow(record_id="r1", ts=T0 + 1, endpoint="chat", model="gpt-4o", provider="openai", key_id="k1",
-                 team="a", prompt_tokens=100, completion_tokens=20, cached_read_tokens=40, cost_usd=Decimal("0.0002"),
+                 team="a", prompt_tokens=100, completion_tokens=20, cached_read_tokens=40, cost_nano_usd=200_000,
                  price_source="litellm", **common),
         UsageRow(record_id="r2", ts=T0 + 2, endpoint="chat", model="gpt-4o", provider="openai", key_id="k1",
                  team="a", **{**common, "status": 502, "usage_source": "none"}),
         UsageRow(record_id="r3", ts=T0 + 3, endpoint="chat", model="llama", provider="vllm", key_id="k2", team="b",
                  variant="b", prompt_tokens=30, completion_tokens=70, price_source="gpu_hour",
-                 gpu_usd_per_hour=Decimal("4"), **common),
+                 gpu_nano_usd_per_hour=4_000_000_000, **common),
         UsageRow(record_id="r4", ts=T0 + 3600 + 5, endpoint="embeddings", model="emb", provider="openai",
-                 prompt_tokens=9, cost_usd=Decimal("0.000000009"), price_source="config",
+                 prompt_tokens=9, cost_nano_usd=9, price_source="config",
                  **{**common, "usage_source": "estimated"}),
     ]
 
