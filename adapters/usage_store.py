@@ -48,7 +48,7 @@ _SUMS = ("requests", "errors", "unpriced_requests", "estimated_requests", "promp
          "cached_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "latency_s_sum")
 
 
-class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One ``usage_records`` row as stored: ``ts`` in epoch seconds, money in whole nano-dollars
     (``UsdAmount``'s unit), plus the GPU-hour price the rollups keep. Also one JSON line of a spill
     file. The field order is the PostgreSQL stage table's (``_STAGE_DDL``)."""

@@ -44,7 +44,7 @@ RPS_TARGET = 0.90  # req/s with metering writing to the store over metering off,
 _START, _END = "<!-- metering:start", "<!-- metering:end -->"
 
 
-def metering_table(runs: Sequence[PairedRun], backend: str = "postgresql") -> str:
+def metering_table(runs: Sequence[PairedRun], backend: str = "postgresql", db_cpu_us: float | None = None) -> str:
     """Markdown: median req/s and CPU µs per request of each side, the ratios, a verdict.
 
     In each run `floor` is the gateway with metering off and `gateway` the one writing usage records."""
@@ -65,6 +65,8 @@ def metering_table(runs: Sequence[PairedRun], backend: str = "postgresql") -> st
         f"| metering on ({backend}) | {fmt(rps[1], 0)} | {fmt(cpu[1], 1)} |",
         f"| on / off | {fmt(rps_ratio)} | {fmt(cpu_ratio)} (off's CPU over on's) |",
         "",
+        *([f"PostgreSQL's own CPU (on the load core, beside wrk and nginx): {fmt(db_cpu_us, 1)} µs per metered "
+           "request.", ""] if db_cpu_us is not None else []),
         Check(f"metering on req/s ≥ {RPS_TARGET:.2f} x off (median paired ratio)", rps_ratio >= RPS_TARGET,
               f"ratio {fmt(rps_ratio)}; CPU ratio {fmt(cpu_ratio)}").line,
     ]
@@ -79,16 +81,42 @@ class _Database:
     count_sql: list[str]  # argv printing "records|rollup_requests"
 
 
+@dataclass(frozen=True)
+class Cluster:
+    url: str  # postgresql://…:port (no database)
+    bin_dir: Path
+    data_dir: Path
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds of the server so far: the postmaster, its live backends, and those that exited."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            total = _proc_cpu_s(pid, with_children=True)
+            return total + sum(_proc_cpu_s(int(c)) for c in children)
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _proc_cpu_s(pid: int, with_children: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited meanwhile: its time is in the postmaster's children's total
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if with_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def _postgres(cpus: Sequence[int]) -> Iterator[tuple[str, Path]]:
-    """A throwaway cluster (fsync off, as the test suite's), pinned to `cpus`; yields (base URL, bin dir)."""
+def _postgres(cpus: Sequence[int]) -> Iterator[Cluster]:
+    """A throwaway cluster (fsync off, as the test suite's), pinned to `cpus`."""
     # A directory of its own: the server's user must be able to enter it.
     with tempfile.TemporaryDirectory(prefix="llmops-metering-pg-") as tmp, _cluster(Path(tmp), cpus) as found:
         yield found
 
 
 @contextlib.contextmanager
-def _cluster(root: Path, cpus: Sequence[int]) -> Iterator[tuple[str, Path]]:
+def _cluster(root: Path, cpus: Sequence[int]) -> Iterator[Cluster]:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[4]))
     if not found:
         raise SystemExit("PostgreSQL server binaries not installed (apt-get install postgresql)")
@@ -104,15 +132,16 @@ def _cluster(root: Path, cpus: Sequence[int]) -> Iterator[tuple[str, Path]]:
     subprocess.run([*cpu_prefix(cpus), *as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-l",
                     str(root / "server.log"), "-w", "-o", opts, "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}", bin_dir
+        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}", bin_dir, data)
     finally:
         subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        check=False, capture_output=True)
 
 
-def _pg_database(base: str, bin_dir: Path, name: str) -> _Database:
+def _pg_database(cluster: Cluster, name: str) -> _Database:
+    base = cluster.url
     port = base.rsplit(":", 1)[1]
-    psql = [str(bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", port, "-U", "postgres"]
+    psql = [str(cluster.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", port, "-U", "postgres"]
     subprocess.run([*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
     count = [*psql, "-d", name, "-c", _COUNT_SQL]
     return _Database(f"{base}/{name}", count)
@@ -199,9 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmops-metering-bench-")))
         up = stack.enter_context(run_nginx(cpus=[args.load_cpu]))
         if args.backend == "postgresql":
-            base, bin_dir = stack.enter_context(_postgres([args.load_cpu]))
-            dbs = {side: _pg_database(base, bin_dir, f"bench_{side}") for side in ("off", "on")}
+            cluster: Cluster | None = stack.enter_context(_postgres([args.load_cpu]))
+            assert cluster is not None
+            dbs = {side: _pg_database(cluster, f"bench_{side}") for side in ("off", "on")}
         else:
+            cluster = None
             dbs = {side: _sqlite_database(tmp / f"control-{side}.db") for side in ("off", "on")}
         targets, pids, bases = [], [], []
         for side in ("off", "on"):
@@ -215,14 +246,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(Target(f"metering-{side}", gw.label, gw.base, body))
             pids.append(gw.proc.pid)
             bases.append(gw.base)
+        pg_before = cluster.cpu_s() if cluster else None
         runs = measure_pairs(targets[0], targets[1], pids[0], pids[1], concurrency=64, pairs=args.pairs,
                              duration_s=args.pair_duration, wrk_cpus=[args.load_cpu], names=("off", "on"))
+        pg_after = cluster.cpu_s() if cluster else None
         served = _served(bases[1])
         deadline = time.monotonic() + 30
         while (stored := _stored(dbs["on"]))[0] < served and time.monotonic() < deadline:
             time.sleep(0.5)  # the writer's last batches (every 0.25 s)
         off_rows = _stored(dbs["off"])[0]
-    table = metering_table(runs, args.backend)
+    db_cpu_us = None
+    if pg_before is not None and pg_after is not None and served:
+        db_cpu_us = (pg_after - pg_before) * 1e6 / served
+    table = metering_table(runs, args.backend, db_cpu_us)
     print(table)
     print(f"metered gateway answered {served} requests on the bench route; its database holds {stored[0]} usage "
           f"records (rollups: {stored[1]} requests); the unmetered one holds {off_rows}")

@@ -161,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     others = sorted(set(os.sched_getaffinity(0)) - {args.cpu}) or [args.cpu]
     results: dict[str, dict[tuple[str, int], float]] = {}
-    with _postgres(others) as (base, _bin_dir), tempfile.TemporaryDirectory(prefix="llmops-write-paths-") as tmp:
+    with _postgres(others) as cluster, tempfile.TemporaryDirectory(prefix="llmops-write-paths-") as tmp:
         os.sched_setaffinity(0, {args.cpu})
-        results["postgresql"] = asyncio.run(_backend(f"{base}/postgres", args.sizes, args.reps))
+        results["postgresql"] = asyncio.run(_backend(f"{cluster.url}/postgres", args.sizes, args.reps))
         results["sqlite"] = asyncio.run(_backend(f"sqlite:///{tmp}/usage.db", args.sizes, args.reps))
     table = _table(results, args.sizes)
     print(table)
