@@ -9,33 +9,29 @@ import time
 
 import pytest
 
-from loadtests.paired import PairedRun, process_cpu_s
-from loadtests.workers_bench import _parse, tree_cpu_s, workers_table
-from loadtests.wrk import WrkResult
+from loadtests.paired import process_cpu_s
+from loadtests.workers_bench import Sample, _parse, tree_cpu_s, workers_table
 
 
-def _wrk(rps: float) -> WrkResult:
-    return WrkResult(requests=int(rps * 3), duration_s=3.0, rps=rps, p50_ms=1.0, p99_ms=2.0)
-
-
-def _run(w1_rps: float, w2_rps: float, w1_cpu: float | None, w2_cpu: float | None) -> PairedRun:
-    return PairedRun(_wrk(w1_rps), _wrk(w2_rps), w1_cpu, w2_cpu)
+def _round(w1: float, indep2: float, w2: float) -> list[Sample]:
+    return [Sample("w1", w1, 4000.0), Sample("indep2", indep2, 3800.0), Sample("w2", w2, 3700.0)]
 
 
 def test_table_gives_medians_ratios_and_per_core_projection() -> None:
-    runs = [_run(1000, 1800, 250.0, 260.0), _run(1100, 1900, 200.0, 210.0), _run(900, 1700, 240.0, 250.0)]
-    text = workers_table(runs)
-    assert "3 pairs at c=64" in text
-    assert "| --workers 1 | 1,000 | 240.0 | 4,167 |" in text
-    assert "| --workers 2 | 1,800 | 250.0 | 4,000 |" in text
-    assert "| 2 / 1 | 1.80 | 1.04 | 0.96 |" in text  # median of 1.8, 1.73, 1.89; 250/240
-    assert "PASS: CPU per request with 2 workers" in text and "ratio 1.04" in text
+    samples = [*_round(250.0, 280.0, 290.0), *_round(200.0, 230.0, 240.0), *_round(240.0, 270.0, 275.0)]
+    text = workers_table(samples)
+    assert "3 rounds" in text
+    assert "| --workers 1, c=64 | 4,000 | 240.0 | 4,167 |" in text
+    assert "| --workers 2, c=64 | 3,700 | 275.0 | 3,636 |" in text
+    assert "two independent processes / one: 1.12" in text  # 270 / 240
+    assert "`--workers 2` / two independent processes: 1.02" in text  # 275 / 270
+    assert "FAIL: CPU per request with 2 workers" in text and "ratio 1.15" in text
+    assert "PASS: --workers 2 costs" in text
 
 
-def test_table_fails_past_ten_percent_and_skips_without_cpu() -> None:
-    assert "FAIL:" in workers_table([_run(1000, 1500, 200.0, 230.0)])
-    text = workers_table([_run(1000, 1500, None, None)])
-    assert "SKIP:" in text and "| --workers 1 | 1,000 | - | - |" in text
+def test_table_passes_within_ten_percent_and_needs_every_series() -> None:
+    assert "PASS: CPU per request with 2 workers" in workers_table(_round(200.0, 205.0, 210.0))
+    assert workers_table(_round(200.0, 205.0, 210.0)[:2]) == "(no runs)\n"
     assert workers_table([]) == "(no runs)\n"
 
 
@@ -55,7 +51,7 @@ def test_tree_cpu_counts_children() -> None:
 
 
 def test_arguments() -> None:
-    args = _parse(["--pairs", "2", "--server-cpus", "1,2"])
-    assert args.pairs == 2 and args.server_cpus == [1, 2] and args.concurrency == 64
+    args = _parse(["--rounds", "2", "--server-cpus", "1,2"])
+    assert args.rounds == 2 and args.server_cpus == [1, 2] and args.duration == 3.0
     with pytest.raises(SystemExit):
-        _parse(["--pairs", "0"])
+        _parse(["--rounds", "0"])
