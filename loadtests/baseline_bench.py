@@ -67,6 +67,13 @@ def baseline_table(runs: Sequence[PairedRun], baseline: str, current: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _bare() -> dict[str, object]:
+    """Config that turns off what later issues added by default (built-in plug-ins, the usage writer)."""
+    from gateway.plugins import BUILTIN_PLUGINS
+
+    return {"plugins": [{"name": n, "enabled": False} for n in BUILTIN_PLUGINS], "metering": {"enabled": False}}
+
+
 def _rev(tree: Path, rev: str) -> str:
     out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", rev], capture_output=True, text=True,
                          check=True, timeout=30)
@@ -98,6 +105,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pair-duration", type=float, default=3.0, help="seconds per run (default 3)")
     p.add_argument("--server-cpu", type=int, default=1, help="core for both gateways (default 1)")
     p.add_argument("--load-cpu", type=int, default=0, help="core for wrk and nginx (default 0)")
+    p.add_argument("--bare", action="store_true",
+                   help="this tree with its built-in plug-ins and usage writer off: the seams alone, as the "
+                        "baseline had no such features")
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be at least 1")
@@ -111,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     current_rev = _rev(_HERE, "HEAD")
     dirty = subprocess.run(["git", "-C", str(_HERE), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-    current = current_rev + ("+changes" if dirty else "")
+    current = current_rev + ("+changes" if dirty else "") + (" bare" if args.bare else "")
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmops-baseline-bench-")))
         _export(baseline_rev, tmp / "baseline")
@@ -120,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, tree in (("baseline", tmp / "baseline"), ("current", _HERE)):
             cfg = servers.gateway_config(free_port(), up.chat_url, up.stream_url, up.chat_url, up.chat_url)
             cfg["control"] = {"data_dir": str(tmp / f"control-{name}")}
+            if args.bare and name == "current":
+                cfg.update(_bare())
             gw = _start(tree, cfg, [args.server_cpu], tmp, name)
             stack.callback(stop_process, gw.proc)
             servers.probe(gw.base, body)
