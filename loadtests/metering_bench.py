@@ -185,8 +185,9 @@ def write_doc(doc: Path, table: str, command: str, backend: str, stored: tuple[i
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores, load {load}",
         f"- OS: {platform.platform()}; Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}",
         "- Two single-worker gateways on one core, identical but for `metering.enabled`, each with its control",
-        f"  plane on its own {backend} database; canned nginx upstream, wrk at c=64 and"
-        + (" PostgreSQL on the other core." if backend == "postgresql" else " SQLite in the gateway's process."),
+        f"  plane on its own {backend} database; the canned nginx upstream and wrk (c=64)"
+        + (" share the other core with PostgreSQL." if backend == "postgresql"
+           else " on the other core; SQLite runs in the gateway's process."),
         "  Alternating runs (ABBA); CPU is the gateway process's own (user + system) per request.",
         f"- Check after the runs: the metered gateway answered {stored[0]:,} requests; its database held "
         f"{stored[1]:,} usage records and rollups summing to {stored[2]:,}.",
