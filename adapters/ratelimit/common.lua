@@ -7,6 +7,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 -- integers as digits: Redis would write a large Lua number as 1e+15, which HINCRBY refuses
 local function int(n) return string.format('%d', n) end
 local function ms(s) return math.ceil(s * 1000) end
+local function secs(s) return string.format('%.3f', math.ceil(s * 1000) / 1000) end
 
 -- Howard Hinnant's civil calendar algorithms (as policies/limits.py period_bounds)
 local function civil(z)
@@ -60,13 +61,15 @@ end
 local function level(key, limit, window)
   local v = redis.call('HMGET', key, 'l', 't')
   if not v[1] then return limit end
-  local l = tonumber(v[1]) + (now - tonumber(v[2])) * limit / window
+  local elapsed = now - tonumber(v[2])
+  if elapsed < 0 then elapsed = 0 end  -- written this very microsecond (or a clock step back): no refill
+  local l = tonumber(v[1]) + elapsed * limit / window
   if l > limit then return limit end
   return l
 end
 
 local function write_level(key, l, limit, window)
-  redis.call('HSET', key, 'l', tostring(l), 't', tostring(now))
+  redis.call('HSET', key, 'l', string.format('%.17g', l), 't', string.format('%.6f', now))
   local full_in = (limit - l) * window / limit
   if full_in < 0 then full_in = 0 end
   redis.call('PEXPIRE', key, int(ms(full_in) + 1000))  -- a full bucket is an absent one

@@ -33,9 +33,13 @@ class _Spend:
         self.fired: set[str] = set()
 
     def expire(self, now: float) -> None:
-        if not self.reservations:
-            return
-        gone = [rid for rid, (_, until) in self.reservations.items() if until <= now]
+        """Drop reservations past their expiry. They are kept in the order they were made, and so (one
+        TTL) of expiry: the scan stops at the first live one, so it costs nothing while none expired."""
+        gone = []
+        for rid, (_, until) in self.reservations.items():
+            if until > now:
+                break
+            gone.append(rid)
         for rid in gone:
             self.reserved -= self.reservations.pop(rid)[0]
 
@@ -72,7 +76,7 @@ class MemoryRateLimiter:
         state = self._buckets.get(key)
         if state is None:
             return float(limit)
-        return min(float(limit), state[0] + (now - state[1]) * limit / window_s)
+        return min(float(limit), state[0] + max(0.0, now - state[1]) * limit / window_s)  # a clock step back: none
 
     def _spend(self, key: str, period_id: str, end: float) -> _Spend:
         state = self._spends.get((key, period_id))
@@ -84,10 +88,12 @@ class MemoryRateLimiter:
         now = self._clock()
         self._tick(now)
         kind, index, retry = "", -1, 0.0
+        tokens = demand.tokens
         levels = [self._level(b.key, b.limit, b.window_s, now) for b in demand.buckets]
         for j, b in enumerate(demand.buckets):
-            if levels[j] < b.cost:
-                kind, index, retry = "bucket", j, (b.cost - levels[j]) * b.window_s / b.limit
+            cost = tokens if b.tokens else 1
+            if levels[j] < cost:
+                kind, index, retry = "bucket", j, (cost - levels[j]) * b.window_s / b.limit
                 break
         if not kind:
             for j, s in enumerate(demand.slots):
@@ -98,38 +104,42 @@ class MemoryRateLimiter:
                     if len(held) >= s.limit:
                         kind, index, retry = "slot", j, 1.0
                         break
-        periods: list[tuple[str, float]] = []
+        periods: list[str] = []
+        ends: list[float] = []
         spends: list[_Spend] = []
         spent = reserved = 0
+        cost = demand.cost
         for j, p in enumerate(demand.spends):
             pid, _, end = period_bounds(p.period, now)
-            periods.append((pid, end - now))
+            periods.append(pid)
+            ends.append(end - now)
             state = self._spend(p.key, pid, end)
             state.expire(now)
             spends.append(state)
-            if not kind and p.limit >= 0 and state.spent + state.reserved + p.cost > p.limit:
+            if not kind and p.limit >= 0 and state.spent + state.reserved + cost > p.limit:
                 kind, index, spent, reserved = "spend", j, state.spent, state.reserved
-                retry = end - now if state.spent + p.cost > p.limit else 1.0
+                retry = end - now if state.spent + cost > p.limit else 1.0
         if kind:
-            return Verdict(False, kind, index, retry, _levels(demand, levels), periods, spent, reserved)
+            return Verdict(False, kind, index, retry, _levels(demand, levels), periods, ends, spent, reserved)
         for j, b in enumerate(demand.buckets):
-            levels[j] -= b.cost
+            levels[j] -= tokens if b.tokens else 1
             self._buckets[b.key] = [levels[j], now]
         until = now + demand.ttl_s
         for s in demand.slots:
             self._slots.setdefault(s.key, {})[demand.id] = until
-        for p, state in zip(demand.spends, spends, strict=True):
-            if p.cost > 0:
-                state.reserved += p.cost
-                state.reservations[demand.id] = (p.cost, until)
-        return Verdict(True, "", -1, 0.0, _levels(demand, levels), periods)
+        if cost > 0:
+            for state in spends:
+                state.reserved += cost
+                state.reservations[demand.id] = (cost, until)
+        return Verdict(True, "", -1, 0.0, _levels(demand, levels), periods, ends)
 
     def settle_now(self, settlement: Settlement) -> list[Fired]:
         now = self._clock()
         self._tick(now)
-        for b in settlement.buckets:
-            if b.delta:
-                level = min(float(b.limit), self._level(b.key, b.limit, b.window_s, now) - b.delta)
+        delta = settlement.delta
+        if delta:
+            for b in settlement.buckets:
+                level = min(float(b.limit), self._level(b.key, b.limit, b.window_s, now) - delta)
                 self._buckets[b.key] = [level, now]
         for key in settlement.slots:
             held = self._slots.get(key)
@@ -138,12 +148,12 @@ class MemoryRateLimiter:
                 if not held:
                     del self._slots[key]
         fired: list[Fired] = []
-        for p in settlement.spends:
-            state = self._spend(p.key, p.period_id, period_end(p.period_id))
+        for p, period_id in zip(settlement.spends, settlement.periods, strict=False):
+            state = self._spend(p.key, period_id, period_end(period_id))
             taken = state.reservations.pop(settlement.id, None)
             if taken is not None:
                 state.reserved -= taken[0]
-            state.spent += p.actual
+            state.spent += settlement.actual
             for alert, threshold in p.alerts:
                 if state.spent >= threshold and alert not in state.fired:
                     state.fired.add(alert)

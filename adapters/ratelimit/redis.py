@@ -1,10 +1,10 @@
 """The Redis backend: every check of a request in one Lua script, on Redis's clock.
 
-One round trip per request, shared: requests that arrive while a round trip is in flight wait
-for the next one, and each round trip carries every waiting request's ``Demand`` to one
-``EVALSHA`` of ``reserve.lua``, which decides them one after another, atomically (so one request's
-checks are never split, and no replica sees another's half-done). On a busy replica that turns
-Redis calls per second into a small constant while each request still pays one round trip.
+One round trip per request, shared: the requests that reach ``reserve`` in the same pass of the
+event loop go out as one ``EVALSHA`` of ``reserve.lua``, which decides them one after another,
+atomically (so one request's checks are never split, and no replica sees another's half-done),
+and answers one JSON text decoded in C. Round trips are pipelined on one connection
+(``adapters.ratelimit.resp``): no request waits for another's answer, and none makes a task.
 ``settle.lua`` settles batches the same way, off the request path.
 
 Scripts are loaded by SHA (``EVALSHA``, ``SCRIPT LOAD`` on ``NOSCRIPT``: a restarted or failed-over
@@ -16,16 +16,20 @@ itself, a concurrency slot is a sorted-set member scored by when it expires, and
 reservation a member of one (its amount in its name), dropped and subtracted when found expired.
 
 Failure: any error (connection, timeout, script) raises ``BackendUnavailable``; connection errors
-and timeouts also mark the backend down, after which calls fail at once (no request waits for a
-timeout) until the probe (``PING`` every ``probe_interval_s``) has succeeded twice in a row. The
-state is in ``status()`` for ``/readyz``. Needs a standalone Redis (or a Sentinel-managed one): the
-scripts name keys they derive, which Redis Cluster does not route.
+and timeouts also mark the backend down and drop the connection, after which calls fail at once
+(no request waits for a timeout) until the probe (``PING`` every ``probe_interval_s`` on a new
+connection) has succeeded twice in a row. A request's round trip has no timer of its own: the
+same task finds a call waiting past ``timeout_s`` (checked every ``timeout_s / 2``), so a request
+waits at most 1.5 times ``timeout_s`` for a Redis that stopped answering. The state is in
+``status()`` for ``/readyz``. Needs a standalone Redis (or a Sentinel-managed one): the scripts
+name keys they derive, which Redis Cluster does not route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -34,17 +38,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.ratelimit.base import BackendUnavailable
+from adapters.ratelimit.resp import RespConnection, RespError, encode_command
 from policies.limits import Demand, Fired, Settlement, Verdict
 
-__all__ = ["LAYOUT", "RESERVE", "SETTLE", "RedisRateLimiter", "Script", "connect"]
+__all__ = ["LAYOUT", "RESERVE", "SETTLE", "RedisRateLimiter", "Script"]
 
 log = logging.getLogger("llmops.ratelimit")
 
@@ -66,17 +65,14 @@ RESERVE = Script("common.lua", "reserve.lua")
 SETTLE = Script("common.lua", "settle.lua")
 
 _encode = msgspec.json.Encoder().encode
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-
-
-def connect(url: str, timeout_s: float) -> Redis:
-    """A client that fails fast: no retries of its own (the caller decides), bounded connects."""
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                          retry=Retry(NoBackoff(), 0), health_check_interval=0)
+_verdicts = msgspec.json.Decoder(list[Verdict]).decode
+_fired = msgspec.json.Decoder(list[list[Fired]]).decode
+_OUTAGE = (ConnectionError, OSError, TimeoutError)
+_Batch = list[tuple[Demand, "asyncio.Future[Verdict]"]]
 
 
 class RedisRateLimiter:
-    """``client``: a ``redis.asyncio.Redis`` (``connect``); closed by ``aclose``. ``on_error(kind)``
+    """``url``: ``redis://[user:password@]host:port/db`` or ``rediss://`` (never logged). ``on_error(kind)``
     is called for every failed call (``connection``, ``timeout``, ``script``, ``down``: refused
     without trying), for the caller's metric."""
 
@@ -84,32 +80,35 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        client: Redis,
+        url: str,
         *,
         prefix: str = "llmops:rl",
         timeout_s: float = 0.25,
         max_batch: int = 256,
-        max_inflight: int = 2,
         probe_interval_s: float = 1.0,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        self._client = client
+        self._url = url
         self.prefix = f"{prefix}:{LAYOUT}:"
+        self._prefix = self.prefix.encode()
+        # EVALSHA's command but its last argument (the payload), encoded once
+        self._reserve_head = encode_command(b"EVALSHA", RESERVE.sha, b"0", self._prefix, b"").rsplit(b"$", 1)[0]
         self._timeout_s = timeout_s
         self._max_batch = max_batch
-        self._max_inflight = max_inflight
         self._probe_interval_s = probe_interval_s
         self._on_error = on_error or (lambda kind: None)
-        self._pending: list[tuple[Demand, asyncio.Future[Verdict]]] = []
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._pending: _Batch = []
         self._scheduled = False
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
         self.available = True
         self.down_since: float | None = None
         self.last_error = ""
         self._last_log = 0.0
-        self.round_trips = 0  # for tests and the benchmark: reserve batches sent
+        self.round_trips = 0  # reserve round trips sent, and the demands they carried (status(): their ratio)
+        self.reserved = 0
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -128,14 +127,13 @@ class RedisRateLimiter:
     async def settle(self, settlements: Sequence[Settlement]) -> list[list[Fired]]:
         out: list[list[Fired]] = []
         for i in range(0, len(settlements), self._max_batch):
-            reply = await self._call(SETTLE, settlements[i:i + self._max_batch])
-            out.extend([Fired(flat[k].decode(), int(flat[k + 1])) for k in range(0, len(flat), 2)]
-                       for flat in reply)
+            out.extend(_fired(await self._call(SETTLE, settlements[i:i + self._max_batch])))
         return out
 
     def status(self) -> dict[str, Any]:
         if self.available:
-            return {"backend": self.name, "state": "ok"}
+            per_trip = round(self.reserved / self.round_trips, 2) if self.round_trips else None
+            return {"backend": self.name, "state": "ok", "requests_per_round_trip": per_trip}
         since = time.monotonic() - (self.down_since or time.monotonic())
         return {"backend": self.name, "state": "unavailable", "down_for_s": round(since, 1), "error": self.last_error}
 
@@ -152,50 +150,94 @@ class RedisRateLimiter:
             self._probe = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._client.aclose()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def ping(self) -> bool:
         try:
+            conn = await self._connection()
             async with asyncio.timeout(self._timeout_s):
-                return bool(await self._client.ping())
-        except (RedisError, *_OUTAGE):
+                return bool(await conn.call(b"PING") == b"PONG")
+        except (RespError, *_OUTAGE):
+            self._drop()
             return False
 
-    # -- batching -------------------------------------------------------------------------------
+    # -- the request path: no task, no coroutine per round trip ---------------------------------
 
     def _kick(self) -> None:
         self._scheduled = False
-        while self._pending and self._inflight < self._max_inflight:
-            batch = self._pending[:self._max_batch]
-            del self._pending[:self._max_batch]
-            batch = [(d, f) for d, f in batch if not f.done()]  # cancelled before it was sent: nothing taken
+        if self._probe is None:
+            self.start()
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), self._max_batch):
+            batch = [(d, f) for d, f in pending[i:i + self._max_batch] if not f.done()]  # cancelled: nothing taken
             if not batch:
                 continue
-            self._inflight += 1
-            task = asyncio.create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            conn = self._conn
+            if conn is None or conn.closed or not self.available:
+                self._spawn(self._send_slowly(batch))  # connect first (or find it down): rare
+                continue
+            self.round_trips += 1
+            self.reserved += len(batch)
+            payload = _encode([d for d, _ in batch])
+            conn.send_raw(functools.partial(self._deliver, batch),
+                          b"%s$%d\r\n%s\r\n" % (self._reserve_head, len(payload), payload))
 
-    async def _send(self, batch: list[tuple[Demand, asyncio.Future[Verdict]]]) -> None:
+    def _deliver(self, batch: _Batch, reply: Any, error: BaseException | None) -> None:
+        """The reply of one round trip, straight from the connection (a stuck one: ``_watch``)."""
+        if error is None:
+            try:
+                verdicts = _verdicts(reply)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.exception("rate limiter: unexpected reply from Redis")
+                return _fail(batch, "unexpected reply from the rate-limit script")
+            for (_, fut), verdict in zip(batch, verdicts, strict=False):
+                if not fut.done():
+                    fut.set_result(verdict)
+            return None
+        if isinstance(error, RespError) and error.noscript:  # a restarted Redis: load the script, then again
+            self._spawn(self._send_slowly(batch))
+            return None
+        if isinstance(error, RespError):
+            self._refused(error)
+            return _fail(batch, f"Redis refused the rate-limit script ({error})")
+        if self.available:
+            self._down("connection", error)
+        return _fail(batch, self._why())
+
+    async def _send_slowly(self, batch: _Batch) -> None:
         try:
             self.round_trips += 1
-            reply = await self._call(RESERVE, [d for d, _ in batch])
-            for (_, fut), raw in zip(batch, reply, strict=True):
-                if not fut.done():
-                    fut.set_result(_verdict(raw))
+            self.reserved += len(batch)
+            verdicts = _verdicts(await self._call(RESERVE, [d for d, _ in batch]))
         except BackendUnavailable as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(BackendUnavailable(str(exc)))
-        except Exception as exc:  # a malformed reply is a bug here, not the request's: fail it cleanly
+            return _fail(batch, str(exc))
+        except (msgspec.DecodeError, msgspec.ValidationError):
             log.exception("rate limiter: unexpected reply from Redis")
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(BackendUnavailable(f"unexpected reply ({type(exc).__name__})"))
-        finally:
-            self._inflight -= 1
-            if self._pending:
-                self._kick()
+            return _fail(batch, "unexpected reply from the rate-limit script")
+        for (_, fut), verdict in zip(batch, verdicts, strict=False):
+            if not fut.done():
+                fut.set_result(verdict)
+        return None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- everything else: connect if needed, load the script if needed ------------------------
+
+    async def _connection(self) -> RespConnection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._conn is None or self._conn.closed:
+                self._conn = await RespConnection.open(self._url, self._timeout_s)
+            return self._conn
 
     async def _call(self, script: Script, items: Sequence[msgspec.Struct]) -> Any:
         if not self.available:
@@ -204,28 +246,39 @@ class RedisRateLimiter:
         payload = _encode(items)
         try:
             async with asyncio.timeout(self._timeout_s):
+                conn = await self._connection()
                 try:
-                    return await self._client.evalsha(script.sha, 0, self.prefix, payload)
-                except NoScriptError:  # a restarted Redis: load it, once, and call again
-                    await self._client.script_load(script.text)
-                    return await self._client.evalsha(script.sha, 0, self.prefix, payload)
+                    return await conn.call(b"EVALSHA", script.sha, b"0", self._prefix, payload)
+                except RespError as exc:
+                    if not exc.noscript:
+                        raise
+                    await conn.call(b"SCRIPT", b"LOAD", script.text)
+                    return await conn.call(b"EVALSHA", script.sha, b"0", self._prefix, payload)
         except _OUTAGE as exc:
-            kind = "timeout" if isinstance(exc, TimeoutError | RedisTimeoutError) else "connection"
-            self._down(kind, exc)
+            self._down("timeout" if isinstance(exc, TimeoutError) else "connection", exc)
             raise BackendUnavailable(self._why()) from None
-        except RedisError as exc:  # the server answered an error (script, OOM, ...): not down, but no decision
-            self._on_error("script")
-            self._log(f"Redis refused the rate-limit script: {type(exc).__name__}: {exc}")
-            raise BackendUnavailable(f"Redis refused the rate-limit script ({type(exc).__name__})") from None
+        except RespError as exc:  # the server answered an error (script, OOM, ...): not down, but no decision
+            self._refused(exc)
+            raise BackendUnavailable(f"Redis refused the rate-limit script ({exc})") from None
 
     # -- health ---------------------------------------------------------------------------------
 
     def _why(self) -> str:
         return f"the rate-limit backend (Redis) is unavailable: {self.last_error or 'down'}"
 
+    def _refused(self, exc: RespError) -> None:
+        self._on_error("script")
+        self._log(f"Redis refused the rate-limit script: {exc}")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # its waiting calls fail at once; the next call connects again
+            self._conn = None
+
     def _down(self, kind: str, exc: BaseException) -> None:
         self._on_error(kind)
-        # the client's own message, never its URL (which may hold a password)
+        self._drop()
+        # the error's kind, never its text: a connection error may name the host, the URL a password
         self.last_error = kind if kind == "timeout" else f"{kind} error ({type(exc).__name__})"
         if self.available:
             self.available = False
@@ -242,12 +295,22 @@ class RedisRateLimiter:
             log.warning(message)
 
     async def _probe_forever(self) -> None:
-        good = 0
+        """While up: a call waiting past the timeout means a stuck connection (down, dropped). While
+        down: ``PING`` every ``probe_interval_s`` on a new connection, up after two in a row."""
+        good, next_probe = 0, 0.0
+        tick = min(self._probe_interval_s, self._timeout_s / 2)
         while True:
-            await asyncio.sleep(self._probe_interval_s)
+            await asyncio.sleep(tick)
             if self.available:
                 good = 0
+                conn = self._conn
+                if conn is not None and conn.oldest_s() > self._timeout_s:
+                    self._down("timeout", TimeoutError())
                 continue
+            now = time.monotonic()
+            if now < next_probe:
+                continue
+            next_probe = now + self._probe_interval_s
             good = good + 1 if await self.ping() else 0
             if good >= _RECOVER_AFTER:
                 down_for = time.monotonic() - (self.down_since or time.monotonic())
@@ -257,11 +320,7 @@ class RedisRateLimiter:
                 self._log(f"rate-limit backend Redis is still down ({self.last_error})")
 
 
-def _verdict(raw: list[Any]) -> Verdict:
-    ok, kind, index, retry_ms, levels, periods, spent, reserved = raw
-    return Verdict(
-        bool(ok), kind.decode(), int(index), retry_ms / 1000,
-        [(int(levels[k]), levels[k + 1] / 1000) for k in range(0, len(levels), 2)],
-        [(periods[k].decode(), periods[k + 1] / 1000) for k in range(0, len(periods), 2)],
-        int(spent), int(reserved),
-    )
+def _fail(batch: _Batch, why: str) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(BackendUnavailable(why))

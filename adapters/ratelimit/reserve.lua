@@ -1,8 +1,10 @@
 -- Check, and only when every check passes, reserve each demand of the batch in turn (atomic).
--- A demand: [id, ttl_s, buckets [[key, limit, window_s, cost]], slots [[key, limit]],
---            spends [[key, period, limit_nano (-1: alert only), cost_nano]]]
--- Answers per demand: [ok, kind, index, retry_ms, [remaining, reset_ms]*, [period_id, end_in_ms]*,
---                      spent_nano, reserved_nano]
+-- A demand (policies.limits.Demand): [id, ttl_s, tokens, cost_nano, buckets [[key, limit, window_s, takes_tokens]],
+--   slots [[key, limit]], spends [[key, period, limit_nano (-1: alert only)]]]; a bucket takes the demand's
+--   tokens or one request, a spend reserves its cost.
+-- Answers one JSON text (decoded in C by the caller, not field by field as a nested reply would be):
+-- per demand [ok, kind, index, retry_s, [[remaining, reset_s]...], [period_id...], [ends_in_s...],
+--             spent_nano, reserved_nano], as policies.limits.Verdict.
 local demands = cjson.decode(ARGV[2])
 local out = {}
 
@@ -18,13 +20,14 @@ local function expire_reservations(skey, rkey)
 end
 
 for i, d in ipairs(demands) do
-  local id, ttl, buckets, slots, spends = d[1], d[2], d[3], d[4], d[5]
+  local id, ttl, tokens, cost, buckets, slots, spends = d[1], d[2], d[3], d[4], d[5], d[6], d[7]
   local kind, index, retry, spent, reserved = '', -1, 0, 0, 0
-  local levels = {}
+  local levels, costs = {}, {}
   for j, b in ipairs(buckets) do
     levels[j] = level(prefix .. 'b|' .. b[1], b[2], b[3])
-    if kind == '' and levels[j] < b[4] then
-      kind, index, retry = 'bucket', j - 1, (b[4] - levels[j]) * b[3] / b[2]
+    costs[j] = b[4] and tokens or 1
+    if kind == '' and levels[j] < costs[j] then
+      kind, index, retry = 'bucket', j - 1, (costs[j] - levels[j]) * b[3] / b[2]
     end
   end
   if kind == '' then
@@ -37,26 +40,24 @@ for i, d in ipairs(demands) do
       end
     end
   end
-  local pids, ends, periods = {}, {}, {}
+  local pids, ends = {}, {}
   for j, s in ipairs(spends) do
     local pid, pend = period(s[2])
     pids[j], ends[j] = pid, pend
-    periods[#periods + 1] = pid
-    periods[#periods + 1] = ms(pend - now)
     if kind == '' and s[3] >= 0 then
       local skey = prefix .. 's|' .. s[1] .. '|' .. pid
       expire_reservations(skey, prefix .. 'r|' .. s[1] .. '|' .. pid)
       local v = redis.call('HMGET', skey, 's', 'r')
       local sp, rs = tonumber(v[1] or 0), tonumber(v[2] or 0)
-      if sp + rs + s[4] > s[3] then
+      if sp + rs + cost > s[3] then
         kind, index, spent, reserved = 'spend', j - 1, sp, rs
-        if sp + s[4] > s[3] then retry = pend - now else retry = 1 end
+        if sp + cost > s[3] then retry = pend - now else retry = 1 end
       end
     end
   end
   if kind == '' then
     for j, b in ipairs(buckets) do
-      levels[j] = levels[j] - b[4]
+      levels[j] = levels[j] - costs[j]
       write_level(prefix .. 'b|' .. b[1], levels[j], b[2], b[3])
     end
     for _, s in ipairs(slots) do
@@ -64,26 +65,31 @@ for i, d in ipairs(demands) do
       redis.call('ZADD', key, tostring(now + ttl), id)
       redis.call('PEXPIRE', key, int(ms(ttl) + 1000))
     end
-    for j, s in ipairs(spends) do
-      if s[4] > 0 then
+    if cost > 0 then
+      for j, s in ipairs(spends) do
         local skey = prefix .. 's|' .. s[1] .. '|' .. pids[j]
         local rkey = prefix .. 'r|' .. s[1] .. '|' .. pids[j]
         expire_reservations(skey, rkey)  -- alert-only spends were not checked above
-        redis.call('HINCRBY', skey, 'r', int(s[4]))
-        redis.call('ZADD', rkey, tostring(now + ttl), id .. ':' .. int(s[4]))
+        redis.call('HINCRBY', skey, 'r', int(cost))
+        redis.call('ZADD', rkey, tostring(now + ttl), id .. ':' .. int(cost))
         local keep = keep_spend(ends[j])
         redis.call('EXPIRE', skey, keep)
         redis.call('EXPIRE', rkey, keep)
       end
     end
   end
-  local flat = {}
+  local levels_json, pids_json, ends_json = {}, {}, {}
   for j, b in ipairs(buckets) do
     local reset = (b[2] - levels[j]) * b[3] / b[2]
     if reset < 0 then reset = 0 end
-    flat[#flat + 1] = math.floor(levels[j])
-    flat[#flat + 1] = ms(reset)
+    levels_json[j] = '[' .. int(math.floor(levels[j])) .. ',' .. secs(reset) .. ']'
   end
-  out[i] = {kind == '' and 1 or 0, kind, index, ms(retry), flat, periods, spent, reserved}
+  for j = 1, #pids do
+    pids_json[j] = cjson.encode(pids[j])
+    ends_json[j] = secs(ends[j] - now)
+  end
+  out[i] = '[' .. (kind == '' and 'true' or 'false') .. ',"' .. kind .. '",' .. int(index) .. ',' .. secs(retry)
+    .. ',[' .. table.concat(levels_json, ',') .. '],[' .. table.concat(pids_json, ',') .. '],['
+    .. table.concat(ends_json, ',') .. '],' .. int(spent) .. ',' .. int(reserved) .. ']'
 end
-return out
+return '[' .. table.concat(out, ',') .. ']'

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import math
 import os
 import secrets
 import time
@@ -38,7 +38,6 @@ from adapters.adminapi.tables import audit_log
 from adapters.errors import InvalidRequest, PermissionDenied
 from adapters.gateway_plugins import PluginHost, RequestContext, UsageRecord
 from adapters.ratelimit import BackendUnavailable, RedisRateLimiter
-from adapters.ratelimit.redis import connect
 from adapters.ratelimit.seed import spend_so_far
 from adapters.snapshots import KeysSnapshot, PoliciesSnapshot
 from adapters.store import StoreError, utcnow
@@ -49,13 +48,12 @@ from gateway.policy.limits_state import LimitsShared, SharedRedis, limits_shared
 from gateway.policy.metrics import policy_metrics
 from policies.limits import (
     ANONYMOUS,
-    BucketAdj,
     Demand,
     Dim,
     Fired,
+    Plan,
     Rules,
     Settlement,
-    SpendAdj,
     Verdict,
     cap_max_tokens,
     compile_rules,
@@ -94,7 +92,6 @@ class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     seed_wait_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 5.0
     workers_without_redis: Literal["warn", "refuse"] = "warn"
     redis_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
-    redis_pipeline: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
 
 class _Index:
@@ -149,19 +146,22 @@ class _Index:
 
 
 def _has_own(spec: Any) -> bool:
-    return (spec.limits is not None or spec.budget_usd is not None
-            or bool(getattr(spec, "allowed_models", None)))
+    """Own limits or budget (a key's or team's ``allowedModels`` are the auth plug-in's to check)."""
+    return spec.limits is not None or spec.budget_usd is not None
 
 
 class _Live(msgspec.Struct, gc=False):
     """A request's reservation, until its ``on_finish``."""
 
-    rules: Rules
+    plan: Plan
     demand: Demand
     verdict: Verdict | None  # None: sent, answer unknown (cancelled)
     local: bool  # reserved in the in-process limiter (the backend, or the fallback)
     tokens: int
     at: float
+
+
+_UNSEEN = object()
 
 
 class LimitsPlugin:
@@ -189,13 +189,16 @@ class LimitsPlugin:
                 self._shared.warned_workers = True
                 log.warning("limits: in-process backend under --workers: each worker keeps its own counters, so "
                             "every limit and budget is enforced per worker; set redis_url to share them")
-        self._redis_key = (self._url, s.key_prefix, s.timeout_s, s.redis_batch, s.redis_pipeline,
-                           s.probe_interval_s)
+        self._redis_key = (self._url, s.key_prefix, s.timeout_s, s.redis_batch, s.probe_interval_s)
         self._redis: SharedRedis | None = None
         self._index = _Index(None, None, s)
         self._live: dict[int, _Live] = {}
+        self._ttl_s = s.reservation_ttl_s
+        self._book: Any = None
+        self._nano_prices: dict[tuple[str, str], Any] = {}  # (provider, model) -> nano-dollars per token
         self._node = secrets.token_hex(4)
-        self._ids = itertools.count()
+        self._seq = 0
+        self._default_max = s.default_max_tokens
         self.on_route = self._route_shared if self._use_redis else self._route_local
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -213,49 +216,71 @@ class LimitsPlugin:
         rules = index.rules(p.key_id, p.team) if p is not None else index.rules(ANONYMOUS, None)
         return None if rules.empty else rules
 
-    def _prepare(self, ctx: RequestContext, rules: Rules) -> tuple[Demand, int] | None:
+    def _prepare(self, ctx: RequestContext, rules: Rules) -> tuple[Plan, Demand, int] | None:
         """Models, the token cap, and the request's demand (None: nothing to reserve, or reserved already)."""
         route = ctx.route_name or ctx.model
-        source = rules.model_denied(route, ctx.provider, ctx.upstream_model) if rules.models else None
-        if source is not None:
-            self._deny(ctx, "model_not_allowed", 403, f"model {ctx.upstream_model or route} not allowed ({source})")
-            raise PermissionDenied(f"The model `{ctx.upstream_model or route}` (route `{route}`) is not allowed "
-                                   f"for this key ({source})", param="model", code="model_not_allowed")
-        if id(ctx) in self._live or not (rules.reserves or rules.max_tokens):
+        if rules.models:
+            self._check_models(ctx, rules, route)
+        if id(ctx) in self._live:
             return None  # a fallback target: its request holds its reservation already
         body = ctx.body
+        endpoint = ctx.endpoint
         asked = requested_max_tokens(body)
-        if rules.max_tokens is not None and ctx.endpoint != "embeddings":
-            if asked is not None and asked > rules.max_tokens and self.settings.max_tokens_over_limit == "reject":
-                self._deny(ctx, "max_tokens", 400, f"max_tokens over {rules.max_tokens} ({rules.max_tokens_source})")
-                raise InvalidRequest(f"max_tokens {asked} is over the limit of {rules.max_tokens} tokens per request "
-                                     f"({rules.max_tokens_source})", param="max_tokens", code="max_tokens_exceeded")
-            if asked is None or asked > rules.max_tokens:
-                cap_max_tokens(body, ctx.endpoint, rules.max_tokens)
-                asked = rules.max_tokens
+        cap = rules.max_tokens
+        if cap is not None and endpoint != "embeddings" and (asked is None or asked > cap):
+            self._cap(ctx, rules, asked)
+            asked = cap
         if not rules.reserves:
             return None
         tokens = cost = 0
         if rules.needs_tokens or rules.needs_cost:
-            prompt = estimate_prompt_tokens(body, ctx.endpoint)
-            output = 0 if ctx.endpoint == "embeddings" else (asked if asked is not None
-                                                              else self.settings.default_max_tokens)
+            prompt = estimate_prompt_tokens(body, endpoint)
+            output = 0 if endpoint == "embeddings" else (self._default_max if asked is None else asked)
             tokens = prompt + output
             if rules.needs_cost:
                 cost = self._worst_cost(ctx, prompt, output)
-        key_id = ctx.principal.key_id if ctx.principal is not None else ANONYMOUS
-        demand = rules.demand(f"{self._node}{next(self._ids)}", self.settings.reservation_ttl_s, key_id, route,
-                              tokens, cost)
-        return demand, tokens
+        p = ctx.principal
+        plan = rules.plan(ANONYMOUS if p is None else p.key_id, route)
+        self._seq += 1
+        return plan, plan.demand(f"{self._node}{self._seq}", self._ttl_s, tokens, cost), tokens
+
+    def _check_models(self, ctx: RequestContext, rules: Rules, route: str) -> None:
+        source = rules.model_denied(route, ctx.provider, ctx.upstream_model)
+        if source is not None:
+            self._deny(ctx, "model_not_allowed", 403, f"model {ctx.upstream_model or route} not allowed ({source})")
+            raise PermissionDenied(f"The model `{ctx.upstream_model or route}` (route `{route}`) is not allowed "
+                                   f"for this key ({source})", param="model", code="model_not_allowed")
+
+    def _cap(self, ctx: RequestContext, rules: Rules, asked: int | None) -> None:
+        """``maxTokensPerRequest``: lower the request's cap to it, or refuse (``max_tokens_over_limit``)."""
+        cap = rules.max_tokens
+        assert cap is not None
+        if asked is not None and self.settings.max_tokens_over_limit == "reject":
+            self._deny(ctx, "max_tokens", 400, f"max_tokens over {cap} ({rules.max_tokens_source})")
+            raise InvalidRequest(f"max_tokens {asked} is over the limit of {cap} tokens per request "
+                                 f"({rules.max_tokens_source})", param="max_tokens", code="max_tokens_exceeded")
+        cap_max_tokens(ctx.body, ctx.endpoint, cap)
 
     def _worst_cost(self, ctx: RequestContext, prompt: int, output: int) -> int:
-        book = self._host.price_book() if self._host is not None else None
-        if book is None or ctx.provider is None or ctx.upstream_model is None:
+        """The request's most expensive outcome in nano-dollars (an estimate: floats, rounded up)."""
+        book = self._book
+        if book is None:  # this generation's prices: a reload that changes them builds new plug-ins too
+            book = self._book = self._host.price_book() if self._host is not None else None
+            if book is None:
+                return 0
+        if ctx.provider is None or ctx.upstream_model is None:
             return 0
-        quote = book.resolve(ctx.provider, ctx.upstream_model)
-        if quote.price is None:
+        key = (ctx.provider, ctx.upstream_model)
+        prices = self._nano_prices.get(key, _UNSEEN)
+        if prices is _UNSEEN:
+            price = book.resolve(*key).price
+            prices = None if price is None else (float(to_nano(price.input)), float(to_nano(price.output)))
+            if len(self._nano_prices) >= 4096:
+                self._nano_prices.clear()
+            self._nano_prices[key] = prices
+        if prices is None:
             return 0  # unpriced: checked against the spend so far only
-        return to_nano(quote.price.cost(prompt, output))
+        return math.ceil(prompt * prices[0] + output * prices[1])
 
     def _route_local(self, ctx: RequestContext) -> None:
         rules = self._rules(ctx)
@@ -263,8 +288,8 @@ class LimitsPlugin:
             return
         prepared = self._prepare(ctx, rules)
         if prepared is not None:
-            demand, tokens = prepared
-            self._decide(ctx, rules, demand, tokens, self._memory.reserve_now(demand), local=True)
+            plan, demand, tokens = prepared
+            self._decide(ctx, rules, plan, demand, tokens, self._memory.reserve_now(demand), local=True)
 
     async def _route_shared(self, ctx: RequestContext) -> None:
         rules = self._rules(ctx)
@@ -273,11 +298,11 @@ class LimitsPlugin:
         prepared = self._prepare(ctx, rules)
         if prepared is None:
             return
-        demand, tokens = prepared
+        plan, demand, tokens = prepared
         redis = self._redis
         assert redis is not None, "limits plug-in used outside its lifespan"
         key = id(ctx)
-        self._live[key] = _Live(rules, demand, None, False, tokens, time.monotonic())  # settled even if cancelled
+        self._live[key] = _Live(plan, demand, None, False, tokens, time.monotonic())  # settled even if cancelled
         try:
             verdict = await redis.limiter.reserve(demand)
         except BackendUnavailable as exc:
@@ -287,21 +312,24 @@ class LimitsPlugin:
                 self._deny(ctx, "limiter_unavailable", 503, "rate-limit backend unavailable (fails closed)")
                 raise LimiterUnavailable(str(exc), retry_after_s=self.settings.probe_interval_s * 2) from None
             self._metrics.fallbacks.labels("open").inc()
-            self._decide(ctx, rules, demand, tokens, self._memory.reserve_now(demand), local=True)
+            self._decide(ctx, rules, plan, demand, tokens, self._memory.reserve_now(demand), local=True)
             return
-        self._decide(ctx, rules, demand, tokens, verdict, local=False)
+        self._decide(ctx, rules, plan, demand, tokens, verdict, local=False)
 
-    def _decide(self, ctx: RequestContext, rules: Rules, demand: Demand, tokens: int, verdict: Verdict,
+    def _decide(self, ctx: RequestContext, rules: Rules, plan: Plan, demand: Demand, tokens: int, verdict: Verdict,
                 *, local: bool) -> None:
         if not verdict.ok:
             self._live.pop(id(ctx), None)
-            exc = denial(rules, demand, verdict, self.settings.budget_status)
+            exc = denial(rules, plan, demand, verdict, self.settings.budget_status)
             self._deny(ctx, _REASONS[verdict.kind](rules, verdict), exc.http_status, _what(rules, verdict))
             raise exc
-        self._live[id(ctx)] = _Live(rules, demand, verdict, local, tokens, time.monotonic())
-        self._metrics.reservations.inc()
-        for name, value in rate_headers(rules, verdict):
-            ctx.add_response_header(name, value)
+        self._live[id(ctx)] = _Live(plan, demand, verdict, local, tokens, time.monotonic())
+        headers = rate_headers(plan, verdict)
+        if headers:  # ctx.add_response_header's list, filled at once with pre-encoded names
+            if ctx.response_headers is None:
+                ctx.response_headers = headers
+            else:
+                ctx.response_headers.extend(headers)
 
     def _deny(self, ctx: RequestContext, reason: str, status: int, detail: str) -> None:
         """Count, annotate (the usage record says why) and audit (queued; aggregated per key and detail)."""
@@ -317,9 +345,10 @@ class LimitsPlugin:
         live = self._live.pop(id(ctx), None)
         if live is None:
             return
-        if live.verdict is not None:
-            self._metrics.reservations.dec()
-        settlement = _settlement(live, usage)
+        used = 0 if usage.usage_source == "none" else usage.prompt_tokens + usage.completion_tokens
+        cost = usage.cost_usd
+        settlement = live.plan.settlement(live.demand, live.verdict.periods if live.verdict is not None else [],
+                                          used, 0 if cost is None else math.ceil(cost.scaleb(9)))
         if live.local:
             crossed = self._memory.settle_now(settlement)
             if crossed:
@@ -356,10 +385,14 @@ class LimitsPlugin:
             with contextlib.suppress(TimeoutError):  # normally done before the first request; else it lands later
                 async with asyncio.timeout(self.settings.seed_wait_s):
                     await asyncio.shield(shared.seed_task)
+        housekeeping = asyncio.create_task(self._housekeeping(), name="llmops-limits-housekeeping")
         try:
             async with self._denials.running():
                 yield
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             if self._writes:
                 await asyncio.gather(*self._writes, return_exceptions=True)
             if self._redis is not None:
@@ -368,6 +401,20 @@ class LimitsPlugin:
     def lifespan(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._life()
 
+    async def _housekeeping(self, every_s: float = 1.0) -> None:
+        """Once a second, off the request path: the reservations gauge (rather than two metric updates
+        per request), and forgetting reservations whose ``on_finish`` never came (their counters
+        expire by themselves after ``reservation_ttl_s``; this only frees the memory)."""
+        gauge = self._metrics.reservations
+        while True:
+            await asyncio.sleep(every_s)
+            live = self._live
+            gauge.set(len(live))
+            if live:
+                oldest = time.monotonic() - self._ttl_s
+                for key in [k for k, v in live.items() if v.at < oldest]:
+                    del live[key]
+
     def _new_redis(self) -> SharedRedis:
         assert self._url is not None
         s = self.settings
@@ -375,8 +422,7 @@ class LimitsPlugin:
         def count(kind: str) -> None:
             self._metrics.backend_errors.labels("redis", kind).inc()
 
-        limiter = RedisRateLimiter(connect(self._url, s.timeout_s), prefix=s.key_prefix, timeout_s=s.timeout_s,
-                                   max_batch=s.redis_batch, max_inflight=s.redis_pipeline,
+        limiter = RedisRateLimiter(self._url, prefix=s.key_prefix, timeout_s=s.timeout_s, max_batch=s.redis_batch,
                                    probe_interval_s=s.probe_interval_s, on_error=count)
         return SharedRedis(limiter, self._metrics, self._alert, retry_s=s.probe_interval_s)
 
@@ -394,19 +440,21 @@ class LimitsPlugin:
     # -- off the request path ------------------------------------------------------------------
 
     def _alert(self, settlement: Settlement, crossed: Sequence[Fired]) -> None:
-        by_alert = {a: (spend, threshold) for spend in settlement.spends for a, threshold in spend.alerts}
+        by_alert = {a: (spend.key, period, threshold)
+                    for spend, period in zip(settlement.spends, settlement.periods, strict=False)
+                    for a, threshold in spend.alerts}
         for fired in crossed:
-            spend, threshold = by_alert[fired.alert]
+            key, period, threshold = by_alert[fired.alert]
             ident, _, percent = fired.alert.rpartition("@")
             limit = threshold * 100 // max(1, int(percent))
-            message = (f"budget alert: {spend.key} spent ${_usd(fired.spent)} in period {spend.period_id}, "
+            message = (f"budget alert: {key} spent ${_usd(fired.spent)} in period {period}, "
                        f"{percent}% of the ${_usd(limit)} budget ({_owner(ident)})")
             log.warning(message)
-            self._metrics.budget_alerts.labels(spend.key.partition("=")[0], percent).inc()
+            self._metrics.budget_alerts.labels(key.partition("=")[0], percent).inc()
             task = asyncio.ensure_future(_audit_alert(
-                self._host.store if self._host is not None else None, spend.key, message,
+                self._host.store if self._host is not None else None, key, message,
                 {"spentUsd": _usd(fired.spent), "limitUsd": _usd(limit), "percent": int(percent),
-                 "period": spend.period_id, "budget": ident}))
+                 "period": period, "budget": ident}))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
@@ -420,24 +468,11 @@ def _redis_url(s: LimitsSettings) -> str | None:
     return s.redis_url
 
 
-def _settlement(live: _Live, usage: UsageRecord) -> Settlement:
-    """The reservation corrected to what the request used: tokens and cost as metered (none when no
-    upstream answered), so a failed or refused request gives everything back but its request count."""
-    demand, rules = live.demand, live.rules
-    used = 0 if usage.usage_source == "none" else usage.prompt_tokens + usage.completion_tokens
-    buckets = [BucketAdj(b.key, b.limit, b.window_s, used - b.cost)
-               for b, rule in zip(demand.buckets, rules.rates, strict=True) if rule.kind != "rpm"]
-    actual = to_nano(usage.cost_usd) if usage.cost_usd is not None else 0
-    periods = live.verdict.periods if live.verdict is not None else []
-    spends = [SpendAdj(s.key, periods[j][0], s.cost, actual, rules.alerts(j))
-              for j, s in enumerate(demand.spends) if j < len(periods)]
-    return Settlement(demand.id, buckets, [s.key for s in demand.slots], spends)
-
-
 def _spend_only(settlement: Settlement) -> Settlement | None:
     """What Redis must still learn of a request decided per replica: its spend (no reservation there)."""
-    spends = [SpendAdj(s.key, s.period_id, 0, s.actual, s.alerts) for s in settlement.spends if s.actual]
-    return Settlement(settlement.id, [], [], spends) if spends else None
+    if not settlement.actual or not settlement.spends:
+        return None
+    return Settlement(settlement.id, 0, [], [], 0, settlement.actual, settlement.spends, settlement.periods)
 
 
 def _usd(nano: int) -> str:

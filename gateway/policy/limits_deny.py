@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 
 from adapters.errors import GatewayError, RateLimited
-from policies.limits import Demand, Rules, Verdict, format_reset
+from policies.limits import Demand, Plan, Rules, Verdict, format_reset
 
 __all__ = ["BudgetExceeded", "LimitExceeded", "LimiterUnavailable", "denial", "rate_headers"]
 
@@ -62,18 +62,39 @@ class LimiterUnavailable(GatewayError):
         return {"retry-after": str(max(1, round(self.retry_after_s)))}
 
 
-def rate_headers(rules: Rules, verdict: Verdict) -> list[tuple[str, str]]:
-    """OpenAI's six headers (those whose limits apply): the tightest bucket of each kind."""
-    out: list[tuple[str, str]] = []
-    for kind, suffix in (("rpm", "requests"), ("tpm", "tokens")):
-        best: tuple[int, float, int] | None = None
-        for rule, (remaining, reset_s) in zip(rules.rates, verdict.levels, strict=True):
-            if rule.kind == kind and (best is None or remaining < best[0]):
-                best = (remaining, reset_s, rule.limit)
-        if best is not None:
-            out += [(f"x-ratelimit-limit-{suffix}", str(best[2])),
-                    (f"x-ratelimit-remaining-{suffix}", str(max(0, best[0]))),
-                    (f"x-ratelimit-reset-{suffix}", format_reset(best[1]))]
+_REQUESTS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests")
+_TOKENS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
+
+
+_RESETS: dict[int, bytes] = {}  # milliseconds -> formatted (bounded): formatting costs more than the rest
+
+
+def _reset(seconds: float) -> bytes:
+    ms = int(seconds * 1000 + 0.5)
+    text = _RESETS.get(ms)
+    if text is None:
+        if len(_RESETS) >= 10_000:
+            _RESETS.clear()
+        text = _RESETS[ms] = format_reset(ms / 1000).encode()
+    return text
+
+
+def rate_headers(plan: Plan, verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """OpenAI's six headers (those whose limits apply), ready for the answer: the tightest bucket of each kind."""
+    out: list[tuple[bytes, bytes]] = []
+    levels = verdict.levels
+    for candidates, names in ((plan.rpm, _REQUESTS), (plan.tpm, _TOKENS)):
+        if not candidates:
+            continue
+        j, limit = candidates[0]
+        if len(candidates) > 1:
+            for other in candidates[1:]:
+                if levels[other[0]][0] < levels[j][0]:
+                    j, limit = other
+        remaining, reset_s = levels[j]
+        out.append((names[0], limit))
+        out.append((names[1], b"%d" % remaining if remaining > 0 else b"0"))
+        out.append((names[2], _reset(reset_s)))
     return out
 
 
@@ -81,24 +102,25 @@ def _usd(nano: int) -> str:
     return f"{nano / 1e9:,.2f}" if nano >= 10**7 or nano == 0 else f"{nano / 1e9:.6f}"
 
 
-def denial(rules: Rules, demand: Demand, verdict: Verdict, budget_status: int) -> GatewayError:
+def denial(rules: Rules, plan: Plan, demand: Demand, verdict: Verdict, budget_status: int) -> GatewayError:
     """The error for a refused ``demand``, from the check that refused it."""
-    headers = dict(rate_headers(rules, verdict))
+    headers = {name.decode(): value.decode() for name, value in rate_headers(plan, verdict)}
     retry = verdict.retry_after_s
     i = verdict.index
     if verdict.kind == "bucket":
-        rule, bucket = rules.rates[i], demand.buckets[i]
+        rule = rules.rates[i]
+        cost = demand.cost_of(demand.buckets[i])
         per = _PER[rule.kind]
         if rule.kind == "rpm":
             message = (f"Rate limit reached: {rule.limit} requests per minute ({rule.source}). "
                        f"Please try again in {format_reset(retry)}.")
-        elif bucket.cost > bucket.limit:
-            message = (f"This request needs about {bucket.cost} tokens (prompt estimate plus max_tokens), more than "
+        elif cost > rule.limit:
+            message = (f"This request needs about {cost} tokens (prompt estimate plus max_tokens), more than "
                        f"the {rule.limit} tokens per {per} allowed ({rule.source}); lower max_tokens.")
         else:
             left = max(0, verdict.levels[i][0])
             message = (f"Rate limit reached: {rule.limit} tokens per {per} ({rule.source}); this request reserves "
-                       f"{bucket.cost} (prompt estimate plus max_tokens) and {left} are left. "
+                       f"{cost} (prompt estimate plus max_tokens) and {left} are left. "
                        f"Please try again in {format_reset(retry)}.")
         return LimitExceeded(message, retry_after_s=retry, code="rate_limit_exceeded", headers=headers)
     if verdict.kind == "slot":
@@ -107,10 +129,10 @@ def denial(rules: Rules, demand: Demand, verdict: Verdict, budget_status: int) -
                              "Please try again when one has finished.", retry_after_s=retry,
                              code="concurrency_limit_exceeded", headers=headers)
     budget, spend = rules.budgets[i], demand.spends[i]
-    ends_in = verdict.periods[i][1] if i < len(verdict.periods) else retry
+    ends_in = verdict.ends_in_s[i] if i < len(verdict.ends_in_s) else retry
     resets = datetime.fromtimestamp(time.time() + ends_in, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     subject, _, name = spend.key.partition("=")
     message = (f"Budget exceeded: the {budget.period} budget of ${_usd(budget.limit_nano)} for {subject} {name} "
                f"({budget.source}) has ${_usd(verdict.spent)} spent and ${_usd(verdict.reserved)} reserved by "
-               f"requests in flight; this request may cost up to ${_usd(spend.cost)}. It resets at {resets}.")
+               f"requests in flight; this request may cost up to ${_usd(demand.cost)}. It resets at {resets}.")
     return BudgetExceeded(message, retry_after_s=retry, status=budget_status, headers=headers)

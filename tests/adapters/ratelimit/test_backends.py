@@ -12,16 +12,15 @@ from typing import Any
 import pytest
 
 from adapters.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from adapters.ratelimit.redis import connect
 from policies.limits import (
     Bucket,
-    BucketAdj,
+    BucketRef,
     Demand,
     Fired,
     Settlement,
     Slot,
     Spend,
-    SpendAdj,
+    SpendRef,
     period_bounds,
 )
 
@@ -32,7 +31,7 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
         yield MemoryRateLimiter()
         return
     server = request.getfixturevalue("redis_server")
-    redis = RedisRateLimiter(connect(server.url, 2.0), prefix=f"t-{uuid.uuid4().hex[:8]}", timeout_s=2.0)
+    redis = RedisRateLimiter(server.url, prefix=f"t-{uuid.uuid4().hex[:8]}", timeout_s=2.0)
     try:
         yield redis
     finally:
@@ -40,11 +39,19 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
 
 
 _ids = iter(range(10**9))
+REQUESTS = False  # a bucket that takes one request (True: the demand's tokens)
 
 
 def demand(*, buckets: list[Bucket] | None = None, slots: list[Slot] | None = None,
-           spends: list[Spend] | None = None, ttl_s: int = 60) -> Demand:
-    return Demand(f"r{next(_ids)}", ttl_s, buckets or [], slots or [], spends or [])
+           spends: list[Spend] | None = None, tokens: int = 0, cost: int = 0, ttl_s: int = 60) -> Demand:
+    return Demand(f"r{next(_ids)}", ttl_s, tokens, cost, buckets or [], slots or [], spends or [])
+
+
+def settle(rid: str, *, delta: int = 0, buckets: list[Bucket] | None = None, slots: list[str] | None = None,
+           reserved: int = 0, actual: int = 0, spends: list[SpendRef] | None = None,
+           periods: list[str] | None = None) -> Settlement:
+    refs = [BucketRef(b.key, b.limit, b.window_s) for b in buckets or []]
+    return Settlement(rid, delta, refs, slots or [], reserved, actual, spends or [], periods or [])
 
 
 async def until(check: Any, within_s: float) -> None:
@@ -56,10 +63,10 @@ async def until(check: Any, within_s: float) -> None:
 
 
 async def test_a_bucket_lets_its_limit_through_then_says_when_to_retry(limiter: RateLimiter) -> None:
-    rpm = Bucket("k|rpm", 3, 60, 1)
-    verdicts = [await limiter.reserve(demand(buckets=[rpm])) for _ in range(4)]
+    rpm = Bucket("k|rpm", 3, 60, REQUESTS)
+    verdicts = [await limiter.reserve(demand(buckets=[rpm], tokens=999)) for _ in range(4)]
     assert [v.ok for v in verdicts] == [True, True, True, False]
-    assert [v.levels[0][0] for v in verdicts] == [2, 1, 0, 0]
+    assert [v.levels[0][0] for v in verdicts] == [2, 1, 0, 0]  # one request each, whatever the tokens
     refused = verdicts[3]
     assert (refused.kind, refused.index) == ("bucket", 0)
     assert 19.5 <= refused.retry_after_s <= 20.01  # one request refills in 60/3 s
@@ -67,7 +74,7 @@ async def test_a_bucket_lets_its_limit_through_then_says_when_to_retry(limiter: 
 
 
 async def test_a_bucket_refills_continuously(limiter: RateLimiter) -> None:
-    fast = Bucket("k|fast", 2, 1, 1)  # 2 per second
+    fast = Bucket("k|fast", 2, 1, REQUESTS)  # 2 per second
     assert all([(await limiter.reserve(demand(buckets=[fast]))).ok for _ in range(2)])
     assert not (await limiter.reserve(demand(buckets=[fast]))).ok
 
@@ -78,7 +85,7 @@ async def test_a_bucket_refills_continuously(limiter: RateLimiter) -> None:
 
 
 async def test_one_refusal_takes_nothing_from_the_other_checks(limiter: RateLimiter) -> None:
-    rpm, slot = Bucket("k|rpm", 10, 60, 1), Slot("k|conc", 1)
+    rpm, slot = Bucket("k|rpm", 10, 60, REQUESTS), Slot("k|conc", 1)
     assert (await limiter.reserve(demand(buckets=[rpm], slots=[slot]))).ok
     refused = await limiter.reserve(demand(buckets=[rpm], slots=[slot]))
     assert (refused.ok, refused.kind, refused.levels[0][0]) == (False, "slot", 9)
@@ -86,15 +93,14 @@ async def test_one_refusal_takes_nothing_from_the_other_checks(limiter: RateLimi
 
 
 async def test_settling_refunds_unused_tokens_and_charges_extra(limiter: RateLimiter) -> None:
-    tpm = Bucket("k|tpm", 100, 60, 50)
-    first = demand(buckets=[tpm])
+    tpm = Bucket("k|tpm", 100, 60, True)
+    first = demand(buckets=[tpm], tokens=50)
     assert (await limiter.reserve(first)).levels[0][0] == 50
-    await limiter.settle([Settlement(first.id, [BucketAdj(tpm.key, 100, 60, -40)], [], [])])  # used 10
-    probe = Bucket("k|tpm", 100, 60, 0)
-    assert 90 <= (await limiter.reserve(demand(buckets=[probe]))).levels[0][0] <= 91
-    await limiter.settle([Settlement("x", [BucketAdj(tpm.key, 100, 60, 120)], [], [])])  # used 120 more
-    assert (await limiter.reserve(demand(buckets=[probe]))).levels[0][0] < 0  # in debt: refused until refilled
-    assert not (await limiter.reserve(demand(buckets=[Bucket("k|tpm", 100, 60, 1)]))).ok
+    await limiter.settle([settle(first.id, delta=-40, buckets=[tpm])])  # used 10
+    assert 90 <= (await limiter.reserve(demand(buckets=[tpm], tokens=0))).levels[0][0] <= 91
+    await limiter.settle([settle("x", delta=120, buckets=[tpm])])  # used 120 more
+    assert (await limiter.reserve(demand(buckets=[tpm], tokens=0))).levels[0][0] < 0  # in debt: refused until refilled
+    assert not (await limiter.reserve(demand(buckets=[tpm], tokens=1))).ok
 
 
 async def test_slots_are_released_by_settling_and_expire_unsettled(limiter: RateLimiter) -> None:
@@ -102,7 +108,7 @@ async def test_slots_are_released_by_settling_and_expire_unsettled(limiter: Rate
     a, b = demand(slots=[slot]), demand(slots=[slot], ttl_s=1)
     assert (await limiter.reserve(a)).ok and (await limiter.reserve(b)).ok
     assert not (await limiter.reserve(demand(slots=[slot]))).ok
-    await limiter.settle([Settlement(a.id, [], [slot.key], [])])
+    await limiter.settle([settle(a.id, slots=[slot.key])])
     c = demand(slots=[slot])
     assert (await limiter.reserve(c)).ok  # a's slot was released
 
@@ -113,43 +119,44 @@ async def test_slots_are_released_by_settling_and_expire_unsettled(limiter: Rate
 
 
 async def test_spend_counts_reservations_in_flight_and_settles_to_the_actual_cost(limiter: RateLimiter) -> None:
-    budget = Spend("team=a", "monthly", 100, 40)
-    a, b = demand(spends=[budget]), demand(spends=[budget])
+    budget = Spend("team=a", "monthly", 100)
+    ref = [SpendRef("team=a")]
+    a, b = demand(spends=[budget], cost=40), demand(spends=[budget], cost=40)
     va, vb = await limiter.reserve(a), await limiter.reserve(b)
     assert va.ok and vb.ok
-    pid = va.periods[0][0]
-    assert pid == period_bounds("monthly", time.time())[0]
-    refused = await limiter.reserve(demand(spends=[budget]))
+    assert va.periods == [period_bounds("monthly", time.time())[0]]
+    assert 0 < va.ends_in_s[0] <= 31 * 86_400
+    refused = await limiter.reserve(demand(spends=[budget], cost=40))
     assert (refused.ok, refused.kind, refused.spent, refused.reserved) == (False, "spend", 0, 80)
     assert refused.retry_after_s == 1.0  # in flight: may be given back soon
-    await limiter.settle([Settlement(a.id, [], [], [SpendAdj("team=a", pid, 40, 10)]),
-                          Settlement(b.id, [], [], [SpendAdj("team=a", pid, 40, 15)])])
-    assert (await limiter.reserve(demand(spends=[budget]))).ok  # 25 spent + 40 reserved
-    await limiter.settle([Settlement("late", [], [], [SpendAdj("team=a", pid, 0, 80)])])
-    used_up = await limiter.reserve(demand(spends=[Spend("team=a", "monthly", 100, 1)]))
+    await limiter.settle([settle(a.id, reserved=40, actual=10, spends=ref, periods=va.periods),
+                          settle(b.id, reserved=40, actual=15, spends=ref, periods=vb.periods)])
+    assert (await limiter.reserve(demand(spends=[budget], cost=40))).ok  # 25 spent + 40 reserved
+    await limiter.settle([settle("late", actual=80, spends=ref, periods=va.periods)])
+    used_up = await limiter.reserve(demand(spends=[budget], cost=1))
     assert (used_up.ok, used_up.spent, used_up.reserved) == (False, 105, 40)
     assert used_up.retry_after_s > 3600  # spent: until the month ends
-    alert_only = await limiter.reserve(demand(spends=[Spend("team=a", "monthly", -1, 10**6)]))
+    alert_only = await limiter.reserve(demand(spends=[Spend("team=a", "monthly", -1)], cost=10**6))
     assert alert_only.ok  # an alert-only budget never refuses
 
 
 async def test_a_crashed_holders_spend_reservation_expires(limiter: RateLimiter) -> None:
-    budget = Spend("key=k", "daily", 100, 60)
-    assert (await limiter.reserve(demand(spends=[budget], ttl_s=1))).ok  # never settled
-    assert not (await limiter.reserve(demand(spends=[budget]))).ok
+    budget = Spend("key=k", "daily", 100)
+    assert (await limiter.reserve(demand(spends=[budget], cost=60, ttl_s=1))).ok  # never settled
+    assert not (await limiter.reserve(demand(spends=[budget], cost=60))).ok
 
     async def freed() -> bool:
-        return (await limiter.reserve(demand(spends=[budget]))).ok
+        return (await limiter.reserve(demand(spends=[budget], cost=60))).ok
 
     await until(freed, 3.0)
 
 
 async def test_alerts_fire_once_per_period_at_each_threshold(limiter: RateLimiter) -> None:
     pid = period_bounds("daily", time.time())[0]
-    alerts = [("p:1@50", 50), ("p:1@80", 80)]
+    ref = [SpendRef("team=a", [("p:1@50", 50), ("p:1@80", 80)])]
 
     def spend(actual: int) -> Settlement:
-        return Settlement("s", [], [], [SpendAdj("team=a", pid, 0, actual, alerts)])
+        return settle("s", actual=actual, spends=ref, periods=[pid])
 
     assert await limiter.settle([spend(40)]) == [[]]
     assert await limiter.settle([spend(20)]) == [[Fired("p:1@50", 60)]]

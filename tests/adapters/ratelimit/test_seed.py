@@ -51,5 +51,5 @@ async def test_spend_so_far_sums_the_current_periods_per_key_and_team(database_u
     limiter = MemoryRateLimiter(clock=now.timestamp)
     for key, pid, amount in rows:
         limiter.seed_spend(key, pid, amount)
-    refused = limiter.reserve_now(Demand("d", 60, [], [], [Spend("team=ads", "monthly", 100 * nano, 1)]))
+    refused = limiter.reserve_now(Demand("d", 60, 0, 1, [], [], [Spend("team=ads", "monthly", 100 * nano)]))
     assert (refused.ok, refused.spent) == (False, 100 * nano)

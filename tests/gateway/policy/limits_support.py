@@ -55,6 +55,11 @@ def publish(gw: Any, *, keys_snapshot: KeysSnapshot | None = None, policies_snap
     gw.generation.control = ControlSnapshots(keys=keys_snapshot, policies=policies_snapshot)
 
 
+def limits_of(gw: Any) -> Any:
+    """The running generation's limits plug-in instance."""
+    return next(p.instance for p in gw.generation.plugins.plugins if p.name == "limits")
+
+
 def limits_config(*routes: tuple[str, str], price: tuple[str, str] | None = ("1000000", "2000000"),
                   **settings: Any) -> dict[str, Any]:
     """Route(s) on provider ``fn`` with the limits plug-in; ``price``: $ per million input/output

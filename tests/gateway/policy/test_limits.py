@@ -21,6 +21,7 @@ from tests.gateway.policy.limits_support import (
     key,
     keys,
     limits_config,
+    limits_of,
     policies,
     publish,
     team,
@@ -157,7 +158,7 @@ async def test_concurrency_slot_is_held_until_the_request_finished_then_released
                           plugins=[Who()]) as (gw, client):
         publish(gw, policies_snapshot=policies({"limits": {"maxConcurrentRequests": 1}}))
         first = asyncio.create_task(_chat(client))
-        while not gw.generation.plugins.plugins[0].instance._live:
+        while not limits_of(gw)._live:
             await asyncio.sleep(0.001)
         r = await _chat(client)
         message = _openai_error(r, 429, "rate_limit_error", "concurrency_limit_exceeded")
@@ -180,7 +181,7 @@ async def test_a_failed_upstream_call_gives_its_tokens_and_slot_back() -> None:
         for _ in range(5):  # each reserves 45 tokens; a failure settles them back to 0 used
             assert (await _chat(client, max_tokens=40)).status_code == 400
             await gw.usage.drain()
-        assert gw.generation.plugins.plugins[0].instance._memory.outstanding() == 0
+        assert limits_of(gw)._memory.outstanding() == 0
 
 
 async def test_budget_blocks_with_429_and_a_clear_message_and_settles_to_the_metered_cost() -> None:

@@ -16,7 +16,7 @@ import pytest
 from adapters.testdoubles import FunctionUpstream, chat_completion
 from adapters.upstream import UpstreamCall
 from tests.gateway.inprocess import in_process
-from tests.gateway.policy.limits_support import MSG, Who, as_key, limits_config, policies, publish
+from tests.gateway.policy.limits_support import MSG, Who, as_key, limits_config, limits_of, policies, publish
 from tests.servers import RedisServer, start_redis
 
 
@@ -57,8 +57,10 @@ async def test_redis_backend_answers_like_the_in_process_one(redis_server: Redis
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
         assert int(r.headers["retry-after"]) >= 1 and r.headers["x-ratelimit-limit-requests"] == "2"
         ready = (await client.get("/readyz")).json()
-        assert ready["plugins"]["limits"] == {"backend": "redis", "state": "ok", "on_backend_error": "closed",
-                                              "settlements_queued": 0}
+        limits = ready["plugins"]["limits"]
+        assert limits == {"backend": "redis", "state": "ok", "on_backend_error": "closed", "settlements_queued": 0,
+                          "requests_per_round_trip": limits["requests_per_round_trip"]}
+        assert limits["requests_per_round_trip"] >= 1
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
@@ -143,7 +145,7 @@ async def test_redis_down_fails_open_to_per_replica_limits_and_catches_up_the_sp
             assert codes == [200, 200, 200, 429, 429]  # this replica's own bucket of 3
             assert (await client.get("/readyz")).json()["plugins"]["limits"]["state"] == "unavailable"
             server.start()
-            await _wait(lambda: gw.generation.plugins.plugins[0].instance._redis.limiter.available, 10)
+            await _wait(lambda: limits_of(gw)._redis.limiter.available, 10)
             r = await _chat(client)  # Redis decides again (a fresh one here, without persistence: a full bucket)
             assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "2"
             metrics = (await client.get("/metrics")).text
