@@ -61,9 +61,12 @@ def run_redis(cpus: Sequence[int]) -> Iterator[str]:
         raise ProcessFailed("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="llmops-bench-redis-") as tmp:
-        proc = subprocess.Popen([*cpu_prefix(cpus), exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        # raised priority on the busy load core: it stands in for a Redis of its own, whose answer is not
+        # queued behind wrk and nginx (without it the policy side waits, idle, for Redis's turn on the core)
+        nice = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
+        argv = [*nice, *cpu_prefix(cpus), exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", tmp]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_for_port(port, proc=proc, timeout_s=10)
             yield f"redis://127.0.0.1:{port}/0"

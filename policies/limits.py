@@ -325,7 +325,7 @@ class Plan:
     """One ``Rules`` for one key and route, every counter named and every check built once: a request
     only brings its id, tokens and cost (the request path's share of the work is one ``Demand``)."""
 
-    __slots__ = ("buckets", "rpm", "settle_buckets", "settle_spends", "slot_keys", "slots", "spends", "tpm")
+    __slots__ = ("buckets", "headers", "settle_buckets", "settle_spends", "slot_keys", "slots", "spends")
 
     def __init__(self, rules: Rules, key_id: str, route: str) -> None:
         values = {"key": key_id, "team": rules.team, "route": route}
@@ -337,9 +337,16 @@ class Plan:
         self.settle_buckets = [BucketRef(b.key, b.limit, b.window_s) for b in self.buckets if b.tokens]
         self.slot_keys = [s.key for s in self.slots]
         self.settle_spends = [SpendRef(s.key, rules.alerts(j)) for j, s in enumerate(self.spends)]
-        # the x-ratelimit headers' candidates: (bucket index, the limit as the header writes it)
-        self.rpm = [(j, b"%d" % r.limit) for j, r in enumerate(rules.rates) if r.kind == "rpm"]
-        self.tpm = [(j, b"%d" % r.limit) for j, r in enumerate(rules.rates) if r.kind == "tpm"]
+        # OpenAI's x-ratelimit-* headers, per kind that applies: the first bucket of the kind, its ready
+        # limit header, the remaining/reset names, and the other buckets of the kind (the tightest wins)
+        self.headers: list[tuple[int, tuple[bytes, bytes], tuple[bytes, bytes], list[tuple[int, tuple[bytes, bytes]]]]]
+        self.headers = []
+        for kind, suffix in (("rpm", b"requests"), ("tpm", b"tokens")):
+            found = [(j, (b"x-ratelimit-limit-" + suffix, b"%d" % r.limit))
+                     for j, r in enumerate(rules.rates) if r.kind == kind]
+            if found:
+                names = (b"x-ratelimit-remaining-" + suffix, b"x-ratelimit-reset-" + suffix)
+                self.headers.append((found[0][0], found[0][1], names, found[1:]))
 
     def demand(self, rid: str, ttl_s: int, tokens: int, cost_nano: int) -> Demand:
         return Demand(rid, ttl_s, tokens, cost_nano, self.buckets, self.slots, self.spends)

@@ -57,22 +57,24 @@ local function period_end(pid)
   return month_end(tonumber(string.sub(v, 1, 4)), tonumber(string.sub(v, 5, 6)))
 end
 
--- a token bucket's level now: full when absent, refilled at limit per window since it was written
+-- a token bucket is one string, "<level> <written at>": its level now is full when absent, else
+-- refilled at limit per window since it was written
 local function level(key, limit, window)
-  local v = redis.call('HMGET', key, 'l', 't')
-  if not v[1] then return limit end
-  local elapsed = now - tonumber(v[2])
+  local v = redis.call('GET', key)
+  if not v then return limit end
+  local l, at = string.match(v, '^(%S+) (%S+)$')
+  local elapsed = now - tonumber(at)
   if elapsed < 0 then elapsed = 0 end  -- written this very microsecond (or a clock step back): no refill
-  local l = tonumber(v[1]) + elapsed * limit / window
+  l = tonumber(l) + elapsed * limit / window
   if l > limit then return limit end
   return l
 end
 
 local function write_level(key, l, limit, window)
-  redis.call('HSET', key, 'l', string.format('%.17g', l), 't', string.format('%.6f', now))
   local full_in = (limit - l) * window / limit
   if full_in < 0 then full_in = 0 end
-  redis.call('PEXPIRE', key, int(ms(full_in) + 1000))  -- a full bucket is an absent one
+  -- expires once full again: a full bucket is an absent one
+  redis.call('SET', key, string.format('%.17g %.6f', l, now), 'PX', int(ms(full_in) + 1000))
 end
 
 -- spend keys outlive their period by a day, for late settlements

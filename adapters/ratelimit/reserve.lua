@@ -33,20 +33,23 @@ for i, d in ipairs(demands) do
   if kind == '' then
     for j, s in ipairs(slots) do
       local key = prefix .. 'c|' .. s[1]
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-      if redis.call('ZCARD', key) >= s[2] then
-        kind, index, retry = 'slot', j - 1, 1
-        break
+      if redis.call('ZCARD', key) >= s[2] then  -- full: first drop the slots whose holders never came back
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        if redis.call('ZCARD', key) >= s[2] then
+          kind, index, retry = 'slot', j - 1, 1
+          break
+        end
       end
     end
   end
-  local pids, ends = {}, {}
+  local pids, ends, expired = {}, {}, {}
   for j, s in ipairs(spends) do
     local pid, pend = period(s[2])
     pids[j], ends[j] = pid, pend
     if kind == '' and s[3] >= 0 then
       local skey = prefix .. 's|' .. s[1] .. '|' .. pid
       expire_reservations(skey, prefix .. 'r|' .. s[1] .. '|' .. pid)
+      expired[j] = true
       local v = redis.call('HMGET', skey, 's', 'r')
       local sp, rs = tonumber(v[1] or 0), tonumber(v[2] or 0)
       if sp + rs + cost > s[3] then
@@ -69,12 +72,13 @@ for i, d in ipairs(demands) do
       for j, s in ipairs(spends) do
         local skey = prefix .. 's|' .. s[1] .. '|' .. pids[j]
         local rkey = prefix .. 'r|' .. s[1] .. '|' .. pids[j]
-        expire_reservations(skey, rkey)  -- alert-only spends were not checked above
-        redis.call('HINCRBY', skey, 'r', int(cost))
+        if not expired[j] then expire_reservations(skey, rkey) end  -- alert-only spends were not checked
         redis.call('ZADD', rkey, tostring(now + ttl), id .. ':' .. int(cost))
-        local keep = keep_spend(ends[j])
-        redis.call('EXPIRE', skey, keep)
-        redis.call('EXPIRE', rkey, keep)
+        if tonumber(redis.call('HINCRBY', skey, 'r', int(cost))) == cost then
+          local keep = keep_spend(ends[j])  -- nothing was reserved before: maybe new keys, give them their end
+          redis.call('EXPIRE', skey, keep)
+          redis.call('EXPIRE', rkey, keep)
+        end
       end
     end
   end

@@ -24,16 +24,15 @@ for i, s in ipairs(items) do
       redis.call('HINCRBY', skey, 'r', int(-reserved))
     end
     local spent = tonumber(redis.call('HINCRBY', skey, 's', int(actual)))
-    local keep = keep_spend(period_end(pid))
-    redis.call('EXPIRE', skey, keep)
+    if spent == actual then redis.call('EXPIRE', skey, keep_spend(period_end(pid))) end  -- the period's first
     if #p[2] > 0 then
       local akey = prefix .. 'a|' .. p[1] .. '|' .. pid
       for _, a in ipairs(p[2]) do
         if spent >= a[2] and redis.call('SADD', akey, a[1]) == 1 then
           fired[#fired + 1] = '[' .. cjson.encode(a[1]) .. ',' .. int(spent) .. ']'
+          redis.call('EXPIRE', akey, keep_spend(period_end(pid)))
         end
       end
-      redis.call('EXPIRE', akey, keep)
     end
   end
   out[i] = '[' .. table.concat(fired, ',') .. ']'

@@ -62,8 +62,6 @@ class LimiterUnavailable(GatewayError):
         return {"retry-after": str(max(1, round(self.retry_after_s)))}
 
 
-_REQUESTS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests")
-_TOKENS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
 
 
 _RESETS: dict[int, bytes] = {}  # milliseconds -> formatted (bounded): formatting costs more than the rest
@@ -83,18 +81,12 @@ def rate_headers(plan: Plan, verdict: Verdict) -> list[tuple[bytes, bytes]]:
     """OpenAI's six headers (those whose limits apply), ready for the answer: the tightest bucket of each kind."""
     out: list[tuple[bytes, bytes]] = []
     levels = verdict.levels
-    for candidates, names in ((plan.rpm, _REQUESTS), (plan.tpm, _TOKENS)):
-        if not candidates:
-            continue
-        j, limit = candidates[0]
-        if len(candidates) > 1:
-            for other in candidates[1:]:
-                if levels[other[0]][0] < levels[j][0]:
-                    j, limit = other
+    for j, limit_header, names, others in plan.headers:
+        for other, other_header in others:  # more than one bucket of the kind: the one with the least left
+            if levels[other][0] < levels[j][0]:
+                j, limit_header = other, other_header
         remaining, reset_s = levels[j]
-        out.append((names[0], limit))
-        out.append((names[1], b"%d" % remaining if remaining > 0 else b"0"))
-        out.append((names[2], _reset(reset_s)))
+        out += (limit_header, (names[0], b"%d" % remaining if remaining > 0 else b"0"), (names[1], _reset(reset_s)))
     return out
 
 
