@@ -52,6 +52,9 @@ successful answer (e.g. ``x-ratelimit-*``); a refusal carries its own (``Gateway
 ``lifespan()``             an async context manager, entered when its generation
                            starts and left after that generation drained: start and
                            stop clients and background refreshers.
+``readiness()``            optional, not a hook: a small dict shown under ``plugins`` in
+                           ``/readyz`` (a backend's state; never a secret), or None.
+                           It never makes the gateway unready.
 
 A hook no plug-in implements costs nothing on the request path.
 """

@@ -47,7 +47,8 @@ def public_readiness(gen: Generation, control: ControlState | None = None) -> di
 
 
 def plugin_readiness(gen: Generation) -> dict[str, Any]:
-    """What plug-ins with a ``readiness()`` method report (e.g. limits: its backend's state), by name.
+    """What plug-ins with a ``readiness()`` method report (e.g. limits: its backend's state), by name;
+    a plug-in answering None is left out.
 
     Detail only: a plug-in's state never turns the gateway unready, so a flaky dependency of one
     plug-in cannot make load balancers flap. A report that fails is shown as such, not raised."""
@@ -57,9 +58,11 @@ def plugin_readiness(gen: Generation) -> dict[str, Any]:
         if report is None:
             continue
         try:
-            out[p.name] = report()
+            status = report()
         except Exception as exc:  # a broken report must not break /readyz: say so instead
-            out[p.name] = {"state": "unknown", "error": type(exc).__name__}
+            status = {"state": "unknown", "error": type(exc).__name__}
+        if status is not None:  # None: nothing worth saying
+            out[p.name] = status
     return out
 
 

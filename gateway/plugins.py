@@ -50,7 +50,7 @@ class Plugin(msgspec.Struct, frozen=True):
     fails_open: bool
 
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("auth", "guardrails")
+BUILTIN_PLUGINS: tuple[str, ...] = ("auth", "guardrails", "limits")
 """This package's own plug-ins (entry points in its pyproject), enabled by default in this order
 ahead of the YAML's others: the policy the governance module publishes applies without any
 `plugins:` entry. Naming one in `plugins:` configures it (its settings, `enabled: false`)."""

@@ -38,6 +38,7 @@ from adapters.adminapi.tables import audit_log
 from adapters.errors import InvalidRequest, PermissionDenied
 from adapters.gateway_plugins import PluginHost, RequestContext, UsageRecord
 from adapters.ratelimit import BackendUnavailable, RedisRateLimiter
+from adapters.ratelimit.resp import parse_redis_url
 from adapters.ratelimit.seed import spend_so_far
 from adapters.snapshots import KeysSnapshot, PoliciesSnapshot
 from adapters.store import StoreError, utcnow
@@ -180,6 +181,8 @@ class LimitsPlugin:
         self._url = _redis_url(s)
         if s.backend == "redis" and self._url is None:
             raise ValueError("backend redis needs redis_url or redis_url_env")
+        if self._url is not None:
+            parse_redis_url(self._url)  # a malformed URL fails the load, not the first request
         self._use_redis = s.backend != "memory" and self._url is not None
         if not self._use_redis and multiprocess_dir() is not None:
             if s.workers_without_redis == "refuse":
@@ -358,16 +361,18 @@ class LimitsPlugin:
         elif self._redis is not None:
             self._redis.submit(settlement)
 
-    def readiness(self) -> dict[str, Any]:
-        """For ``/readyz``: which backend decides, and whether it can (never the URL)."""
+    def readiness(self) -> dict[str, Any] | None:
+        """For ``/readyz``: the Redis backend's state (never its URL), or the in-process backend's warning
+        under ``--workers``; nothing for the in-process backend of one process (it cannot fail)."""
         if self._redis is not None:
             out = self._redis.limiter.status()
             out["on_backend_error"] = self.settings.on_backend_error
             out["settlements_queued"] = self._redis.queued()
             return out
+        if self._use_redis or multiprocess_dir() is None:  # Redis not started yet; or in-process, one process
+            return None
         out = self._memory.status()
-        if multiprocess_dir() is not None:
-            out["warning"] = "per-worker counters under --workers: limits and budgets are not shared"
+        out["warning"] = "per-worker counters under --workers: limits and budgets are not shared"
         return out
 
     # -- lifespan ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ async def test_spend_so_far_sums_the_current_periods_per_key_and_team(database_u
                 _rollup(this_hour - timedelta(days=1), "search", "k2", "10"),  # Tuesday: this week, not today
                 _rollup(this_hour - timedelta(days=10), "ads", "k3", "100"),  # earlier this month only
                 _rollup(this_hour - timedelta(days=40), "ads", "k3", "1000"),  # last month: nothing
-                _rollup(this_hour, "", "", "7"),  # anonymous: no key, no team
+                _rollup(this_hour, "", "", "7"),  # anonymous: no key, no team (the limits' "-")
             ])
         rows = await spend_so_far(store, now.timestamp())
     finally:
@@ -47,6 +47,7 @@ async def test_spend_so_far_sums_the_current_periods_per_key_and_team(database_u
         ("key=k1", week, 3 * nano + 1), ("key=k2", week, 10 * nano), ("team=search", week, 13 * nano + 1),
         ("key=k1", month, 3 * nano + 1), ("key=k2", month, 10 * nano), ("key=k3", month, 100 * nano),
         ("team=search", month, 13 * nano + 1), ("team=ads", month, 100 * nano),
+        *((f"{subject}=-", period, 7 * nano) for subject in ("key", "team") for period in (day, week, month)),
     ])
     limiter = MemoryRateLimiter(clock=now.timestamp)
     for key, pid, amount in rows:

@@ -267,3 +267,19 @@ def test_bad_settings_fail_at_load_naming_the_key() -> None:
         from gateway.plugins import load_plugins
 
         load_plugins(decode_config(limits_config(backend="redis")).plugins)
+
+
+def test_workers_without_redis_warn_or_refuse(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                              ) -> None:
+    import gateway.policy.limits as limits
+
+    assert limits.LimitsPlugin().readiness() is None  # one process, in-process counters: nothing to report
+    monkeypatch.setattr(limits, "multiprocess_dir", lambda: "/run/llmops-metrics")  # as under serve --workers 2
+    with pytest.raises(ValueError, match="set redis_url"):
+        limits.LimitsPlugin(limits.LimitsSettings(workers_without_redis="refuse"))
+    with caplog.at_level("WARNING", logger="llmops.limits"):
+        plugin = limits.LimitsPlugin()
+    assert "each worker keeps its own counters" in caplog.text
+    assert (plugin.readiness() or {})["warning"].startswith("per-worker counters")
+    not_started = limits.LimitsPlugin(limits.LimitsSettings(redis_url="redis://127.0.0.1:1/0"))
+    assert not_started.readiness() is None  # Redis, before its lifespan: nothing to say yet
