@@ -151,9 +151,11 @@ def _has_own(spec: Any) -> bool:
     return spec.limits is not None or spec.budget_usd is not None
 
 
-class _Live(msgspec.Struct, gc=False):
-    """A request's reservation, until its ``on_finish``."""
+class _Live(msgspec.Struct, gc=False):  # no cycle runs through it: nothing refers back to it
+    """A request's reservation, until its ``on_finish``; keyed by ``id(ctx)``, and holding ``ctx`` so that
+    no other context can take that id while the entry lives."""
 
+    ctx: RequestContext
     plan: Plan
     demand: Demand
     verdict: Verdict | None  # None: sent, answer unknown (cancelled)
@@ -305,7 +307,7 @@ class LimitsPlugin:
         redis = self._redis
         assert redis is not None, "limits plug-in used outside its lifespan"
         key = id(ctx)
-        self._live[key] = _Live(plan, demand, None, False, tokens, time.monotonic())  # settled even if cancelled
+        self._live[key] = _Live(ctx, plan, demand, None, False, tokens, time.monotonic())  # settled even if cancelled
         try:
             verdict = await redis.limiter.reserve(demand)
         except BackendUnavailable as exc:
@@ -326,7 +328,7 @@ class LimitsPlugin:
             exc = denial(rules, plan, demand, verdict, self.settings.budget_status)
             self._deny(ctx, _REASONS[verdict.kind](rules, verdict), exc.http_status, _what(rules, verdict))
             raise exc
-        self._live[id(ctx)] = _Live(plan, demand, verdict, local, tokens, time.monotonic())
+        self._live[id(ctx)] = _Live(ctx, plan, demand, verdict, local, tokens, time.monotonic())
         headers = rate_headers(plan, verdict)
         if headers:  # ctx.add_response_header's list, filled at once with pre-encoded names
             if ctx.response_headers is None:
