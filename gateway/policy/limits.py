@@ -309,7 +309,7 @@ class LimitsPlugin:
         key = id(ctx)
         self._live[key] = _Live(ctx, plan, demand, None, False, tokens, time.monotonic())  # settled even if cancelled
         try:
-            verdict = await redis.limiter.reserve(demand)
+            verdict = await redis.limiter.submit(demand)
         except BackendUnavailable as exc:
             del self._live[key]
             if self.settings.on_backend_error == "closed":
