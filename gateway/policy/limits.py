@@ -466,13 +466,17 @@ class LimitsPlugin:
             task.add_done_callback(self._writes.discard)
 
 
+REDIS_URL_ENV = "LLMOPS_REDIS_URL"
+"""Where the Helm chart puts ``redis.url``: used when the settings name no Redis of their own."""
+
+
 def _redis_url(s: LimitsSettings) -> str | None:
     if s.redis_url_env:
         url = os.environ.get(s.redis_url_env)
         if not url:
             raise ValueError(f"redis_url_env: environment variable {s.redis_url_env} is not set")
         return url
-    return s.redis_url
+    return s.redis_url or os.environ.get(REDIS_URL_ENV) or None
 
 
 def _spend_only(settlement: Settlement) -> Settlement | None:

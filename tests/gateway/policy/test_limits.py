@@ -283,3 +283,18 @@ def test_workers_without_redis_warn_or_refuse(monkeypatch: pytest.MonkeyPatch, c
     assert (plugin.readiness() or {})["warning"].startswith("per-worker counters")
     not_started = limits.LimitsPlugin(limits.LimitsSettings(redis_url="redis://127.0.0.1:1/0"))
     assert not_started.readiness() is None  # Redis, before its lifespan: nothing to say yet
+
+
+def test_the_charts_redis_url_is_used_unless_the_settings_say_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.policy.limits as limits
+
+    assert not limits.LimitsPlugin()._use_redis  # nothing configured: in process
+    monkeypatch.setenv("LLMOPS_REDIS_URL", "redis://:pw@redis:6379/0")
+    assert limits.LimitsPlugin()._use_redis
+    assert not limits.LimitsPlugin(limits.LimitsSettings(backend="memory"))._use_redis
+    monkeypatch.setenv("LLMOPS_REDIS_URL", "http://redis")
+    with pytest.raises(ValueError, match="redis:// or rediss://"):
+        limits.LimitsPlugin()
+    monkeypatch.delenv("LLMOPS_REDIS_URL")
+    with pytest.raises(ValueError, match="MY_REDIS is not set"):
+        limits.LimitsPlugin(limits.LimitsSettings(redis_url_env="MY_REDIS"))
