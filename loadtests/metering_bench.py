@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import bench_servers as servers
-from loadtests.paired import PairedRun, measure_pairs
+from loadtests.paired import PairedRun, measure_pairs, pair_table
 from loadtests.procs import cpu_prefix, free_port, stop_process
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -50,21 +49,10 @@ def metering_table(runs: Sequence[PairedRun], backend: str = "postgresql", db_cp
     In each run `floor` is the gateway with metering off and `gateway` the one writing usage records."""
     if not runs:
         return "(no runs)\n"
-    cpus = [(r.floor_cpu_us, r.gateway_cpu_us) for r in runs if r.floor_cpu_us and r.gateway_cpu_us]
-    rps = (statistics.median(r.floor.rps for r in runs), statistics.median(r.gateway.rps for r in runs))
-    cpu = (statistics.median(c[0] for c in cpus), statistics.median(c[1] for c in cpus)) if cpus else (None, None)
-    rps_ratio = statistics.median(r.ratio for r in runs)
-    cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
+    table, rps_ratio, cpu_ratio = pair_table(runs, "metering off", f"metering on ({backend})", "on / off",
+                                             "off's CPU over on's")
     lines = [
-        f"{len(runs)} pairs at c=64, medians (ratio range {fmt(min(r.ratio for r in runs))}"
-        f" to {fmt(max(r.ratio for r in runs))})",
-        "",
-        "| | req/s | CPU µs / request |",
-        "|---|---:|---:|",
-        f"| metering off | {fmt(rps[0], 0)} | {fmt(cpu[0], 1)} |",
-        f"| metering on ({backend}) | {fmt(rps[1], 0)} | {fmt(cpu[1], 1)} |",
-        f"| on / off | {fmt(rps_ratio)} | {fmt(cpu_ratio)} (off's CPU over on's) |",
-        "",
+        *table,
         *([f"PostgreSQL's own CPU (on the load core, beside wrk and nginx): {fmt(db_cpu_us, 1)} µs per metered "
            "request.", ""] if db_cpu_us is not None else []),
         Check(f"metering on req/s ≥ {RPS_TARGET:.2f} x off (median paired ratio)", rps_ratio >= RPS_TARGET,

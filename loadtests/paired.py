@@ -17,10 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from loadtests.report import fmt
 from loadtests.sweep import Target
 from loadtests.wrk import WrkResult, run_wrk
 
-__all__ = ["PairedRun", "PairedSummary", "measure_pairs", "process_cpu_s", "summarize_pairs"]
+__all__ = ["PairedRun", "PairedSummary", "measure_pairs", "pair_table", "process_cpu_s", "summarize_pairs"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,28 @@ def summarize_pairs(runs: Sequence[PairedRun]) -> PairedSummary | None:
         floor_cpu_us=statistics.median(f_cpu) if f_cpu else None,
         gateway_cpu_us=statistics.median(g_cpu) if g_cpu else None,
     )
+
+
+def pair_table(runs: Sequence[PairedRun], first: str, second: str, ratio_row: str,
+               cpu_note: str) -> tuple[list[str], float, float | None]:
+    """The medians table every paired A/B benchmark prints (`floor` = `first`, `gateway` = `second`),
+    with the median req/s ratio and the CPU ratio (first's CPU over second's) for its verdict.
+
+    `runs` must not be empty. CPU medians come from the pairs where both sides could be read."""
+    cpus = [(r.floor_cpu_us, r.gateway_cpu_us) for r in runs if r.floor_cpu_us and r.gateway_cpu_us]
+    rps = (statistics.median(r.floor.rps for r in runs), statistics.median(r.gateway.rps for r in runs))
+    cpu = (statistics.median(c[0] for c in cpus), statistics.median(c[1] for c in cpus)) if cpus else (None, None)
+    ratio = statistics.median(r.ratio for r in runs)
+    cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
+    lines = [
+        f"{len(runs)} pairs at c=64, medians (ratio range {fmt(min(r.ratio for r in runs))}"
+        f" to {fmt(max(r.ratio for r in runs))})",
+        "",
+        "| | req/s | CPU µs / request |",
+        "|---|---:|---:|",
+        f"| {first} | {fmt(rps[0], 0)} | {fmt(cpu[0], 1)} |",
+        f"| {second} | {fmt(rps[1], 0)} | {fmt(cpu[1], 1)} |",
+        f"| {ratio_row} | {fmt(ratio)} | {fmt(cpu_ratio)} ({cpu_note}) |",
+        "",
+    ]
+    return lines, ratio, cpu_ratio

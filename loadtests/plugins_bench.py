@@ -11,7 +11,6 @@ with each server's CPU time per request from /proc beside it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import bench_servers as servers
-from loadtests.paired import PairedRun, measure_pairs
+from loadtests.paired import PairedRun, measure_pairs, pair_table
 from loadtests.procs import free_port, stop_process
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -37,21 +36,9 @@ def plugins_table(runs: Sequence[PairedRun]) -> str:
     In each run `floor` is the gateway without plug-ins and `gateway` the one with noop3."""
     if not runs:
         return "(no runs)\n"
-    cpus = [(r.floor_cpu_us, r.gateway_cpu_us) for r in runs if r.floor_cpu_us and r.gateway_cpu_us]
-    rps = (statistics.median(r.floor.rps for r in runs), statistics.median(r.gateway.rps for r in runs))
-    cpu = (statistics.median(c[0] for c in cpus), statistics.median(c[1] for c in cpus)) if cpus else (None, None)
-    rps_ratio = statistics.median(r.ratio for r in runs)
-    cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
+    table, rps_ratio, cpu_ratio = pair_table(runs, "no plug-ins", "noop3", "noop3 / none", "none's CPU over noop3's")
     lines = [
-        f"{len(runs)} pairs at c=64, medians (ratio range {fmt(min(r.ratio for r in runs))}"
-        f" to {fmt(max(r.ratio for r in runs))})",
-        "",
-        "| | req/s | CPU µs / request |",
-        "|---|---:|---:|",
-        f"| no plug-ins | {fmt(rps[0], 0)} | {fmt(cpu[0], 1)} |",
-        f"| noop3 | {fmt(rps[1], 0)} | {fmt(cpu[1], 1)} |",
-        f"| noop3 / none | {fmt(rps_ratio)} | {fmt(cpu_ratio)} (none's CPU over noop3's) |",
-        "",
+        *table,
         Check(f"noop3 req/s ≥ {RPS_TARGET:.2f} x no plug-ins (median paired ratio)", rps_ratio >= RPS_TARGET,
               f"ratio {fmt(rps_ratio)}; CPU ratio {fmt(cpu_ratio)}").line,
     ]

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import bench_servers as servers
-from loadtests.paired import PairedRun, measure_pairs
+from loadtests.paired import PairedRun, measure_pairs, pair_table
 from loadtests.procs import ProcessFailed, cpu_prefix, free_port, stop_process, wait_for_port
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -140,21 +139,10 @@ def policy_table(runs: Sequence[PairedRun]) -> str:
     """Markdown: median req/s and CPU µs per request of each side, the ratios, a verdict."""
     if not runs:
         return "(no runs)\n"
-    cpus = [(r.floor_cpu_us, r.gateway_cpu_us) for r in runs if r.floor_cpu_us and r.gateway_cpu_us]
-    rps = (statistics.median(r.floor.rps for r in runs), statistics.median(r.gateway.rps for r in runs))
-    cpu = (statistics.median(c[0] for c in cpus), statistics.median(c[1] for c in cpus)) if cpus else (None, None)
-    ratio = statistics.median(r.ratio for r in runs)
-    cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
+    table, ratio, cpu_ratio = pair_table(runs, "policy off", "auth + limits + budgets (Redis)", "on / off",
+                                         "off's CPU over on's")
     lines = [
-        f"{len(runs)} pairs at c=64, medians (ratio range {fmt(min(r.ratio for r in runs))}"
-        f" to {fmt(max(r.ratio for r in runs))})",
-        "",
-        "| | req/s | CPU µs / request |",
-        "|---|---:|---:|",
-        f"| policy off | {fmt(rps[0], 0)} | {fmt(cpu[0], 1)} |",
-        f"| auth + limits + budgets (Redis) | {fmt(rps[1], 0)} | {fmt(cpu[1], 1)} |",
-        f"| on / off | {fmt(ratio)} | {fmt(cpu_ratio)} (off's CPU over on's) |",
-        "",
+        *table,
         Check(f"policy on req/s ≥ {RPS_TARGET:.2f} x policy off (median paired ratio)", ratio >= RPS_TARGET,
               f"ratio {fmt(ratio)}; CPU ratio {fmt(cpu_ratio)}").line,
     ]
