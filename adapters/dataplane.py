@@ -35,6 +35,12 @@ as migration 1 created them; change a live table only with a new migration.
     upstream's (``usage_source`` says which). ``cost_usd`` is null when the model has no
     price; ``price_source`` says where a price came from (``config``, ``litellm``,
     ``gpu_hour``: allocated per hour in the rollups, so the row's own cost stays null).
+    Migration 4 added ``experiment`` and ``episode_id`` (what the prompts plug-in set) and ``fallback``
+    (served, or last tried, by another target than the first planned: experiments count these apart).
+``feedback`` (migration 4)
+    Outcomes clients attach through ``POST /v1/feedback`` to a request or an episode: a score, a label
+    (boolean labels also as ``positive``) and a comment. ``experiment``/``variant`` are resolved from the
+    rated request(s) when the row is written; ``key_id`` is the caller's, who may only rate its own.
 ``usage_rollups``
     Hourly sums per (hour, team, key, route, model, provider, variant, endpoint), kept
     in the same transaction as the rows they sum: cost reports read these, never scan
@@ -69,6 +75,7 @@ __all__ = [
     "DATAPLANE_MIGRATIONS",
     "DEFAULT_TEAM_ID",
     "ROLLUP_DIMENSIONS",
+    "feedback",
     "gateway_keys",
     "teams",
     "usage_records",
@@ -194,6 +201,51 @@ def _usage_records(meta: MetaData) -> Table:
     return table
 
 
+_USAGE_V4_COLUMNS = (("experiment", "VARCHAR(64)"), ("episode_id", "VARCHAR(128)"))
+
+
+def _usage_records_v4(table: Table) -> Table:
+    """Migration 4's columns on the live definition: the experiment, the episode and whether it fell back."""
+    table.append_column(Column("experiment", String(64)))
+    table.append_column(Column("episode_id", String(128)))
+    table.append_column(Column("fallback", Boolean, nullable=False, server_default=text("false")))
+    Index("ix_usage_records_experiment_ts", table.c.experiment, table.c.ts)
+    Index("ix_usage_records_episode", table.c.episode_id)
+    return table
+
+
+def _feedback(meta: MetaData) -> Table:
+    table = Table(
+        "feedback", meta,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("feedback_id", String(32), nullable=False, unique=True),  # minted by the gateway
+        Column("ts", UtcDateTime, nullable=False),
+        Column("request_id", String(128)),  # one of request_id / episode_id is set
+        Column("episode_id", String(128)),
+        Column("experiment", String(64)),  # resolved from the request(s) when written
+        Column("variant", String(64)),
+        Column("key_id", String(40)),  # who gave it (a key may only rate its own requests)
+        Column("team", String(64)),
+        Column("score", Float),
+        Column("label", String(100)),  # a boolean label is stored as "true" / "false"
+        Column("positive", Boolean),  # a boolean label's value (null for categorical labels)
+        Column("comment", String(4000)),
+    )
+    Index("ix_feedback_experiment_ts", table.c.experiment, table.c.ts)
+    Index("ix_feedback_request_id", table.c.request_id)
+    Index("ix_feedback_episode_id", table.c.episode_id)
+    return table
+
+
+async def _experiments_and_feedback(conn: AsyncConnection) -> None:
+    for column, kind in _USAGE_V4_COLUMNS:
+        await conn.execute(text(f"ALTER TABLE usage_records ADD COLUMN {column} {kind}"))
+    await conn.execute(text("ALTER TABLE usage_records ADD COLUMN fallback BOOLEAN NOT NULL DEFAULT false"))
+    await conn.execute(text("CREATE INDEX ix_usage_records_experiment_ts ON usage_records (experiment, ts)"))
+    await conn.execute(text("CREATE INDEX ix_usage_records_episode ON usage_records (episode_id)"))
+    await create_tables(_feedback(MetaData()))(conn)
+
+
 ROLLUP_DIMENSIONS = ("team", "key_id", "route", "model", "provider", "variant", "endpoint")
 """The rollups' grouping columns besides ``hour``; ``''`` stands for absent."""
 
@@ -287,10 +339,13 @@ DATAPLANE_MIGRATIONS = (
     Migration(2, "usage records keyed by a gateway-minted record id; hourly usage rollups", _replace_unused_usage_v1),
     Migration(3, "one key table: admin keys copied from api_keys into gateway_keys; allowed models; default team",
               _one_key_table),
+    Migration(4, "experiments: usage records carry experiment, episode and fallback; feedback",
+              _experiments_and_feedback),
 )
 
 _live = MetaData()
 teams = _teams(_live)
 gateway_keys = _gateway_keys(_live)
-usage_records = _usage_records(_live)
+usage_records = _usage_records_v4(_usage_records(_live))
+feedback = _feedback(_live)
 usage_rollups = _usage_rollups(_live)

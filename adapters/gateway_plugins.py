@@ -102,6 +102,8 @@ class RequestContext(msgspec.Struct):
     principal: Principal | None = None  # set by an authenticating plug-in; carried into the usage record
     route_name: str | None = None  # on_request may redirect (an A/B arm); on_route sees the resolved one
     variant: str | None = None  # the A/B arm's name, set with route_name by an experiment plug-in; into the record
+    experiment: str | None = None  # the experiment's id when `variant` is set; into the record
+    episode_id: str | None = None  # the request's session/episode id, when it names one; into the record
     provider: str | None = None  # on_route: the provider about to be called
     upstream_model: str | None = None  # on_route: the model name that provider is asked for
     tags: dict[str, str] = msgspec.field(default_factory=dict)  # carried into the usage record

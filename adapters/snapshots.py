@@ -15,8 +15,8 @@ Kinds, their topics, contents and (future) publishers:
   and external models (deployment, catalog);
 * ``keys`` (``snapshot.keys``): data-plane keys (hashes only) and teams (governance);
 * ``policies`` (``snapshot.policies``): policy documents, ``policies.documents`` (governance);
-* ``templates`` (``snapshot.templates``): prompt templates (templates);
-* ``experiments`` (``snapshot.experiments``): A/B splits over routes (experiments).
+* ``templates`` (``snapshot.templates``): prompt template versions (prompts);
+* ``experiments`` (``snapshot.experiments``): A/B experiments on routes, with runtime state (prompts).
 
 Versioning: every payload carries ``schema_version``. Within a version, changes
 are additive (new fields with defaults); readers ignore fields they do not know,
@@ -33,17 +33,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
 from policies.documents import Limits, PolicyDocument
+from policies.prompts.documents import ExperimentDoc, ExperimentRuntime, TemplateDoc
 
 __all__ = [
     "SCHEMA_VERSION",
     "SNAPSHOT_TOPICS",
     "ControlSnapshots",
-    "ExperimentArm",
     "ExperimentSpec",
     "ExperimentsSnapshot",
     "KeySpec",
@@ -116,6 +116,8 @@ class RouteSpec(_Spec, frozen=True):
     fallbacks: list[TargetSpec] = []
     retries: int = 1
     source: str = ""
+    template: str | None = None  # a served endpoint's prompt template: "name" or "name@version"
+    template_variables: dict[str, Any] = {}
 
 
 class RoutesSnapshot(_Payload, frozen=True, tag="routes"):
@@ -179,31 +181,27 @@ class PoliciesSnapshot(_Payload, frozen=True, tag="policies"):
 # -- templates and experiments ---------------------------------------------------------------------
 
 class TemplateSpec(_Spec, frozen=True):
+    """One version of a prompt template. The snapshot holds each template's latest version
+    (``latest``) and every older version a published experiment or route names (``name@version``)."""
+
     name: str
     version: int
-    messages: list[dict[str, str]]  # chat messages with {{variable}} placeholders
-    variables: list[str] = []
-    route: str | None = None  # the route a request using the template goes to, unless it names one
+    document: TemplateDoc
+    latest: bool = True
+    source: Literal["api", "config"] = "api"
 
 
 class TemplatesSnapshot(_Payload, frozen=True, tag="templates"):
     templates: list[TemplateSpec] = []
 
 
-class ExperimentArm(_Spec, frozen=True):
-    name: str
-    route: str
-    weight: float
-
-
 class ExperimentSpec(_Spec, frozen=True):
-    """Requests for ``route`` are split over ``arms`` by a hash of the unit (sticky, no store read)."""
+    """An experiment's declaration and its runtime state; the gateway assigns from these alone (a
+    stable hash of experiment id and unit: sticky across replicas and restarts, no store read)."""
 
-    id: str
-    name: str
-    route: str
-    arms: list[ExperimentArm]
-    unit: Literal["key", "team", "request"] = "key"
+    document: ExperimentDoc
+    runtime: ExperimentRuntime = ExperimentRuntime()
+    source: Literal["api", "config"] = "api"
 
 
 class ExperimentsSnapshot(_Payload, frozen=True, tag="experiments"):

@@ -62,6 +62,9 @@ class UsageRecord(msgspec.Struct, gc=False):
     endpoint: str = "chat"  # which OpenAI endpoint served it: chat, completions, embeddings, responses
     principal: Principal | None = None
     variant: str | None = None  # the A/B arm, set by the experiment plug-in (ctx.variant)
+    experiment: str | None = None  # the experiment's id (ctx.experiment)
+    episode_id: str | None = None  # the session/episode id the request named (ctx.episode_id)
+    fallback: bool = False  # served (or last tried) by another target than the first one planned
     record_id: str = ""  # minted by the usage writer (off the request path) before it is first persisted
     ts: float = msgspec.field(default_factory=time.time)  # wall clock when the request started (epoch s)
     cost_usd: Decimal | None = None

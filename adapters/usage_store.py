@@ -77,6 +77,9 @@ class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     ttft_s: float | None = None
     attempts: int = 1
     usage_source: str
+    experiment: str | None = None
+    episode_id: str | None = None
+    fallback: bool = False
     gpu_nano_usd_per_hour: int | None = None  # not a usage_records column: the rollups keep it
 
 
@@ -91,7 +94,7 @@ def _nano(v: Decimal | None) -> int | None:
 _WIDTHS: dict[str, int] = {c.name: c.type.length for c in usage_records.c
                            if isinstance(c.type, String) and c.type.length}
 _TEXT = ("record_id", "request_id", "endpoint", "route", "model", "provider", "usage_source", "variant", "key_id",
-         "team", "price_source", "error")
+         "team", "price_source", "error", "experiment", "episode_id")
 _TEXT_WIDTHS = tuple(_WIDTHS[f] for f in _TEXT)
 
 
@@ -106,10 +109,12 @@ def row_from_record(r: UsageRecord) -> UsageRow:
         prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cached_read_tokens=r.cached_read_tokens,
         cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens, cost_nano_usd=_nano(r.cost_usd),
         price_source=r.price_source, error=r.error, ttft_s=r.ttft_s, attempts=r.attempts,
-        gpu_nano_usd_per_hour=_nano(r.gpu_usd_per_hour),
+        gpu_nano_usd_per_hour=_nano(r.gpu_usd_per_hour), experiment=r.experiment, episode_id=r.episode_id,
+        fallback=r.fallback,
     )
     texts = (row.record_id, row.request_id, row.endpoint, row.route, row.model, row.provider, row.usage_source,
-             row.variant or "", row.key_id or "", row.team or "", row.price_source or "", row.error or "")  # _TEXT
+             row.variant or "", row.key_id or "", row.team or "", row.price_source or "", row.error or "",
+             row.experiment or "", row.episode_id or "")  # _TEXT
     if "\x00" in "".join(texts) or any(map(int.__gt__, map(len, texts), _TEXT_WIDTHS)):  # rare: one check for all
         for f, width in zip(_TEXT, _TEXT_WIDTHS, strict=True):
             value = getattr(row, f)
@@ -177,7 +182,7 @@ async def write_usage(store: Store, rows: Sequence[UsageRow], *, timeout_s: floa
 _COLUMNS = ("record_id", "request_id", "ts", "endpoint", "route", "model", "provider", "variant", "key_id", "team",
             "stream", "prompt_tokens", "completion_tokens", "cached_read_tokens", "cache_write_tokens",
             "reasoning_tokens", "cost_usd", "price_source", "status", "error", "latency_s", "ttft_s", "attempts",
-            "usage_source", "estimated")
+            "usage_source", "estimated", "experiment", "episode_id", "fallback")
 assert set(_COLUMNS) == {c.name for c in usage_records.c} - {"id"}, "usage_records changed: update _COLUMNS"
 
 
@@ -199,7 +204,7 @@ def _sqlite_tuple(r: UsageRow) -> tuple[Any, ...]:
     return (r.record_id, r.request_id, ts, r.endpoint, r.route, r.model, r.provider, r.variant, r.key_id, r.team,
             int(r.stream), r.prompt_tokens, r.completion_tokens, r.cached_read_tokens, r.cache_write_tokens,
             r.reasoning_tokens, r.cost_nano_usd, r.price_source, r.status, r.error, r.latency_s, r.ttft_s,
-            r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED))
+            r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED), r.experiment, r.episode_id, int(r.fallback))
 
 
 def _sqlite_upsert() -> Any:

@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from adapters.adminapi.settings import ControlCfg
+from policies.prompts.documents import PromptsCfg
 
 __all__ = [
     "BreakerCfg",
@@ -94,6 +95,8 @@ class RouteCfg(_Cfg, frozen=True):
     retries: int = 1
     retry_backoff_s: float = 0.05
     timeouts: TimeoutsCfg | None = None
+    template: str | None = None  # a prompt template applied to every request: "name" or "name@version"
+    template_variables: dict[str, Any] = {}  # its variables' values for this route (over the template's defaults)
 
 
 class ServerCfg(_Cfg, frozen=True):
@@ -188,6 +191,7 @@ class GatewayCfg(_Cfg, frozen=True):
     pricing: PricingCfg = PricingCfg()
     metering: MeteringCfg = MeteringCfg()
     tracing: TracingCfg = TracingCfg()
+    prompts: PromptsCfg = PromptsCfg()  # templates and experiments owned by this file (synced by the prompts module)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

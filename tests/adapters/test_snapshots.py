@@ -13,7 +13,6 @@ import pytest
 from adapters.snapshots import (
     SCHEMA_VERSION,
     SNAPSHOT_TOPICS,
-    ExperimentArm,
     ExperimentSpec,
     ExperimentsSnapshot,
     KeySpec,
@@ -35,6 +34,7 @@ from adapters.snapshots import (
     topic_of,
 )
 from policies.documents import Limits, PolicyDocument
+from policies.prompts.documents import ExperimentDoc, ExperimentRuntime, TemplateDoc
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 EXAMPLES: list[SnapshotPayload] = [
@@ -51,11 +51,14 @@ EXAMPLES: list[SnapshotPayload] = [
         id="pol_1", name="no-pii", version=2, document=msgspec.convert(
             {"guardrails": [{"kind": "pii", "entities": ["email"]}]}, PolicyDocument))]),
     TemplatesSnapshot(generation=1, published_at=AT, templates=[TemplateSpec(
-        name="summarise", version=1, messages=[{"role": "user", "content": "Summarise {{text}}"}],
-        variables=["text"], route="chat")]),
+        name="summarise", version=1, document=msgspec.convert(
+            {"name": "summarise", "messages": [{"role": "user", "content": "Summarise {{ text }}"}],
+             "variables": [{"name": "text"}]}, TemplateDoc))]),
     ExperimentsSnapshot(generation=2, published_at=AT, experiments=[ExperimentSpec(
-        id="exp_1", name="llama-vs-gpt", route="chat",
-        arms=[ExperimentArm(name="a", route="chat-a", weight=0.5), ExperimentArm(name="b", route="chat-b", weight=0.5)],
+        document=msgspec.convert({"id": "llama-vs-gpt", "route": "chat", "variants": [
+            {"name": "a", "route": "chat-a"}, {"name": "b", "route": "chat-b", "params": {"temperature": 0.2}}]},
+            ExperimentDoc),
+        runtime=ExperimentRuntime(state="running", started_at=1.0e9, weights={"a": 0.7, "b": 0.3}),
     )]),
 ]
 

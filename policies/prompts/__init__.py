@@ -1,0 +1,1 @@
+"""Prompt templates and A/B experiments: documents, rendering, assignment and statistics (pure)."""
