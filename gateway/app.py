@@ -44,6 +44,7 @@ from gateway.completions.service import CompletionsService
 from gateway.config import ConfigError, GatewayCfg
 from gateway.dashboard import dashboard_handlers
 from gateway.embeddings.service import EmbeddingsService
+from gateway.feedback import feedback_handlers
 from gateway.health import public_readiness, upstream_detail
 from gateway.metering import LogConsumer, MetricsConsumer
 from gateway.responses.service import ResponsesService
@@ -221,7 +222,7 @@ def create_app(
     app = Litestar(
         route_handlers=[chat_completions, *(_endpoint_handler(p, svc) for p, svc in endpoints.items()),
                         serve_route, list_models, retrieve_model, healthz, readyz, metrics, *plane.route_handlers,
-                        *dashboard_handlers()],
+                        *feedback_handlers(gw), *dashboard_handlers()],
         lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
         openapi_config=plane.openapi_config,
