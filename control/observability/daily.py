@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.dataplane import ROLLUP_DIMENSIONS, usage_rollups
 from adapters.store import Store, StoreError
 from control.observability.allocation import allocate_hours
-from control.observability.reports import GPU_KEY, gpu_rows
-from control.observability.tables import SUMMED, daily_usage, dirty_days
+from control.observability.reports import GPU_KEY, as_utc, gpu_rows
+from control.observability.tables import SUMMED, daily_usage, dirty_days, hourly_gpu
 
 __all__ = ["DailyRefresher", "refresh_days", "refresh_dirty"]
 
@@ -52,14 +52,18 @@ async def refresh_days(store: Store, days: Iterable[datetime], *, only_dirty: bo
             if only_dirty and not claimed:
                 continue
             await conn.execute(delete(daily_usage).where(daily_usage.c.day == day))
-            rows = await _sums(conn, day)
+            await conn.execute(delete(hourly_gpu).where(hourly_gpu.c.hour >= day, hourly_gpu.c.hour < day + DAY))
+            rows, gpu = await _sums(conn, day)
             if rows:
                 await conn.execute(insert(daily_usage), rows)
+            if gpu:
+                await conn.execute(insert(hourly_gpu), gpu)
         done += 1
     return done
 
 
-async def _sums(conn: AsyncConnection, day: datetime) -> list[dict[str, Any]]:
+async def _sums(conn: AsyncConnection, day: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The day's summary rows and its hourly GPU allocation rows."""
     keys = [*[_r.c[dim] for dim in ROLLUP_DIMENSIONS], _GPU_PRICED.label("gpu_priced")]
     statement = (select(*keys, *[func.sum(_r.c[name]).label(name) for name in SUMMED],
                         type_coerce(func.sum(_r.c.cost_usd), BigInteger).label("cost_nano"))
@@ -72,15 +76,18 @@ async def _sums(conn: AsyncConnection, day: datetime) -> list[dict[str, Any]]:
             "day": day, **{dim: values[dim] for dim in ROLLUP_DIMENSIONS}, "gpu_priced": int(values["gpu_priced"]),
             **{name: int(values[name]) for name in SUMMED}, "cost_nano": int(values["cost_nano"]),
             "gpu_nano": 0, "gpu_micro_hours": 0}
+    hourly: list[dict[str, Any]] = []
     for gpu_row, cost_nano, share in allocate_hours(await gpu_rows(conn, day, day + DAY)):
         dims = dict(zip(GPU_KEY, gpu_row.key, strict=True), provider=gpu_row.provider)
         target = out[(*[dims[dim] for dim in ROLLUP_DIMENSIONS], 1)]
         target["gpu_nano"] += cost_nano
         target["gpu_micro_hours"] += share
+        hourly.append({"hour": as_utc(gpu_row.hour), **dims, "gpu_cost_usd": Decimal(cost_nano).scaleb(-9),
+                       "gpu_micro_hours": share})
     for summary in out.values():
         summary["cost_usd"] = Decimal(summary.pop("cost_nano")).scaleb(-9)
         summary["gpu_cost_usd"] = Decimal(summary.pop("gpu_nano")).scaleb(-9)
-    return list(out.values())  # UsdAmount columns take dollars: exact Decimals of the nano-dollar sums
+    return list(out.values()), hourly  # UsdAmount columns take dollars: exact Decimals of the nano-dollar sums
 
 
 async def refresh_dirty(store: Store, *, now: datetime, grace_s: float = 600.0) -> int:

@@ -7,10 +7,13 @@ here by (bucket, dimensions); no day is read twice, and both give the same sums 
 
 GPU-hour cost: a provider whose rollup rows carry ``gpu_usd_per_hour > 0`` costs that price for each hour
 it served traffic, spread over all its rows of the hour by token share (``allocation.allocate_hours``:
-per row, in whole nano-dollars, so every report adds up exactly). The summary stores each row's part;
-for hourly reads the provider's rows of those hours are fetched and split here, before the report's
-filters apply, so a team's share does not grow when a report looks at that team alone. GPU-hours are
-each provider-hour times ``settings.gpus`` for the provider, allocated the same way.
+per row, in whole nano-dollars, so every report adds up exactly). The summary stores each row's part,
+per day (``daily_usage``) and per hour (``hourly_gpu``), so hourly reads of summarised days sum them in
+SQL; for days not summarised yet (today, or every day right after a migration or ``rebuild_rollups``
+until the refresher's next pass) the provider's rows of those hours are fetched and split here. Either
+way the split happens before the report's filters apply, so a team's share does not grow when a report
+looks at that team alone. GPU-hours are each provider-hour times ``settings.gpus`` for the provider,
+allocated the same way.
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ from control.observability.allocation import GpuRow, allocate_hours
 from control.observability.params import UsageQuery
 from control.observability.protocol import UsageMetrics
 from control.observability.settings import ObservabilitySettings
-from control.observability.tables import SUMMED, daily_usage, dirty_days
+from control.observability.tables import SUMMED, daily_usage, dirty_days, hourly_gpu
 
-__all__ = ["GPU_KEY", "Groups", "Metrics", "Report", "ReportRow", "gpu_rows", "query_usage", "usd"]
+__all__ = ["GPU_KEY", "Groups", "Metrics", "Report", "ReportRow", "as_utc", "gpu_rows", "query_usage", "usd"]
 
 NANO = 1_000_000_000
 MICRO = 1_000_000
 DAY = timedelta(days=1)
 _r = usage_rollups
 _d = daily_usage
+_g = hourly_gpu
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Groups = dict[tuple[datetime | None, tuple[str, ...]], "Metrics"]
 
@@ -232,15 +236,15 @@ def _merge(groups: Groups, key: tuple[datetime | None, tuple[str, ...]], metrics
 
 # -- the hourly rollups ---------------------------------------------------------------------------
 
-def _day(store: Store) -> ColumnElement[Any]:
+def _day(store: Store, hour: ColumnElement[Any] = _r.c.hour) -> ColumnElement[Any]:
     """The UTC day of ``hour``, in SQL. Constants are literal so SELECT and GROUP BY render the same
     expression (PostgreSQL compares them textually; two bind parameters would differ)."""
     if store.dialect == "sqlite":  # stored as text "YYYY-MM-DD HH:MM:SS.ffffff", always UTC
-        return func.substr(_r.c.hour, literal_column("1"), literal_column("10"))
-    return func.date_trunc(literal_column("'day'"), func.timezone(literal_column("'UTC'"), _r.c.hour))
+        return func.substr(hour, literal_column("1"), literal_column("10"))
+    return func.date_trunc(literal_column("'day'"), func.timezone(literal_column("'UTC'"), hour))
 
 
-def _as_utc(value: Any) -> datetime:
+def as_utc(value: Any) -> datetime:
     """A time as SQL returned it (aware datetime, naive UTC datetime, or SQLite's text)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value[:26] if len(value) > 10 else value)
@@ -270,12 +274,73 @@ async def _add_hourly(conn: AsyncConnection, store: Store, query: UsageQuery, se
     for row in await conn.execute(statement):
         if row.requests is None:
             continue
-        bucket = _as_utc(row[0]) if query.granularity != "total" else None
+        bucket = as_utc(row[0]) if query.granularity != "total" else None
         metrics = Metrics(**_sums(row, width), token_cost_nano=int(row.cost_nano), gpu_priced=bool(row.gpu_priced))
         any_gpu = any_gpu or metrics.gpu_priced
         _merge(groups, (bucket, tuple(row[width - len(query.group_by):width])), metrics)
     if not any_gpu:
         return  # no GPU-priced row passed the filters (so never for resource_type api): nothing to allocate
+    summarised, fresh = await _gpu_ranges(conn, lo, hi)
+    for a, b in summarised:
+        await _add_gpu_summarised(conn, store, query, settings, a, b, groups)
+    for a, b in fresh:
+        await _add_gpu_allocated(conn, query, settings, a, b, groups)
+
+
+async def _gpu_ranges(conn: AsyncConnection, lo: datetime, hi: datetime) -> tuple[
+        list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """``[lo, hi)`` cut into (ranges of summarised days, whose allocations ``hourly_gpu`` holds; ranges of
+    dirty days, allocated here from the rollups). Usually only today is dirty."""
+    first = _floor_day(lo)
+    dirty = {as_utc(day) for (day,) in await conn.execute(
+        select(dirty_days.c.day).where(dirty_days.c.day >= first, dirty_days.c.day < hi))}
+    ranges: tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]] = ([], [])
+    day = first
+    while day < hi:
+        try:
+            following = day + DAY
+        except OverflowError:
+            following = hi
+        part = ranges[1] if day in dirty else ranges[0]
+        a, b = max(lo, day), min(hi, following)
+        if part and part[-1][1] == a:
+            part[-1] = (part[-1][0], b)
+        else:
+            part.append((a, b))
+        day = following
+    return ranges
+
+
+async def _add_gpu_summarised(conn: AsyncConnection, store: Store, query: UsageQuery, settings: ObservabilitySettings,
+                              lo: datetime, hi: datetime, groups: Groups) -> None:
+    """GPU-hour cost of summarised days: the stored per-row allocations, summed by the report's groups."""
+    if query.resource_type == "api":
+        return
+    keys: list[ColumnElement[Any]] = []
+    if query.granularity == "hour":
+        keys.append(_g.c.hour)
+    elif query.granularity == "day":
+        keys.append(_day(store, _g.c.hour).label("bucket"))
+    keys += [_g.c[dim] for dim in query.group_by]
+    conditions = [_g.c[dim] == value for dim, value in query.filters.items()]
+    if query.resource_type not in (None, "gpu"):
+        conditions.append(_g.c.endpoint == query.resource_type)
+    statement = (select(*keys, type_coerce(func.sum(_g.c.gpu_cost_usd), BigInteger).label("gpu_nano"),
+                        func.sum(_g.c.gpu_micro_hours * _gpus(settings, _g.c.provider)).label("gpu_micro"))
+                 .where(_g.c.hour >= lo, _g.c.hour < hi, *conditions)
+                 .group_by(*keys))
+    width = len(keys)
+    for row in await conn.execute(statement):
+        if row.gpu_nano is None:
+            continue
+        bucket = as_utc(row[0]) if query.granularity != "total" else None
+        _merge(groups, (bucket, tuple(row[width - len(query.group_by):width])),
+               Metrics(gpu_cost_nano=int(row.gpu_nano), gpu_micro_hours=int(row.gpu_micro), gpu_priced=True))
+
+
+async def _add_gpu_allocated(conn: AsyncConnection, query: UsageQuery, settings: ObservabilitySettings,
+                             lo: datetime, hi: datetime, groups: Groups) -> None:
+    """GPU-hour cost of days not summarised yet: every GPU-priced rollup row fetched and split here."""
     # Per row: positions in GpuRow.key (-1: the provider), plain ints summed per report group, merged at the end.
     position = {dim: (-1 if dim == "provider" else GPU_KEY.index(dim)) for dim in (*query.group_by, *query.filters)}
     group_at = [position[dim] for dim in query.group_by]
@@ -292,7 +357,7 @@ async def _add_hourly(conn: AsyncConnection, store: Store, query: UsageQuery, se
             continue
         bucket = buckets.get(gpu_row.hour, _EPOCH)
         if bucket is _EPOCH:
-            bucket = buckets[gpu_row.hour] = _bucket_of(_as_utc(gpu_row.hour), query)
+            bucket = buckets[gpu_row.hour] = _bucket_of(as_utc(gpu_row.hour), query)
         group = (bucket, tuple(provider if at < 0 else key[at] for at in group_at))
         found = sums.get(group)
         micro = share * settings.gpus_of(provider)

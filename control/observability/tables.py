@@ -9,6 +9,11 @@ Hourly rollups are still about one row per (hour, key, route, target, variant): 
     provider's hourly price already allocated to its rows (``gpu_cost_usd``) and its hours as
     micro provider-hours (``gpu_micro_hours``; reports multiply by the provider's GPUs). It is derived
     data: rebuilt per day by ``daily.refresh_days`` from ``usage_rollups`` alone.
+``observability_hourly_gpu`` (migration 3)
+    Each GPU-hour-priced rollup row's allocated part of its provider-hour (``gpu_cost_usd``, and
+    ``gpu_micro_hours`` in micro provider-hours), per (hour, provider, team, key, route, model, variant,
+    endpoint), rebuilt with the day's summary. Hourly reads of summarised days sum these in SQL instead of
+    fetching every GPU-priced rollup row and splitting each hour in Python (seconds over a month).
 ``observability_dirty_days``
     Days whose rollups changed since their summary was built. Triggers on ``usage_rollups`` (insert,
     update, delete; whoever writes: the usage writer, ``rebuild_rollups``, a hand fix) mark them, in
@@ -24,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.dataplane import ROLLUP_DIMENSIONS
 from adapters.store import AutoId, Migration, UsdAmount, UtcDateTime, create_tables
 
-__all__ = ["OBSERVABILITY_MIGRATIONS", "daily_usage", "dirty_days"]
+__all__ = ["GPU_DIMENSIONS", "OBSERVABILITY_MIGRATIONS", "daily_usage", "dirty_days", "hourly_gpu"]
 
 _ZERO = text("0")
 _WIDTHS = {"team": 64, "key_id": 40, "route": 200, "model": 200, "provider": 100, "variant": 64, "endpoint": 16}
@@ -46,6 +51,22 @@ def _daily_usage(meta: MetaData) -> Table:
         UniqueConstraint("day", *ROLLUP_DIMENSIONS, "gpu_priced", name="uq_observability_daily_usage"),
     )
     Index("ix_observability_daily_usage_team_day", table.c.team, table.c.day)
+    return table
+
+
+GPU_DIMENSIONS = ("provider", "team", "key_id", "route", "model", "variant", "endpoint")
+
+
+def _hourly_gpu(meta: MetaData) -> Table:
+    table = Table(
+        "observability_hourly_gpu", meta,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("hour", UtcDateTime, nullable=False),
+        *[Column(dim, String(_WIDTHS[dim]), nullable=False) for dim in GPU_DIMENSIONS],
+        Column("gpu_cost_usd", UsdAmount, nullable=False, server_default=_ZERO),
+        Column("gpu_micro_hours", BigInteger, nullable=False, server_default=_ZERO),
+        UniqueConstraint("hour", *GPU_DIMENSIONS, name="uq_observability_hourly_gpu"),
+    )
     return table
 
 
@@ -118,12 +139,27 @@ async def _sqlite_triggers_v2(conn: AsyncConnection) -> None:
         await conn.execute(text(statement))
 
 
+async def _hourly_gpu_v3(conn: AsyncConnection) -> None:
+    """The table, and every day with GPU-hour-priced rows marked dirty so the refresher fills it."""
+    await create_tables(_hourly_gpu(MetaData()))(conn)
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(
+            "INSERT INTO observability_dirty_days (day) SELECT DISTINCT timezone('UTC', date_trunc('day', "
+            "timezone('UTC', hour))) FROM usage_rollups WHERE gpu_usd_per_hour > 0 ON CONFLICT DO NOTHING"))
+    else:
+        await conn.execute(text(
+            "INSERT OR IGNORE INTO observability_dirty_days (day) SELECT DISTINCT substr(hour, 1, 10) || "
+            "' 00:00:00.000000' FROM usage_rollups WHERE gpu_usd_per_hour > 0"))
+
+
 OBSERVABILITY_MIGRATIONS = (
     Migration(1, "daily usage summary of usage_rollups, kept exact by dirty-day triggers", _create_v1),
     Migration(2, "SQLite dirty-day triggers that never conflict under the usage writer's upsert",
               _sqlite_triggers_v2),
+    Migration(3, "hourly GPU-hour cost allocations of summarised days", _hourly_gpu_v3),
 )
 
 _live = MetaData()
 daily_usage = _daily_usage(_live)
 dirty_days = _dirty_days(_live)
+hourly_gpu = _hourly_gpu(_live)

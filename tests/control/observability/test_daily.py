@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from adapters.adminapi import ControlCfg, load_control_plane
 from adapters.adminapi.testing import AdminTestApp, admin_test_app
 from adapters.dataplane import usage_rollups
 from adapters.store import Store, migrate, open_store
 from control.observability import module, refresh_days, refresh_dirty
-from control.observability.tables import daily_usage, dirty_days
+from control.observability.tables import daily_usage, dirty_days, hourly_gpu
 from tests.control.observability._data import H0, H2, H3, OUTSIDE, ROWS, WINDOW, insert_rollups
 
 API = "/llm-ops/v1/observability"
@@ -125,5 +125,29 @@ async def test_the_migration_marks_the_days_already_rolled_up(database_url: str,
         await insert_rollups(store, [ROWS[0], {**ROWS[4], "hour": H2 + timedelta(hours=3)}])
         await migrate(store, plan)
         assert await marked(store) == DAYS[1:3]
+    finally:
+        await store.aclose()
+
+
+async def test_migration_3_marks_summarised_days_with_gpu_rows_so_their_hourly_allocations_get_built(
+        database_url: str, tmp_path: Path) -> None:
+    store = open_store(database_url, data_dir=str(tmp_path), feed_mode="local")
+    try:
+        plan = dict(load_control_plane(ControlCfg(), modules=[module], environ={}).migration_plan())
+        before = {k: v for k, v in plan.items() if k != "observability"}
+        before["observability"] = [m for m in plan["observability"] if m.version < 3]
+        await migrate(store, before)
+        await insert_rollups(store, ROWS + OUTSIDE)
+        async with store.begin() as conn:  # what migration 2's refresher left: every day summarised, none marked
+            await conn.execute(delete(dirty_days))
+        await migrate(store, plan)
+        gpu_days = sorted({datetime(r["hour"].year, r["hour"].month, r["hour"].day, tzinfo=UTC)
+                           for r in ROWS + OUTSIDE if r.get("gpu_usd_per_hour")})
+        assert gpu_days and await marked(store) == gpu_days
+        await refresh_days(store, gpu_days)
+        async with store.read() as conn:
+            daily = (await conn.execute(select(func.sum(daily_usage.c.gpu_cost_usd)))).scalar_one()
+            hourly = (await conn.execute(select(func.sum(hourly_gpu.c.gpu_cost_usd)))).scalar_one()
+        assert daily and hourly == daily  # every allocated nano-dollar is in both, per day and per hour
     finally:
         await store.aclose()
