@@ -52,6 +52,7 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     kind: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False
+    fallback: bool = False  # set by the relay on what it raises: the last target tried was not the first planned
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)

@@ -29,7 +29,8 @@ __all__ = ["Relay", "Relayed"]
 
 class Relayed(msgspec.Struct):
     """The attempt that succeeded: a `completion`, or an open stream (`chunks` after
-    its already-received `first` payload) that the caller must `close()`."""
+    its already-received `first` payload) that the caller must `close()`. `fallback`: served by
+    another target than the first one planned (experiments count such requests apart)."""
 
     target: Target
     backend: Backend
@@ -37,6 +38,7 @@ class Relayed(msgspec.Struct):
     completion: Completion | None = None
     chunks: AsyncGenerator[bytes, None] | None = None
     first: bytes = b""
+    fallback: bool = False
 
     async def close(self) -> None:
         if self.chunks is not None:
@@ -76,10 +78,15 @@ class Relay:
         `on_route(ctx)` (plug-ins' hooks, only when some plug-in has one) runs before a
         target's first attempt with `ctx.route_name/provider/upstream_model` set; what it
         raises ends the request, untried targets included. `endpoint` names the OpenAI
-        endpoint the adapter calls (chat, completions, embeddings, responses)."""
+        endpoint the adapter calls (chat, completions, embeddings, responses).
+
+        Whether a target other than the first planned served (or was the last tried) is
+        `Relayed.fallback`, or the raised error's `fallback` attribute."""
         attempts = 0
         last: GatewayError | None = None
+        fallback: bool | None = None  # None before the first target planned, False for it, True after it
         for target in route.plan():
+            fallback = fallback is not None
             priced = on_route is None
             for retry in range(route.retries + 1):
                 backend = pick_backend(target.provider.backends)
@@ -117,6 +124,7 @@ class Relay:
                         exc = UpstreamTimeout(f"upstream {target.provider.name} timed out")
                     last = self._failed(backend, target, exc)
                     if not exc.retryable:
+                        exc.fallback = fallback
                         raise
                     if retry < route.retries:
                         await _backoff(route.retry_backoff_s, retry)
@@ -124,11 +132,13 @@ class Relay:
                 backend.breaker.record_success()
                 if stream:
                     watch.streaming(attempt_end, t.first_byte_s)
-                    return Relayed(target, backend, attempts, chunks=chunks, first=first)
+                    return Relayed(target, backend, attempts, chunks=chunks, first=first, fallback=fallback)
                 watch.settled()
                 backend.inflight -= 1
-                return Relayed(target, backend, attempts, completion=completion)
-        raise _final(last)
+                return Relayed(target, backend, attempts, completion=completion, fallback=fallback)
+        final = _final(last)
+        final.fallback = bool(fallback)
+        raise final
 
     def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
         self._m.count_upstream_error(target.provider.name, exc.kind if not isinstance(exc, UpstreamStatus)

@@ -157,6 +157,7 @@ class ChatService:
                 )
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
+                rec.fallback = relayed.fallback
                 headers = _route_headers(rid, route, rec.provider)
                 if ctx.response_headers:
                     headers += ctx.response_headers
@@ -171,7 +172,7 @@ class ChatService:
                     await send_json(send, c.status, raw, headers)
             except GatewayError as exc:  # no upstream answered; nothing was sent yet
                 watch.responded = True
-                rec.status, rec.error = exc.http_status, exc.kind
+                rec.status, rec.error, rec.fallback = exc.http_status, exc.kind, exc.fallback
                 await send_error(send, exc, rid)
             except asyncio.CancelledError:
                 if not watch.disconnected:
@@ -185,6 +186,7 @@ class ChatService:
                 gw.watchdog.done(watch)
                 rec.latency_s = time.perf_counter() - started
                 rec.principal, rec.annotations, rec.variant = ctx.principal, ctx.annotations, ctx.variant
+                rec.experiment, rec.episode_id = ctx.experiment, ctx.episode_id
                 if plugins.on_finish:
                     gw.usage.record_finished_batch(rec, ctx, plugins.finish_batch)
                 else:
@@ -217,7 +219,7 @@ class ChatService:
         )
         if ctx is not None:
             rec.principal, rec.tags, rec.annotations = ctx.principal, ctx.tags, ctx.annotations
-            rec.variant = ctx.variant
+            rec.variant, rec.experiment, rec.episode_id = ctx.variant, ctx.experiment, ctx.episode_id
         plugins = self._gw.generation.plugins
         if plugins.on_finish:
             if ctx is None:  # refused before its body was read or parsed: a bare context
