@@ -24,7 +24,9 @@ The factory (usually the class itself) declares, in one object:
 It is called as ``factory(settings)`` (``factory()`` without ``Settings``) once per
 config generation; a factory that declares a keyword parameter ``host`` also gets
 ``host=PluginHost(...)``: the control plane's store and the metrics registry, for
-plug-ins that keep state off the request path (budgets' spend so far, counters).
+plug-ins that keep state off the request path (budgets' spend so far, counters); one that
+declares ``config`` gets that generation's gateway config (``gateway.config.GatewayCfg``: the
+YAML merged with the store's routes, read-only), e.g. the routes' prompt templates.
 Each generation is built so a reload rebuilds every plug-in with the new settings and
 swaps them in atomically with the routes. The instance implements any of these
 hooks (checked at load: a misspelt ``on_*`` name is an error). ``on_request``,

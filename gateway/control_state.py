@@ -95,7 +95,8 @@ def apply_routes(
             dropped[f"route {route_spec.name}"] = "the YAML defines a route of this name (YAML wins)"
             continue
         route = RouteCfg(name=route_spec.name, targets=_targets(route_spec.targets),
-                         fallbacks=_targets(route_spec.fallbacks), retries=route_spec.retries)
+                         fallbacks=_targets(route_spec.fallbacks), retries=route_spec.retries,
+                         template=route_spec.template, template_variables=dict(route_spec.template_variables))
         try:
             check_config(GatewayCfg(providers=list(providers.values()), routes=[route]))
         except ConfigError as err:

@@ -30,7 +30,7 @@ import msgspec
 from adapters.errors import GatewayError, PluginFailed
 from adapters.gateway_plugins import ENTRY_POINT_GROUP, HOOKS, PluginHost, RequestContext, ResponseFilter
 from adapters.usage import UsageRecord
-from gateway.config import ConfigError, PluginCfg
+from gateway.config import ConfigError, GatewayCfg, PluginCfg
 
 __all__ = ["FilterChain", "Plugin", "Plugins", "check_settings", "load_plugins"]
 
@@ -98,11 +98,14 @@ def check_settings(cfgs: Sequence[PluginCfg]) -> None:
         _settings(factory, cfg, where)
 
 
-def load_plugins(cfgs: Sequence[PluginCfg], extra: Sequence[Any] = (), host: PluginHost | None = None) -> list[Plugin]:
-    """Build the enabled plug-ins in YAML order, then `extra` instances (tests, embedding)."""
+def load_plugins(cfgs: Sequence[PluginCfg], extra: Sequence[Any] = (), host: PluginHost | None = None,
+                 config: GatewayCfg | None = None) -> list[Plugin]:
+    """Build the enabled plug-ins in YAML order, then `extra` instances (tests, embedding).
+    `config`: the generation's config (the YAML merged with the store's routes), for factories
+    that declare a `config` keyword."""
     out = []
     for where, cfg, factory in _enabled(cfgs):
-        out.append(check_plugin(cfg.name, _build(factory, cfg, where, host), where))
+        out.append(check_plugin(cfg.name, _build(factory, cfg, where, host, config), where))
     for j, instance in enumerate(extra):
         out.append(check_plugin(getattr(instance, "name", f"extra{j}"), instance, f"plugins (extra {j})"))
     return out
@@ -122,21 +125,27 @@ def _settings(factory: Any, cfg: PluginCfg, where: str) -> tuple[Any, ...]:
                           else f"{where}.settings: {text}") from None
 
 
-def _wants_host(factory: Any) -> bool:
+def _wants(factory: Any, keyword: str) -> bool:
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no keyword we could pass
         return False
-    p = params.get("host")
+    p = params.get(keyword)
     return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
 
 
-def _build(factory: Any, cfg: PluginCfg, where: str, host: PluginHost | None = None) -> Any:
+def _build(factory: Any, cfg: PluginCfg, where: str, host: PluginHost | None = None,
+           config: GatewayCfg | None = None) -> Any:
     args = _settings(factory, cfg, where)
+    kwargs: dict[str, Any] = {}
+    if host is not None and _wants(factory, "host"):
+        kwargs["host"] = host
+    if config is not None and _wants(factory, "config"):
+        kwargs["config"] = config
     try:
-        if host is not None and _wants_host(factory):
-            return factory(*args, host=host)
-        return factory(*args)
+        return factory(*args, **kwargs)
+    except ConfigError:  # a plug-in that refuses the config (`config`), naming the key itself
+        raise
     except Exception as exc:  # a plug-in that refuses its settings
         raise ConfigError(f"{where}.settings: plug-in {cfg.name!r} rejected them: {exc}") from None
 

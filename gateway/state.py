@@ -193,7 +193,7 @@ class Gateway:
                 borrowed.add(p.name)
             else:
                 providers[p.name] = self._upstreams.get(p.name) or build_provider(p, mock_url)
-        plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins, self.plugin_host))
+        plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins, self.plugin_host, cfg))
         gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
         gen.borrowed = frozenset(borrowed)
         gen.pricer = pricer
