@@ -17,6 +17,7 @@ that cannot reach its database or is on the wrong schema does not serve.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import re
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 from litestar import Litestar, Request, Router
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
@@ -259,6 +261,27 @@ class ControlPlane:
                 self._running = None
                 self._authenticator = Authenticator(None, self.resolved.bootstrap_key_sha256)
                 self._denials = AuditWriter(None, stats=self.denial_stats)
+
+    async def reconfigure(self, cfg: ControlCfg) -> None:
+        """The gateway reloaded its config: hand ``cfg.module_settings`` to the running modules.
+
+        Only ``module_settings`` follows a reload (the database, the module list and the rest of
+        ``control:`` need a restart). Each module with a ``reconfigure(ctx, cfg)`` hook is called in
+        discovery order; an ``AdminError`` it raises means it refused its settings (with nothing changed
+        on its side) and reaches the caller, which rejects the reload. Before start-up the settings are
+        only kept, for the lifespan to read.
+        """
+        self.cfg = msgspec.structs.replace(self.cfg, module_settings=cfg.module_settings)
+        self.resolved = dataclasses.replace(self.resolved, cfg=self.cfg)
+        running = self._running
+        if running is None:
+            return
+        for module in self.modules:
+            ctx = running.contexts[module.name]
+            ctx.settings = msgspec.structs.replace(ctx.settings, module_settings=cfg.module_settings)
+            hook = getattr(module, "reconfigure", None)
+            if callable(hook):
+                await hook(ctx, ctx.settings)
 
     async def _open_object_store(self, stack: AsyncExitStack) -> ObjectStore:
         spec = self.cfg.object_store

@@ -38,6 +38,12 @@ The object satisfies ``ControlModule``:
     shutdown (start background workers here; publish objects with
     ``ctx.provide(KEY, obj)``; handlers read them with ``ctx.services[KEY]``).
 
+``reconfigure(ctx, cfg)`` (optional)
+    ``async``; called when the gateway reloads its config (SIGHUP, ``POST /gateway/reload``, each
+    worker), before the new config goes live, with the new ``ControlCfg`` (``ctx.settings`` already
+    holds it). Only ``module_settings`` follows a reload. Raise an ``AdminError`` (e.g. ``SemanticError``)
+    to refuse it, after changing nothing: the reload is then rejected as a whole.
+
 ``ctx.services`` is one ``ServiceRegistry`` shared by every module of the
 control plane (``adapters.adminapi.services``); keys for services other modules
 use are declared in ``adapters.adminapi.seams``.
