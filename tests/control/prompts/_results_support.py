@@ -85,3 +85,23 @@ async def plain_store(database_url: str) -> AsyncIterator[SqlStore]:
 
 
 store_fixture = pytest.fixture(name="store")(plain_store)
+
+
+# -- the prompts module with the results endpoint and the supervisor ------------------------------
+
+API = "/llm-ops/v1/prompts/experiments"
+
+
+def analysis_off() -> dict[str, Any]:
+    """Module settings that keep the background supervisor out of a test (which ticks by hand), once the
+    module's settings carry ``analysis``; before that it runs every 10 s, and the tests assert on state
+    (which concurrent supervisors leave the same), not on who wrote it."""
+    from control.prompts.settings import PromptsSettings
+
+    return {"analysis": {"supervisor": False}} if "analysis" in PromptsSettings.__struct_fields__ else {}
+
+
+def experiment_doc(exp_id: str = "exp1", **extra: Any) -> dict[str, Any]:
+    return {"id": exp_id, "route": f"route-{exp_id}",
+            "variants": [{"name": "a", "params": {"temperature": 0.1}}, {"name": "b", "params": {"temperature": 0.9}}],
+            **extra}
