@@ -148,7 +148,8 @@ async def test_since_parameter_and_errors(app: tuple[AdminTestApp, Store]) -> No
     assert variant(await results(admin, "exp1", since=str(time.time() + 3600)), "a")["requests"] == 0
     assert variant(await results(admin, "exp1", since="2000-01-01T00:00:00Z"), "a")["requests"] == 5
     bad = await admin.client.get(f"{API}/exp1/results", params={"since": "yesterday"})
-    assert bad.status_code == 400 and bad.json()["status"] == "fail" and bad.json()["data"]["errors"][0]["field"] == "since"
+    assert bad.status_code == 400 and bad.json()["status"] == "fail"
+    assert bad.json()["data"]["errors"][0]["field"] == "since"
     missing = await admin.client.get(f"{API}/nope/results")
     assert missing.status_code == 404 and missing.json() == {"status": "fail", "message": "No experiment 'nope'",
                                                              "data": None}
