@@ -42,7 +42,7 @@ def parse_feedback(raw: bytes) -> FeedbackBody:
     body, _ = _parse(raw)
     if (body.request_id is None) == (body.episode_id is None):
         raise InvalidRequest("Give exactly one of request_id (one request) or episode_id (every request of an "
-                             "episode)", param="request_id" if body.request_id is not None else "episode_id")
+                             "episode)", param="episode_id" if body.request_id is not None else "request_id")
     if body.request_id is not None and not SAFE_REQUEST_ID.fullmatch(body.request_id):
         raise InvalidRequest("request_id is not a request id this gateway answers with: 1 to 128 characters "
                              "of A-Z, a-z, 0-9, '.', '_', ':' and '-' (the response's x-request-id)",
