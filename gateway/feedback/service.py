@@ -7,7 +7,9 @@
 Not the inference hot path: it reads and writes the store, but never blocks the event loop (async
 drivers), bounds every unit of work (``STORE_TIMEOUT_S``) and the wait for a record that is not stored
 yet (the usage writer flushes every ~250 ms), and lets at most ``STORE_SLOTS`` of its calls hold a
-store connection at once, so a flood of feedback cannot starve the usage writer of the pool.
+store connection at once, so a flood of feedback cannot starve the usage writer of the pool. (On SQLite
+a write waiting for another writer's lock blocks the driver's thread for the store's busy timeout,
+``control.store.timeout_s``, which no caller's deadline can cut short.)
 
 Authentication is the ``auth`` plug-in's (``gateway.policy.auth``): its ``on_request`` runs over a
 context that names no route, so the same keys, modes (``required: auto|always|never``), 401/403s,
