@@ -431,8 +431,8 @@ async def _run_backend(backend: str, args: argparse.Namespace, workdir: Path) ->
         queries: dict[str, Callable[[], Awaitable[Any]]] = {
             "usage by team by day": lambda: reports.usage(by_team_day),
             "usage by model, total": lambda: reports.usage(UsageQuery(window.start, window.end, "total", ("model",))),
-            "usage by team by hour": lambda: reports.usage(UsageQuery(window.start, window.end, "hour", ("team",))),
-            "usage by team by hour, last 7 days": lambda: reports.usage(
+            # granularity=hour covers at most max_hourly_range_days (7) per query: the longest hourly report
+            "usage by team by hour, 7 days": lambda: reports.usage(
                 UsageQuery(window.end - timedelta(days=7), window.end, "hour", ("team",))),
             "top spenders by team": lambda: reports.top_spenders(window, "team", 10),
             "top spenders by key": lambda: reports.top_spenders(window, "key_id", 10),

@@ -8,7 +8,7 @@ reserving prefixes, so serving it from here needs nothing from the governance mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from litestar import Controller, Response, get
@@ -23,7 +23,7 @@ from litestar.openapi.spec import (
 )
 from litestar.params import Parameter
 
-from adapters.adminapi import Envelope, ModuleContext, Role, SemanticError, ok, requires
+from adapters.adminapi import Envelope, FieldError, ModuleContext, Role, SemanticError, ok, requires
 from control.observability.export import to_csv
 from control.observability.params import (
     GROUP_BY_PATTERN,
@@ -109,6 +109,11 @@ class ObservabilityController(Controller):
         window = _window(reports, start, end)
         filters = parse_filters({"team": team, "key_id": key_id, "route": route, "model": model,
                                  "provider": provider, "variant": variant, "endpoint": endpoint})
+        hourly_days = reports.settings.max_hourly_range_days
+        if granularity == "hour" and window.end - window.start > timedelta(days=hourly_days):
+            raise SemanticError([FieldError("granularity", f"hour covers at most {hourly_days} days "
+                                            f"({hourly_days * 24} hourly buckets): use granularity=day, or "
+                                            "ask for the window a part at a time")])
         query = UsageQuery(window.start, window.end, granularity, parse_group_by(group_by), filters)
         report = await reports.usage(query)
         if output == "csv":

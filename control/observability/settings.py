@@ -5,6 +5,7 @@
         observability:
           gpus: {vllm: 8}        # GPUs behind each GPU-hour-priced provider (default 1)
           max_range_days: 400    # the longest window a report may cover
+          max_hourly_range_days: 7  # ... at granularity=hour (168 buckets, as OpenAI's and Anthropic's usage APIs)
           refresh_interval_s: 60 # how often the daily summary catches up with changed days (0: never)
           refresh_grace_s: 600   # a day is summarised once it has been over this long
 
@@ -26,6 +27,9 @@ ProviderName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 class ObservabilitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     gpus: dict[ProviderName, Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = {}
     max_range_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 400
+    # Hourly reports read the hourly rollups (about 1M rows a month at 10M requests): a week stays well under
+    # a second on both databases, a month does not. Longer hourly series: ask a week at a time.
+    max_hourly_range_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 7
     refresh_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     refresh_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
 

@@ -21,6 +21,7 @@ function readHash() {
   if (["hour", "day"].includes(params.get("granularity"))) state.granularity = params.get("granularity");
   if (params.get("by") in DIMS) state.dim = params.get("by");
   if (state.range === "24h") state.granularity = "hour"; // one day bucket says nothing
+  if (state.range === "30d") state.granularity = "day"; // the cost API serves hourly series a week at a time
 }
 
 function writeHash() {
@@ -32,6 +33,7 @@ function syncControls() {
   $("range").value = state.range;
   $("granularity").value = state.granularity;
   $("granularity").querySelector('option[value="day"]').disabled = state.range === "24h";
+  $("granularity").querySelector('option[value="hour"]').disabled = state.range === "30d";
   for (const b of document.querySelectorAll("[data-dim]")) b.setAttribute("aria-pressed", String(b.dataset.dim === state.dim));
 }
 

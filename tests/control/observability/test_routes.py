@@ -212,6 +212,8 @@ async def test_bad_input_is_a_400_naming_the_parameter(obs: AdminTestApp, url: s
     (f"{API}/usage?start=2026-12-02&end=2026-12-01", "end"),
     (f"{API}/usage?start=2026-12-01&end=2026-12-01", "end"),
     (f"{API}/usage?start=2020-01-01&end=2026-12-01", "start"),  # longer than 400 days
+    (f"{API}/usage?start=2026-11-01&end=2026-11-08T00:00:01Z&granularity=hour", "granularity"),  # over 7 days
+    (f"{API}/usage?start=2026-11-01&end=2026-12-01&granularity=hour&format=csv", "granularity"),
     (f"{API}/top-spenders?start=9999-12-31", "end"),
     (f"{AGGREGATE}?start_date=2026-12-01&end_date=2026-11-01", "end_date"),
     (f"{AGGREGATE}?start_date=0001-01-01T00:00:00%2B01:00", "start_date"),  # before datetime.min in UTC: clamped
@@ -221,6 +223,11 @@ async def test_a_window_that_is_empty_or_too_long_is_a_422(obs: AdminTestApp, ur
     resp = await obs.client.get(url)
     assert resp.status_code == 422, resp.text
     assert [e["field"] for e in resp.json()["data"]["errors"]] == [field]
+
+
+async def test_hourly_reports_cover_up_to_seven_days(obs: AdminTestApp) -> None:
+    data = await get(obs, f"{API}/usage?start=2026-11-01&end=2026-11-08&granularity=hour")
+    assert data["rows"] == [] and data["totals"]["requests"] == 0
 
 
 async def test_edge_times_and_repeated_dimensions_are_accepted(loaded: AdminTestApp) -> None:

@@ -191,6 +191,14 @@ async def test_dashboard_draws_the_rollups_it_is_sent(gateway: tuple[str, Store]
             assert await page.input_value("#range") == "30d"
             drawn = await _series(page, "cost-chart")
             assert set(drawn) == {"gpt-4o", "llama", "mystery"} and all(len(p) == 30 for p in drawn.values())
+            assert await page.is_disabled("#granularity option[value=hour]")  # the API serves hours a week at a time
+
+            # A hand-made bookmark asking thirty days by hour gets days (the cost API would refuse 720 hours).
+            await page.evaluate("location.hash = '#range=30d&granularity=hour&by=team'")
+            await page.wait_for_selector("[data-dim=team][aria-pressed=true]")
+            await _loaded(page)
+            assert await page.input_value("#granularity") == "day"
+            assert all(len(p) == 30 for p in (await _series(page, "cost-chart")).values())
             assert errors == [] and dialogs == []
         finally:
             await browser.close()
