@@ -130,11 +130,11 @@ def _first_breaches(breaches: list[Breach], skip: set[str]) -> list[Breach]:
 class Supervisor:
     def __init__(self, store: Store, registry: RuntimeRegistry, *, interval_s: float = 10.0,
                  sample_cap: int = 20_000, draws: int = DEFAULT_DRAWS, min_weight_change: float = 0.02,
-                 shutdown_grace_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 shutdown_grace_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         self._store, self._registry = store, registry
         self.interval_s, self._cap, self._draws = interval_s, sample_cap, draws
         self._min_change, self._grace_s, self._clock = min_weight_change, shutdown_grace_s, clock
-        self._adaptive_at: dict[tuple[str, float | None], float] = {}  # (experiment, run) -> clock of last run
+        self._adaptive_at: dict[tuple[str, float | None], float] = {}  # (experiment, run) -> when it last ran
         self._stopping = asyncio.Event()
         self._down = False
 
@@ -148,6 +148,10 @@ class Supervisor:
             running = await self._registry.running()
         except StoreError as err:
             self._outage(err)
+            report.failed += 1
+            return report
+        except Exception:
+            log.exception("experiment supervisor: listing running experiments failed; retrying next tick")
             report.failed += 1
             return report
         report.experiments = len(running)
@@ -213,7 +217,7 @@ class Supervisor:
                 .order_by(experiment_events.c.id.desc()).limit(1))).scalar_one_or_none()
         if at is None:
             return True
-        recent = time.time() - at.timestamp() < doc.adaptive.interval_s
+        recent = self._clock() - at.timestamp() < doc.adaptive.interval_s
         return not (recent and (rt.started_at is None or at.timestamp() >= rt.started_at))
 
     async def _adapt(self, doc: ExperimentDoc, rt: ExperimentRuntime, ev: Evaluation, report: TickReport) -> None:
