@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
@@ -24,8 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from adapters.adminapi import (
     ADMIN_PREFIX,
     Actor,
+    AdminError,
     AuditWriter,
     BadRequest,
+    ControlCfg,
     Envelope,
     Role,
     ServiceUnavailable,
@@ -183,7 +186,17 @@ def create_app(
             raise ServiceUnavailable("The gateway is starting")
         return ok(upstream_detail(gw.generation))
 
-    plane = load_control_plane(cfg.control, admin_routes=[reload_config, upstream_status])
+    plane = load_control_plane(_control_cfg(cfg), admin_routes=[reload_config, upstream_status])
+
+    async def reconfigure_control(new: GatewayCfg) -> None:
+        """Every reload (SIGHUP, the endpoint, each worker), before the new config goes live: the control
+        plane takes its part (the prompts: section, in one transaction); a refusal rejects the whole reload."""
+        try:
+            await plane.reconfigure(_control_cfg(new))
+        except AdminError as exc:
+            raise ConfigError(exc.message) from None
+
+    gw.before_swap.append(reconfigure_control)
     gw.metrics.registry.register(plane.denial_stats)  # llmops_admin_auth_denials_total on /metrics
 
     @contextlib.asynccontextmanager
@@ -286,6 +299,14 @@ class GatewayApp:
 def _model(name: str) -> dict[str, Any]:
     """OpenAI's model object; routes have no creation time, hence 0."""
     return {"id": name, "object": "model", "created": 0, "owned_by": "llmops"}
+
+
+def _control_cfg(cfg: GatewayCfg) -> ControlCfg:
+    """``cfg.control`` plus what control modules need from the rest of the YAML (control/ never reads it):
+    the ``prompts:`` section and the routes' templates, for the prompts module (control/prompts/settings.py)."""
+    prompts = {**cfg.control.module_settings.get("prompts", {}), "declared": msgspec.to_builtins(cfg.prompts),
+               "route_templates": [r.template for r in cfg.routes if r.template]}
+    return msgspec.structs.replace(cfg.control, module_settings={**cfg.control.module_settings, "prompts": prompts})
 
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:

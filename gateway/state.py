@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +155,9 @@ class Gateway:
         self.ready = False
         self._mock: MockServer | None = None
         self._reload_lock = asyncio.Lock()
+        # Awaited by reload() once the new generation is built, before it goes live (the app's: the control
+        # plane takes the YAML's prompts: section). One raising rejects the reload: nothing is swapped.
+        self.before_swap: list[Callable[[GatewayCfg], Awaitable[None]]] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self.control: ControlState | None = None  # set by start() when a control-plane store is open
         self.snapshots = ControlSnapshots()
@@ -257,6 +260,12 @@ class Gateway:
                     else:
                         cfg = self.cfg
                 new = await self._build(cfg)
+                try:
+                    for hook in self.before_swap:
+                        await hook(cfg)
+                except BaseException:
+                    await new.close(drain_timeout_s=0, keep=new.borrowed)
+                    raise
             except Exception:  # counted for the reload-failure alert, then re-raised to the caller
                 self.metrics.reloads.labels("error").inc()
                 raise

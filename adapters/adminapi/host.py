@@ -271,17 +271,25 @@ class ControlPlane:
         on its side) and reaches the caller, which rejects the reload. Before start-up the settings are
         only kept, for the lifespan to read.
         """
-        self.cfg = msgspec.structs.replace(self.cfg, module_settings=cfg.module_settings)
+        before = self.cfg
+        self.cfg = msgspec.structs.replace(before, module_settings=cfg.module_settings)
         self.resolved = dataclasses.replace(self.resolved, cfg=self.cfg)
         running = self._running
         if running is None:
             return
-        for module in self.modules:
-            ctx = running.contexts[module.name]
-            ctx.settings = msgspec.structs.replace(ctx.settings, module_settings=cfg.module_settings)
-            hook = getattr(module, "reconfigure", None)
-            if callable(hook):
-                await hook(ctx, ctx.settings)
+        try:
+            for module in self.modules:
+                ctx = running.contexts[module.name]
+                ctx.settings = self.cfg
+                hook = getattr(module, "reconfigure", None)
+                if callable(hook):
+                    await hook(ctx, self.cfg)
+        except BaseException:  # refused: the settings stay as they were, for every module
+            self.cfg = before
+            self.resolved = dataclasses.replace(self.resolved, cfg=before)
+            for ctx in running.contexts.values():
+                ctx.settings = before
+            raise
 
     async def _open_object_store(self, stack: AsyncExitStack) -> ObjectStore:
         spec = self.cfg.object_store

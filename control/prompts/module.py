@@ -9,6 +9,7 @@ config goes live; a refusal rejects the reload).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -32,6 +33,9 @@ def _settings(cfg: ControlCfg) -> PromptsSettings:
     except msgspec.ValidationError as err:
         message, _, path = str(err).partition(" - at `$")
         field = "control.module_settings.prompts" + path.rstrip("`")
+        unknown = re.search(r"unknown field `([^`]*)`", message)
+        if unknown:  # msgspec names the enclosing object; point at the field itself
+            field += f".{unknown.group(1)}"
         raise SemanticError([FieldError(field=field, message=message)], f"prompts: {field}: {message}") from None
 
 

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from adapters.adminapi import Actor, AdminError, ModuleContext
-from adapters.store import StoreError
+from adapters.store import StoreUnavailable
 from control.prompts.experiments import ExperimentService, RuntimeChange
 from control.prompts.protocol import Experiment
 from control.prompts.publishing import Publisher
@@ -63,7 +63,7 @@ class PromptsService:
         self.publisher.route_templates = tuple(settings.route_templates)
         try:
             return await self._sync.sync(settings.declared)
-        except StoreError as err:
+        except StoreUnavailable as err:
             log.warning("prompts config not synced (database: %s); retrying every %.0f s",
                         err, settings.sync_retry_s)
             self._retry = asyncio.create_task(self._keep_trying(settings), name="llmops-prompts-sync-retry")
@@ -74,7 +74,7 @@ class PromptsService:
             await asyncio.sleep(settings.sync_retry_s)
             try:
                 await self._sync.sync(settings.declared)
-            except StoreError:
+            except StoreUnavailable:
                 continue
             except AdminError as err:  # the store changed meanwhile (e.g. a route now runs another experiment)
                 log.error("prompts config refused on retry, not applied: %s", err.message)

@@ -113,7 +113,11 @@ class ConfigSync:
                 templates.c.latest_version == template_versions.c.version)))).all()}
         errors: list[FieldError] = []
         now = utcnow()
+        seen: set[str] = set()
         for i, doc in enumerate(docs):
+            if doc.name in seen:  # refused already (declared twice)
+                continue
+            seen.add(doc.name)
             row = rows.get(doc.name)
             if row is not None and row.deleted_at is None and latest.get(doc.name) == doc:
                 if row.source != CONFIG:
