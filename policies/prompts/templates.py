@@ -205,8 +205,12 @@ def merge_variables(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     counts as not given, so a lower layer (or the template's default) shows through."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        if layer:
+        if not layer:
+            continue
+        if None in layer.values():  # rare: a None must not hide what lies under it
             merged.update((k, v) for k, v in layer.items() if v is not None)
+        else:
+            merged.update(layer)
     return merged
 
 
