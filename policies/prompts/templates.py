@@ -55,6 +55,8 @@ MAX_OUTPUT_CHARS: Final = 1 << 20
 MAX_RANGE_ITEMS: Final = 100_000
 """Items ``range`` may yield over one render, all loops together."""
 _MAX_POW_BITS: Final = 1 << 16
+_WIDTH_METHODS: Final = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})  # str methods
+_WIDTH_FILTERS: Final = frozenset({"center", "indent", "wordwrap", "slice", "batch"})
 
 
 class TemplateError(ValueError):
@@ -87,7 +89,8 @@ class VariableError(ValueError):
 # -- the sandbox ---------------------------------------------------------------------------------
 
 def _check_size_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """A width or count over the output cap can only build something the cap would refuse: refuse it first."""
+    """A width or count over the output cap can only build something the cap would refuse: refuse it
+    before it is built. Only for the arguments that are widths or counts: a large number is fine to print."""
     for value in (*args, *kwargs.values()):
         if type(value) is int and abs(value) > MAX_OUTPUT_CHARS:
             raise SecurityError(f"argument {value} is over the output limit of {MAX_OUTPUT_CHARS}")
@@ -115,24 +118,26 @@ class _PromptSandbox(ImmutableSandboxedEnvironment):
         elif operator == "**" and type(left) is int and type(right) is int and abs(left) > 1:
             if left.bit_length() * right > _MAX_POW_BITS:
                 raise SecurityError(f"{left} ** {right} is too large")
-        elif operator == "%" and isinstance(right, tuple):
-            _check_size_args(right, {})
-        elif operator == "%":
-            _check_size_args((right,), {})
+        elif operator == "%" and isinstance(left, str) and "*" in left:  # "%*d" takes its width from the args
+            _check_size_args(right if isinstance(right, tuple) else (right,), {})
         return _check_result(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_size_args(args, kwargs)
+        if getattr(__obj, "__name__", None) in _WIDTH_METHODS and isinstance(getattr(__obj, "__self__", None), str):
+            _check_size_args(args, kwargs)
         return _check_result(super().call(__context, __obj, *args, **kwargs))
 
 
-def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Check a filter's arguments after its value (and the context Jinja may pass before it), and its result."""
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """Check a filter's result and, for one that takes a width or count, its arguments after the value
+    (and after the context or environment Jinja may pass first)."""
     skip = 2 if hasattr(func, "jinja_pass_arg") else 1
+    sized = name in _WIDTH_FILTERS
 
     @functools.wraps(func)  # copies jinja_pass_arg, so Jinja still passes the context/environment
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        _check_size_args(args[skip:], kwargs)
+        if sized:
+            _check_size_args(args[skip:], kwargs)
         return _check_result(func(*args, **kwargs))
 
     return bounded
@@ -155,7 +160,7 @@ def _environment() -> _PromptSandbox:
     env = _PromptSandbox(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     env.globals = {"range": _range, "dict": dict, "namespace": env.globals["namespace"],
                    "cycler": env.globals["cycler"], "joiner": env.globals["joiner"]}  # no lipsum: random text
-    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
+    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
     return env
 
 

@@ -212,10 +212,11 @@ def test_abuse_in_a_static_message_is_a_compile_error(source: str) -> None:
 
 
 @pytest.mark.parametrize(("source", "values", "words"), [
-    ("{% for i in range(n) %}.{% endfor %}", {"n": 10**9}, "over the output limit"),
+    ("{% for i in range(n) %}.{% endfor %}", {"n": 10**9}, "range: more than 100000 items"),
     ("{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}", {"n": 400}, "range: more than"),
     ("{{ s * n }}", {"s": "ab", "n": 10**8}, "over the output limit"),
     ("{{ s|indent(n) }}", {"s": "a\nb", "n": 10**8}, "over the output limit"),
+    ("{{ '%*d' % (n, 1) }}", {"n": 10**8}, "argument 100000000 is over the output limit"),
     ("{{ x.missing }}", {"x": {}}, "has no attribute 'missing'"),
 ])
 def test_abuse_through_values_ends_in_a_render_error(source: str, values: dict[str, Any], words: str) -> None:
@@ -233,6 +234,14 @@ def test_size_arguments_are_refused_before_anything_is_built(source: str) -> Non
     assert t.render({"s": "a", "n": 3})[0]["content"].strip() in ("a", "00a")
     with pytest.raises(RenderError, match=f"argument {10**9} is over the output limit"):
         t.render({"s": "a", "n": 10**9})
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ '{:,}'.format(n) }}", "12,345,678"), ("{{ '%d'|format(n) }}", "12345678"), ("{{ '%d' % n }}", "12345678"),
+    ("{{ dict(n=n).n }}", "12345678"), ("{{ n|round }}", "12345678"), ("{{ [n]|first }}", "12345678"),
+])
+def test_large_numbers_are_values_not_sizes(source: str, expected: str) -> None:
+    assert compiled(source, n={"type": "integer"}).render({"n": 12_345_678})[0]["content"] == expected
 
 
 def test_output_is_capped_over_all_messages() -> None:
