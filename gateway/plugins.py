@@ -50,10 +50,12 @@ class Plugin(msgspec.Struct, frozen=True):
     fails_open: bool
 
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("auth", "guardrails", "limits")
+BUILTIN_PLUGINS: tuple[str, ...] = ("auth", "prompts", "guardrails", "limits")
 """This package's own plug-ins (entry points in its pyproject), enabled by default in this order
 ahead of the YAML's others: the policy the governance module publishes applies without any
-`plugins:` entry. Naming one in `plugins:` configures it (its settings, `enabled: false`)."""
+`plugins:` entry. Naming one in `plugins:` configures it (its settings, `enabled: false`).
+`prompts` runs after `auth` (a unit may be the key) and before `guardrails` (which must see the
+rendered prompt) and `limits` (which prices the route an experiment redirected to)."""
 
 
 def _with_builtins(cfgs: Sequence[PluginCfg]) -> list[tuple[str, PluginCfg]]:

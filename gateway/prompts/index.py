@@ -132,13 +132,13 @@ def experiment_priority(spec: ExperimentSpec) -> tuple[int, float]:
 class Index:
     """One (templates, experiments) snapshot pair with one generation's config, resolved."""
 
-    __slots__ = ("experiments", "missing", "routes", "source", "templates")
+    __slots__ = ("experiments", "experiments_from", "missing", "routes", "templates", "templates_from")
 
     def __init__(self, templates: TemplatesSnapshot | None, experiments: ExperimentsSnapshot | None,
                  routes: Mapping[str, tuple[str | None, dict[str, Any]]], prompts: PromptsCfg,
                  yaml_templates: Mapping[str, Template], compiled: Compiled,
                  started: dict[str, tuple[ExperimentDoc, float]]) -> None:
-        self.source = (templates, experiments)
+        self.templates_from, self.experiments_from = templates, experiments  # the snapshots it indexes
         self.missing: set[str] = set()
         self.templates = _TemplateRefs(templates.templates if templates is not None else (), prompts.templates,
                                        yaml_templates, compiled)

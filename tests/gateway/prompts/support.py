@@ -35,7 +35,6 @@ def config(url: str, *, routes: list[dict[str, Any]] | None = None, prompts: dic
             route("support", "m-support", template="support", template_variables={"product": "llmops"}),
             route("plain", "m-plain"), route("alt", "m-alt"), route("other", "m-other")],
         "prompts": prompts if prompts is not None else {"templates": [SUPPORT]},
-        "plugins": [{"name": "prompts"}],
         **extra,
     }
 

@@ -32,7 +32,6 @@ def _serve(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Pop
             "id": "sticky", "route": "chat", "state": "running", "allocation": 0.8,
             "variants": [{"name": "a"}, {"name": "b", "route": "chat-b", "weight": 2},
                          {"name": "c", "route": "chat-c"}]}]},
-        "plugins": [{"name": "prompts"}],
     }))
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=dict(os.environ))

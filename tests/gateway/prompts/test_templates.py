@@ -48,6 +48,8 @@ async def test_a_route_template_renders_before_the_request_messages(mock: MockSe
         assert "data: [DONE]" in r.text
         assert _system(mock) == "You support x for Initech, in Dutch."  # the request's variables win
         await gw.usage.drain()
+        # built in, in the order that lets guardrails see the rendered prompt and limits the redirected route
+        assert [p.name for p in gw.generation.plugins.plugins] == ["auth", "prompts", "guardrails", "limits"]
     assert [rec.episode_id for rec in seen] == ["ep-1", None]
 
 
