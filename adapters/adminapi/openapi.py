@@ -192,6 +192,11 @@ def _restore_container_bounds(kind: Any, prop: dict[str, Any]) -> None:
             for option in prop.get("oneOf", ()):
                 if isinstance(option, dict) and option.get("type") == _JSON_TYPES.get(type(_unwrap(variant))):
                     _restore_container_bounds(variant, option)
+        scalars = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(scalars) == 1 and "oneOf" in prop:
+            # ``Annotated[float, Meta(ge=0)] | None``: Litestar drops a bound of 0 (falsy) there; the
+            # keywords sit beside the oneOf, where they apply to the number alone
+            prop.update({k: v for k, v in _bounds(scalars[0]).items() if k not in prop})
     elif isinstance(kind, msgspec.inspect.ListType) and isinstance(prop.get("items"), dict):
         prop["items"].update(_bounds(kind.item_type))
     elif isinstance(kind, msgspec.inspect.DictType):

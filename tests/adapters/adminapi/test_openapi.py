@@ -83,6 +83,11 @@ def test_bounds_inside_optional_containers_are_restored(doc: dict[str, Any]) -> 
     assert dataset["requiredColumns"]["uniqueItems"] is True
 
 
+def test_zero_bounds_of_optional_numbers_are_restored(doc: dict[str, Any]) -> None:
+    guardrail = doc["components"]["schemas"]["GuardrailDoc"]["properties"]  # prompts: ``float(ge=0) | None``
+    assert guardrail["max"]["minimum"] == 0 and guardrail["max_ratio_to_control"]["exclusiveMinimum"] == 0
+
+
 def test_audit_time_filters_state_unix_seconds(doc: dict[str, Any]) -> None:
     params = {p["name"]: p["schema"] for p in doc["paths"][f"{ADMIN_PREFIX}/audit/logs"]["get"]["parameters"]}
     for name in ("since", "until"):
