@@ -12,6 +12,7 @@ import pytest
 
 from adapters.adminapi import ControlCfg, SemanticError
 from adapters.adminapi.testing import AdminTestApp
+from adapters.store import StoreUnavailable
 from control.prompts import PromptsSettings
 from control.prompts.tables import experiment_events, template_versions
 
@@ -165,3 +166,23 @@ async def test_the_host_hands_reloaded_settings_to_the_module(database_url: str,
         assert bad.value.errors[0].field == "control.module_settings.prompts.declard"
         assert app.plane.cfg.module_settings == cfg.module_settings  # a refused reload keeps the settings
         assert (await app.client.get(f"{T}/support")).status_code == 200
+
+
+async def test_a_database_outage_at_reload_is_retried(database_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    async with prompts_app(database_url, tmp_path) as (app, service):
+        real, calls = service._sync.sync, []
+
+        async def flaky(section: Any) -> Any:
+            calls.append(section)
+            if len(calls) <= 2:
+                raise StoreUnavailable("database down")
+            return await real(section)
+
+        monkeypatch.setattr(service._sync, "sync", flaky)
+        section = msgspec.structs.replace(settings([template()], []), sync_retry_s=0.05)
+        assert await service.reconfigure(section) is None  # the reload goes on without the database
+        async with asyncio.timeout(5):
+            while (await app.client.get(f"{T}/support")).status_code != 200:
+                await asyncio.sleep(0.02)
+        assert len(calls) == 3 and (await app.client.get(f"{T}/support")).json()["data"]["source"] == "config"
