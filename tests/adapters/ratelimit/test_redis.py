@@ -129,3 +129,59 @@ async def test_an_outage_fails_fast_is_reported_and_recovers() -> None:
 def test_reserve_script_is_versioned_by_its_text() -> None:
     assert RESERVE.sha == Script("common.lua", "reserve.lua").sha
     assert RESERVE.sha != Script("common.lua", "settle.lua").sha
+
+
+async def test_a_batch_decides_and_settles_exactly_as_one_request_at_a_time(redis_server: RedisServer) -> None:
+    """The scripts read each counter once per batch and write it once at the end: the verdicts, the spend
+    and the alerts must be those of the same requests sent one round trip each. Demands share plans (one
+    set of lists, as policies.limits.Plan builds) and mix kinds, so every check binds mid-batch."""
+    from policies.limits import BucketRef, Settlement, Slot, Spend, SpendRef
+
+    buckets = [Bucket("k|rpm", 3, 60, False), Bucket("k|tpm", 500, 60, True)]
+    slots, spends = [Slot("k|conc", 5)], [Spend("team=t", "monthly", 350)]
+    alert_only = ([Bucket("j|rpm", 3, 60, False)], [], [Spend("team=t", "monthly", -1)])  # reserves, never refuses
+    one_slot: tuple[list[Bucket], list[Slot], list[Spend]] = ([], [Slot("d|conc", 1)], [])
+    shapes = [(buckets, slots, spends), alert_only, one_slot]
+    demands = [Demand(f"d{i}", 60, 40 + 30 * (i % 4), 100 + 10 * i, *shapes[i % 3]) for i in range(14)]
+
+    async def run(batched: bool) -> tuple[list[tuple[bool, str, int, list[int]]], list[Any], dict[str, Any]]:
+        limiter = _limiter(redis_server.url)
+        try:
+            if batched:
+                verdicts = await asyncio.gather(*(limiter.reserve(d) for d in demands))
+            else:
+                verdicts = [await limiter.reserve(d) for d in demands]
+            assert limiter.round_trips == (1 if batched else len(demands))
+            refs = [BucketRef(b.key, b.limit, b.window_s) for b in buckets if b.tokens]
+            keys, alerts = [s.key for s in slots], [SpendRef("team=t", [("a@25", 87), ("a@50", 175)])]
+            settles = [Settlement(d.id, -20, refs, keys, d.cost, d.cost // 2, alerts, v.periods)
+                       for d, v in zip(demands, verdicts, strict=True) if v.ok and d.buckets is buckets]
+            if batched:
+                fired = await limiter.settle(settles)
+            else:
+                fired = [f for s in settles for f in await limiter.settle([s])]
+            client = Redis.from_url(redis_server.url)
+            try:
+                state = {k.decode().removeprefix(limiter.prefix): await client.type(k)
+                         for k in await client.keys(f"{limiter.prefix}*")}
+                for key in list(state):
+                    if state[key] == b"hash":
+                        state[key] = await client.hgetall(limiter.prefix + key)
+                    elif state[key] == b"zset":
+                        state[key] = await client.zrange(limiter.prefix + key, 0, -1)
+                    elif state[key] == b"set":
+                        state[key] = sorted(await client.smembers(limiter.prefix + key))
+                    else:
+                        level = (await client.get(limiter.prefix + key) or b"0").split(b" ")[0]
+                        state[key] = int(float(level))  # whole tokens: the one-at-a-time run refills a little
+            finally:
+                await client.aclose()
+            return [(v.ok, v.kind, v.index, [lv for lv, _ in v.levels]) for v in verdicts], fired, state
+        finally:
+            await limiter.aclose()
+
+    batched, sequential = await run(True), await run(False)
+    assert batched == sequential
+    kinds = {kind for _, kind, _, _ in batched[0]}
+    assert {"bucket", "slot", "spend"} <= kinds, kinds  # each check refused someone mid-batch
+    assert any(batched[1]), "an alert fired"
