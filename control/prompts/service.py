@@ -60,9 +60,12 @@ class PromptsService:
         logged and retried every ``sync_retry_s`` (``None`` returned): the gateway's reload must not
         depend on the database, and the section is applied once it is back."""
         self._cancel_retry()
-        self.publisher.route_templates = tuple(settings.route_templates)
+        before, self.publisher.route_templates = self.publisher.route_templates, tuple(settings.route_templates)
         try:
             return await self._sync.sync(settings.declared)
+        except AdminError:  # refused: the running config (and the routes it pins) stays
+            self.publisher.route_templates = before
+            raise
         except StoreUnavailable as err:
             log.warning("prompts config not synced (database: %s); retrying every %.0f s",
                         err, settings.sync_retry_s)

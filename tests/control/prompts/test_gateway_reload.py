@@ -138,3 +138,34 @@ async def test_the_yaml_is_synced_at_start_up(database_url: str, tmp_path: Path,
         assert [(e.document.id, e.runtime.state) for e in exp.experiments] == [("exp1", "draft")]
         got = (await h.get("/llm-ops/v1/prompts/experiments/exp1", headers=ADMIN)).json()["data"]
         assert got["source"] == "config" and got["document"]["variants"][1]["template"] == "support@1"
+
+
+async def test_a_rollback_reaches_the_gateway_without_a_restart(gateway: tuple[RunningGateway, Path],
+                                                                 database_url: str, tmp_path: Path) -> None:
+    g, path = gateway
+    declared = {"templates": [template(), template("concise", "Be concise about {{ product }}.")],
+                "experiments": [experiment(route="chat", a="concise", b="support", state="running")]}
+    path.write_text(yaml.safe_dump(config(database_url, tmp_path / "data", **declared)))
+    await g.gateway.reload()
+    users = [f"user-{i}" for i in range(12)]
+    async with httpx.AsyncClient(base_url=g.url, timeout=10) as h:
+        async def variants() -> set[str]:
+            seen = set()
+            for user in users:
+                r = await h.post("/v1/chat/completions", json={"model": "chat", "user": user,
+                                                               "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text
+                assert r.headers["x-llmops-experiment"] == "exp1"
+                seen.add(r.headers["x-llmops-variant"])
+            return seen
+
+        deadline = time.monotonic() + 5
+        while await variants() != {"a", "b"}:  # until the gateway read the synced snapshots
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        start = time.monotonic()
+        resp = await h.post("/llm-ops/v1/prompts/experiments/exp1/rollback", headers=ADMIN)
+        assert resp.status_code == 200, resp.text
+        while await variants() != {"a"}:  # every user on the control variant
+            assert time.monotonic() - start < 3, "the rollback did not reach the gateway within 3 s"
+            await asyncio.sleep(0.02)

@@ -186,3 +186,24 @@ async def test_a_database_outage_at_reload_is_retried(database_url: str, tmp_pat
             while (await app.client.get(f"{T}/support")).status_code != 200:
                 await asyncio.sleep(0.02)
         assert len(calls) == 3 and (await app.client.get(f"{T}/support")).json()["data"]["source"] == "config"
+
+
+async def test_versions_the_yaml_routes_pin_are_published(database_url: str, tmp_path: Path) -> None:
+    async with prompts_app(database_url, tmp_path) as (app, service):
+        await create(app, "templates", template())
+        await app.client.put(f"{T}/support", json={"document": template(content="v2 {{ product }}")})
+
+        async def versions() -> list[tuple[str, int, bool]]:
+            return [(t.name, t.version, t.latest) for t in (await published(app.plane.store))[0].templates]
+
+        assert await versions() == [("support", 2, True)]
+        pinned = msgspec.structs.replace(settings([], []), route_templates=["support@1", "support", "ghost@3"])
+        await service.reconfigure(pinned)
+        assert await versions() == [("support", 2, True), ("support", 1, False)]
+        refused = msgspec.structs.replace(settings([], [experiment(b="ghost")]), route_templates=[])
+        with pytest.raises(SemanticError):
+            await service.reconfigure(refused)
+        await create(app, "templates", template("other"))  # republished with the running config's pins
+        assert await versions() == [("other", 1, True), ("support", 2, True), ("support", 1, False)]
+        await service.reconfigure(settings([], []))
+        assert await versions() == [("other", 1, True), ("support", 2, True)]
