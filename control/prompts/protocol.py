@@ -35,7 +35,7 @@ Counter = Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
 _TEMPLATE_RULES = ("variable names that repeat; message content that is not a valid Jinja2 template "
                    "(data.errors names the message); on PUT, a document.name other than the path's")
 _EXPERIMENT_RULES = ("variant names that repeat; a control naming no variant; sampling params a variant may not "
-                     "set; weights all 0; a guardrail without max or maxRatioToControl; adaptive.min_share too "
+                     "set; weights all 0; a guardrail without max or max_ratio_to_control; adaptive.min_share too "
                      "large for the variants; a variant template that names no stored template or version; a "
                      "document.state other than draft (use start, pause, stop); on PUT, a document.id other "
                      "than the path's")
