@@ -41,6 +41,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from loadtests.docsection import write_section
+
 __all__ = ["main"]
 
 END = datetime(2026, 11, 1, tzinfo=UTC)  # data ends here (exclusive); the reports cover the last 30 days
@@ -526,13 +528,7 @@ def _section(results: list[Result], args: argparse.Namespace, command: str) -> s
 
 
 def _write_doc(doc: Path, section: str) -> None:
-    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    start, end = text.find("<!-- cost_query:start"), text.find("<!-- cost_query:end -->")
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len("<!-- cost_query:end -->"):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_section(doc, "cost_query", section)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loadtests.docsection import write_section
+
 __all__ = ["CASES", "main"]
 
 
@@ -213,13 +215,7 @@ def _section(rows: list[dict[str, Any]], command: str) -> str:
 
 
 def _write_doc(doc: Path, section: str) -> None:
-    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    start, end = text.find("<!-- dataset_rss:start"), text.find("<!-- dataset_rss:end -->")
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len("<!-- dataset_rss:end -->"):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_section(doc, "dataset_rss", section)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import bench_servers as servers
+from loadtests.docsection import write_section
 from loadtests.paired import PairedRun, measure_pairs, pair_table
 from loadtests.procs import ProcessFailed, cpu_prefix, free_port, stop_process, wait_for_port
 from loadtests.report import Check, fmt
@@ -178,13 +179,7 @@ def _section(table: str, command: str, errors: str, per_trip: Any) -> str:
 
 
 def _write_doc(doc: Path, section: str) -> None:
-    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    start, end = text.find("<!-- policy:start"), text.find("<!-- policy:end -->")
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len("<!-- policy:end -->"):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_section(doc, "policy", section)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
