@@ -26,11 +26,13 @@ async def analysis_running(ctx: ModuleContext, experiments: ExperimentsSeam, set
     ``settings``: the module's settings; its ``analysis`` field when it has one, else the defaults."""
     cfg = getattr(settings, "analysis", None)
     cfg = cfg if isinstance(cfg, AnalysisSettings) else AnalysisSettings()
-    ctx.provide(RESULTS, ResultsService(ctx.store, experiments, cap=cfg.results_sample_cap, draws=cfg.draws))
+    ctx.provide(RESULTS, ResultsService(ctx.store, experiments, cap=cfg.results_sample_cap, draws=cfg.draws,
+                                        timeout_s=cfg.read_timeout_s))
     if not cfg.supervisor:
         yield
         return
     supervisor = Supervisor(ctx.store, experiments, interval_s=cfg.interval_s, sample_cap=cfg.supervisor_sample_cap,
-                            draws=cfg.draws, min_weight_change=cfg.min_weight_change)
+                            draws=cfg.draws, min_weight_change=cfg.min_weight_change,
+                            read_timeout_s=cfg.read_timeout_s)
     async with supervisor.running():
         yield

@@ -82,10 +82,12 @@ def _compute(doc: ExperimentDoc, runtime: ExperimentRuntime, data: Mapping[str, 
 
 
 async def evaluate(store: Store, doc: ExperimentDoc, runtime: ExperimentRuntime, *, since: datetime | None,
-                   cap: int = DEFAULT_SAMPLE_CAP, draws: int = DEFAULT_DRAWS, adapt: bool = True) -> Evaluation:
+                   cap: int = DEFAULT_SAMPLE_CAP, draws: int = DEFAULT_DRAWS, adapt: bool = True,
+                   timeout_s: float | None = None) -> Evaluation:
     """Load the window's observations, then analyse (and allocate, when adaptive and ``adapt``) off the
-    event loop."""
-    loaded = await load_variant_data(store, doc.id, [v.name for v in doc.variants], since=since, cap=cap)
+    event loop. ``timeout_s``: the deadline of each read (default: the store's)."""
+    loaded = await load_variant_data(store, doc.id, [v.name for v in doc.variants], since=since, cap=cap,
+                                     timeout_s=timeout_s)
     seed = stable_seed(doc.id, loaded.data)
     analysis, decision = await asyncio.to_thread(_compute, doc, runtime, loaded.data, seed, draws, adapt)
     return Evaluation(runtime=runtime, loaded=loaded, analysis=analysis, decision=decision)
@@ -197,14 +199,16 @@ class ResultsService:
     """Answers the results endpoint; reads the experiment through the experiments service."""
 
     def __init__(self, store: Store, experiments: ExperimentReader, *, cap: int = DEFAULT_SAMPLE_CAP,
-                 draws: int = DEFAULT_DRAWS) -> None:
+                 draws: int = DEFAULT_DRAWS, timeout_s: float | None = None) -> None:
         self._store, self._experiments, self._cap, self._draws = store, experiments, cap, draws
+        self._timeout_s = timeout_s
 
     async def results(self, experiment_id: str, *, since: datetime | None = None) -> ExperimentResults:
         exp = await self._experiments.get(experiment_id)
         doc, runtime = exp.document, exp.runtime
         start = since if since is not None else run_start(runtime)
-        ev = await evaluate(self._store, doc, runtime, since=start, cap=self._cap, draws=self._draws)
+        ev = await evaluate(self._store, doc, runtime, since=start, cap=self._cap, draws=self._draws,
+                            timeout_s=self._timeout_s)
         return build_results(doc, runtime, ev, since=start, now=utcnow())
 
 

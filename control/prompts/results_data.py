@@ -10,25 +10,27 @@ Bounded work, on SQLite and PostgreSQL alike:
 * counts and sums (requests, errors, tokens, cost, feedback scores and labels) are SQL aggregates over
   the ``(experiment, ts)`` index, exact however large the experiment;
 * the per-request samples the tests need (latencies, time to first token, costs, token counts, scores)
-  read only their columns, and at most ``cap`` rows per variant. Above that, a uniform sample: record
-  ids are random 128-bit tokens (``adapters.usage.new_record_id``), so the ``cap`` rows with the
-  smallest ids are a uniform random subset. A filter on the id's leading hex digits first keeps about
-  ``cap`` (plus six standard deviations) of the rows inside the database, so only those are sorted and
-  sent; if it kept too few (ids that are not random hex), the query runs again without it. The sample is
-  the same on every replica and moves little between ticks, so guardrails do not flicker with it.
-  ``Sampling`` tells the caller what was kept of what.
+  read only their columns, in one scan for all variants, and at most ``cap`` rows per variant. Above
+  that, a uniform sample: record ids are random 128-bit hex tokens (``adapters.usage.new_record_id``;
+  feedback ids ``fb_`` + hex), so ``id < threshold`` keeps a uniform random share of a variant's rows
+  inside the database, sized to ``cap`` plus six standard deviations; a draw seeded by the variant and
+  the count trims that to ``cap``. No sort (a sort of 200k rows cost SQLite more than the scan). If the
+  filter kept fewer than ``cap`` (ids that are not random hex), that variant is read again sorted by id.
+  The sample is the same on every replica and moves little between ticks, so guardrails do not flicker
+  with it. ``Sampling`` tells the caller what was kept of what.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, ColumnElement, case, exists, func, select, type_coerce
+from sqlalchemy import BigInteger, ColumnElement, and_, case, exists, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.dataplane import feedback, usage_records
@@ -41,6 +43,7 @@ DEFAULT_SAMPLE_CAP = 200_000
 _u, _f = usage_records, feedback
 _HEX_DIGITS = 12  # of the record id the pre-filter compares: 48 bits, finer than any cap
 _NANO = 1e-9
+_PARTITION = 512  # rows SQLAlchemy turns into Rows between two turns of the event loop (4096: ~0.2 s stalls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,48 +113,80 @@ def _fell_back() -> ColumnElement[bool]:
                              by_episode.c.fallback.is_(True)))
 
 
-def _id_below(column: Any, share: float) -> ColumnElement[bool] | None:
-    """``column < threshold`` keeping about ``share`` of random lower-case hex ids; None keeps all."""
-    if share >= 1:
-        return None
-    below: ColumnElement[bool] = column < f"{math.ceil(share * 16**_HEX_DIGITS):0{_HEX_DIGITS}x}"
+def _id_below(column: Any, share: float, prefix: str) -> ColumnElement[bool]:
+    """``column < threshold``: keeps about ``share`` of ids that are ``prefix`` + random lower-case hex."""
+    below: ColumnElement[bool] = column < f"{prefix}{math.ceil(min(share, 1.0) * 16**_HEX_DIGITS):0{_HEX_DIGITS}x}"
     return below
 
 
 def _share_for(cap: int, n: int) -> float:
-    return (cap + 6 * math.sqrt(cap) + 10) / n if n else 1.0
+    """What the id filter keeps of ``n``: ``cap`` plus six standard deviations, so fewer is all but impossible."""
+    return (cap + 6 * math.sqrt(cap) + 10) / n
 
 
-_SAMPLE_COLUMNS = (_u.c.variant, _u.c.status, _u.c.latency_s, _u.c.ttft_s, _u.c.stream, _u.c.prompt_tokens,
+_SAMPLE_COLUMNS = (_u.c.status, _u.c.latency_s, _u.c.ttft_s, _u.c.stream, _u.c.prompt_tokens,
                    _u.c.completion_tokens, type_coerce(_u.c.cost_usd, BigInteger).label("cost_nano"))
 
 
-async def _record_rows(conn: AsyncConnection, where: list[ColumnElement[bool]], variant: str | None,
-                       cap: int, n: int) -> list[Any]:
-    """All non-fallback rows of ``where`` (``variant`` None: of every variant), or the ``cap`` with the
-    smallest record ids when a variant has more."""
-    base = [*where, _u.c.fallback.is_(False)]
-    if variant is None:
-        return list((await conn.execute(select(*_SAMPLE_COLUMNS).where(*base))).all())
-    base.append(_u.c.variant == variant)
-    below = _id_below(_u.c.record_id, _share_for(cap, n))
-    query = select(*_SAMPLE_COLUMNS).where(*base).order_by(_u.c.record_id).limit(cap)
-    rows = list((await conn.execute(query.where(below) if below is not None else query)).all())
-    if len(rows) < cap and below is not None:  # ids that are not random hex: sort them all
-        rows = list((await conn.execute(query)).all())
-    return rows
+Matrix = np.ndarray[Any, np.dtype[np.float64]]
 
 
-def _arrays(rows: Sequence[Any]) -> dict[str, np.ndarray[Any, Any]]:
-    """Columns of the sample rows as float arrays (None becomes NaN), in ``_SAMPLE_COLUMNS`` order."""
-    if not rows:
-        return {k: np.empty(0) for k in ("status", "latency", "ttft", "stream", "prompt", "completion", "cost")}
-    cols = list(zip(*rows, strict=True))
-    return {k: np.array(cols[i], dtype=np.float64)
-            for i, k in enumerate(("status", "latency", "ttft", "stream", "prompt", "completion", "cost"), start=1)}
+async def _rows(conn: AsyncConnection, query: Any, variants: Sequence[str]) -> dict[str, list[Matrix]]:
+    """``query``'s rows (the variant, then numbers) as float blocks per variant, None as NaN. Streamed a
+    partition at a time and turned into numpy at once: the event loop (the gateway's too) never holds a
+    whole large result, and no 200k Row objects live long enough to make a full GC pass stall it."""
+    index = {v: i for i, v in enumerate(variants)}
+    blocks: dict[str, list[Matrix]] = {v: [] for v in variants}
+    result = await conn.stream(query)
+    async for part in result.partitions(_PARTITION):
+        cols = list(zip(*part, strict=True))
+        which = np.fromiter((index[v] for v in cols[0]), dtype=np.int64, count=len(part))
+        block = np.column_stack([np.array(c, dtype=np.float64) for c in cols[1:]])
+        for v, i in index.items():
+            mine = block[which == i]
+            if mine.size:
+                blocks[v].append(mine)
+    return blocks
 
 
-def _variant_data(a: dict[str, np.ndarray[Any, Any]], agg: Any, fallbacks: int, scores: np.ndarray[Any, Any],
+def _stack(blocks: list[Matrix], width: int) -> Matrix:
+    return np.concatenate(blocks) if blocks else np.empty((0, width))
+
+
+async def _sample(conn: AsyncConnection, where: list[ColumnElement[bool]], variant: Any, id_column: Any,
+                  prefix: str, columns: Sequence[Any], counts: dict[str, int], cap: int) -> dict[str, Matrix]:
+    """A (rows x columns) float matrix per variant, from one scan: every row of a variant with at most
+    ``cap``, the id filter's share of the others, trimmed to ``cap`` by a draw seeded by the variant and
+    the count (the same rows on every replica). A variant the filter left short (ids not random hex) is
+    read again: the ``cap`` smallest ids."""
+    small = [v for v, n in counts.items() if 0 < n <= cap]
+    big = {v: _id_below(id_column, _share_for(cap, n), prefix) for v, n in counts.items() if n > cap}
+    picks = ([variant.in_(small)] if small else []) + [and_(variant == v, below) for v, below in big.items()]
+    names = list(counts)
+    blocks: dict[str, list[Matrix]] = {v: [] for v in names}
+    if picks:
+        blocks = await _rows(conn, select(variant, *columns).where(*where, or_(*picks)), names)
+    found = {v: _stack(blocks[v], len(columns)) for v in names}
+    for v in big:
+        rows = found[v]
+        if len(rows) < cap:
+            query = select(variant, *columns).where(*where, variant == v).order_by(id_column).limit(cap)
+            rows = _stack((await _rows(conn, query, names))[v], len(columns))
+        elif len(rows) > cap:
+            rng = np.random.default_rng(zlib.crc32(f"{v}|{len(rows)}".encode()))
+            rows = rows[np.sort(rng.choice(len(rows), cap, replace=False))]
+        found[v] = rows
+    return found
+
+
+_NAMES = ("status", "latency", "ttft", "stream", "prompt", "completion", "cost")  # _SAMPLE_COLUMNS
+
+
+def _arrays(rows: Matrix) -> dict[str, Matrix]:
+    return {k: rows[:, j] for j, k in enumerate(_NAMES)}
+
+
+def _variant_data(a: dict[str, Matrix], agg: Any, fallbacks: int, scores: Matrix,
                   labels: tuple[int, int]) -> VariantData:
     ok = a["status"] < 400
     ttft_ok = ok & (a["stream"] > 0) & ~np.isnan(a["ttft"])
@@ -169,8 +204,9 @@ def _variant_data(a: dict[str, np.ndarray[Any, Any]], agg: Any, fallbacks: int, 
 
 async def load_variant_data(store: Store, experiment: str, variants: Sequence[str], *,
                             since: datetime | None = None, until: datetime | None = None,
-                            cap: int = DEFAULT_SAMPLE_CAP) -> Loaded:
-    """``VariantData`` for each of ``variants`` from ``experiment``'s records in [since, until)."""
+                            cap: int = DEFAULT_SAMPLE_CAP, timeout_s: float | None = None) -> Loaded:
+    """``VariantData`` for each of ``variants`` from ``experiment``'s records in [since, until).
+    ``timeout_s``: the deadline of each of its three reads (default: the store's)."""
     rec_where = _records_window(experiment, since, until)
     fb_where = _feedback_window(experiment, since, until)
     aggregates = (select(
@@ -187,10 +223,14 @@ async def load_variant_data(store: Store, experiment: str, variants: Sequence[st
         func.sum(case((_f.c.positive.is_(True), 1), else_=0)).label("positive"), func.count().label("rows"),
     ).where(*fb_where).group_by(_f.c.variant, fell_back))
     wanted = set(variants)
-    async with store.read() as conn:
-        agg: dict[str, Any] = {}
-        fallbacks: dict[str, int] = {}
-        other: dict[str, int] = {}
+    agg: dict[str, Any] = {}
+    fallbacks: dict[str, int] = {}
+    other: dict[str, int] = {}
+    fb: dict[str, Any] = {}
+    excluded: dict[str, int] = {}
+    # Three units of work, each with its own deadline: a long read transaction would also hold back
+    # SQLite's checkpoints. Counts and samples may then differ by what arrived in between: harmless.
+    async with store.read(timeout_s=timeout_s) as conn:
         for row in await conn.execute(aggregates):
             if row.variant not in wanted:
                 if row.variant is not None:
@@ -199,43 +239,29 @@ async def load_variant_data(store: Store, experiment: str, variants: Sequence[st
                 fallbacks[row.variant] = int(row.requests)
             else:
                 agg[row.variant] = row
-        fb: dict[str, Any] = {}
-        excluded: dict[str, int] = {}
         for row in await conn.execute(fb_aggregates):
             if row.fell_back:
                 excluded[row.variant] = int(row.rows)
             elif row.variant in wanted:
                 fb[row.variant] = row
-        counts = {v: int(agg[v].requests) if v in agg else 0 for v in variants}
-        small = [v for v in variants if counts[v] <= cap]
-        rows_by: dict[str, list[Any]] = {v: [] for v in variants}
-        if any(counts[v] for v in small):
-            where = [*rec_where, _u.c.variant.in_(small)] if len(small) < len(variants) else rec_where
-            for r in await _record_rows(conn, where, None, cap, 0):
-                if r.variant in rows_by:
-                    rows_by[r.variant].append(r)
-        for v in variants:
-            if counts[v] > cap:
-                rows_by[v] = await _record_rows(conn, rec_where, v, cap, counts[v])
-        scores: dict[str, np.ndarray[Any, Any]] = {}
-        for v in variants:
-            n_scores = int(fb[v].scores) if v in fb else 0
-            if not n_scores:
-                scores[v] = np.empty(0)
-                continue
-            query = (select(_f.c.score).where(*fb_where, _f.c.variant == v, _f.c.score.is_not(None), ~fell_back)
-                     .order_by(_f.c.feedback_id).limit(cap))
-            scores[v] = np.array((await conn.execute(query)).scalars().all(), dtype=np.float64)
+    counts = {v: int(agg[v].requests) if v in agg else 0 for v in variants}
+    async with store.read(timeout_s=timeout_s) as conn:
+        rows_by = await _sample(conn, [*rec_where, _u.c.fallback.is_(False)], _u.c.variant, _u.c.record_id, "",
+                                _SAMPLE_COLUMNS, counts, cap)
+    score_counts = {v: int(fb[v].scores) if v in fb else 0 for v in variants}
+    async with store.read(timeout_s=timeout_s) as conn:
+        score_rows = await _sample(conn, [*fb_where, _f.c.score.is_not(None), ~fell_back], _f.c.variant,
+                                   _f.c.feedback_id, "fb_", (_f.c.score,), score_counts, cap)
     data, exact, sampling = {}, {}, {}
     for v in variants:
         a, f = agg.get(v), fb.get(v)
+        scores = score_rows[v][:, 0]
         labels = (int(f.positive or 0), int(f.labels)) if f is not None else (0, 0)
-        data[v] = _variant_data(_arrays(rows_by[v]), a, fallbacks.get(v, 0), scores[v], labels)
+        data[v] = _variant_data(_arrays(rows_by[v]), a, fallbacks.get(v, 0), scores, labels)
         exact[v] = ExactSums(requests=counts[v], cost_nano_usd=int(a.cost_nano or 0) if a is not None else 0,
                              priced=int(a.priced) if a is not None else 0,
                              score_sum=float(f.score_sum or 0.0) if f is not None else 0.0,
                              scores=int(f.scores) if f is not None else 0, feedback_excluded=excluded.get(v, 0))
-        sampling[v] = Sampling(records_kept=len(rows_by[v]), records=counts[v], scores_kept=int(scores[v].size),
+        sampling[v] = Sampling(records_kept=len(rows_by[v]), records=counts[v], scores_kept=int(scores.size),
                                scores=exact[v].scores)
     return Loaded(data=data, exact=exact, sampling=sampling, cap=cap, other_variants=other)
-

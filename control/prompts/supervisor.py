@@ -4,8 +4,9 @@ A background task of the prompts module. Every ``interval_s``, for each running 
 
 * **guardrails** (when it has any, and a variant besides control still runs): the results' analysis
   (``results.evaluate``: the run's records since its start, at most ``sample_cap`` per-request rows per
-  variant); each variant in breach is stopped (event ``guardrail_stop``, detail: metric, value,
-  threshold, kind, requests), so the gateway gives it no new traffic from the next snapshot;
+  variant; not again before ``DUTY`` times the check's own duration); each variant in breach is stopped
+  (event ``guardrail_stop``, detail: metric, value, threshold, kind, requests), so the gateway gives it
+  no new traffic from the next snapshot;
 * **adaptive** experiments, at their own ``adaptive.interval_s``: the allocator's weights are written
   (event ``weights``) when one moved by ``min_weight_change`` or more, and once the evidence meets the
   experiment's confidence the winner is declared (event ``winner``): it takes all the traffic and is
@@ -47,11 +48,14 @@ from policies.prompts.adaptive import allocate
 from policies.prompts.documents import ExperimentDoc, ExperimentRuntime
 from policies.prompts.stats import Breach
 
-__all__ = ["ACTOR", "RuntimeRegistry", "Supervisor", "TickReport"]
+__all__ = ["ACTOR", "DUTY", "RuntimeRegistry", "Supervisor", "TickReport"]
 
 log = logging.getLogger("llmops.prompts.supervisor")
 
 ACTOR = "supervisor"
+DUTY = 20
+"""A check of one experiment is not repeated before ``DUTY`` times its own duration has passed, so a
+very large experiment (a long scan of its records) costs at most about 1/DUTY of a core."""
 Change = Callable[[ExperimentRuntime], "ExperimentRuntime | None"]
 
 
@@ -130,10 +134,13 @@ def _first_breaches(breaches: list[Breach], skip: set[str]) -> list[Breach]:
 class Supervisor:
     def __init__(self, store: Store, registry: RuntimeRegistry, *, interval_s: float = 10.0,
                  sample_cap: int = 20_000, draws: int = DEFAULT_DRAWS, min_weight_change: float = 0.02,
-                 shutdown_grace_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 shutdown_grace_s: float = 5.0, read_timeout_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._store, self._registry = store, registry
         self.interval_s, self._cap, self._draws = interval_s, sample_cap, draws
         self._min_change, self._grace_s, self._clock = min_weight_change, shutdown_grace_s, clock
+        self._timeout_s = read_timeout_s
+        self._quiet_until: dict[str, float] = {}  # experiment -> no check before (clock)
         self._adaptive_at: dict[tuple[str, float | None], float] = {}  # (experiment, run) -> when it last ran
         self._stopping = asyncio.Event()
         self._down = False
@@ -182,11 +189,15 @@ class Supervisor:
         active = [v.name for v in doc.variants if v.name not in rt.stopped_variants]
         guard = bool(doc.guardrails) and rt.winner is None and any(n != doc.control_variant for n in active)
         adaptive = doc.adaptive is not None and rt.winner is None and await self._adaptive_due(doc, rt)
-        if not (guard or adaptive):
+        if not (guard or adaptive) or self._clock() < self._quiet_until.get(doc.id, 0.0):
             return
         report.checked += 1
-        ev = await evaluate(self._store, doc, rt, since=run_start(rt), cap=self._cap, draws=self._draws,
-                            adapt=adaptive)
+        began = time.perf_counter()
+        try:
+            ev = await evaluate(self._store, doc, rt, since=run_start(rt), cap=self._cap, draws=self._draws,
+                                adapt=adaptive, timeout_s=self._timeout_s)
+        finally:  # a check that took long waits DUTY times as long before the next: bounded work
+            self._quiet_until[doc.id] = self._clock() + DUTY * (time.perf_counter() - began)
         for breach in _first_breaches(ev.analysis.breaches, {*rt.stopped_variants, doc.control_variant}):
             updated = await self._registry.update_runtime(
                 doc.id, _stop(breach.variant, rt.started_at), actor=ACTOR, kind="guardrail_stop",

@@ -4,6 +4,7 @@ gateway's usage writer writes them (``adapters.usage_store.write_usage``) and fe
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -65,7 +66,8 @@ class Traffic:
         for i in range(n):
             label = labels[i] if i < len(labels) else None
             rows.append({
-                "feedback_id": new_record_id(), "ts": utcnow(), "experiment": self.experiment, "variant": variant,
+                "feedback_id": "fb_" + secrets.token_hex(12), "ts": utcnow(), "experiment": self.experiment,
+                "variant": variant,
                 "request_id": request_ids[i] if i < len(request_ids) else f"fb-req-{new_record_id()}",
                 "episode_id": episode_ids[i] if i < len(episode_ids) else None,
                 "score": float(scores[i]) if i < len(scores) else None,

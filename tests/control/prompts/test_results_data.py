@@ -109,3 +109,15 @@ async def test_sampling_without_random_record_ids_still_keeps_cap_rows(store: Sq
     await write_usage(store, rows)
     loaded = await load_variant_data(store, "exp1", ["a"], cap=20)
     assert loaded.sampling["a"].records_kept == 20 and loaded.data["a"].requests == 50
+
+
+async def test_scores_are_sampled_too_with_exact_means(store: SqlStore) -> None:
+    t = Traffic(store, "exp1")
+    await t.records("a", 10)
+    await t.feedback("a", scores=[float(i % 5) for i in range(300)], labels=[i % 3 == 0 for i in range(300)])
+    loaded = await load_variant_data(store, "exp1", ["a"], cap=100)
+    s = loaded.sampling["a"]
+    assert (s.scores_kept, s.scores, s.sampled) == (100, 300, True)
+    assert loaded.exact["a"].score_sum == sum(i % 5 for i in range(300))  # exact, whatever was sampled
+    assert (loaded.data["a"].labels_positive, loaded.data["a"].labels_total) == (100, 300)
+    assert set(loaded.data["a"].scores) == {0.0, 1.0, 2.0, 3.0, 4.0}

@@ -167,3 +167,15 @@ async def test_adaptive_writes_weights_only_when_they_move(plane: Plane) -> None
     clock.advance(-30)
     await t.records("a", 300, error_rate=0.0)  # would move the weights
     assert (await other.tick()).checked == 0 and len(await events(admin, "exp1", "weights")) == 1
+
+
+async def test_a_check_is_not_repeated_before_duty_times_its_duration(plane: Plane) -> None:
+    admin, service, store = plane
+    await start_experiment(admin, experiment_doc(**GUARDED))
+    await Traffic(store, "exp1").records("a", 10)
+    now = [time.time()]
+    sup = Supervisor(store, service, clock=lambda: now[0])  # a clock that moves only when told
+    assert (await sup.tick()).checked == 1
+    assert (await sup.tick()).checked == 0  # not DUTY x the first check's duration later yet
+    now[0] += 3600
+    assert (await sup.tick()).checked == 1
