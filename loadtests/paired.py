@@ -125,7 +125,7 @@ def summarize_pairs(runs: Sequence[PairedRun]) -> PairedSummary | None:
 
 
 def pair_table(runs: Sequence[PairedRun], first: str, second: str, ratio_row: str,
-               cpu_note: str) -> tuple[list[str], float, float | None]:
+               cpu_note: str, concurrency: int = 64) -> tuple[list[str], float, float | None]:
     """The medians table every paired A/B benchmark prints (`floor` = `first`, `gateway` = `second`),
     with the median req/s ratio and the CPU ratio (first's CPU over second's) for its verdict.
 
@@ -136,7 +136,7 @@ def pair_table(runs: Sequence[PairedRun], first: str, second: str, ratio_row: st
     ratio = statistics.median(r.ratio for r in runs)
     cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
     lines = [
-        f"{len(runs)} pairs at c=64, medians (ratio range {fmt(min(r.ratio for r in runs))}"
+        f"{len(runs)} pairs at c={concurrency}, medians (ratio range {fmt(min(r.ratio for r in runs))}"
         f" to {fmt(max(r.ratio for r in runs))})",
         "",
         "| | req/s | CPU µs / request |",
