@@ -17,6 +17,8 @@ import msgspec
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import ControlCfg, FieldError, Migration, ModuleContext, SemanticError
+from control.prompts.analysis import analysis_running
+from control.prompts.results_routes import ResultsController
 from control.prompts.routes import ExperimentsController, TemplatesController
 from control.prompts.service import PromptsService
 from control.prompts.services import PROMPTS
@@ -43,7 +45,7 @@ class PromptsModule:
     name = "prompts"
 
     def routes(self) -> Sequence[ControllerRouterHandler]:
-        return [TemplatesController, ExperimentsController]
+        return [TemplatesController, ExperimentsController, ResultsController]
 
     def migrations(self) -> Sequence[Migration]:
         return PROMPTS_MIGRATIONS
@@ -63,6 +65,7 @@ class PromptsModule:
         try:
             await service.reconfigure(settings)
             await service.publisher.publish_if_missing()
-            yield
+            async with analysis_running(ctx, service, settings):  # the results service and the supervisor
+                yield
         finally:
             await service.aclose()

@@ -1,43 +1,18 @@
-"""The prompts module on an admin test app, with the results endpoint and a started experiment helper."""
+"""The prompts module (results endpoint and supervisor included) on an admin test app; starting experiments."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from litestar.types import ControllerRouterHandler
-
-from adapters.adminapi import ControlCfg, ModuleContext
+from adapters.adminapi import ControlCfg
 from adapters.adminapi.testing import AdminTestApp, admin_test_app
 from adapters.store import Store
-from control.prompts import PROMPTS, PromptsModule, PromptsService, module
-from control.prompts.analysis import analysis_running
-from control.prompts.analysis_settings import AnalysisSettings
-from control.prompts.results_routes import ResultsController
+from control.prompts import PROMPTS, PromptsService, module
 from tests.control.prompts._results_support import API, analysis_off
 from tests.control.prompts.conftest import Probe
-
-
-class _WithAnalysis(PromptsModule):
-    """The module as it is once ``module.py`` mounts the results and the supervisor (before that lands)."""
-
-    def routes(self) -> Sequence[ControllerRouterHandler]:
-        return [*super().routes(), ResultsController]
-
-    @contextlib.asynccontextmanager
-    async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
-        async with super()._run(ctx):
-            class _Off:
-                analysis = AnalysisSettings(supervisor=False)
-
-            async with analysis_running(ctx, ctx.services[PROMPTS], _Off()):
-                yield
-
-
-def _module() -> PromptsModule:
-    return module if ResultsController in module.routes() else _WithAnalysis()
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +20,7 @@ async def results_app(database_url: str, data_dir: Path) -> AsyncIterator[tuple[
     cfg = ControlCfg(database_url=database_url, data_dir=str(data_dir), change_feed="local",
                      module_settings={"prompts": analysis_off()})
     probe = Probe()
-    async with admin_test_app(cfg, modules=[_module(), probe]) as app:
+    async with admin_test_app(cfg, modules=[module, probe]) as app:
         assert app.plane.store is not None
         yield app, probe.ctx.services[PROMPTS], app.plane.store
 

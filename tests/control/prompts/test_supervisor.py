@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
+from adapters.adminapi import ModuleContext
+from adapters.adminapi.services import ServiceRegistry
 from adapters.adminapi.testing import AdminTestApp
 from adapters.store import Store
 from control.prompts import PromptsService
-from control.prompts.results import effective_weights
+from control.prompts.analysis import analysis_running
+from control.prompts.analysis_settings import AnalysisSettings
+from control.prompts.results import RESULTS, ResultsService, effective_weights
 from control.prompts.supervisor import Supervisor
 from tests.control.prompts._results_app import results_app, start_experiment
 from tests.control.prompts._results_support import API, Traffic, experiment_doc
@@ -179,3 +183,25 @@ async def test_a_check_is_not_repeated_before_duty_times_its_duration(plane: Pla
     assert (await sup.tick()).checked == 0  # not DUTY x the first check's duration later yet
     now[0] += 3600
     assert (await sup.tick()).checked == 1
+
+
+async def test_the_module_lifespan_runs_the_supervisor_in_the_background(plane: Plane, tmp_path: Path) -> None:
+    """``analysis_running`` (what the module's lifespan enters) provides the results service and ticks on
+    its own: a breach is acted on with no hand-made tick."""
+    admin, service, store = plane
+    await start_experiment(admin, experiment_doc(**GUARDED))
+    t = Traffic(store, "exp1", seed=8)
+    await t.records("a", 120, error_rate=0.0)
+    await t.records("b", 120, error_rate=0.7)
+    ctx = ModuleContext(name="prompts", store=store, changes=store.changes, audit=admin.plane._require_running().audit,
+                        settings=admin.plane.cfg, data_dir=tmp_path, services=ServiceRegistry())
+
+    class Settings:
+        analysis = AnalysisSettings(interval_s=0.05)
+
+    async with analysis_running(ctx, service, Settings()):
+        assert isinstance(ctx.services[RESULTS], ResultsService)
+        async with asyncio.timeout(30):
+            while (await service.get("exp1")).runtime.stopped_variants != ["b"]:
+                await asyncio.sleep(0.05)  # polling the state the supervisor writes
+    assert len(await events(admin, "exp1", "guardrail_stop")) == 1
