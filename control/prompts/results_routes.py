@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.di import Provide
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
 from adapters.adminapi import Envelope, ModuleContext, ok
@@ -12,6 +14,14 @@ from control.prompts.results import RESULTS, ResultsService
 from control.prompts.results_wire import ExperimentResults
 
 __all__ = ["ResultsController"]
+
+# What parse_instant accepts, stated exactly (as the audit log's since/until): an RFC 3339 date-time, Unix
+# seconds in datetime's years 1-9999, or null.
+_INSTANT = {"oneOf": None, "anyOf": [
+    Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+    Schema(type=OpenAPIType.NUMBER, minimum=-62135596800, maximum=253402300799, description="Unix seconds"),
+    Schema(type=OpenAPIType.NULL),
+]}
 
 
 def _service(ctx: ModuleContext) -> ResultsService:
@@ -31,7 +41,7 @@ class ResultsController(Controller):
                      "winner, P(best) when adaptive). The window starts at the run's start unless `since` says.")
     async def get_results(
         self, experimentId: str, results: ResultsService,
-        since: str | None = Parameter(query="since", default=None, max_length=40,
+        since: str | None = Parameter(query="since", default=None, schema_extra=_INSTANT,
                                       description="window start: RFC 3339 date-time (UTC if no offset) or Unix "
                                                   "seconds; default the experiment's (re)start"),
     ) -> Envelope[ExperimentResults]:
