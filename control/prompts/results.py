@@ -94,17 +94,22 @@ async def evaluate(store: Store, doc: ExperimentDoc, runtime: ExperimentRuntime,
 
 
 def effective_weights(doc: ExperimentDoc, runtime: ExperimentRuntime) -> dict[str, float]:
-    """The split of experiment traffic the runtime produces: a winner or a rollback takes it all, stopped
-    variants none, the rest by the allocator's weights (or the document's), normalised."""
+    """The split of experiment traffic the gateway makes (``policies.prompts.assignment``, in its order): a
+    rollback sends it all to control, then a winner takes it all, a paused or stopped experiment serves
+    control; else the allocator's weights (a variant they omit: 0) or the document's, stopped variants 0,
+    normalised (all 0: control)."""
     names = [v.name for v in doc.variants]
-    if runtime.winner in names:
-        return {n: float(n == runtime.winner) for n in names}
-    if runtime.rolled_back:
-        return {n: float(n == doc.control_variant) for n in names}
-    base = {v.name: runtime.weights.get(v.name, v.weight) if runtime.weights else v.weight for v in doc.variants}
-    live = {n: w if n not in runtime.stopped_variants else 0.0 for n, w in base.items()}
+    control = doc.control_variant
+    if runtime.rolled_back or (runtime.winner is None and runtime.state in ("paused", "stopped")):
+        return {n: float(n == control) for n in names}
+    if runtime.winner is not None:
+        winner = runtime.winner if runtime.winner in names else control
+        return {n: float(n == winner) for n in names}
+    raw = {v.name: 0.0 if v.name in runtime.stopped_variants
+           else runtime.weights.get(v.name, 0.0) if runtime.weights else v.weight for v in doc.variants}
+    live = {n: w if math.isfinite(w) and w > 0 else 0.0 for n, w in raw.items()}
     total = sum(live.values())
-    return {n: (w / total if total > 0 else 0.0) for n, w in live.items()}
+    return {n: w / total for n, w in live.items()} if total > 0 else {n: float(n == control) for n in names}
 
 
 def _finite(x: float | None) -> float | None:

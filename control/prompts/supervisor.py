@@ -42,7 +42,7 @@ from sqlalchemy import select
 
 from adapters.adminapi.errors import AdminError
 from adapters.store import Store, StoreError
-from control.prompts.results import DEFAULT_DRAWS, Evaluation, evaluate, run_start, stable_seed
+from control.prompts.results import DEFAULT_DRAWS, Evaluation, effective_weights, evaluate, run_start, stable_seed
 from control.prompts.tables import experiment_events
 from policies.prompts.adaptive import allocate
 from policies.prompts.documents import ExperimentDoc, ExperimentRuntime
@@ -110,12 +110,8 @@ def _reweigh(before: ExperimentRuntime, weights: dict[str, float]) -> Change:
 
 
 def _shares(doc: ExperimentDoc, rt: ExperimentRuntime) -> dict[str, float]:
-    """The split the allocator's weights are compared with: the runtime's (or the document's), the
-    stopped variants at 0, normalised."""
-    raw = {v.name: 0.0 if v.name in rt.stopped_variants else rt.weights.get(v.name, v.weight) if rt.weights
-           else v.weight for v in doc.variants}
-    total = sum(raw.values())
-    return {n: w / total if total > 0 else 0.0 for n, w in raw.items()}
+    """The split the allocator's weights are compared with: the one the gateway makes now."""
+    return effective_weights(doc, rt)
 
 
 def _moved(old: Mapping[str, float], new: Mapping[str, float], by: float) -> bool:
