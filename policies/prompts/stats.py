@@ -26,13 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from policies.prompts.documents import ExperimentDoc
+
+_NORMAL = NormalDist()  # the standard normal, from the standard library (no scipy import at start-up)
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -296,7 +298,7 @@ def _wilson(x: int, n: int, z: float) -> tuple[float, float]:
 
 
 def _proportion_test(xv: int, nv: int, xc: int, nc: int, alpha: float) -> tuple[float, float, float]:
-    z = float(sps.norm.ppf(1 - alpha / 2))
+    z = _NORMAL.inv_cdf(1 - alpha / 2)
     pv, pc = xv / nv, xc / nc
     (lv, uv), (lc, uc) = _wilson(xv, nv, z), _wilson(xc, nc, z)
     d = pv - pc
@@ -304,7 +306,7 @@ def _proportion_test(xv: int, nv: int, xc: int, nc: int, alpha: float) -> tuple[
     high = d + math.sqrt((uv - pv) ** 2 + (pc - lc) ** 2)
     pooled = (xv + xc) / (nv + nc)
     se = math.sqrt(pooled * (1 - pooled) * (1 / nv + 1 / nc))
-    p = 2 * float(sps.norm.sf(abs(d) / se)) if se > 0 else 1.0  # se 0: both arms all-or-nothing alike
+    p = math.erfc(abs(d) / se / math.sqrt(2)) if se > 0 else 1.0  # two-sided; se 0: both arms all-or-nothing alike
     return low, high, p
 
 
@@ -317,8 +319,10 @@ def _welch(v: FloatArray, c: FloatArray, alpha: float) -> tuple[float, float, fl
         return "no variance in either arm: Welch's t does not apply"
     df = se**4 / (var_v**2 / (v.size - 1) + var_c**2 / (c.size - 1))
     d = float(v.mean() - c.mean())
-    half = float(sps.t.ppf(1 - alpha / 2, df)) * se
-    return d - half, d + half, 2 * float(sps.t.sf(abs(d) / se, df))
+    from scipy.special import stdtr, stdtrit  # Student's t; imported on first use (scipy loads slowly)
+
+    half = float(stdtrit(df, 1 - alpha / 2)) * se
+    return d - half, d + half, 2 * float(stdtr(df, -abs(d) / se))
 
 
 def _bootstrap(v: FloatArray, c: FloatArray, q: float, alpha: float, rng: np.random.Generator,
@@ -387,7 +391,7 @@ def _sample_size(doc: ExperimentDoc, data: Mapping[str, VariantData], control: V
         variance = 2 * n_c * float(bootstrap_quantile(np.sort(sample(dc)), q, rng, BOOTSTRAP_RESAMPLES).var())
     if variance <= 0:
         return replace(out, reason="control's observations have no variance")
-    z = float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(POWER))
+    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(POWER)
     needed = math.ceil(z * z * variance / effect**2)
     per_request = n_c / dc.requests if dc.requests else 1.0  # feedback arrives on a share of requests
     requests = math.ceil(needed / per_request) if per_request > 0 else None
