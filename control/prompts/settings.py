@@ -11,7 +11,8 @@ does not write them by hand:
     ``templates`` snapshot even when it is no longer the latest.
 
 ``sync_retry_s`` is the operator's: how long to wait before retrying a sync the database refused (down
-or too slow) while the gateway itself reloaded fine.
+or too slow) while the gateway itself reloaded fine; so is ``analysis`` (``AnalysisSettings``: the results
+endpoint's sample cap, and whether and how often this replica's supervisor runs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated
 
 import msgspec
 
+from control.prompts.analysis_settings import AnalysisSettings
 from policies.prompts.documents import PromptsCfg
 
 __all__ = ["PromptsSettings"]
@@ -29,3 +31,4 @@ class PromptsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     declared: PromptsCfg = PromptsCfg()
     route_templates: list[str] = []
     sync_retry_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    analysis: AnalysisSettings = AnalysisSettings()  # the results endpoint and the supervisor

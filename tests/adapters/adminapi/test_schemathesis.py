@@ -17,7 +17,7 @@ Configured exceptions, each deliberate (see docs/admin-api.md, "OpenAPI document
 
 * ``use_after_free`` is off for ``/admin/keys/{keyId}``: revoking a key keeps it readable, with its
   ``revokedAt``, so an operator can see who revoked what and when; and for a policy's versions: a
-  deleted policy's history stays readable, for the same reason.
+  deleted policy's history stays readable, for the same reason, as does a deleted prompt template's.
 * The two multipart upload operations get no generated requests: their bodies are streamed files
   whose accepted extensions and contents the schema cannot state. Their declared responses are
   checked by ``tests/adapters/adminapi/test_openapi.py``.
@@ -78,6 +78,7 @@ def fuzz_config(base_url: str) -> SchemathesisConfig:
         "operations": [
             {"include-path": f"{ADMIN_PREFIX}/admin/keys/{{keyId}}", "checks": {"use_after_free": {"enabled": False}}},
             {"include-path-regex": "/governance/policies/", "checks": {"use_after_free": {"enabled": False}}},
+            {"include-path-regex": "/prompts/templates/", "checks": {"use_after_free": {"enabled": False}}},
             {"include-path-regex": "/upload$", "enabled": False},
         ],
     })
