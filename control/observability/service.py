@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from adapters.store import Store
 from control.observability.params import UsageQuery, Window, iso
 from control.observability.protocol import METRIC_FIELDS, CostAggregate, CostProfiles, TopSpenders, UsageReport
@@ -23,8 +25,7 @@ PROFILE_DIMENSIONS = ("route", "provider", "model")  # an "endpoint" of cost-pro
 def _row(row: ReportRow, group_by: tuple[str, ...], *, bucket: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"bucket": iso(row.bucket) if row.bucket else None} if bucket else {}
     out.update((dim, value or None) for dim, value in zip(group_by, row.dims, strict=True))  # "" = absent
-    metrics = row.metrics.wire()
-    out.update((name, getattr(metrics, name)) for name in METRIC_FIELDS)
+    out.update(msgspec.structs.asdict(row.metrics.wire()))  # METRIC_FIELDS, in order
     return out
 
 
