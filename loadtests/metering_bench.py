@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import bench_servers as servers
+from loadtests.docsection import write_section
 from loadtests.paired import PairedRun, measure_pairs, pair_table
 from loadtests.procs import cpu_prefix, free_port, stop_process
 from loadtests.report import Check, fmt
@@ -187,13 +188,7 @@ def write_doc(doc: Path, table: str, command: str, backend: str, stored: tuple[i
         table.rstrip("\n"),
         _END,
     ])
-    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    start, end = text.find(_START), text.find(_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_section(doc, "metering", section)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -34,6 +34,7 @@ from adapters.dataplane import ROLLUP_DIMENSIONS, usage_records, usage_rollups
 from adapters.store import SqlStore, migrate, open_store
 from adapters.usage import Principal, UsageRecord, new_record_id
 from adapters.usage_store import UsageRow, rollup_deltas, row_from_record, write_usage
+from loadtests.docsection import write_section
 from loadtests.metering_bench import _postgres
 
 __all__ = ["main"]
@@ -143,13 +144,7 @@ def _write_doc(doc: Path, table: str, command: str) -> None:
         table.rstrip("\n"),
         _END,
     ])
-    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    start, end = text.find(_START), text.find(_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_section(doc, "metering_write_paths", section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
