@@ -139,7 +139,8 @@ async def test_a_slow_store_spills_after_the_write_timeout(tmp_path: Path) -> No
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database's write lock
         await w.consume([record(i) for i in range(5)])
         await until(lambda: _registry_value(w, "llmops_usage_records_spilled_total") == 5, 10, "spilled on timeout")
-        assert not w.healthy
+        # (not `w.healthy`: its probe is a read, which SQLite's WAL answers while the write lock is held, so
+        # the writer may already be retrying here; it writes nothing until the lock is free)
         assert _registry_value(w, "llmops_usage_records_written_total") == 0
         blocker.execute("ROLLBACK")
         await until(lambda: w.healthy and not spill_files(tmp_path), 10, "replayed once the lock is free")
