@@ -132,7 +132,7 @@ def _variants(doc: ExperimentDoc, runtime: ExperimentRuntime, ev: Evaluation) ->
             prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens,
             prompt_tokens_per_request=_div(d.prompt_tokens, s.requests),
             completion_tokens_per_request=_div(d.completion_tokens, s.requests),
-            cost_usd=str(Decimal(x.cost_nano_usd).scaleb(-9)),
+            cost_usd=format(Decimal(x.cost_nano_usd).scaleb(-9).normalize(), "f"),  # "0", "0.0015": never "0E-9"
             cost_per_request_usd=_div(x.cost_nano_usd * 1e-9, x.priced),
             priced=x.priced, unpriced=d.unpriced, feedback_score_mean=_div(x.score_sum, x.scores),
             feedback_scores=x.scores, feedback_rate=_finite(s.feedback_rate), feedback_labels=d.labels_total,
