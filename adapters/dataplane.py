@@ -209,8 +209,11 @@ def _usage_records_v4(table: Table) -> Table:
     table.append_column(Column("experiment", String(64)))
     table.append_column(Column("episode_id", String(128)))
     table.append_column(Column("fallback", Boolean, nullable=False, server_default=text("false")))
-    Index("ix_usage_records_experiment_ts", table.c.experiment, table.c.ts)
-    Index("ix_usage_records_episode", table.c.episode_id)
+    # Partial: most requests are in no experiment and name no episode, and cost no index update for them.
+    in_experiment, in_episode = table.c.experiment.is_not(None), table.c.episode_id.is_not(None)
+    Index("ix_usage_records_experiment_ts", table.c.experiment, table.c.ts,
+          sqlite_where=in_experiment, postgresql_where=in_experiment)
+    Index("ix_usage_records_episode", table.c.episode_id, sqlite_where=in_episode, postgresql_where=in_episode)
     return table
 
 
@@ -241,8 +244,10 @@ async def _experiments_and_feedback(conn: AsyncConnection) -> None:
     for column, kind in _USAGE_V4_COLUMNS:
         await conn.execute(text(f"ALTER TABLE usage_records ADD COLUMN {column} {kind}"))
     await conn.execute(text("ALTER TABLE usage_records ADD COLUMN fallback BOOLEAN NOT NULL DEFAULT false"))
-    await conn.execute(text("CREATE INDEX ix_usage_records_experiment_ts ON usage_records (experiment, ts)"))
-    await conn.execute(text("CREATE INDEX ix_usage_records_episode ON usage_records (episode_id)"))
+    await conn.execute(text("CREATE INDEX ix_usage_records_experiment_ts ON usage_records (experiment, ts) "
+                            "WHERE experiment IS NOT NULL"))
+    await conn.execute(text("CREATE INDEX ix_usage_records_episode ON usage_records (episode_id) "
+                            "WHERE episode_id IS NOT NULL"))
     await create_tables(_feedback(MetaData()))(conn)
 
 
