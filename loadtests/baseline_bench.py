@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from loadtests import bench_servers as servers
-from loadtests.paired import PairedRun, measure_pairs
+from loadtests.paired import PairedRun, measure_pairs, paired_parser, parse_paired
 from loadtests.procs import free_port, stop_process
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -99,19 +99,12 @@ def _start(tree: Path, cfg: dict[str, object], cpus: Sequence[int], tmp: Path, n
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.baseline_bench", description=__doc__.splitlines()[0])
+    p = paired_parser("loadtests.baseline_bench", __doc__.splitlines()[0], doc=False)
     p.add_argument("--baseline", required=True, help="the earlier commit (any git revision)")
-    p.add_argument("--pairs", type=int, default=10, help="paired runs (default 10)")
-    p.add_argument("--pair-duration", type=float, default=3.0, help="seconds per run (default 3)")
-    p.add_argument("--server-cpu", type=int, default=1, help="core for both gateways (default 1)")
-    p.add_argument("--load-cpu", type=int, default=0, help="core for wrk and nginx (default 0)")
     p.add_argument("--bare", action="store_true",
                    help="this tree with its built-in plug-ins and usage writer off: the seams alone, as the "
                         "baseline had no such features")
-    args = p.parse_args(argv)
-    if args.pairs < 1:
-        p.error("--pairs must be at least 1")
-    return args
+    return parse_paired(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,11 +11,13 @@ throughput, and co-tenants move it far less than they move req/s.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from loadtests.report import fmt
 from loadtests.sweep import Target
@@ -147,3 +149,22 @@ def pair_table(runs: Sequence[PairedRun], first: str, second: str, ratio_row: st
         "",
     ]
     return lines, ratio, cpu_ratio
+
+
+def paired_parser(prog: str, description: str, *, pairs: int = 10, doc: bool = True) -> argparse.ArgumentParser:
+    """The options every paired benchmark takes; add its own, then parse with ``parse_paired``."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    p.add_argument("--pairs", type=int, default=pairs, help=f"paired runs (default {pairs})")
+    p.add_argument("--pair-duration", type=float, default=3.0, help="seconds per run (default 3)")
+    p.add_argument("--server-cpu", type=int, default=1, help="core for both servers (default 1)")
+    p.add_argument("--load-cpu", type=int, default=0, help="core for wrk and nginx (default 0)")
+    if doc:
+        p.add_argument("--doc", type=Path, help="write the result into this markdown file (its own section)")
+    return p
+
+
+def parse_paired(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.pairs < 1:
+        p.error("--pairs must be at least 1")
+    return args

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import bench_servers as servers
-from loadtests.paired import PairedRun, measure_pairs, pair_table
+from loadtests.paired import PairedRun, measure_pairs, pair_table, paired_parser, parse_paired
 from loadtests.procs import free_port, stop_process
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -46,15 +46,8 @@ def plugins_table(runs: Sequence[PairedRun]) -> str:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.plugins_bench", description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=10)
-    p.add_argument("--pair-duration", type=float, default=3.0)
-    p.add_argument("--server-cpu", type=int, default=1)
-    p.add_argument("--load-cpu", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.pairs < 1:
-        p.error("--pairs must be at least 1")
-    return args
+    p = paired_parser("loadtests.plugins_bench", __doc__.splitlines()[0], doc=False)
+    return parse_paired(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 from loadtests import bench_servers as servers
 from loadtests.docsection import write_section
-from loadtests.paired import PairedRun, measure_pairs, pair_table
+from loadtests.paired import PairedRun, measure_pairs, pair_table, paired_parser, parse_paired
 from loadtests.procs import ProcessFailed, cpu_prefix, free_port, stop_process, wait_for_port
 from loadtests.report import Check, fmt
 from loadtests.sweep import Target
@@ -184,18 +184,10 @@ def _write_doc(doc: Path, section: str) -> None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.policy_bench", description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=10)
-    p.add_argument("--pair-duration", type=float, default=3.0)
-    p.add_argument("--server-cpu", type=int, default=1)
-    p.add_argument("--load-cpu", type=int, default=0)
-    p.add_argument("--doc", type=Path, help="write the result into this markdown file (its own section)")
+    p = paired_parser("loadtests.policy_bench", __doc__.splitlines()[0])
     p.add_argument("--on", choices=["both", "auth", "limits", "limits-memory"], default="both",
                    help="what the policy side runs (default both; the others split the cost)")
-    args = p.parse_args(argv)
-    if args.pairs < 1:
-        p.error("--pairs must be at least 1")
-    return args
+    return parse_paired(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
