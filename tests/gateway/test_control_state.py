@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from adapters.adminapi.testing import serve_asgi
 from adapters.snapshots import ProviderSpec, RouteSpec, RoutesSnapshot, TargetSpec
@@ -23,7 +20,8 @@ from adapters.store import SqlStore, open_store, publish
 from gateway.app import create_app
 from gateway.config import ConfigError, decode_config
 from gateway.control_state import apply_routes
-from tests.servers import free_port, start_postgres
+from tests.serve_process import serve, stop, until, wait_ready
+from tests.servers import start_postgres
 
 MSG = [{"role": "user", "content": "hi"}]
 ADMIN = {"authorization": "Bearer adm-secret"}
@@ -120,39 +118,12 @@ async def test_admin_change_and_published_routes_feed_the_generation(database_ur
 
 
 def _serve(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
+    return serve(tmp_path, name, {
         "server": {"log_level": "warning"},
         "control": {"database_url": database_url, "data_dir": str(tmp_path / name), "modules": ["governance"]},
         "providers": [{"name": "mock", "kind": "openai", "base_url": "builtin:mock"}],
         "routes": [{"name": "yaml-route", "targets": [{"provider": "mock", "model": "m"}]}],
-    }))
-    env = {**os.environ, "LLMOPS_ADMIN_KEY": "adm-secret"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never came up")
-
-
-def _until(check: Any, within_s: float) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < within_s, f"not seen within {within_s} s"
-        time.sleep(0.01)
-    return time.monotonic() - start
+    }, env={"LLMOPS_ADMIN_KEY": "adm-secret"})
 
 
 def _models(url: str) -> list[str]:
@@ -165,14 +136,14 @@ def test_two_serve_processes_see_changes_within_1s_and_serve_through_an_outage(t
         a, url_a = _serve(tmp_path, "a", database_url)
         b, url_b = _serve(tmp_path, "b", database_url)
         try:
-            _wait_ready(url_a, a)
-            _wait_ready(url_b, b)
+            wait_ready(url_a, a, within_s=30, poll_s=0.1)
+            wait_ready(url_b, b, within_s=30, poll_s=0.1)
             # a policy through the admin API of A is in force on B within 1 s
             before = httpx.get(url_b + "/readyz").json()["control"]["generations"]["policies"]
             r = httpx.post(url_a + POLICIES, headers=ADMIN,
                            json={"name": "rpm", "document": RPM})
             assert r.status_code == 201, r.text
-            took = _until(lambda: httpx.get(url_b + "/readyz").json()["control"]["generations"]["policies"] > before,
+            took = until(lambda: httpx.get(url_b + "/readyz").json()["control"]["generations"]["policies"] > before,
                           1.0)
             print(f"policy seen on the other replica after {took:.3f} s")
             # a routes snapshot (as the catalog would publish it) reaches both within 1 s
@@ -186,12 +157,12 @@ def test_two_serve_processes_see_changes_within_1s_and_serve_through_an_outage(t
                     await store.aclose()
 
             asyncio.run(publish_routes())
-            took = max(_until(lambda u=u: "store-route" in _models(u), 1.0) for u in (url_a, url_b))  # type: ignore[misc]
+            took = max(until(lambda u=u: "store-route" in _models(u), 1.0) for u in (url_a, url_b))  # type: ignore[misc]
             print(f"route seen on both replicas after {took:.3f} s")
             pg.stop()
             # the database is down: both still serve, /readyz stays ready and shows the staleness
             for url in (url_a, url_b):
-                _until(lambda u=url: "error" in httpx.get(u + "/readyz").json()["control"], 15.0)  # type: ignore[misc]
+                until(lambda u=url: "error" in httpx.get(u + "/readyz").json()["control"], 15.0)  # type: ignore[misc]
                 ready = httpx.get(url + "/readyz")
                 assert ready.status_code == 200 and ready.json()["status"] == "ready"
                 control = ready.json()["control"]
@@ -201,8 +172,4 @@ def test_two_serve_processes_see_changes_within_1s_and_serve_through_an_outage(t
                 r = httpx.post(url + "/v1/chat/completions", json={"model": "store-route", "messages": MSG}, timeout=10)
                 assert r.status_code == 200, r.text
         finally:
-            for proc in (a, b):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (a, b):
-                _, err = proc.communicate(timeout=30)
-                assert b"Traceback" not in err, err.decode()[-3000:]
+            stop(a, b)

@@ -3,18 +3,14 @@ both, and its revocation is in force on both within 1 s (each follows the keys s
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-import yaml
 
-from tests.servers import free_port, start_postgres
+from tests.serve_process import serve, stop, until, wait_ready
+from tests.servers import start_postgres
 
 ADMIN = {"authorization": "Bearer adm-secret"}
 GOV = "/llm-ops/v1/governance"
@@ -22,41 +18,13 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def _serve(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
+    return serve(tmp_path, name, {
         "server": {"log_level": "warning"},
         "control": {"database_url": database_url, "data_dir": str(tmp_path / name), "modules": ["governance"]},
         "providers": [{"name": "mock", "kind": "openai", "base_url": "builtin:mock"}],
         "routes": [{"name": "r", "targets": [{"provider": "mock", "model": "m"}]}],
         "plugins": [{"name": "auth"}],
-    }))
-    env = {**os.environ, "LLMOPS_ADMIN_KEY": "adm-secret"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    end = time.monotonic() + 60  # two processes starting on a busy 2-core machine
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"{url} never came up: {proc.communicate()[1].decode()[-2000:]}")
-
-
-def _until(check: Any, within_s: float) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < within_s, f"not seen within {within_s} s"
-        time.sleep(0.01)
-    return time.monotonic() - start
+    }, env={"LLMOPS_ADMIN_KEY": "adm-secret"})
 
 
 def _status(url: str, key: str | None = None) -> int:
@@ -71,29 +39,25 @@ def test_a_revocation_is_in_force_on_both_replicas_within_1s(tmp_path: Path) -> 
         a, url_a = _serve(tmp_path, "a", database_url)
         b, url_b = _serve(tmp_path, "b", database_url)
         try:
-            _wait_ready(url_a, a)
-            _wait_ready(url_b, b)
+            wait_ready(url_a, a)
+            wait_ready(url_b, b)
             team = httpx.post(url_a + f"{GOV}/teams", headers=ADMIN, json={"name": "apps"}).json()["data"]["id"]
             made = httpx.post(url_a + f"{GOV}/keys", headers=ADMIN,
                               json={"name": "app", "teamId": team, "roles": ["inference"]})
             assert made.status_code == 201, made.text
             key, key_id = made.json()["data"]["key"], made.json()["data"]["id"]
             for url in (url_a, url_b):
-                _until(lambda u=url: _status(u) == 401, 1.0)  # type: ignore[misc]
+                until(lambda u=url: _status(u) == 401, 1.0)  # type: ignore[misc]
                 assert _status(url, key) == 200
             r = httpx.post(url_a + f"{GOV}/keys/{key_id}/revoke", headers=ADMIN)
             assert r.status_code == 200, r.text
             revoked_at = time.monotonic()
             for url in (url_a, url_b):
-                _until(lambda u=url: _status(u, key) == 401, 1.0)  # type: ignore[misc]
+                until(lambda u=url: _status(u, key) == 401, 1.0)  # type: ignore[misc]
             took = time.monotonic() - revoked_at
             print(f"revocation in force on both replicas after {took:.3f} s")
             assert took < 1.0
             for url in (url_a, url_b):
                 assert _status(url) == 401  # still required: a key was issued
         finally:
-            for proc in (a, b):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (a, b):
-                _, err = proc.communicate(timeout=30)
-                assert b"Traceback" not in err, err.decode()[-3000:]
+            stop(a, b)
