@@ -70,37 +70,33 @@ SETTLE = Script("common.lua", "settle.lua")
 _encode = msgspec.json.Encoder().encode
 
 
+def _with_plans(items: Sequence[Any], row: Callable[[Any, int], tuple[Any, ...]]) -> bytes:
+    """``[plans, rows]``: each distinct plan (the ``buckets``, ``slots`` and ``spends`` lists a Plan
+    shares with all its requests) once, and ``row(item, plan_index)`` per item."""
+    plans: dict[tuple[int, int, int], int] = {}
+    shapes: list[tuple[Any, Any, Any]] = []
+    rows: list[tuple[Any, ...]] = []
+    for item in items:
+        shape = (id(item.buckets), id(item.slots), id(item.spends))
+        at = plans.get(shape)
+        if at is None:
+            at = plans[shape] = len(shapes)
+            shapes.append((item.buckets, item.slots, item.spends))
+        rows.append(row(item, at))
+    return _encode((shapes, rows))
+
+
 def reserve_payload(demands: Sequence[Demand]) -> bytes:
     """``[plans, demands]`` for reserve.lua: the checks of each plan once (the demands of one key and route
     share their lists), each demand as ``[id, ttl_s, tokens, cost, plan]``: a batch of 64 requests of one
     key sends its counters' names once, not 64 times, and the script works them out once."""
-    plans: dict[tuple[int, int, int], int] = {}
-    shapes: list[tuple[Any, Any, Any]] = []
-    rows: list[tuple[str, int, int, int, int]] = []
-    for d in demands:
-        shape = (id(d.buckets), id(d.slots), id(d.spends))
-        at = plans.get(shape)
-        if at is None:
-            at = plans[shape] = len(shapes)
-            shapes.append((d.buckets, d.slots, d.spends))
-        rows.append((d.id, d.ttl_s, d.tokens, d.cost, at))
-    return _encode((shapes, rows))
+    return _with_plans(demands, lambda d, at: (d.id, d.ttl_s, d.tokens, d.cost, at))
 
 
 def settle_payload(settlements: Sequence[Settlement]) -> bytes:
     """``[plans, items]`` for settle.lua, shared parts once as in ``reserve_payload``; an item is
     ``[id, delta, plan, reserved, actual, periods]``."""
-    plans: dict[tuple[int, int, int], int] = {}
-    shapes: list[tuple[Any, Any, Any]] = []
-    rows: list[tuple[str, int, int, int, int, list[str]]] = []
-    for s in settlements:
-        shape = (id(s.buckets), id(s.slots), id(s.spends))
-        at = plans.get(shape)
-        if at is None:
-            at = plans[shape] = len(shapes)
-            shapes.append((s.buckets, s.slots, s.spends))
-        rows.append((s.id, s.delta, at, s.reserved, s.actual, s.periods))
-    return _encode((shapes, rows))
+    return _with_plans(settlements, lambda s, at: (s.id, s.delta, at, s.reserved, s.actual, s.periods))
 _verdicts = msgspec.json.Decoder(list[Verdict]).decode
 _fired = msgspec.json.Decoder(list[list[Fired]]).decode
 _OUTAGE = (ConnectionError, OSError, TimeoutError)
@@ -236,10 +232,7 @@ class RedisRateLimiter:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.exception("rate limiter: unexpected reply from Redis")
                 return _fail(batch, "unexpected reply from the rate-limit script")
-            for (_, fut), verdict in zip(batch, verdicts, strict=False):
-                if not fut.done():
-                    fut.set_result(verdict)
-            return None
+            return _resolve(batch, verdicts)
         if isinstance(error, RespError) and error.noscript:  # a restarted Redis: load the script, then again
             self._spawn(self._send_slowly(batch))
             return None
@@ -260,10 +253,7 @@ class RedisRateLimiter:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.exception("rate limiter: unexpected reply from Redis")
             return _fail(batch, "unexpected reply from the rate-limit script")
-        for (_, fut), verdict in zip(batch, verdicts, strict=False):
-            if not fut.done():
-                fut.set_result(verdict)
-        return None
+        return _resolve(batch, verdicts)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -361,6 +351,13 @@ class RedisRateLimiter:
                 log.warning("rate-limit backend Redis is back after %.1f s", down_for)
             elif not good:
                 self._log(f"rate-limit backend Redis is still down ({self.last_error})")
+
+
+def _resolve(batch: _Batch, verdicts: Sequence[Verdict]) -> None:
+    """Hand each waiting request its verdict (one that gave up meanwhile is skipped)."""
+    for (_, fut), verdict in zip(batch, verdicts, strict=False):
+        if not fut.done():
+            fut.set_result(verdict)
 
 
 def _fail(batch: _Batch, why: str) -> None:
