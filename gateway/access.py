@@ -3,7 +3,9 @@
 The chat paths record their own `UsageRecord` (gateway/chat/service.py); everything
 else passes through `serve_counted`, which records one per response, so
 `llmops_requests_total` and the access log see every status the gateway answers
-(the 5xx-ratio alert included). The `route` label is Litestar's matched path
+(the 5xx-ratio alert included). Those records carry `endpoint="http"`: the usage
+writer leaves them out of `usage_records`, so probes, scrapes and admin calls never
+count as usage in the cost API. The `route` label is Litestar's matched path
 template, or `unmatched`: never the raw path, which clients choose.
 
 It also makes sure every response carries `x-request-id` (first incoming header
@@ -23,9 +25,10 @@ from gateway.metering import UsageRecord
 if TYPE_CHECKING:
     from gateway.state import Gateway
 
-__all__ = ["SELF_COUNTED", "UNMATCHED", "serve_counted"]
+__all__ = ["HTTP_ENDPOINT", "SELF_COUNTED", "UNMATCHED", "serve_counted"]
 
 UNMATCHED = "unmatched"
+HTTP_ENDPOINT = "http"  # not an inference endpoint: counted and logged, never stored as usage (usage_writer)
 # Route option of handlers that record their own UsageRecord (the chat service under another
 # spelling, e.g. a trailing slash): counting them here too would count them twice.
 SELF_COUNTED: dict[str, Any] = {"self_counted": True}
@@ -61,5 +64,5 @@ async def serve_counted(app: Any, gw: Gateway, scope: Scope, receive: Receive, s
                 request_id=rid.decode("latin-1") if rid is not None else request_id_from(incoming),
                 route=template or UNMATCHED, provider="-", model="-",
                 stream=False, status=state["status"], latency_s=time.perf_counter() - started, attempts=0,
-                usage_source="none", error=None if state["status"] < 400 else "http_error",
+                usage_source="none", error=None if state["status"] < 400 else "http_error", endpoint=HTTP_ENDPOINT,
             ))

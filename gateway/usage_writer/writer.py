@@ -36,6 +36,7 @@ from sqlalchemy import text
 from adapters.store import Store, StoreError, StoreUnavailable
 from adapters.usage import UsageRecord, new_record_id
 from adapters.usage_store import UsageRow, row_from_record, write_usage
+from gateway.access import HTTP_ENDPOINT
 from gateway.config import GatewayCfg, MeteringCfg
 from gateway.metrics import GatewayMetrics
 from gateway.usage_writer.metrics import WriterMetrics
@@ -123,6 +124,8 @@ class UsageWriter:
     # -- the consumer -----------------------------------------------------------------------------
 
     async def consume(self, records: Sequence[UsageRecord]) -> None:
+        if any(r.endpoint == HTTP_ENDPOINT for r in records):  # probes, scrapes, admin calls: counted, not usage
+            records = [r for r in records if r.endpoint != HTTP_ENDPOINT]
         _mint_ids(records)
         n = len(records)
         if not n:

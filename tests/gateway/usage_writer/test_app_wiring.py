@@ -1,5 +1,6 @@
-"""The app runs the usage writer when the control plane has a store: every response's record reaches it,
-with its record id minted before any other consumer sees the batch; metering off writes nothing."""
+"""The app runs the usage writer when the control plane has a store: every inference response's record
+reaches it (probes, scrapes and admin calls do not), with its record id minted before any other consumer
+sees the batch; metering off writes nothing."""
 
 from __future__ import annotations
 
@@ -46,12 +47,16 @@ async def test_every_response_is_written_to_the_store(mock: MockServer, tmp_path
                 assert r.status_code == 200, r.text
             assert (await h.post("/v1/chat/completions", json={"model": "nope", "messages": MSG},
                                  headers={"x-request-id": "unknown-route"})).status_code == 404
+            # not inference: counted in llmops_requests_total and logged, never stored as usage
+            for i, path in enumerate(("/metrics", "/readyz", "/v1/models", "/llm-ops/v1/audit-logs", "/nowhere")):
+                await h.get(path, headers={"x-request-id": f"http-{i}"})
         await g.gateway.usage.drain()
-        assert all(len(rec.record_id) == 32 for rec in seen)
+        assert {rec.request_id for rec in seen if rec.request_id.startswith("http-")}  # they were recorded
+        assert all(len(rec.record_id) == 32 for rec in seen if rec.endpoint != "http")
     # the app has stopped: its writer flushed on the way out
     rows, rolled = await _rows(database_url)
     by_request = {rid: (rec, tokens) for rid, rec, tokens in rows}
-    assert {f"chat-{i}" for i in range(3)} | {"unknown-route"} <= by_request.keys()
+    assert by_request.keys() == {f"chat-{i}" for i in range(3)} | {"unknown-route"}
     assert {rec.request_id: rec.record_id for rec in seen if rec.request_id.startswith("chat-")} == \
         {f"chat-{i}": by_request[f"chat-{i}"][0] for i in range(3)}
     assert all(by_request[f"chat-{i}"][1] > 0 for i in range(3))
