@@ -22,7 +22,7 @@ from control.prompts.publishing import Publisher
 from control.prompts.settings import PromptsSettings
 from control.prompts.sync import ConfigSync, SyncReport
 from control.prompts.templates import TemplateService
-from policies.prompts.documents import ExperimentDoc, ExperimentRuntime
+from policies.prompts.documents import ExperimentDoc, ExperimentRuntime, PromptsCfg
 
 __all__ = ["PromptsService"]
 
@@ -36,6 +36,7 @@ class PromptsService:
         self.experiments = ExperimentService(ctx, self.publisher)
         self._sync = ConfigSync(ctx.store, ctx.audit, self.publisher)
         self._retry: asyncio.Task[None] | None = None
+        self._synced: tuple[PromptsCfg, tuple[str, ...]] | None = None  # what this plane's last sync applied
 
     # -- the supervisor's seam ---------------------------------------------------------------------
 
@@ -58,11 +59,16 @@ class PromptsService:
     async def reconfigure(self, settings: PromptsSettings) -> SyncReport | None:
         """Apply the YAML's section now. ``SemanticError``: refused, nothing changed. A database error is
         logged and retried every ``sync_retry_s`` (``None`` returned): the gateway's reload must not
-        depend on the database, and the section is applied once it is back."""
+        depend on the database, and the section is applied once it is back. A reload that leaves the
+        section and the routes' template pins as this plane last applied them does not touch the
+        database at all (an empty report: nothing changed)."""
         self._cancel_retry()
-        before, self.publisher.route_templates = self.publisher.route_templates, tuple(settings.route_templates)
+        wanted = (settings.declared, tuple(settings.route_templates))
+        if wanted == self._synced:
+            return SyncReport()  # the section and the routes' pins this plane applied last: nothing to do
+        before, self.publisher.route_templates = self.publisher.route_templates, wanted[1]
         try:
-            return await self._sync.sync(settings.declared)
+            report = await self._sync.sync(settings.declared)
         except AdminError:  # refused: the running config (and the routes it pins) stays
             self.publisher.route_templates = before
             raise
@@ -71,6 +77,8 @@ class PromptsService:
                         err, settings.sync_retry_s)
             self._retry = asyncio.create_task(self._keep_trying(settings), name="llmops-prompts-sync-retry")
             return None
+        self._synced = wanted
+        return report
 
     async def _keep_trying(self, settings: PromptsSettings) -> None:
         while True:
@@ -82,6 +90,7 @@ class PromptsService:
             except AdminError as err:  # the store changed meanwhile (e.g. a route now runs another experiment)
                 log.error("prompts config refused on retry, not applied: %s", err.message)
                 return
+            self._synced = (settings.declared, tuple(settings.route_templates))
             log.info("prompts config synced after a database outage")
             return
 
