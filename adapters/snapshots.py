@@ -11,8 +11,11 @@ contract between the two sides is only this module:
 
 Kinds, their topics, contents and (future) publishers:
 
-* ``routes`` (``snapshot.routes``): providers and routes from deployed endpoints
-  and external models (deployment, catalog);
+* ``routes`` (``snapshot.routes``): providers and routes from approved external
+  models (catalog);
+* ``endpoints`` (``snapshot.endpoints``): providers and routes of serving endpoints,
+  with canary weights and the scale-from-zero queue bound (serving). Same shapes as
+  ``routes``; a YAML route wins over both, an endpoint's route over a catalog one;
 * ``keys`` (``snapshot.keys``): data-plane keys (hashes only) and teams (governance);
 * ``policies`` (``snapshot.policies``): policy documents, ``policies.documents`` (governance);
 * ``templates`` (``snapshot.templates``): prompt template versions (prompts);
@@ -44,6 +47,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SNAPSHOT_TOPICS",
     "ControlSnapshots",
+    "EndpointsSnapshot",
     "ExperimentSpec",
     "ExperimentsSnapshot",
     "KeySpec",
@@ -66,9 +70,10 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
-SnapshotKind = Literal["routes", "keys", "policies", "templates", "experiments"]
+SnapshotKind = Literal["routes", "endpoints", "keys", "policies", "templates", "experiments"]
 SNAPSHOT_TOPICS: Final[dict[SnapshotKind, str]] = {
     "routes": "snapshot.routes",
+    "endpoints": "snapshot.endpoints",
     "keys": "snapshot.keys",
     "policies": "snapshot.policies",
     "templates": "snapshot.templates",
@@ -118,9 +123,21 @@ class RouteSpec(_Spec, frozen=True):
     source: str = ""
     template: str | None = None  # a served endpoint's prompt template: "name" or "name@version"
     template_variables: dict[str, Any] = {}
+    # A serving endpoint that may be scaled to zero: how long the gateway holds a request whose upstream
+    # refuses connections (no ready replica yet) before failing it; 0 fails over at once, as before.
+    queue_timeout_s: float = 0.0
 
 
 class RoutesSnapshot(_Payload, frozen=True, tag="routes"):
+    providers: list[ProviderSpec] = []
+    routes: list[RouteSpec] = []
+
+
+class EndpointsSnapshot(_Payload, frozen=True, tag="endpoints"):
+    """Serving endpoints as routes: one provider per running revision slot (``serving:<endpoint id>:stable``
+    and ``…:canary``), one route per endpoint whose targets' weights are the traffic split. Only endpoints
+    with a healthy slot (or scaled to zero, with ``queue_timeout_s``) appear; the route goes with the endpoint."""
+
     providers: list[ProviderSpec] = []
     routes: list[RouteSpec] = []
 
@@ -208,7 +225,8 @@ class ExperimentsSnapshot(_Payload, frozen=True, tag="experiments"):
     experiments: list[ExperimentSpec] = []
 
 
-SnapshotPayload = RoutesSnapshot | KeysSnapshot | PoliciesSnapshot | TemplatesSnapshot | ExperimentsSnapshot
+SnapshotPayload = (RoutesSnapshot | EndpointsSnapshot | KeysSnapshot | PoliciesSnapshot | TemplatesSnapshot
+                   | ExperimentsSnapshot)
 
 _encoder = msgspec.json.Encoder(decimal_format="string")  # exact amounts, as "12.50"
 _decoder = msgspec.json.Decoder(SnapshotPayload)
@@ -244,13 +262,14 @@ def decode(data: bytes, kind: SnapshotKind | None = None) -> SnapshotPayload:
 class ControlSnapshots:
     """The snapshots one generation was built from; ``None``: that kind was never published.
 
-    ``routes`` is merged into the route table; ``policies`` (governance) is carried for the
+    ``routes`` and ``endpoints`` are merged into the route table; ``policies`` (governance) is carried for the
     policy plug-ins, as are ``keys``, ``templates`` and ``experiments``. Plug-ins read the
     current set from ``RequestContext.control`` (gateway plug-ins) and build their indexes
     once per snapshot object, not per request.
     """
 
     routes: RoutesSnapshot | None = None
+    endpoints: EndpointsSnapshot | None = None
     keys: KeysSnapshot | None = None
     policies: PoliciesSnapshot | None = None
     templates: TemplatesSnapshot | None = None

@@ -12,17 +12,39 @@ model cannot be deleted while the dependent exists::
     async with ctx.store.begin() as conn:
         ...insert the endpoint...
         await refs.add(conn, model_id, "endpoint", endpoint_id)
+
+``MODEL_CATALOG`` (provided by ``catalog``): read one model as ``CatalogModel`` (the fields
+serving and training need, typed here so neither imports the catalog), optionally locking its
+row in the caller's transaction so its status cannot change under a deploy.
+
+``PROMOTION_GATE`` (provided by ``evaluation`` once it exists): whether an endpoint may move to
+the next environment. When no module provides it, promotion needs no gate; when one does, a
+failed verdict refuses the promotion unless an admin overrides it with a reason (audited).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi.services import ServiceKey
 
-__all__ = ["MODEL_REFS", "ModelRefKind", "ModelRefTracker"]
+__all__ = [
+    "MODEL_CATALOG",
+    "MODEL_REFS",
+    "PROMOTION_GATE",
+    "CatalogModel",
+    "Environment",
+    "GateVerdict",
+    "ModelReader",
+    "ModelRefKind",
+    "ModelRefTracker",
+    "PromotionGate",
+    "PromotionRequest",
+]
 
 ModelRefKind = Literal["endpoint", "training_job", "model"]
 
@@ -38,3 +60,68 @@ class ModelRefTracker(Protocol):
 
 
 MODEL_REFS: ServiceKey[ModelRefTracker] = ServiceKey("catalog.model_refs")
+
+
+class CatalogModel(msgspec.Struct, frozen=True, kw_only=True):
+    """One live catalog model as other modules see it (snake_case; never carries a secret).
+
+    ``provider`` is an external model's provider config as stored (``kind``, ``baseUrl``, ``model``,
+    ``apiKeyRef``); ``files`` are the object-store keys of its current version's files (base and
+    fine-tuned models), which a runtime downloads or mounts.
+    """
+
+    id: str
+    name: str
+    type: Literal["base", "fine-tuned", "external"]
+    status: Literal["draft", "under_review", "approved", "deprecated", "retired"]
+    version: int
+    owner_team: str
+    format: str | None = None
+    provider: dict[str, Any] | None = None
+    parent_model_id: str | None = None
+    files: list[str] = []
+    tags: list[str] = []
+    labels: dict[str, str] = {}
+    updated_at: datetime | None = None
+
+
+class ModelReader(Protocol):
+    async def get(self, conn: AsyncConnection, model_id: str, *, lock: bool = False) -> CatalogModel:
+        """The live model; ``lock`` takes its row lock in ``conn``'s transaction (as ``MODEL_REFS.add`` does).
+        Raises ``NotFound`` for an unknown or deleted model."""
+        ...
+
+
+MODEL_CATALOG: ServiceKey[ModelReader] = ServiceKey("catalog.model_reader")
+
+Environment = Literal["DEV", "STG", "PROD"]
+
+
+class PromotionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a gate judges: an endpoint's current revision moving from one environment to the next."""
+
+    endpoint_id: str
+    endpoint_name: str
+    route: str
+    model_id: str
+    model_version: int
+    revision: int
+    from_environment: Environment
+    to_environment: Environment
+
+
+class GateVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """``passed`` or not, why (shown to the operator and audited), and the evidence (e.g. an evaluation run)."""
+
+    passed: bool
+    reason: str
+    evidence: dict[str, Any] = {}
+
+
+class PromotionGate(Protocol):
+    async def check(self, request: PromotionRequest) -> GateVerdict:
+        """Judge the promotion; must not raise for a failed check (return ``passed=False`` with the reason)."""
+        ...
+
+
+PROMOTION_GATE: ServiceKey[PromotionGate] = ServiceKey("evaluation.promotion_gate")

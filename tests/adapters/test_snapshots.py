@@ -13,6 +13,7 @@ import pytest
 from adapters.snapshots import (
     SCHEMA_VERSION,
     SNAPSHOT_TOPICS,
+    EndpointsSnapshot,
     ExperimentSpec,
     ExperimentsSnapshot,
     KeySpec,
@@ -60,6 +61,14 @@ EXAMPLES: list[SnapshotPayload] = [
             ExperimentDoc),
         runtime=ExperimentRuntime(state="running", started_at=1.0e9, weights={"a": 0.7, "b": 0.3}),
     )]),
+    EndpointsSnapshot(generation=4, published_at=AT, providers=[
+        ProviderSpec(name="serving:ep_1:stable", kind="openai", base_urls=["http://llm-chat.ns.svc:8000/v1"],
+                     source="endpoint:ep_1"),
+        ProviderSpec(name="serving:ep_1:canary", kind="openai", base_urls=["http://llm-chat-canary.ns.svc:8000/v1"],
+                     source="endpoint:ep_1")],
+        routes=[RouteSpec(name="chat-llama", source="endpoint:ep_1", queue_timeout_s=30.0, targets=[
+            TargetSpec(provider="serving:ep_1:stable", model="llama", weight=90),
+            TargetSpec(provider="serving:ep_1:canary", model="llama", weight=10)])]),
 ]
 
 
