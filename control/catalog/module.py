@@ -7,6 +7,7 @@ is the seam other modules use to declare dependencies on a model):
     catalog.models          ModelService       catalog.model_history   ModelHistory
     catalog.model_files     ModelFileService   catalog.model_refs      ModelRefs
     catalog.datasets        DatasetService     catalog.dataset_uploads DatasetUploads
+    catalog.model_reader    ModelReader        (``adapters.adminapi.seams.MODEL_CATALOG``)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
+from adapters.adminapi.seams import MODEL_CATALOG
 from control.catalog.datasets.analysis_pool import AnalysisPool
 from control.catalog.datasets.routes import DatasetsController
 from control.catalog.datasets.service import DatasetService
@@ -25,6 +27,7 @@ from control.catalog.datasets.upload import DatasetUploads
 from control.catalog.models.files import ModelFileService
 from control.catalog.models.history import ModelHistory
 from control.catalog.models.publish import publish_routes_if_missing
+from control.catalog.models.reader import ModelReader
 from control.catalog.models.refs import ModelRefs
 from control.catalog.models.routes import ModelsController
 from control.catalog.models.service import ModelService
@@ -62,6 +65,7 @@ class CatalogModule:
         ctx.provide(MODEL_HISTORY, ModelHistory(ctx, models))
         ctx.provide(MODEL_FILES, ModelFileService(ctx, models, max_files=settings.max_files_per_upload))
         ctx.provide(MODEL_REFS, refs)
+        ctx.provide(MODEL_CATALOG, ModelReader())
         ctx.provide(DATASETS, datasets)
         ctx.provide(DATASET_UPLOADS, uploads)
         try:
