@@ -37,6 +37,8 @@ as migration 1 created them; change a live table only with a new migration.
     ``gpu_hour``: allocated per hour in the rollups, so the row's own cost stays null).
     Migration 4 added ``experiment`` and ``episode_id`` (what the prompts plug-in set) and ``fallback``
     (served, or last tried, by another target than the first planned: experiments count these apart).
+    Migration 5 added ``first_provider``: with ``fallback``, the first planned target's provider (it
+    failed), so a serving canary whose attempt failed before stable answered is judged on that failure.
 ``feedback`` (migration 4)
     Outcomes clients attach through ``POST /v1/feedback`` to a request or an episode: a score, a label
     (boolean labels also as ``positive``) and a comment. ``experiment``/``variant`` are resolved from the
@@ -217,6 +219,17 @@ def _usage_records_v4(table: Table) -> Table:
     return table
 
 
+def _usage_records_v5(table: Table) -> Table:
+    """Migration 5's column on the live definition: the provider first planned, set only on fallbacks."""
+    table.append_column(Column("first_provider", String(100)))
+    return table
+
+
+async def _first_provider(conn: AsyncConnection) -> None:
+    # Nullable with no default: PostgreSQL and SQLite add it without rewriting the table.
+    await conn.execute(text("ALTER TABLE usage_records ADD COLUMN first_provider VARCHAR(100)"))
+
+
 def _feedback(meta: MetaData) -> Table:
     table = Table(
         "feedback", meta,
@@ -346,11 +359,12 @@ DATAPLANE_MIGRATIONS = (
               _one_key_table),
     Migration(4, "experiments: usage records carry experiment, episode and fallback; feedback",
               _experiments_and_feedback),
+    Migration(5, "usage records carry the first planned provider of a request that fell back", _first_provider),
 )
 
 _live = MetaData()
 teams = _teams(_live)
 gateway_keys = _gateway_keys(_live)
-usage_records = _usage_records_v4(_usage_records(_live))
+usage_records = _usage_records_v5(_usage_records_v4(_usage_records(_live)))
 feedback = _feedback(_live)
 usage_rollups = _usage_rollups(_live)

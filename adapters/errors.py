@@ -53,6 +53,7 @@ class GatewayError(Exception):
     kind: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False
     fallback: bool = False  # set by the relay on what it raises: the last target tried was not the first planned
+    first_provider: str | None = None  # with `fallback`: the provider of the first target planned
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)

@@ -65,6 +65,7 @@ class UsageRecord(msgspec.Struct, gc=False):
     experiment: str | None = None  # the experiment's id (ctx.experiment)
     episode_id: str | None = None  # the session/episode id the request named (ctx.episode_id)
     fallback: bool = False  # served (or last tried) by another target than the first one planned
+    first_provider: str | None = None  # only with `fallback`: the first planned target's provider (it failed)
     record_id: str = ""  # minted by the usage writer (off the request path) before it is first persisted
     ts: float = msgspec.field(default_factory=time.time)  # wall clock when the request started (epoch s)
     cost_usd: Decimal | None = None

@@ -80,6 +80,7 @@ class UsageRow(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     experiment: str | None = None
     episode_id: str | None = None
     fallback: bool = False
+    first_provider: str | None = None
     gpu_nano_usd_per_hour: int | None = None  # not a usage_records column: the rollups keep it
 
 
@@ -94,7 +95,7 @@ def _nano(v: Decimal | None) -> int | None:
 _WIDTHS: dict[str, int] = {c.name: c.type.length for c in usage_records.c
                            if isinstance(c.type, String) and c.type.length}
 _TEXT = ("record_id", "request_id", "endpoint", "route", "model", "provider", "usage_source", "variant", "key_id",
-         "team", "price_source", "error", "experiment", "episode_id")
+         "team", "price_source", "error", "experiment", "episode_id", "first_provider")
 _TEXT_WIDTHS = tuple(_WIDTHS[f] for f in _TEXT)
 
 
@@ -110,11 +111,11 @@ def row_from_record(r: UsageRecord) -> UsageRow:
         cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens, cost_nano_usd=_nano(r.cost_usd),
         price_source=r.price_source, error=r.error, ttft_s=r.ttft_s, attempts=r.attempts,
         gpu_nano_usd_per_hour=_nano(r.gpu_usd_per_hour), experiment=r.experiment, episode_id=r.episode_id,
-        fallback=r.fallback,
+        fallback=r.fallback, first_provider=r.first_provider,
     )
     texts = (row.record_id, row.request_id, row.endpoint, row.route, row.model, row.provider, row.usage_source,
              row.variant or "", row.key_id or "", row.team or "", row.price_source or "", row.error or "",
-             row.experiment or "", row.episode_id or "")  # _TEXT
+             row.experiment or "", row.episode_id or "", row.first_provider or "")  # _TEXT
     if "\x00" in "".join(texts) or any(map(int.__gt__, map(len, texts), _TEXT_WIDTHS)):  # rare: one check for all
         for f, width in zip(_TEXT, _TEXT_WIDTHS, strict=True):
             value = getattr(row, f)
@@ -182,7 +183,7 @@ async def write_usage(store: Store, rows: Sequence[UsageRow], *, timeout_s: floa
 _COLUMNS = ("record_id", "request_id", "ts", "endpoint", "route", "model", "provider", "variant", "key_id", "team",
             "stream", "prompt_tokens", "completion_tokens", "cached_read_tokens", "cache_write_tokens",
             "reasoning_tokens", "cost_usd", "price_source", "status", "error", "latency_s", "ttft_s", "attempts",
-            "usage_source", "estimated", "experiment", "episode_id", "fallback")
+            "usage_source", "estimated", "experiment", "episode_id", "fallback", "first_provider")
 assert set(_COLUMNS) == {c.name for c in usage_records.c} - {"id"}, "usage_records changed: update _COLUMNS"
 
 
@@ -204,7 +205,8 @@ def _sqlite_tuple(r: UsageRow) -> tuple[Any, ...]:
     return (r.record_id, r.request_id, ts, r.endpoint, r.route, r.model, r.provider, r.variant, r.key_id, r.team,
             int(r.stream), r.prompt_tokens, r.completion_tokens, r.cached_read_tokens, r.cache_write_tokens,
             r.reasoning_tokens, r.cost_nano_usd, r.price_source, r.status, r.error, r.latency_s, r.ttft_s,
-            r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED), r.experiment, r.episode_id, int(r.fallback))
+            r.attempts, r.usage_source, int(r.usage_source in _ESTIMATED), r.experiment, r.episode_id, int(r.fallback),
+            r.first_provider)
 
 
 def _sqlite_upsert() -> Any:

@@ -39,6 +39,7 @@ class Relayed(msgspec.Struct):
     chunks: AsyncGenerator[bytes, None] | None = None
     first: bytes = b""
     fallback: bool = False
+    first_provider: str | None = None  # only when `fallback`: the first planned target's provider
 
     async def close(self) -> None:
         if self.chunks is not None:
@@ -81,12 +82,17 @@ class Relay:
         endpoint the adapter calls (chat, completions, embeddings, responses).
 
         Whether a target other than the first planned served (or was the last tried) is
-        `Relayed.fallback`, or the raised error's `fallback` attribute."""
+        `Relayed.fallback`, or the raised error's `fallback` attribute; then `first_provider` names the
+        first planned target's provider (a canary judge counts a canary failure that stable then served)."""
         attempts = 0
         last: GatewayError | None = None
-        fallback: bool | None = None  # None before the first target planned, False for it, True after it
+        first: Target | None = None  # the first target planned; any later one is a fallback
+        fallback = False
         for target in route.plan():
-            fallback = fallback is not None
+            if first is None:
+                first = target
+            else:
+                fallback = True
             priced = on_route is None
             for retry in range(route.retries + 1):
                 backend = pick_backend(target.provider.backends)
@@ -111,7 +117,7 @@ class Relay:
                 backend.inflight += 1
                 try:
                     if stream:
-                        chunks, first = await _open(target.provider, backend, call)
+                        chunks, head = await _open(target.provider, backend, call)
                     else:
                         completion = await target.provider.complete(backend, call)
                 except (GatewayError, asyncio.CancelledError) as exc:
@@ -124,7 +130,8 @@ class Relay:
                         exc = UpstreamTimeout(f"upstream {target.provider.name} timed out")
                     last = self._failed(backend, target, exc)
                     if not exc.retryable:
-                        exc.fallback = fallback
+                        if fallback:
+                            exc.fallback, exc.first_provider = True, first.provider.name
                         raise
                     if retry < route.retries:
                         await _backoff(route.retry_backoff_s, retry)
@@ -132,12 +139,18 @@ class Relay:
                 backend.breaker.record_success()
                 if stream:
                     watch.streaming(attempt_end, t.first_byte_s)
-                    return Relayed(target, backend, attempts, chunks=chunks, first=first, fallback=fallback)
-                watch.settled()
-                backend.inflight -= 1
-                return Relayed(target, backend, attempts, completion=completion, fallback=fallback)
+                    relayed = Relayed(target, backend, attempts, chunks=chunks, first=head)
+                else:
+                    watch.settled()
+                    backend.inflight -= 1
+                    relayed = Relayed(target, backend, attempts, completion=completion)
+                if fallback:
+                    relayed.fallback, relayed.first_provider = True, first.provider.name
+                return relayed
         final = _final(last)
-        final.fallback = bool(fallback)
+        if fallback:
+            assert first is not None
+            final.fallback, final.first_provider = True, first.provider.name
         raise final
 
     def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:

@@ -157,7 +157,8 @@ class ChatService:
                 )
                 target = relayed.target
                 rec.provider, rec.model, rec.attempts = target.provider.name, target.model, relayed.attempts
-                rec.fallback = relayed.fallback
+                if relayed.fallback:  # rare: the common path pays one test
+                    rec.fallback, rec.first_provider = True, relayed.first_provider
                 headers = _route_headers(rid, route, rec.provider)
                 if ctx.response_headers:
                     headers += ctx.response_headers
@@ -173,6 +174,7 @@ class ChatService:
             except GatewayError as exc:  # no upstream answered; nothing was sent yet
                 watch.responded = True
                 rec.status, rec.error, rec.fallback = exc.http_status, exc.kind, exc.fallback
+                rec.first_provider = exc.first_provider
                 await send_error(send, exc, rid)
             except asyncio.CancelledError:
                 if not watch.disconnected:
