@@ -15,8 +15,11 @@ boundary; one gateway handler turns any of them into OpenAI's error schema.
     ├── EndpointNotSupported          501 invalid_request_error / unsupported_endpoint (a provider kind that
     │                                 cannot serve e.g. /v1/embeddings; not retried, no breaker failure)
     └── UpstreamError                 502 upstream_error        (retryable)
+        ├── UpstreamUnreachable       502 upstream_error        (retryable; no connection: refused,
+        │                                                        unreachable, name resolution)
         ├── UpstreamUnavailable       503 upstream_unavailable   (retryable; breaker open, 503 upstream)
         ├── UpstreamTimeout           504 upstream_timeout       (retryable)
+        │   └── UpstreamConnectTimeout 504 upstream_timeout      (retryable; connecting timed out)
         └── UpstreamStatus            upstream's own status      (retryable only for 429 / 5xx;
                                       401/403/407 become 502 upstream_auth_failed)
 """
@@ -38,10 +41,12 @@ __all__ = [
     "PermissionDenied",
     "PluginFailed",
     "RateLimited",
+    "UpstreamConnectTimeout",
     "UpstreamError",
     "UpstreamStatus",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "UpstreamUnreachable",
     "error_body",
 ]
 
@@ -52,6 +57,8 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     kind: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False
+    # No connection to the upstream could be made, so nothing was sent: the replica is not there (yet)
+    connect_failed: ClassVar[bool] = False
     fallback: bool = False  # set by the relay on what it raises: the last target tried was not the first planned
     first_provider: str | None = None  # with `fallback`: the provider of the first target planned
 
@@ -158,6 +165,13 @@ class UpstreamError(GatewayError):
     retryable = True
 
 
+class UpstreamUnreachable(UpstreamError):
+    """Connecting failed (refused, unreachable, name resolution): the request never reached the upstream.
+    Answered like any `UpstreamError`; a route that scales from zero waits on it (gateway/relay.py)."""
+
+    connect_failed = True
+
+
 class UpstreamUnavailable(UpstreamError):
     status = 503
     kind = "upstream_unavailable"
@@ -166,6 +180,12 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     kind = "upstream_timeout"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """Connecting timed out: nothing was sent (a replica gone, or packets dropped). Answered as a timeout."""
+
+    connect_failed = True
 
 
 class UpstreamStatus(UpstreamError):

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 BUILTIN_MOCK = "builtin:mock"
+MAX_QUEUE_TIMEOUT_S = 600.0  # a route's queue_timeout_s: beyond ten minutes a client has long given up
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,9 @@ class RouteCfg(_Cfg, frozen=True):
     timeouts: TimeoutsCfg | None = None
     template: str | None = None  # a prompt template applied to every request: "name" or "name@version"
     template_variables: dict[str, Any] = {}  # its variables' values for this route (over the template's defaults)
+    # A serving endpoint that scales from zero: how long a request waits (s) while every target refuses
+    # connections (no ready replica); 0 fails at once. At most 600.
+    queue_timeout_s: float = 0.0
 
 
 class ServerCfg(_Cfg, frozen=True):
@@ -342,6 +346,8 @@ def _check(cfg: GatewayCfg) -> None:
             raise ConfigError(f"{where}.targets: a route needs at least one target")
         if r.retries < 0 or r.retry_backoff_s < 0:
             raise ConfigError(f"{where}: retries and retry_backoff_s must be >= 0")
+        if not 0 <= r.queue_timeout_s <= MAX_QUEUE_TIMEOUT_S:
+            raise ConfigError(f"{where}.queue_timeout_s: must be between 0 and {MAX_QUEUE_TIMEOUT_S:g}")
         _check_timeouts(r.timeouts, where)
         for key, targets in (("targets", r.targets), ("fallbacks", r.fallbacks)):
             for j, t in enumerate(targets):

@@ -14,7 +14,8 @@ how stale they are (seconds since the last successful read) and their generation
 for ``/readyz``, which stays ready regardless.
 
 Which source wins (``apply_routes``): the YAML is the operator's, so a YAML provider
-or route wins over a store one of the same name; the store's is ignored (and
+or route wins over a store one of the same name; then a serving endpoint's (the
+``endpoints`` snapshot) over the catalog's (``routes``). The loser is ignored (and
 logged), not merged field by field. A store route that names a provider known to
 neither source, or a provider whose key reference cannot be resolved, is left out
 of the generation rather than failing it.
@@ -36,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.snapshots import (
     SNAPSHOT_TOPICS,
     ControlSnapshots,
+    EndpointsSnapshot,
     RoutesSnapshot,
 )
 from adapters.store import Store, StoreError, read_published
@@ -66,44 +68,57 @@ def _targets(specs: Any) -> list[TargetCfg]:
 
 
 def apply_routes(
-    cfg: GatewayCfg, routes: RoutesSnapshot | None, env: Mapping[str, str] | None = None,
+    cfg: GatewayCfg, routes: RoutesSnapshot | None, env: Mapping[str, str] | None = None, *,
+    endpoints: EndpointsSnapshot | None = None,
 ) -> tuple[GatewayCfg, dict[str, str]]:
-    """The YAML config plus the store's providers and routes, and ``{what: why}`` for those left out."""
-    if routes is None or not (routes.providers or routes.routes):
+    """The YAML config plus the store's providers and routes, and ``{what: why}`` for those left out.
+
+    ``endpoints`` (serving) are merged before ``routes`` (catalog), so for one name the YAML wins,
+    then a serving endpoint, then the catalog."""
+    sources = [(s, label) for s, label in ((endpoints, "a serving endpoint"), (routes, "the catalog"))
+               if s is not None and (s.providers or s.routes)]
+    if not sources:
         return cfg, {}
     env = os.environ if env is None else env
     dropped: dict[str, str] = {}
     providers = {p.name: p for p in cfg.providers}
-    for spec in routes.providers:
-        if spec.name in providers:
-            dropped[f"provider {spec.name}"] = "the YAML defines a provider of this name (YAML wins)"
-            continue
-        built = _provider(spec, env)
-        if isinstance(built, str):
-            dropped[f"provider {spec.name}"] = built
-            continue
-        try:
-            check_config(GatewayCfg(providers=[built]))
-        except ConfigError as err:
-            dropped[f"provider {spec.name}"] = str(err)
-            continue
-        providers[spec.name] = built
-    route_names = {r.name for r in cfg.routes}
+    owners = {p.name: "the YAML" for p in cfg.providers}
+    route_owners = {r.name: "the YAML" for r in cfg.routes}
     extra: list[RouteCfg] = []
-    for route_spec in routes.routes:
-        if route_spec.name in route_names:
-            dropped[f"route {route_spec.name}"] = "the YAML defines a route of this name (YAML wins)"
-            continue
-        route = RouteCfg(name=route_spec.name, targets=_targets(route_spec.targets),
-                         fallbacks=_targets(route_spec.fallbacks), retries=route_spec.retries,
-                         template=route_spec.template, template_variables=dict(route_spec.template_variables))
-        try:
-            check_config(GatewayCfg(providers=list(providers.values()), routes=[route]))
-        except ConfigError as err:
-            dropped[f"route {route_spec.name}"] = str(err)
-            continue
-        route_names.add(route_spec.name)
-        extra.append(route)
+    for snapshot, label in sources:
+        for spec in snapshot.providers:
+            if spec.name in providers:
+                dropped[f"provider {spec.name}"] = f"{owners[spec.name]} defines a provider of this name (it wins)"
+                continue
+            built = _provider(spec, env)
+            if isinstance(built, str):
+                dropped[f"provider {spec.name}"] = built
+                continue
+            try:
+                check_config(GatewayCfg(providers=[built]))
+            except ConfigError as err:
+                dropped[f"provider {spec.name}"] = str(err)
+                continue
+            providers[spec.name], owners[spec.name] = built, label
+        for route_spec in snapshot.routes:
+            if route_spec.name in route_owners:
+                dropped[f"route {route_spec.name}"] = (f"{route_owners[route_spec.name]} defines a route of this "
+                                                       "name (it wins)")
+                continue
+            # An endpoint's zero-weight slot takes no traffic: left out, not a reason to drop the route.
+            targets = [t for t in route_spec.targets if t.weight > 0] if snapshot is endpoints \
+                else route_spec.targets
+            route = RouteCfg(name=route_spec.name, targets=_targets(targets),
+                             fallbacks=_targets(route_spec.fallbacks), retries=route_spec.retries,
+                             template=route_spec.template, template_variables=dict(route_spec.template_variables),
+                             queue_timeout_s=route_spec.queue_timeout_s)
+            try:
+                check_config(GatewayCfg(providers=list(providers.values()), routes=[route]))
+            except ConfigError as err:
+                dropped[f"route {route_spec.name}"] = str(err)
+                continue
+            route_owners[route_spec.name] = label
+            extra.append(route)
     merged = msgspec.structs.replace(cfg, providers=list(providers.values()), routes=[*cfg.routes, *extra])
     for what, why in dropped.items():
         log.warning("store snapshot: %s left out: %s", what, why)

@@ -118,6 +118,15 @@ class GatewayMetrics:
             "llmops_usage_records_dropped", "Usage records dropped because the sink queue was full.", registry=r,
         )
         self.reloads = Counter("llmops_config_reloads", "Config reloads by result.", ["result"], registry=r)
+        # Routes with a queue bound (serving endpoints that scale from zero): KEDA scales on the gauge.
+        self.route_queued = Gauge(
+            "llmops_route_queued_requests", "Requests waiting for a replica of their route (scale from zero).",
+            ["route"], registry=r, multiprocess_mode="livesum",
+        )
+        self.queue_timeouts = Counter(
+            "llmops_route_queue_timeouts", "Queued requests failed because no replica became ready in time.",
+            ["route"], registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
         self._mirror: MmapedDict | None = None
         self._mirror_keys: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
@@ -135,6 +144,13 @@ class GatewayMetrics:
 
     def count_retry(self, route: str, provider: str) -> None:
         self._child(self.retries, route, provider).inc()
+
+    def queued(self, route: str) -> Gauge:
+        """The route's queued-requests gauge (inc on entering the queue, dec on leaving it)."""
+        return self._child(self.route_queued, route)
+
+    def count_queue_timeout(self, route: str) -> None:
+        self._child(self.queue_timeouts, route).inc()
 
     def set_circuit(self, provider: str, backend: str, state: int) -> None:
         self._child(self.circuit, provider, backend).set(state)

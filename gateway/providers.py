@@ -55,7 +55,7 @@ def build_table(cfg: GatewayCfg, providers: dict[str, Upstream]) -> RouteTable:
 
         routes[r.name] = Route(
             name=r.name, targets=tuple(target(t) for t in r.targets), fallbacks=tuple(target(t) for t in r.fallbacks),
-            retries=r.retries, retry_backoff_s=r.retry_backoff_s, label=r.name,
+            retries=r.retries, retry_backoff_s=r.retry_backoff_s, label=r.name, queue_timeout_s=r.queue_timeout_s,
         )
     return RouteTable(
         routes, providers, allow_direct=cfg.server.allow_direct,

@@ -6,6 +6,19 @@ that point is retried, because bytes may already have reached the client.
 
 Plug-ins' `on_route` hooks run once per target, before its first attempt, so a
 fallback to another model is priced on that model.
+
+A route with a queue bound (`Route.queue_timeout_s`, a serving endpoint that may be
+scaled to zero) holds a request whose every attempt found no replica, and tries
+again with backoff (0.2 s doubling to 2 s) until the bound, then answers 503
+`endpoint_not_ready`. "No replica" is precise (`_unready`): connecting failed
+(refused, unreachable, name resolution, connect timeout: nothing was sent), or a
+proxy in front of the replicas (an ingress, a mesh) answered 502/503 itself, with
+a body that is not JSON, as ingress-nginx's and Envoy's are when a Service has no
+ready endpoint; a model server's own 502/503 (a JSON error) is an answer, not
+absence. On such routes these failures leave the breakers alone (an empty Service
+is expected there, and an open breaker would hide the replica once it is up). The
+wait is counted on `llmops_route_queued_requests{route}`. Routes without a bound
+pay nothing: the queue is entered only from the failure tail.
 """
 
 from __future__ import annotations
@@ -47,6 +60,30 @@ class Relayed(msgspec.Struct):
             await self.chunks.aclose()
 
 
+_QUEUE_FIRST_DELAY_S = 0.2
+_QUEUE_MAX_DELAY_S = 2.0
+
+
+class _NotReady(Exception):
+    """A queued pass found no replica again (internal to the relay)."""
+
+    def __init__(self, error: GatewayError, attempts: int) -> None:
+        self.error, self.attempts = error, attempts
+
+
+def _unready(exc: GatewayError) -> bool:
+    """No replica was there to answer (see the module docstring): connecting failed, or a proxy's own
+    502/503, told from a model server's by its body not being a JSON object."""
+    if exc.connect_failed:
+        return True
+    if not isinstance(exc, UpstreamStatus) or exc.upstream_status not in (502, 503):
+        return False
+    try:
+        return not isinstance(msgspec.json.decode(exc.raw_body), dict)
+    except msgspec.DecodeError:
+        return True
+
+
 def _counts_as_failure(exc: GatewayError) -> bool:
     """429 means "busy", not "broken": it must not open the breaker."""
     return not (isinstance(exc, UpstreamStatus) and exc.upstream_status < 500)
@@ -68,6 +105,7 @@ class Relay:
         ctx: RequestContext | None = None,
         on_route: Callable[[RequestContext], Awaitable[None] | None] | None = None,
         endpoint: str = "chat",
+        queued: bool = False,
     ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
         deep on the non-stream hot path). A stream's backend stays counted in flight
@@ -83,11 +121,14 @@ class Relay:
 
         Whether a target other than the first planned served (or was the last tried) is
         `Relayed.fallback`, or the raised error's `fallback` attribute; then `first_provider` names the
-        first planned target's provider (a canary judge counts a canary failure that stable then served)."""
+        first planned target's provider (a canary judge counts a canary failure that stable then served).
+
+        `queued`: this is a queue's retry pass (`_queue`), which raises `_NotReady` rather than queueing again."""
         attempts = 0
         last: GatewayError | None = None
         first: Target | None = None  # the first target planned; any later one is a fallback
         fallback = False
+        unready = True  # no attempt found a replica so far (read only on routes with a queue bound)
         for target in route.plan():
             if first is None:
                 first = target
@@ -98,6 +139,7 @@ class Relay:
                 backend = pick_backend(target.provider.backends)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
+                    unready = False
                     break
                 if not priced:
                     priced = True
@@ -128,7 +170,11 @@ class Relay:
                             backend.breaker.release()
                             raise
                         exc = UpstreamTimeout(f"upstream {target.provider.name} timed out")
-                    last = self._failed(backend, target, exc)
+                    if route.queue_timeout_s and _unready(exc):
+                        last = self._not_there(backend, target, exc)
+                    else:
+                        unready = False
+                        last = self._failed(backend, target, exc)
                     if not exc.retryable:
                         if fallback:
                             exc.fallback, exc.first_provider = True, first.provider.name
@@ -151,7 +197,47 @@ class Relay:
         if fallback:
             assert first is not None
             final.fallback, final.first_provider = True, first.provider.name
+        if unready and route.queue_timeout_s and attempts:
+            if queued:
+                raise _NotReady(final, attempts)
+            return await self._queue(route, body, request_id, watch, stream=stream, endpoint=endpoint,
+                                     attempts=attempts, last=final)
         raise final
+
+    async def _queue(
+        self, route: Route, body: dict[str, Any], request_id: str, watch: RequestWatch, *, stream: bool,
+        endpoint: str, attempts: int, last: GatewayError,
+    ) -> Relayed:
+        """Hold a request no replica could take, trying the route again with backoff until
+        `route.queue_timeout_s` has passed. Plug-ins' `on_route` hooks ran on every target in the
+        first pass and do not run again. A client that leaves cancels the sleep or the attempt (the
+        watchdog's disconnect watcher), which ends the wait; the gauge is decremented either way."""
+        label = route.label or route.name
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + route.queue_timeout_s
+        delay = _QUEUE_FIRST_DELAY_S
+        gauge = self._m.queued(label)
+        gauge.inc()
+        try:
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, _QUEUE_MAX_DELAY_S)
+                try:
+                    relayed = await self.run(route, body, request_id, watch, stream=stream, endpoint=endpoint,
+                                             queued=True)
+                except _NotReady as again:
+                    attempts, last = attempts + again.attempts, again.error
+                    continue
+                relayed.attempts += attempts
+                return relayed
+        finally:
+            gauge.dec()
+        self._m.count_queue_timeout(label)
+        timed_out = UpstreamUnavailable(
+            f"The endpoint of route {route.name} did not become ready within {route.queue_timeout_s:g} s "
+            "(scaling up from zero); retry later", code="endpoint_not_ready")
+        timed_out.fallback, timed_out.first_provider = last.fallback, last.first_provider
+        raise timed_out
 
     def _failed(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
         self._m.count_upstream_error(target.provider.name, exc.kind if not isinstance(exc, UpstreamStatus)
@@ -160,6 +246,13 @@ class Relay:
             backend.breaker.record_failure()
         elif not exc.retryable or isinstance(exc, UpstreamStatus):
             backend.breaker.record_success()  # it answered: the replica is alive
+        return exc
+
+    def _not_there(self, backend: Backend, target: Target, exc: GatewayError) -> GatewayError:
+        """A failure that found no replica, on a route that queues: counted, but no breaker verdict."""
+        self._m.count_upstream_error(target.provider.name, exc.kind if not isinstance(exc, UpstreamStatus)
+                                     else f"http_{exc.upstream_status}")
+        backend.breaker.release()
         return exc
 
     def stream_failed(self, stream: Relayed) -> None:

@@ -32,6 +32,8 @@ class Route:
     retries: int = 1
     retry_backoff_s: float = 0.05
     label: str = ""  # metrics label; bounded even when clients pick direct `provider/model` names
+    # > 0: while no target has a ready replica (connections refused: scaled to zero), requests wait this long
+    queue_timeout_s: float = 0.0
 
     def plan(self, rng: random.Random | None = None) -> Iterable[Target]:
         """The targets to try, in order: a weighted draw over `targets`, then `fallbacks`."""

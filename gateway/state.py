@@ -10,7 +10,7 @@ whose config is unchanged is handed over, pools and breakers included, rather th
 rebuilt: only new or changed providers open new pools.
 
 A snapshot change that leaves the routes as they were (policies, keys, templates,
-experiments; or a routes snapshot with the same providers and routes) builds
+experiments; or a routes or endpoints snapshot with the same providers and routes) builds
 nothing: `gen.control` of the running generation is replaced, one reference, so
 a request reads either the old set or the new one, never a mix.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.gateway_plugins import PluginHost
-from adapters.snapshots import RoutesSnapshot
+from adapters.snapshots import EndpointsSnapshot, RoutesSnapshot
 from adapters.store import Store
 from adapters.upstream import BreakerState, Upstream
 from adapters.upstream.urls import redact_url
@@ -184,7 +184,7 @@ class Gateway:
 
     async def _build(self, yaml_cfg: GatewayCfg) -> Generation:
         snapshots = self.snapshots
-        cfg, _dropped = apply_routes(yaml_cfg, snapshots.routes)
+        cfg, _dropped = apply_routes(yaml_cfg, snapshots.routes, endpoints=snapshots.endpoints)
         mock_url = await self._mock_url(cfg)
         pricer = await build_pricer(cfg, self.generation.pricer if self.generation is not None else None)
         running = self._running_providers()
@@ -278,7 +278,8 @@ class Gateway:
         running generation (nothing built). Routes changed: rebuild from the current YAML,
         reusing unchanged providers (failure: keep the old generation and snapshots)."""
         async with self._reload_lock:
-            if _same_routes(self.snapshots.routes, snapshots.routes):
+            if _same_routes(self.snapshots.routes, snapshots.routes) \
+                    and _same_routes(self.snapshots.endpoints, snapshots.endpoints):
                 self.snapshots = snapshots
                 self.generation.control = snapshots  # one reference: requests see the old set or the new
                 log.info("control snapshots applied %s (routes unchanged)", snapshots.generations())
@@ -303,8 +304,8 @@ class Gateway:
         self.metrics.reloads.labels("ok").inc()
 
 
-def _same_routes(a: RoutesSnapshot | None, b: RoutesSnapshot | None) -> bool:
-    """Whether two routes snapshots describe the same providers and routes (generations aside)."""
+def _same_routes(a: RoutesSnapshot | EndpointsSnapshot | None, b: RoutesSnapshot | EndpointsSnapshot | None) -> bool:
+    """Whether two routes (or endpoints) snapshots describe the same providers and routes (generations aside)."""
     if a is None or b is None:
         return a is b
     return a is b or (a.providers == b.providers and a.routes == b.routes)

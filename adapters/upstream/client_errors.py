@@ -3,7 +3,10 @@
 Every aiohttp-based adapter wraps its calls in its provider's `ClientErrors`,
 as httpx wraps each transport call in `map_httpcore_exceptions()`:
 
+    aiohttp.ConnectionTimeoutError       -> UpstreamConnectTimeout (504, retryable; nothing was sent)
     asyncio.TimeoutError / TimeoutError  -> UpstreamTimeout   (504, retryable)
+    aiohttp.ClientConnectorError         -> UpstreamUnreachable (502, retryable; refused, unreachable, DNS;
+                                            TLS errors stay UpstreamError: a replica answered)
     aiohttp.ClientError, ValueError      -> UpstreamError     (502, retryable)
     GatewayError                         -> passes through unchanged
     anything else (GeneratorExit, CancelledError, bugs) -> passes through unchanged
@@ -18,9 +21,11 @@ from types import TracebackType
 
 import aiohttp
 
-from adapters.errors import UpstreamError, UpstreamTimeout
+from adapters.errors import UpstreamConnectTimeout, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 __all__ = ["ClientErrors", "describe"]
+
+_TLS = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError)
 
 
 class ClientErrors:
@@ -43,7 +48,11 @@ class ClientErrors:
         if exc is None:
             return
         if isinstance(exc, TimeoutError):
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise UpstreamConnectTimeout(self._timed_out) from None
             raise UpstreamTimeout(self._timed_out) from None
+        if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, _TLS):
+            raise UpstreamUnreachable(self._failed + describe(exc)) from None
         if isinstance(exc, aiohttp.ClientError | ValueError):
             raise UpstreamError(self._failed + describe(exc)) from None
 
