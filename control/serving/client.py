@@ -44,7 +44,7 @@ from control.serving.protocol import (
     TrafficChange,
 )
 
-__all__ = ["ChatReply", "EndpointHealth", "ServingClient", "ServingError", "is_healthy"]
+__all__ = ["ChatReply", "EndpointHealth", "ServingClient", "ServingError", "failed_reason", "is_healthy"]
 
 T = TypeVar("T")
 _PREFIX = "/llm-ops/v1/serving"
@@ -119,6 +119,22 @@ def is_healthy(endpoint: Endpoint) -> bool:
         if health is None or health.revision != revision or health.phase not in HEALTHY:
             return False
     return True
+
+
+def failed_reason(endpoint: Endpoint) -> str | None:
+    """Why the endpoint, or the revision a slot is rolling out, failed; None while nothing has.
+
+    A redeploy whose new revision crashes leaves the endpoint ``degraded`` (the old one still serves), so the
+    slot's own phase is read too."""
+    if endpoint.status == "failed":
+        return endpoint.status_reason or "no reason given"
+    wanted = {"stable": endpoint.current_revision, "canary": endpoint.canary_revision}
+    for slot, revision in wanted.items():
+        health = endpoint.slots.get(slot)
+        if health is not None and health.revision == revision and health.phase == "failed":
+            return f"{slot} revision {revision}: {health.reason or 'failed'}" + (
+                f" ({health.message})" if health.message else "")
+    return None
 
 
 class ServingClient:
@@ -220,9 +236,9 @@ class ServingClient:
         deadline = time.monotonic() + timeout_s
         while True:
             endpoint = self.get(endpoint_id)
-            if endpoint.status == "failed":
-                raise ServingError(f"endpoint {endpoint_id} failed: {endpoint.status_reason or 'no reason given'}",
-                                   endpoint=endpoint)
+            failure = failed_reason(endpoint)
+            if failure is not None:
+                raise ServingError(f"endpoint {endpoint_id} failed: {failure}", endpoint=endpoint)
             if is_healthy(endpoint) and (not route_listed or self._route_listed(endpoint.route)):
                 return endpoint
             if time.monotonic() >= deadline:

@@ -196,6 +196,18 @@ def test_wait_for_healthy_raises_the_failure_reason(client: ServingClient, fake:
     assert "ImagePullBackOff" in str(failed.value) and failed.value.endpoint == e
 
 
+def test_wait_for_healthy_raises_when_the_revision_rolling_out_fails(
+        client: ServingClient, fake: FakeServing) -> None:
+    crashing = SlotHealth(revision=2, phase="failed", reason="CrashLoopBackOff", message="exit code 3",
+                          ready_replicas=0, desired_replicas=1, weight_percent=20)
+    e = _endpoint("ep_c", status="degraded", status_reason="CanaryNotReady", canary_revision=2,
+                  slots={"stable": _slot(1, weight=80), "canary": crashing})
+    fake.endpoints[e.id] = e
+    with pytest.raises(ServingError) as failed:
+        client.wait_for_healthy("ep_c", timeout_s=5)
+    assert "canary revision 2: CrashLoopBackOff (exit code 3)" in str(failed.value)
+
+
 def test_wait_for_healthy_times_out_with_the_last_status(client: ServingClient, fake: FakeServing) -> None:
     e = _endpoint("ep_t", status="deploying", status_reason="ContainerCreating")
     fake.endpoints[e.id] = e
@@ -334,5 +346,5 @@ def unused_port() -> int:
 
 def test_public_names() -> None:
     assert set(client_module.__all__) == {"ChatReply", "EndpointHealth", "ServingClient", "ServingError",
-                                          "is_healthy"}
+                                          "failed_reason", "is_healthy"}
     assert all(hasattr(client_module, name) for name in client_module.__all__)
