@@ -1,0 +1,322 @@
+"""``KubernetesRuntime``: the serving runtime on a Kubernetes cluster, through the official ``kubernetes`` client.
+
+The client is synchronous; every call runs in a worker thread (``asyncio.to_thread``) with a request timeout,
+so the event loop never blocks on the API server. Its errors are translated in one place (``_refusal``):
+an API refusal or an unreachable API server becomes ``RuntimeFailure`` with a short reason that carries no
+credentials. ``delete`` never raises: each resource lands in ``deleted``, ``already_gone`` or ``failed``.
+
+Objects are created, or, when they exist (409), updated with a JSON merge patch (``manifests.merge_patch``),
+which works the same for built-in kinds and custom resources. Rendering needs two facts about the cluster,
+read by ``apply`` just before it renders: whether KEDA is installed, and whether a node has GPUs to spare for
+a surge pod (``capacity``). ``render`` reuses the facts of the last ``apply`` (none read yet: no KEDA, no
+spare GPU).
+
+RBAC: in ``SERVING_NAMESPACE`` create/get/patch/delete Deployments, Services, HPAs, ScaledObjects (or
+InferenceServices) and list Pods; cluster-wide list Nodes and Pods (GPU capacity) and get
+CustomResourceDefinitions. Without the cluster-wide reads GPU slots are ``Recreate``d and KEDA is assumed absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import urllib3
+from kubernetes import client, config
+
+from adapters.serving.base import DeleteReport, DeploymentSpec, RuntimeFailure, RuntimeStatus, Slot
+from adapters.serving.kubernetes.capacity import GpuCapacity, gpu_capacity
+from adapters.serving.kubernetes.manifests import (
+    ANN_AUTOSCALER,
+    LABEL_ENDPOINT,
+    LABEL_SLOT,
+    ClusterFacts,
+    SlotPlan,
+    build_slot,
+    merge_patch,
+    resource_name,
+    to_dicts,
+)
+from adapters.serving.kubernetes.status import deployment_status, inference_service_status, safe_message
+from adapters.serving.settings import ServingSettings
+
+__all__ = ["KubernetesRuntime"]
+
+log = logging.getLogger("llmops.serving.kubernetes")
+T = TypeVar("T")
+Kind = Literal["Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject", "InferenceService"]
+_MERGE_PATCH = "application/merge-patch+json"
+_TIMEOUT_S = (5.0, 30.0)  # connect, read
+_KEDA_CRD = "scaledobjects.keda.sh"
+_CUSTOM = {"ScaledObject": ("keda.sh", "v1alpha1", "scaledobjects"),
+           "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices")}
+_KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
+
+
+def _api_message(exc: client.ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        return ""
+    return str(body.get("message", "")) if isinstance(body, dict) else ""
+
+
+def _refusal(exc: Exception, what: str) -> RuntimeFailure:
+    """The one translation of the client's errors; ``what`` names the object, e.g. ``Deployment/llama``."""
+    if isinstance(exc, client.ApiException):
+        detail = safe_message(_api_message(exc))
+        status = exc.status or 0
+        reason = f"Kubernetes refused {what}: {status} {exc.reason or ''}".rstrip()
+        return RuntimeFailure(f"{reason}: {detail}" if detail else reason,
+                              retryable=status >= 500 or status in (409, 429))
+    return RuntimeFailure(f"Kubernetes API unreachable ({type(exc).__name__}) at {what}", retryable=True)
+
+
+_CLIENT_ERRORS = (client.ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+def _not_found(exc: Exception) -> bool:
+    return isinstance(exc, client.ApiException) and exc.status == 404
+
+
+class KubernetesRuntime:
+    name: Literal["kubernetes"] = "kubernetes"
+
+    def __init__(self, settings: ServingSettings, api_client: client.ApiClient | None = None) -> None:
+        self._settings = settings
+        self._api = api_client or client.ApiClient()
+        self._apps = client.AppsV1Api(self._api)
+        self._core = client.CoreV1Api(self._api)
+        self._hpa = client.AutoscalingV2Api(self._api)
+        self._custom = client.CustomObjectsApi(self._api)
+        self._crds = client.ApiextensionsV1Api(self._api)
+        self._facts = ClusterFacts()
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> KubernetesRuntime:
+        """``SERVING_KUBECONFIG`` when set, else the pod's service account, else ``~/.kube/config``."""
+        cfg = client.Configuration()
+        try:
+            if settings.kubeconfig:
+                config.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
+            else:
+                try:
+                    config.load_incluster_config(client_configuration=cfg)
+                except config.ConfigException:
+                    config.load_kube_config(client_configuration=cfg)
+        except (config.ConfigException, OSError) as exc:
+            raise RuntimeFailure(f"no usable Kubernetes configuration ({type(exc).__name__}): set "
+                                 "SERVING_KUBECONFIG or run in a pod with a service account") from None
+        return cls(settings, client.ApiClient(cfg))
+
+    # -- the protocol ---------------------------------------------------------------------------------------
+
+    def render(self, spec: DeploymentSpec, slot: Slot) -> list[dict[str, Any]]:
+        return to_dicts(build_slot(spec, slot, self._settings, self._facts).manifests)
+
+    async def apply(self, spec: DeploymentSpec, slot: Slot) -> list[dict[str, Any]]:
+        facts = await self._read_facts(spec)
+        plan = build_slot(spec, slot, self._settings, facts)
+        docs = to_dicts(plan.manifests)
+        for doc in docs:
+            await self._upsert(doc)
+        await self._drop_stale_autoscalers(plan, facts)
+        self._facts = facts
+        log.info("serving: applied %s revision %d (%s, autoscaler %s)", plan.name, spec.revision,
+                 plan.strategy.type if plan.strategy else "kserve", plan.autoscaler)
+        return docs
+
+    async def status(self, endpoint_id: str, endpoint_name: str, slot: Slot) -> RuntimeStatus:
+        name = resource_name(endpoint_name, slot)
+        ns = self._settings.namespace
+        if self._settings.kserve:
+            group, version, plural = _CUSTOM["InferenceService"]
+            isvc = await self._read(f"InferenceService/{name}", self._custom.get_namespaced_custom_object,
+                                    group, version, ns, plural, name)
+            if not isinstance(isvc, dict):
+                return RuntimeStatus(phase="absent")
+            pods = await self._pods({_KSERVE_POD_LABEL: name})
+            return inference_service_status(isvc, pods, ns)
+        deployment = await self._read(f"Deployment/{name}", self._apps.read_namespaced_deployment, name, ns)
+        if deployment is None:
+            return RuntimeStatus(phase="absent")
+        owner = ((deployment.metadata.labels or {}) if deployment.metadata else {}).get(LABEL_ENDPOINT)
+        if owner != endpoint_id:
+            return RuntimeStatus(phase="failed", reason="NameTaken", message=(
+                f"Deployment/{name} in {ns} belongs to {owner or 'something else'}, not {endpoint_id}"))
+        pods = await self._pods({LABEL_ENDPOINT: endpoint_id, LABEL_SLOT: slot})
+        return deployment_status(deployment, pods, ns)
+
+    async def delete(self, endpoint_id: str, endpoint_name: str, slot: Slot | None = None) -> DeleteReport:
+        deleted: list[str] = []
+        gone: list[str] = []
+        failed: dict[str, str] = {}
+        slots: list[Slot] = [slot] if slot is not None else ["canary", "stable"]
+        for one in slots:
+            name = resource_name(endpoint_name, one)
+            for kind in await self._kinds_to_delete(name):
+                what = f"{kind}/{name}"
+                try:
+                    await self._call(self._deleter(kind), name, self._settings.namespace)
+                    deleted.append(what)
+                except _CLIENT_ERRORS as exc:
+                    if _not_found(exc):
+                        gone.append(what)
+                    else:
+                        failed[what] = _refusal(exc, what).reason
+        if failed:
+            log.warning("serving: delete of %s left %d resources: %s", endpoint_name, len(failed), sorted(failed))
+        return DeleteReport(deleted=deleted, already_gone=gone, failed=failed)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._api.close)
+
+    # -- reading the cluster ---------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(functools.partial(fn, *args, _request_timeout=_TIMEOUT_S, **kwargs))
+
+    async def _read(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """The object, or None when it does not exist; anything else is a ``RuntimeFailure``."""
+        try:
+            return await self._call(fn, *args)
+        except _CLIENT_ERRORS as exc:
+            if _not_found(exc):
+                return None
+            raise _refusal(exc, what) from None
+
+    async def _pods(self, labels: dict[str, str]) -> list[client.V1Pod]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            listed = await self._call(self._core.list_namespaced_pod, self._settings.namespace,
+                                      label_selector=selector)
+        except _CLIENT_ERRORS as exc:
+            raise _refusal(exc, "Pods") from None
+        # Filtered here too: the selector is the server's job, but a wrong answer must not mix endpoints.
+        return [p for p in listed.items
+                if all(((p.metadata.labels or {}) if p.metadata else {}).get(k) == v for k, v in labels.items())]
+
+    async def _keda_installed(self) -> bool | None:
+        """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
+        try:
+            await self._call(self._crds.read_custom_resource_definition, _KEDA_CRD)
+            return True
+        except _CLIENT_ERRORS as exc:
+            return False if _not_found(exc) else None
+
+    async def _capacity(self, resource: str) -> GpuCapacity | None:
+        try:
+            nodes = await self._call(self._core.list_node)
+            pods = await self._call(self._core.list_pod_for_all_namespaces,
+                                    field_selector="status.phase!=Succeeded,status.phase!=Failed")
+        except client.ApiException as exc:
+            log.warning("serving: GPU capacity unreadable (%s %s); GPU slots are Recreated", exc.status, exc.reason)
+            return None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _refusal(exc, "Nodes") from None
+        return gpu_capacity(nodes.items, pods.items, resource)
+
+    async def _read_facts(self, spec: DeploymentSpec) -> ClusterFacts:
+        settings = self._settings
+        if settings.kserve:
+            return self._facts
+        scaled = spec.autoscaling.min_replicas != spec.autoscaling.max_replicas
+        keda = settings.autoscaler == "auto" and scaled
+        gpu = spec.resources.gpu_count > 0
+        installed, capacity = await asyncio.gather(
+            self._keda_installed() if keda else _value(None),
+            self._capacity(spec.resources.gpu_resource) if gpu else _value(None))
+        return ClusterFacts(keda_installed=bool(installed) if keda else self._facts.keda_installed,
+                            capacity=capacity)
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    async def _upsert(self, doc: dict[str, Any]) -> None:
+        kind: Kind = doc["kind"]
+        name = doc["metadata"]["name"]
+        ns = self._settings.namespace
+        what = f"{kind}/{name}"
+        try:
+            await self._call(self._creator(kind), ns, doc)
+        except _CLIENT_ERRORS as exc:
+            if not (isinstance(exc, client.ApiException) and exc.status == 409):
+                raise _refusal(exc, what) from None
+            try:
+                await self._call(self._patcher(kind), name, ns, merge_patch(doc), _content_type=_MERGE_PATCH)
+            except _CLIENT_ERRORS as exc2:
+                raise _refusal(exc2, what) from None
+
+    async def _drop_stale_autoscalers(self, plan: SlotPlan, facts: ClusterFacts) -> None:
+        """A revision without the autoscaler its predecessor had must not keep that one fighting over replicas."""
+        stale: list[Kind] = []
+        if plan.autoscaler not in ("hpa", "kserve"):
+            stale.append("HorizontalPodAutoscaler")
+        if plan.autoscaler not in ("keda", "kserve") and facts.keda_installed:
+            stale.append("ScaledObject")
+        for kind in stale:
+            try:
+                await self._call(self._deleter(kind), plan.name, self._settings.namespace)
+            except _CLIENT_ERRORS as exc:
+                if not _not_found(exc):
+                    raise _refusal(exc, f"{kind}/{plan.name}") from None
+
+    async def _kinds_to_delete(self, name: str) -> list[Kind]:
+        """Autoscaler first, Deployment last. The Deployment's annotation says which autoscaler exists;
+        without it, a ScaledObject is tried only where KEDA is installed (no keda.sh RBAC needed elsewhere)."""
+        if self._settings.kserve:
+            return ["InferenceService"]
+        try:
+            deployment = await self._call(self._apps.read_namespaced_deployment, name, self._settings.namespace)
+            hint = ((deployment.metadata.annotations or {}) if deployment.metadata else {}).get(ANN_AUTOSCALER)
+        except _CLIENT_ERRORS:
+            hint = None
+        kinds: list[Kind] = []
+        if hint in (None, "hpa"):
+            kinds.append("HorizontalPodAutoscaler")
+        if hint == "keda" or (hint is None and await self._keda_installed() is not False):
+            kinds.append("ScaledObject")
+        return [*kinds, "Service", "Deployment"]
+
+    def _creator(self, kind: Kind) -> Callable[..., Any]:
+        """``(namespace, body, **request options)``"""
+        if kind in _CUSTOM:
+            group, version, plural = _CUSTOM[kind]
+            return lambda ns, body, **kw: self._custom.create_namespaced_custom_object(
+                group, version, ns, plural, body, **kw)
+        methods: dict[str, Callable[..., Any]] = {
+            "Deployment": self._apps.create_namespaced_deployment,
+            "Service": self._core.create_namespaced_service,
+            "HorizontalPodAutoscaler": self._hpa.create_namespaced_horizontal_pod_autoscaler}
+        return methods[kind]
+
+    def _patcher(self, kind: Kind) -> Callable[..., Any]:
+        """``(name, namespace, body, **request options)``"""
+        if kind in _CUSTOM:
+            group, version, plural = _CUSTOM[kind]
+            return lambda name, ns, body, **kw: self._custom.patch_namespaced_custom_object(
+                group, version, ns, plural, name, body, **kw)
+        methods: dict[str, Callable[..., Any]] = {
+            "Deployment": self._apps.patch_namespaced_deployment,
+            "Service": self._core.patch_namespaced_service,
+            "HorizontalPodAutoscaler": self._hpa.patch_namespaced_horizontal_pod_autoscaler}
+        return methods[kind]
+
+    def _deleter(self, kind: Kind) -> Callable[..., Any]:
+        """``(name, namespace, **request options)``"""
+        if kind in _CUSTOM:
+            group, version, plural = _CUSTOM[kind]
+            return lambda name, ns, **kw: self._custom.delete_namespaced_custom_object(
+                group, version, ns, plural, name, **kw)
+        methods: dict[str, Callable[..., Any]] = {
+            "Deployment": self._apps.delete_namespaced_deployment,
+            "Service": self._core.delete_namespaced_service,
+            "HorizontalPodAutoscaler": self._hpa.delete_namespaced_horizontal_pod_autoscaler}
+        return methods[kind]
+
+
+async def _value(value: T) -> T:
+    return value
