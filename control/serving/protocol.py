@@ -143,6 +143,8 @@ class SlotHealth(_Out, frozen=True):
     ready_replicas: int
     desired_replicas: int
     weight_percent: int
+    base_url: str | None = None  # the slot's OpenAI-compatible root, once the runtime knows it
+    details: dict[str, Any] = {}  # runtime specifics (autoscaler, strategy, pid, restarts, …); never a secret
 
 
 class Endpoint(_Out, frozen=True):
