@@ -203,7 +203,10 @@ class KubernetesRuntime:
     async def _keda_installed(self) -> bool | None:
         """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
         try:
-            await self._call(self._crds.read_custom_resource_definition, _KEDA_CRD)
+            # Only the answer's status matters: skip decoding KEDA's CRD (hundreds of KiB of schema).
+            response: Any = await self._call(self._crds.read_custom_resource_definition, _KEDA_CRD,
+                                             _preload_content=False)  # the raw urllib3 response
+            response.release_conn()
             return True
         except _CLIENT_ERRORS as exc:
             return False if _not_found(exc) else None

@@ -59,10 +59,10 @@ class KubeDouble:
     # -- reading what the code under test wrote -----------------------------------------------------------------
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        key = (resource, namespace, name)
-        if key not in self.emulator.objects:
+        try:  # (``in`` would compare the unparsed resource string; indexing parses it)
+            obj = self.emulator.objects[resource, namespace, name]
+        except KeyError:
             return None
-        obj = self.emulator.objects[key]
         return None if obj.deleted else obj.raw
 
     def names(self, resource: str, namespace: str | None = None) -> list[str]:
@@ -110,7 +110,13 @@ class KubeDouble:
             "status": status})
 
     def install_crd(self, name: str) -> None:
-        self.put("apiextensions.k8s.io/v1/customresourcedefinitions", None, name, {"spec": {}})
+        plural, group = name.split(".", 1)
+        kind = KINDS.get(next((r for r in KINDS if r.startswith(group + "/") and r.endswith("/" + plural)), ""),
+                         (plural.capitalize(), True))[0]
+        self.put("apiextensions.k8s.io/v1/customresourcedefinitions", None, name, {"spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "kind": kind},
+            "versions": [{"name": "v1alpha1", "served": True, "storage": True}]}})
 
 
 @contextlib.asynccontextmanager
