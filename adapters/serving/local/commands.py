@@ -47,7 +47,8 @@ _ENV_PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "LD
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(key|token|secret|password|passwd|credential)[\w-]*$", re.IGNORECASE)
 _SECRET_TEXT = [
     re.compile(r"(?i)(--?[\w-]*(?:key|token|secret|password|passwd|credential)[\w-]*(?:=|\s+))(\S+)"),
-    re.compile(r"(?i)((?:api[_-]?key|token|secret|password|passwd|authorization)\"?\s*[:=]\s*\"?)([^\s\",]+)"),
+    re.compile(r"(?i)((?:api[_-]?key|token|secret|password|passwd|authorization)\"?\s*[:=]\s*\"?"
+               r"(?:(?:bearer|basic)\s+)?)([^\s\",]+)"),
     re.compile(r"(?i)(bearer\s+)(\S+)"),
     re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)"),
     re.compile(r"()\b(sk-[A-Za-z0-9_-]{8,}|[A-Za-z0-9_-]{40,})\b"),

@@ -126,6 +126,9 @@ async def test_a_ready_process_that_dies_is_restarted(tmp_path: Path) -> None:
     async with local_runtime(tmp_path, max_restarts=5, restart_backoff_s=0.1) as runtime:
         await runtime.apply(spec, "stable")
         first = await wait_status(runtime, spec)
+        down = await wait_status(runtime, spec, phase="progressing")  # no longer ready while it restarts
+        assert down.reason == "ProcessExited" and down.ready_replicas == 0
+        assert "exited with code 3: mock fault: engine died after 1.5 s" in down.message
 
         async def restarted() -> object:
             st = await runtime.status(spec.endpoint_id, spec.endpoint_name, "stable")

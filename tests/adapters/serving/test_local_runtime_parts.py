@@ -1,0 +1,142 @@
+"""LocalRuntime's parts without a running server: command plans, redaction, log bounds, model fetch, faults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from adapters.objectstore import LocalObjectStore
+from adapters.serving.local import LocalRuntime, commands
+from adapters.serving.local.commands import child_env, plan_server, redact_argv, redact_text
+from adapters.serving.local.logs import ProcessLogs
+from adapters.serving.local.process import ProcessOptions, ServerProcess
+from adapters.serving.settings import load_serving_settings
+from adapters.testdoubles.serving_mock import ServingFaults, parse_faults
+from tests.adapters.serving.local_helpers import local_runtime, make_spec, wait_status
+
+AUTO = load_serving_settings({"SERVING_LOCAL_SERVER": "auto"})
+GGUF = {"model_format": "gguf", "model_files": ["models/mdl_1/1/tiny.gguf"]}
+
+
+def test_default_is_the_mock_with_the_endpoints_vllm_args(tmp_path: Path) -> None:
+    plan = plan_server(make_spec(1, vllm_args=["--max-model-len", "512"]), load_serving_settings({}),
+                       workdir=tmp_path, has_objectstore=True)
+    assert plan.kind == "mock"
+    assert plan.argv[1:3] == ["-m", "adapters.testdoubles.serving_mock"]
+    assert plan.argv[-4:] == ["--model-name", "tiny-r1", "--max-model-len", "512"]
+    assert plan.command(8123)[plan.argv.index("{port}")] == "8123"
+
+
+def test_auto_runs_a_gguf_model_with_llama_cpp_only_when_everything_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "_llama_installed", lambda: True)
+    plan = plan_server(make_spec(1, **GGUF), AUTO, workdir=tmp_path, has_objectstore=True)
+    assert plan.kind == "llama_cpp" and plan.model_key == "models/mdl_1/1/tiny.gguf"
+    assert plan.model_path == tmp_path / "models" / "models/mdl_1/1/tiny.gguf"
+    assert plan.argv[1:3] == ["-m", "adapters.serving.local.llama_server"]
+    assert ["--model", str(plan.model_path), "--model-alias", "tiny-r1"] == plan.argv[3:7]
+    # Any one condition missing: the mock.
+    assert plan_server(make_spec(1, **GGUF), load_serving_settings({}), workdir=tmp_path,
+                       has_objectstore=True).kind == "mock"
+    assert plan_server(make_spec(1, **GGUF), AUTO, workdir=tmp_path, has_objectstore=False).kind == "mock"
+    assert plan_server(make_spec(1, model_format="safetensors", model_files=["m/x.safetensors"]), AUTO,
+                       workdir=tmp_path, has_objectstore=True).kind == "mock"
+    monkeypatch.setattr(commands, "_llama_installed", lambda: False)
+    assert plan_server(make_spec(1, **GGUF), AUTO, workdir=tmp_path, has_objectstore=True).kind == "mock"
+
+
+def test_a_hostile_model_key_does_not_escape_the_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "_llama_installed", lambda: True)
+    plan = plan_server(make_spec(1, model_format="gguf", model_files=["../../etc/x.gguf"]), AUTO,
+                       workdir=tmp_path, has_objectstore=True)
+    assert plan.kind == "none" and plan.failure is not None and plan.argv == []
+
+
+def test_redaction() -> None:
+    argv = ["python", "--api-key", "sk-abcdefgh12345678", "--hf-token=hf_xyz", "--max-model-len", "512"]
+    assert redact_argv(argv) == ["python", "--api-key", "***", "--hf-token=***", "--max-model-len", "512"]
+    text = ("failed: --api-key sk-abcdefgh12345678 Authorization: Bearer abc.def "
+            "url postgresql://u:hunter2@db/x api_key=\"zzz\" token 0123456789abcdef0123456789abcdef0123456789")
+    out = redact_text(text)
+    for secret in ("sk-abcdefgh12345678", "abc.def", "hunter2", "zzz", "0123456789abcdef0123456789abcdef0123456789"):
+        assert secret not in out
+    assert out.startswith("failed: --api-key ***") and "postgresql://u:***@db/x" in out
+
+
+def test_children_get_no_secrets_from_the_environment() -> None:
+    env = child_env({"PATH": "/usr/bin", "OPENAI_API_KEY": "sk-x", "LLMOPS_ADMIN_KEY": "k", "DATABASE_URL": "pg://"})
+    assert env["PATH"] == "/usr/bin" and "OPENAI_API_KEY" not in env and "LLMOPS_ADMIN_KEY" not in env
+    assert "DATABASE_URL" not in env and env["PYTHONPATH"].split(":")[0] == str(Path(commands.__file__).parents[3])
+
+
+def test_logs_stay_bounded_while_the_writer_keeps_appending(tmp_path: Path) -> None:
+    logs = ProcessLogs.under(tmp_path, "p", max_bytes=1000)
+    out, err = logs.open()
+    with out, err:
+        out.write(b"a" * 1500)
+        out.flush()
+        logs.trim()
+        assert logs.stdout.stat().st_size == 0 and (tmp_path / "p.stdout.log.1").stat().st_size == 1500
+        out.write(b"next\n")  # O_APPEND: lands at the new end, no hole of 1,500 NULs before it
+        out.flush()
+    assert logs.stdout.read_bytes() == b"next\n"
+
+
+def test_stderr_tail_is_the_last_lines_redacted(tmp_path: Path) -> None:
+    logs = ProcessLogs.under(tmp_path, "p")
+    logs.stderr.write_text("".join(f"line {i}\n" for i in range(20)) + "boom --api-key sk-secretsecret\n")
+    tail = logs.stderr_tail(lines=3)
+    assert tail.splitlines() == ["line 18", "line 19", "boom --api-key ***"]
+
+
+async def test_a_command_that_cannot_be_executed_is_image_not_runnable(tmp_path: Path) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        proc = ServerProcess(revision=1, argv=[str(tmp_path / "no-such-server"), "--port", "{port}"], port=1,
+                             env={}, cwd=str(tmp_path), logs=ProcessLogs.under(tmp_path, "x"),
+                             options=ProcessOptions(ready_timeout_s=5), session=lambda: session)
+        proc.start()
+        assert proc._task is not None
+        await proc._task
+    assert (proc.state, proc.reason) == ("failed", "ImageNotRunnable")
+    assert "no-such-server" in proc.message and str(tmp_path) not in proc.message
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_model_files_come_from_the_object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalObjectStore(tmp_path / "objects", fsync=False)
+    await store.put_stream("models/mdl_1/1/tiny.gguf", _chunks(b"GGUF-bytes"))
+    runtime = LocalRuntime(AUTO, workdir=tmp_path / "serving", objectstore=store)
+    path = tmp_path / "serving" / "models" / "tiny.gguf"
+    await runtime._fetch_model("models/mdl_1/1/tiny.gguf", path)
+    assert path.read_bytes() == b"GGUF-bytes" and not path.with_name("tiny.gguf.part").exists()
+
+
+async def test_a_missing_model_file_fails_the_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "_llama_installed", lambda: True)
+    store = LocalObjectStore(tmp_path / "objects", fsync=False)
+    spec = make_spec(1, **GGUF)
+    async with local_runtime(tmp_path, AUTO, objectstore=store) as runtime:
+        assert runtime.render(spec, "stable")[0]["server"] == "llama_cpp"
+        await runtime.apply(spec, "stable")
+        st = await wait_status(runtime, spec, phase="failed", timeout_s=5)
+    assert st.reason == "ModelNotFound" and "models/mdl_1/1/tiny.gguf" in st.message
+
+
+def test_mock_faults_parse_and_unknown_ones_are_refused() -> None:
+    assert parse_faults(["crash-after:2", "ignore-sigterm"]) == ServingFaults(crash_after_s=2.0, ignore_sigterm=True)
+    assert parse_faults([]) == ServingFaults()
+    for bad in (["explode"], ["crash-after:soon"], ["slow-start:-1"], ["crash:1"]):
+        with pytest.raises(ValueError):
+            parse_faults(bad)
+    done = subprocess.run([sys.executable, "-m", "adapters.testdoubles.serving_mock", "--mock-fault", "explode"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "unknown --mock-fault 'explode'" in done.stderr
