@@ -13,13 +13,66 @@ from decimal import Decimal
 from typing import Literal
 
 import msgspec
-from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-__all__ = ["GpuCapacity", "Strategy", "StrategyChoice", "choose_strategy", "gpu_capacity"]
+__all__ = ["GpuCapacity", "Node", "NodeList", "Pod", "PodList", "Strategy", "StrategyChoice", "choose_strategy",
+           "gpu_capacity"]
 
 Strategy = Literal["RollingUpdate", "Recreate"]
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
+_Quantity = str | int | float
+
+
+# Only the fields capacity needs, decoded straight from the API's JSON: a cluster's every pod through the
+# client's generated models costs about a millisecond each of GIL-holding CPU, in the gateway's process.
+class _Meta(msgspec.Struct):
+    name: str = ""
+
+
+class _Resources(msgspec.Struct):
+    requests: dict[str, _Quantity] | None = None
+    limits: dict[str, _Quantity] | None = None
+
+
+class _Container(msgspec.Struct):
+    resources: _Resources | None = None
+
+
+class _PodSpec(msgspec.Struct, rename="camel"):
+    node_name: str | None = None
+    containers: list[_Container] = []
+    init_containers: list[_Container] | None = None
+
+
+class _PodStatus(msgspec.Struct):
+    phase: str | None = None
+
+
+class Pod(msgspec.Struct):
+    spec: _PodSpec = msgspec.field(default_factory=_PodSpec)
+    status: _PodStatus = msgspec.field(default_factory=_PodStatus)
+
+
+class _NodeSpec(msgspec.Struct):
+    unschedulable: bool | None = None
+
+
+class _NodeStatus(msgspec.Struct):
+    allocatable: dict[str, _Quantity] | None = None
+
+
+class Node(msgspec.Struct):
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    spec: _NodeSpec = msgspec.field(default_factory=_NodeSpec)
+    status: _NodeStatus = msgspec.field(default_factory=_NodeStatus)
+
+
+class PodList(msgspec.Struct):
+    items: list[Pod] = []
+
+
+class NodeList(msgspec.Struct):
+    items: list[Node] = []
 
 
 class GpuCapacity(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +92,8 @@ class StrategyChoice(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def _count(quantity: str | None) -> Decimal:
-    if not quantity:
+def _count(quantity: _Quantity | None) -> Decimal:
+    if quantity is None or quantity == "":
         return Decimal(0)
     try:
         return Decimal(parse_quantity(quantity))
@@ -48,46 +101,39 @@ def _count(quantity: str | None) -> Decimal:
         return Decimal(0)  # a node or pod we cannot read counts as none, never as a crash
 
 
-def _pod_gpus(pod: client.V1Pod, resource: str) -> Decimal:
-    """Effective request: containers' sum or the largest init container, as the scheduler counts it."""
-
-    def one(container: client.V1Container) -> Decimal:
-        res = container.resources
-        if res is None:
-            return Decimal(0)
-        # Extended resources may be given as limits only; the request then equals the limit.
-        return _count((res.requests or {}).get(resource) or (res.limits or {}).get(resource))
-
-    spec = pod.spec
-    if spec is None:
+def _container_gpus(container: _Container, resource: str) -> Decimal:
+    res = container.resources
+    if res is None:
         return Decimal(0)
-    regular = sum((one(c) for c in spec.containers or []), Decimal(0))
-    init = max((one(c) for c in spec.init_containers or []), default=Decimal(0))
+    # Extended resources may be given as limits only; the request then equals the limit.
+    return _count((res.requests or {}).get(resource) or (res.limits or {}).get(resource))
+
+
+def _pod_gpus(pod: Pod, resource: str) -> Decimal:
+    """Effective request: containers' sum or the largest init container, as the scheduler counts it."""
+    regular = sum((_container_gpus(c, resource) for c in pod.spec.containers), Decimal(0))
+    init = max((_container_gpus(c, resource) for c in pod.spec.init_containers or []), default=Decimal(0))
     return max(regular, init)
 
 
-def gpu_capacity(nodes: Iterable[client.V1Node], pods: Iterable[client.V1Pod], resource: str) -> GpuCapacity:
+def gpu_capacity(nodes: Iterable[Node], pods: Iterable[Pod], resource: str) -> GpuCapacity:
     per_node: dict[str, Decimal] = {}
     for node in nodes:
-        if node.metadata is None or node.metadata.name is None:
-            continue
-        if node.spec is not None and node.spec.unschedulable:
+        if not node.metadata.name or node.spec.unschedulable:
             continue  # cordoned: no new pod lands there
-        alloc = (node.status.allocatable or {}) if node.status is not None else {}
-        per_node[node.metadata.name] = _count(alloc.get(resource))
+        per_node[node.metadata.name] = _count((node.status.allocatable or {}).get(resource))
     allocatable = sum(per_node.values(), Decimal(0))
     requested = Decimal(0)
     unbound = Decimal(0)
     for pod in pods:
-        if pod.status is not None and pod.status.phase in _DONE_PHASES:
+        if pod.status.phase in _DONE_PHASES:
             continue
         gpus = _pod_gpus(pod, resource)
         if not gpus:
             continue
         requested += gpus
-        node_name = pod.spec.node_name if pod.spec is not None else None
-        if node_name in per_node:
-            per_node[node_name] -= gpus
+        if pod.spec.node_name in per_node:
+            per_node[pod.spec.node_name] -= gpus
         else:
             unbound += gpus  # pending pods will take GPUs somewhere first
     largest = max(per_node.values(), default=Decimal(0)) - unbound

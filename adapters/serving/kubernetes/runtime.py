@@ -25,11 +25,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+import msgspec
 import urllib3
 from kubernetes import client, config
 
 from adapters.serving.base import DeleteReport, DeploymentSpec, RuntimeFailure, RuntimeStatus, Slot
-from adapters.serving.kubernetes.capacity import GpuCapacity, gpu_capacity
+from adapters.serving.kubernetes.capacity import GpuCapacity, NodeList, PodList, gpu_capacity
 from adapters.serving.kubernetes.manifests import (
     ANN_AUTOSCALER,
     LABEL_ENDPOINT,
@@ -139,6 +140,9 @@ class KubernetesRuntime:
                                     group, version, ns, plural, name)
             if not isinstance(isvc, dict):
                 return RuntimeStatus(phase="absent")
+            owner = ((isvc.get("metadata") or {}).get("labels") or {}).get(LABEL_ENDPOINT)
+            if owner != endpoint_id:
+                return _name_taken(f"InferenceService/{name}", ns, owner, endpoint_id)
             pods = await self._pods({_KSERVE_POD_LABEL: name})
             return inference_service_status(isvc, pods, ns)
         deployment = await self._read(f"Deployment/{name}", self._apps.read_namespaced_deployment, name, ns)
@@ -146,8 +150,7 @@ class KubernetesRuntime:
             return RuntimeStatus(phase="absent")
         owner = ((deployment.metadata.labels or {}) if deployment.metadata else {}).get(LABEL_ENDPOINT)
         if owner != endpoint_id:
-            return RuntimeStatus(phase="failed", reason="NameTaken", message=(
-                f"Deployment/{name} in {ns} belongs to {owner or 'something else'}, not {endpoint_id}"))
+            return _name_taken(f"Deployment/{name}", ns, owner, endpoint_id)
         pods = await self._pods({LABEL_ENDPOINT: endpoint_id, LABEL_SLOT: slot})
         return deployment_status(deployment, pods, ns)
 
@@ -211,13 +214,27 @@ class KubernetesRuntime:
         except _CLIENT_ERRORS as exc:
             return False if _not_found(exc) else None
 
+    async def _list_raw(self, fn: Callable[..., Any], into: type[T], **kwargs: Any) -> T:
+        """A list decoded by msgspec into just the fields needed, off the event loop (see capacity)."""
+        def fetch() -> T:
+            response = fn(_request_timeout=_TIMEOUT_S, _preload_content=False, **kwargs)
+            try:
+                return msgspec.json.decode(response.data, type=into)
+            finally:
+                response.release_conn()
+
+        return await asyncio.to_thread(fetch)
+
     async def _capacity(self, resource: str) -> GpuCapacity | None:
         try:
-            nodes = await self._call(self._core.list_node)
-            pods = await self._call(self._core.list_pod_for_all_namespaces,
-                                    field_selector="status.phase!=Succeeded,status.phase!=Failed")
+            nodes = await self._list_raw(self._core.list_node, NodeList)
+            pods = await self._list_raw(self._core.list_pod_for_all_namespaces, PodList,
+                                        field_selector="status.phase!=Succeeded,status.phase!=Failed")
         except client.ApiException as exc:
             log.warning("serving: GPU capacity unreadable (%s %s); GPU slots are Recreated", exc.status, exc.reason)
+            return None
+        except msgspec.DecodeError as exc:
+            log.warning("serving: GPU capacity unreadable (%s); GPU slots are Recreated", exc)
             return None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _refusal(exc, "Nodes") from None
@@ -319,6 +336,12 @@ class KubernetesRuntime:
             "Service": self._core.delete_namespaced_service,
             "HorizontalPodAutoscaler": self._hpa.delete_namespaced_horizontal_pod_autoscaler}
         return methods[kind]
+
+
+def _name_taken(what: str, namespace: str, owner: str | None, endpoint_id: str) -> RuntimeStatus:
+    """An object of this name that another endpoint (or someone else) owns: never read or reported as ours."""
+    return RuntimeStatus(phase="failed", reason="NameTaken", message=(
+        f"{what} in {namespace} belongs to {owner or 'something else'}, not {endpoint_id}"))
 
 
 async def _value(value: T) -> T:

@@ -97,6 +97,17 @@ async def test_rolling_update_only_with_a_spare_gpu(kube: KubeDouble) -> None:
     assert stable is not None and stable["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
+async def test_unreadable_capacity_means_recreate(kube: KubeDouble) -> None:
+    """Without RBAC to list nodes, no surge pod is risked: a GPU slot is Recreated, and apply goes on."""
+    kube.add_node("gpu-1", gpus=8)
+    kube.emulator["get", kmock.resource("v1/nodes")] << kmock.KubernetesError(
+        status=403, reason="Forbidden", message="nodes is forbidden")
+    await runtime(kube).apply(spec(), "stable")
+    stable = kube.get(DEPLOYMENTS, NS, "llama")
+    assert stable is not None and stable["spec"]["strategy"] == {"type": "Recreate"}
+    assert "unknown" in stable["metadata"]["annotations"]["llmops.io/strategy-reason"]
+
+
 async def test_autoscaler_keda_when_installed_else_hpa(kube: KubeDouble) -> None:
     cfg = settings(gateway_metrics_url="http://prometheus:9090")
     rt = runtime(kube, cfg)
@@ -151,6 +162,7 @@ async def test_kserve_mode(kube: KubeDouble) -> None:
                         "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "no such repo"}}}})
     status = await rt.status("ep_llama", "llama", "canary")
     assert (status.phase, status.reason) == ("failed", "ModelLoadFailed")
+    assert (await rt.status("ep_other", "llama", "canary")).reason == "NameTaken"
     report = await rt.delete("ep_llama", "llama", "canary")
     assert report.deleted == ["InferenceService/llama-canary"] and report.complete
     assert (await rt.status("ep_llama", "llama", "canary")).phase == "absent"
