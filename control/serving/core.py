@@ -107,11 +107,14 @@ class Core:
 
     async def set_revision_state(self, conn: AsyncConnection, endpoint_id: str, revision: int, state: str,
                                  reason: str | None = None) -> None:
+        """``superseded`` and ``rolled_back`` leave a ``failed`` revision failed: it never served."""
         values: dict[str, Any] = {"state": state}
         if reason is not None:
             values["reason"] = reason[:1000]
-        await conn.execute(update(revisions).where(revisions.c.endpoint_id == endpoint_id,
-                                                   revisions.c.revision == revision).values(values))
+        query = update(revisions).where(revisions.c.endpoint_id == endpoint_id, revisions.c.revision == revision)
+        if state in ("superseded", "rolled_back"):
+            query = query.where(revisions.c.state != "failed")
+        await conn.execute(query.values(values))
 
     async def drop_canary(self, conn: AsyncConnection, row: Any, actor: Actor) -> int:
         """Take the canary's traffic away (revision ``rolled_back``); the reconciler confirms its slot is gone.

@@ -100,6 +100,12 @@ def _state(status: RuntimeStatus, wanted: int, served: dict[int, str]) -> SlotSt
                      served_model_name=served.get(revision, served.get(wanted, "")), details=dict(status.details))
 
 
+def _short(reason: str) -> str:
+    """A machine-readable reason from a runtime's text: ``ErrImagePull: …`` -> ``ErrImagePull``."""
+    head = reason.split(":", 1)[0].strip()
+    return head if head and len(head) <= 40 and " " not in head else "RuntimeRefused"
+
+
 def _significant(slots: Any) -> Any:
     """What of the slots is worth waking anyone for (not the runtime's free-form details and message)."""
     return {name: {k: v for k, v in dict(s).items() if k not in ("details", "message")}
@@ -250,9 +256,8 @@ class Reconciler:
                                      message="the runtime refused it", served_model_name=served.get(number, ""))
             status = await core.runtime.status(row.id, row.name, slot)
         state = _state(status, number, served)
-        if status.phase == "absent" and rev.state == "failed":
-            state = msgspec.structs.replace(state, phase="failed", reason=state.reason or "Failed",
-                                            message=rev.reason[:500])
+        if status.phase == "absent" and rev.state == "failed":  # refused before: say why, as it was said
+            state = msgspec.structs.replace(state, phase="failed", reason=_short(rev.reason), message=rev.reason[:500])
         on_wanted = status.revision in (None, number)
         if status.phase == "failed" and on_wanted and rev.state in ("active", "canary"):
             seen.revision_states[number] = ("failed", f"{status.reason or 'Failed'}: {status.message}"[:1000])
