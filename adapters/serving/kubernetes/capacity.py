@@ -15,65 +15,12 @@ from typing import Literal
 import msgspec
 from kubernetes.utils import parse_quantity
 
-__all__ = ["GpuCapacity", "Node", "NodeList", "Pod", "PodList", "Strategy", "StrategyChoice", "choose_strategy",
-           "gpu_capacity"]
+from adapters.serving.kubernetes.objects import Container, Node, Pod, Quantity
+
+__all__ = ["GpuCapacity", "Strategy", "StrategyChoice", "choose_strategy", "gpu_capacity"]
 
 Strategy = Literal["RollingUpdate", "Recreate"]
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
-_Quantity = str | int | float
-
-
-# Only the fields capacity needs, decoded straight from the API's JSON: a cluster's every pod through the
-# client's generated models costs about a millisecond each of GIL-holding CPU, in the gateway's process.
-class _Meta(msgspec.Struct):
-    name: str = ""
-
-
-class _Resources(msgspec.Struct):
-    requests: dict[str, _Quantity] | None = None
-    limits: dict[str, _Quantity] | None = None
-
-
-class _Container(msgspec.Struct):
-    resources: _Resources | None = None
-
-
-class _PodSpec(msgspec.Struct, rename="camel"):
-    node_name: str | None = None
-    containers: list[_Container] = []
-    init_containers: list[_Container] | None = None
-
-
-class _PodStatus(msgspec.Struct):
-    phase: str | None = None
-
-
-class Pod(msgspec.Struct):
-    spec: _PodSpec = msgspec.field(default_factory=_PodSpec)
-    status: _PodStatus = msgspec.field(default_factory=_PodStatus)
-
-
-class _NodeSpec(msgspec.Struct):
-    unschedulable: bool | None = None
-
-
-class _NodeStatus(msgspec.Struct):
-    allocatable: dict[str, _Quantity] | None = None
-
-
-class Node(msgspec.Struct):
-    metadata: _Meta = msgspec.field(default_factory=_Meta)
-    spec: _NodeSpec = msgspec.field(default_factory=_NodeSpec)
-    status: _NodeStatus = msgspec.field(default_factory=_NodeStatus)
-
-
-class PodList(msgspec.Struct):
-    items: list[Pod] = []
-
-
-class NodeList(msgspec.Struct):
-    items: list[Node] = []
-
 
 class GpuCapacity(msgspec.Struct, frozen=True, kw_only=True):
     """GPUs of schedulable nodes against what non-terminated pods request (pending ones included)."""
@@ -92,7 +39,7 @@ class StrategyChoice(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def _count(quantity: _Quantity | None) -> Decimal:
+def _count(quantity: Quantity | None) -> Decimal:
     if quantity is None or quantity == "":
         return Decimal(0)
     try:
@@ -101,7 +48,7 @@ def _count(quantity: _Quantity | None) -> Decimal:
         return Decimal(0)  # a node or pod we cannot read counts as none, never as a crash
 
 
-def _container_gpus(container: _Container, resource: str) -> Decimal:
+def _container_gpus(container: Container, resource: str) -> Decimal:
     res = container.resources
     if res is None:
         return Decimal(0)

@@ -30,7 +30,7 @@ import urllib3
 from kubernetes import client, config
 
 from adapters.serving.base import DeleteReport, DeploymentSpec, RuntimeFailure, RuntimeStatus, Slot
-from adapters.serving.kubernetes.capacity import GpuCapacity, NodeList, PodList, gpu_capacity
+from adapters.serving.kubernetes.capacity import GpuCapacity, gpu_capacity
 from adapters.serving.kubernetes.manifests import (
     ANN_AUTOSCALER,
     LABEL_ENDPOINT,
@@ -42,6 +42,7 @@ from adapters.serving.kubernetes.manifests import (
     resource_name,
     to_dicts,
 )
+from adapters.serving.kubernetes.objects import Deployment, NodeList, Pod, PodList
 from adapters.serving.kubernetes.status import deployment_status, inference_service_status, safe_message
 from adapters.serving.settings import ServingSettings
 
@@ -74,6 +75,8 @@ def _refusal(exc: Exception, what: str) -> RuntimeFailure:
         reason = f"Kubernetes refused {what}: {status} {exc.reason or ''}".rstrip()
         return RuntimeFailure(f"{reason}: {detail}" if detail else reason,
                               retryable=status >= 500 or status in (409, 429))
+    if isinstance(exc, msgspec.DecodeError):
+        return RuntimeFailure(f"Kubernetes API answered {what} with an unreadable object", retryable=True)
     return RuntimeFailure(f"Kubernetes API unreachable ({type(exc).__name__}) at {what}", retryable=True)
 
 
@@ -136,19 +139,19 @@ class KubernetesRuntime:
         ns = self._settings.namespace
         if self._settings.kserve:
             group, version, plural = _CUSTOM["InferenceService"]
-            isvc = await self._read(f"InferenceService/{name}", self._custom.get_namespaced_custom_object,
+            isvc = await self._read(f"InferenceService/{name}", dict, self._custom.get_namespaced_custom_object,
                                     group, version, ns, plural, name)
-            if not isinstance(isvc, dict):
+            if isvc is None:
                 return RuntimeStatus(phase="absent")
             owner = ((isvc.get("metadata") or {}).get("labels") or {}).get(LABEL_ENDPOINT)
             if owner != endpoint_id:
                 return _name_taken(f"InferenceService/{name}", ns, owner, endpoint_id)
             pods = await self._pods({_KSERVE_POD_LABEL: name})
             return inference_service_status(isvc, pods, ns)
-        deployment = await self._read(f"Deployment/{name}", self._apps.read_namespaced_deployment, name, ns)
+        deployment = await self._read(f"Deployment/{name}", Deployment, self._apps.read_namespaced_deployment, name, ns)
         if deployment is None:
             return RuntimeStatus(phase="absent")
-        owner = ((deployment.metadata.labels or {}) if deployment.metadata else {}).get(LABEL_ENDPOINT)
+        owner = (deployment.metadata.labels or {}).get(LABEL_ENDPOINT)
         if owner != endpoint_id:
             return _name_taken(f"Deployment/{name}", ns, owner, endpoint_id)
         pods = await self._pods({LABEL_ENDPOINT: endpoint_id, LABEL_SLOT: slot})
@@ -183,25 +186,35 @@ class KubernetesRuntime:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(functools.partial(fn, *args, _request_timeout=_TIMEOUT_S, **kwargs))
 
-    async def _read(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+    async def _raw(self, fn: Callable[..., Any], into: type[T], *args: Any, **kwargs: Any) -> T:
+        """One call, its JSON decoded by msgspec into ``into`` (see ``objects``), all off the event loop."""
+        def fetch() -> T:
+            response = fn(*args, _request_timeout=_TIMEOUT_S, _preload_content=False, **kwargs)
+            try:
+                return msgspec.json.decode(response.data, type=into)
+            finally:
+                response.release_conn()
+
+        return await asyncio.to_thread(fetch)
+
+    async def _read(self, what: str, into: type[T], fn: Callable[..., Any], *args: Any) -> T | None:
         """The object, or None when it does not exist; anything else is a ``RuntimeFailure``."""
         try:
-            return await self._call(fn, *args)
-        except _CLIENT_ERRORS as exc:
+            return await self._raw(fn, into, *args)
+        except (*_CLIENT_ERRORS, msgspec.DecodeError) as exc:
             if _not_found(exc):
                 return None
             raise _refusal(exc, what) from None
 
-    async def _pods(self, labels: dict[str, str]) -> list[client.V1Pod]:
+    async def _pods(self, labels: dict[str, str]) -> list[Pod]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         try:
-            listed = await self._call(self._core.list_namespaced_pod, self._settings.namespace,
-                                      label_selector=selector)
-        except _CLIENT_ERRORS as exc:
+            listed = await self._raw(self._core.list_namespaced_pod, PodList, self._settings.namespace,
+                                     label_selector=selector)
+        except (*_CLIENT_ERRORS, msgspec.DecodeError) as exc:
             raise _refusal(exc, "Pods") from None
         # Filtered here too: the selector is the server's job, but a wrong answer must not mix endpoints.
-        return [p for p in listed.items
-                if all(((p.metadata.labels or {}) if p.metadata else {}).get(k) == v for k, v in labels.items())]
+        return [p for p in listed.items if all((p.metadata.labels or {}).get(k) == v for k, v in labels.items())]
 
     async def _keda_installed(self) -> bool | None:
         """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
@@ -214,22 +227,11 @@ class KubernetesRuntime:
         except _CLIENT_ERRORS as exc:
             return False if _not_found(exc) else None
 
-    async def _list_raw(self, fn: Callable[..., Any], into: type[T], **kwargs: Any) -> T:
-        """A list decoded by msgspec into just the fields needed, off the event loop (see capacity)."""
-        def fetch() -> T:
-            response = fn(_request_timeout=_TIMEOUT_S, _preload_content=False, **kwargs)
-            try:
-                return msgspec.json.decode(response.data, type=into)
-            finally:
-                response.release_conn()
-
-        return await asyncio.to_thread(fetch)
-
     async def _capacity(self, resource: str) -> GpuCapacity | None:
         try:
-            nodes = await self._list_raw(self._core.list_node, NodeList)
-            pods = await self._list_raw(self._core.list_pod_for_all_namespaces, PodList,
-                                        field_selector="status.phase!=Succeeded,status.phase!=Failed")
+            nodes = await self._raw(self._core.list_node, NodeList)
+            pods = await self._raw(self._core.list_pod_for_all_namespaces, PodList,
+                                   field_selector="status.phase!=Succeeded,status.phase!=Failed")
         except client.ApiException as exc:
             log.warning("serving: GPU capacity unreadable (%s %s); GPU slots are Recreated", exc.status, exc.reason)
             return None
@@ -290,9 +292,10 @@ class KubernetesRuntime:
         if self._settings.kserve:
             return ["InferenceService"]
         try:
-            deployment = await self._call(self._apps.read_namespaced_deployment, name, self._settings.namespace)
-            hint = ((deployment.metadata.annotations or {}) if deployment.metadata else {}).get(ANN_AUTOSCALER)
-        except _CLIENT_ERRORS:
+            deployment = await self._raw(self._apps.read_namespaced_deployment, Deployment, name,
+                                         self._settings.namespace)
+            hint = (deployment.metadata.annotations or {}).get(ANN_AUTOSCALER)
+        except (*_CLIENT_ERRORS, msgspec.DecodeError):
             hint = None
         kinds: list[Kind] = []
         if hint in (None, "hpa"):

@@ -15,10 +15,9 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
-from kubernetes import client
-
 from adapters.serving.base import RuntimeStatus
 from adapters.serving.kubernetes.manifests import ANN_AUTOSCALER, ANN_STRATEGY_REASON, LABEL_REVISION
+from adapters.serving.kubernetes.objects import ContainerStatus, Deployment, Pod
 from adapters.serving.kubernetes.pod import PORT
 
 __all__ = ["deployment_status", "inference_service_status", "pod_problem", "safe_message", "service_url"]
@@ -51,7 +50,7 @@ def service_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{PORT}/v1"
 
 
-def _container_problem(cs: client.V1ContainerStatus) -> PodProblem | None:
+def _container_problem(cs: ContainerStatus) -> PodProblem | None:
     state = cs.state
     if state is None:
         return None
@@ -62,16 +61,14 @@ def _container_problem(cs: client.V1ContainerStatus) -> PodProblem | None:
             message += f" (last exit: {last.reason or 'Error'}, code {last.exit_code}, {cs.restart_count} restarts)"
         return PodProblem(True, state.waiting.reason, message)
     ended = state.terminated
-    if ended is not None and ended.reason in FAILED_TERMINATED and (cs.restart_count or 0) > 0:
+    if ended is not None and ended.reason in FAILED_TERMINATED and cs.restart_count > 0:
         return PodProblem(True, ended.reason, f"{cs.name} exited with code {ended.exit_code} "
                                               f"after {cs.restart_count} restarts")
     return None
 
 
-def pod_problem(pod: client.V1Pod) -> PodProblem | None:
+def pod_problem(pod: Pod) -> PodProblem | None:
     status = pod.status
-    if status is None:
-        return None
     for cs in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
         problem = _container_problem(cs)
         if problem is not None:
@@ -83,9 +80,8 @@ def pod_problem(pod: client.V1Pod) -> PodProblem | None:
     return None
 
 
-def _ready(pod: client.V1Pod) -> bool:
-    conditions = pod.status.conditions if pod.status is not None else None
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+def _ready(pod: Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 def _revision(labels: dict[str, str] | None) -> int | None:
@@ -93,38 +89,32 @@ def _revision(labels: dict[str, str] | None) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _first_problem(pods: list[client.V1Pod], revision: int | None) -> PodProblem | None:
-    current = [p for p in pods if revision is None or _revision(p.metadata.labels if p.metadata else None) == revision]
-    problems = [p for p in (pod_problem(pod) for pod in sorted(current, key=_pod_name)) if p is not None]
+def _first_problem(pods: list[Pod], revision: int | None) -> PodProblem | None:
+    current = [p for p in pods if revision is None or _revision(p.metadata.labels) == revision]
+    problems = [p for p in (pod_problem(pod) for pod in sorted(current, key=lambda p: p.metadata.name))
+                if p is not None]
     return next((p for p in problems if p.failed), problems[0] if problems else None)
 
 
-def _pod_name(pod: client.V1Pod) -> str:
-    return (pod.metadata.name if pod.metadata else None) or ""
-
-
-def _pod_details(pods: list[client.V1Pod]) -> dict[str, Any]:
-    phases = Counter((p.status.phase if p.status else None) or "Unknown" for p in pods)
-    restarts = sum(cs.restart_count or 0 for p in pods if p.status for cs in p.status.container_statuses or [])
+def _pod_details(pods: list[Pod]) -> dict[str, Any]:
+    phases = Counter(p.status.phase or "Unknown" for p in pods)
+    restarts = sum(cs.restart_count for p in pods for cs in p.status.container_statuses or [])
     return {"pods": dict(sorted(phases.items())), "restarts": restarts}
 
 
-def deployment_status(deployment: client.V1Deployment, pods: list[client.V1Pod], namespace: str) -> RuntimeStatus:
-    meta = deployment.metadata or client.V1ObjectMeta()
-    spec = deployment.spec
+def deployment_status(deployment: Deployment, pods: list[Pod], namespace: str) -> RuntimeStatus:
+    meta, spec, st = deployment.metadata, deployment.spec, deployment.status
     annotations = meta.annotations or {}
-    st = deployment.status or client.V1DeploymentStatus()
-    template_labels = spec.template.metadata.labels if spec and spec.template.metadata else None
-    revision = _revision(template_labels) or _revision(meta.labels)
-    desired = spec.replicas if spec is not None and spec.replicas is not None else 1
-    ready, updated = st.ready_replicas or 0, st.updated_replicas or 0
+    revision = _revision(spec.template.metadata.labels) or _revision(meta.labels)
+    desired = spec.replicas if spec.replicas is not None else 1
+    ready, updated = st.ready_replicas, st.updated_replicas
     details: dict[str, Any] = {
         "kind": "Deployment", "autoscaler": annotations.get(ANN_AUTOSCALER, "none"),
-        "strategy": spec.strategy.type if spec is not None and spec.strategy is not None else None,
+        "strategy": spec.strategy.type if spec.strategy is not None else None,
         "strategyReason": annotations.get(ANN_STRATEGY_REASON), "updatedReplicas": updated,
         **_pod_details(pods)}
     common: dict[str, Any] = {"ready_replicas": ready, "desired_replicas": desired, "revision": revision,
-                              "base_url": service_url(meta.name or "", namespace), "details": details}
+                              "base_url": service_url(meta.name, namespace), "details": details}
     problem = _first_problem(pods, revision)
     if problem is None:
         for cond in st.conditions or []:
@@ -143,7 +133,7 @@ def deployment_status(deployment: client.V1Deployment, pods: list[client.V1Pod],
                          **common)
 
 
-def inference_service_status(isvc: dict[str, Any], pods: list[client.V1Pod], namespace: str) -> RuntimeStatus:
+def inference_service_status(isvc: dict[str, Any], pods: list[Pod], namespace: str) -> RuntimeStatus:
     """KServe reports through conditions (``Ready``, ``PredictorReady``) and ``modelStatus``; pods add the why."""
     meta = isvc.get("metadata") or {}
     name = meta.get("name", "")

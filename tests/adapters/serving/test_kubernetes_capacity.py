@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.serving.kubernetes.capacity import GpuCapacity, NodeList, PodList, choose_strategy, gpu_capacity
+from adapters.serving.kubernetes.capacity import GpuCapacity, choose_strategy, gpu_capacity
+from adapters.serving.kubernetes.objects import NodeList, PodList
 
 GPU = "nvidia.com/gpu"
 
