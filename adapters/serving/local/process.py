@@ -7,22 +7,29 @@ then it is ``failed`` with ``CrashLoopBackOff``; one that is not ready within ``
 ``failed`` with ``StartupTimeout``; one whose command cannot be executed fails with ``ImageNotRunnable``.
 ``retire()`` turns restarts off (a process draining after a revision change); ``stop()`` ends it for good.
 
-No orphans: each child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, set in the
-child between fork and exec), so a control plane killed with SIGKILL leaves no server behind. The signal
-follows the thread that forked, which is the event loop's: children are spawned from it, never from a
-worker thread. Each child leads its own process group, which ``stop`` signals whole.
+No orphans: each child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a control
+plane killed with SIGKILL leaves no server behind. A ``preexec_fn`` could set it, but that forces a plain
+``fork()`` holding the GIL: 12-80 ms of stalled event loop (and gateway) per start in a 100-500 MB process. So the
+child is spawned with ``vfork`` through a few-line launcher (``python -S -I -c``, ~15 ms) that sets the flag,
+checks its parent is still the one that spawned it, and ``exec``s the server (the flag survives ``exec``).
+``Popen`` still waits for that ``exec`` (several ms under load), so it runs on the runtime's one spawner thread,
+not on the event loop. The kernel sends the signal when the thread that spawned exits: the spawner thread lives
+until the runtime is closed, after its children are stopped. Each child leads its own process group, which
+``stop`` signals whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,15 +40,26 @@ from adapters.serving.local.logs import ProcessLogs
 __all__ = ["ProcessOptions", "ServerProcess", "StartFailure"]
 
 ProcState = Literal["starting", "ready", "restarting", "failed", "stopped"]
-_PR_SET_PDEATHSIG = 1
 _STABLE_S = 60.0  # a process up this long has its crash count (and so its backoff) reset, as kubelet does
 _TRIM_EVERY_S = 5.0
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
-try:
-    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - not Linux/glibc
-    _libc = None
+_NOT_RUNNABLE = 127  # the launcher's exit code when the server's executable cannot be run, as a shell's
+# argv: parent pid, the signal, then the server's command line. Only the standard library, no site: it is quick.
+_LAUNCHER = (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None).prctl(1, int(sys.argv[2]), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "except (OSError, AttributeError):\n"
+    "    pass  # not Linux: no parent-death signal\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(1)  # the parent died before the flag was set\n"
+    "try:\n"
+    "    os.execvp(sys.argv[3], sys.argv[3:])\n"
+    "except OSError as exc:\n"
+    "    sys.stderr.write(f'cannot run {sys.argv[3]}: {exc.strerror}\\n')\n"
+    f"    os._exit({_NOT_RUNNABLE})\n"
+)
 
 
 class StartFailure(Exception):
@@ -62,16 +80,8 @@ class ProcessOptions:
     probe_interval_s: float = 0.05
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """``preexec_fn``: runs in the child after fork; only async-signal-safe work here."""
-
-    def setup() -> None:
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
+def _launch_argv(argv: list[str]) -> list[str]:
+    return [sys.executable, "-S", "-I", "-c", _LAUNCHER, str(os.getpid()), str(int(signal.SIGTERM)), *argv]
 
 
 class ServerProcess:
@@ -80,7 +90,7 @@ class ServerProcess:
     def __init__(self, *, revision: int, argv: list[str], port: int, env: dict[str, str], cwd: str,
                  logs: ProcessLogs, options: ProcessOptions, session: Callable[[], aiohttp.ClientSession],
                  server: str = "mock", prepare: Callable[[], Awaitable[None]] | None = None,
-                 unrunnable: str | None = None) -> None:
+                 unrunnable: str | None = None, spawner: Executor | None = None) -> None:
         self.revision = revision
         self.port = port
         self.server = server
@@ -93,6 +103,7 @@ class ServerProcess:
         self.on_ready: Callable[[ServerProcess], None] | None = None
         self._argv, self._env, self._cwd, self._options = argv, env, cwd, options
         self._session, self._prepare, self._unrunnable = session, prepare, unrunnable
+        self._spawner = spawner
         self._popen: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         self._exited = asyncio.Event()
@@ -191,7 +202,7 @@ class ServerProcess:
         crashes = 0
         while True:
             try:
-                popen = self._spawn()
+                popen = await self._spawn()
             except OSError as exc:
                 self._fail("ImageNotRunnable", f"cannot run {os.path.basename(self._argv[0])}: {exc.strerror}")
                 return
@@ -215,8 +226,11 @@ class ServerProcess:
                 return
             if time.monotonic() - up_since >= _STABLE_S:
                 crashes = 0
-            crashes += 1
             detail = self._exit_detail(popen.returncode)
+            if popen.returncode == _NOT_RUNNABLE and not ready:
+                self._fail("ImageNotRunnable", detail)
+                return
+            crashes += 1
             self.logs.note(f"revision {self.revision} pid {popen.pid} {detail.splitlines()[0]}")
             if crashes > self._options.max_restarts:
                 self._fail("CrashLoopBackOff", f"{detail} (restarted {self.restarts} times)")
@@ -232,19 +246,34 @@ class ServerProcess:
         tail = self.logs.stderr_tail()
         return f"{how}: {tail}" if tail else how
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    async def _spawn(self) -> subprocess.Popen[bytes]:
+        if self._spawner is None:
+            popen = self._start_child()
+        else:
+            started = asyncio.get_running_loop().run_in_executor(self._spawner, self._start_child)
+            try:
+                popen = await asyncio.shield(started)
+            except asyncio.CancelledError:
+                await asyncio.wait([started])  # the child exists once this returns: stop() finds and ends it
+                raise
+        self._watch(popen)
+        return popen
+
+    def _start_child(self) -> subprocess.Popen[bytes]:
+        """Blocking (runs on the spawner thread): open the log files, start the child through the launcher."""
         argv = [str(self.port) if a == "{port}" else a for a in self._argv]
+        if shutil.which(argv[0], path=self._env.get("PATH")) is None:
+            raise FileNotFoundError(2, "no such executable")
         out, err = self.logs.open()
         try:
             popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._env, cwd=self._cwd,
-                close_fds=True, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+                _launch_argv(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._env,
+                cwd=self._cwd, close_fds=True, start_new_session=True)
         finally:
             out.close()
             err.close()
         self._popen, self._pid, self.exit_code = popen, popen.pid, None
         self.logs.note(f"revision {self.revision} started as pid {popen.pid} on port {self.port}")
-        self._watch(popen)
         return popen
 
     def _watch(self, popen: subprocess.Popen[bytes]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,8 @@ class LocalRuntime:
                                        backoff_s=restart_backoff_s, stop_grace_s=stop_grace_s)
         self._slots: dict[_Key, _SlotState] = {}
         self._session: aiohttp.ClientSession | None = None
+        # One thread starts every child (see process.py): off the event loop, and alive until aclose.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmops-local-spawn")
         self._closed = False
 
     # -- the protocol -----------------------------------------------------------------------------
@@ -178,6 +181,7 @@ class LocalRuntime:
                 task.cancel()
         procs = [p for state in states for p in state.processes()]
         await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
+        self._spawner.shutdown(wait=False)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -201,7 +205,7 @@ class LocalRuntime:
         return ServerProcess(
             revision=spec.revision, argv=plan.argv, port=_free_port(), env=child_env(), cwd=str(self._workdir),
             logs=ProcessLogs.under(self._workdir / "logs", name), options=self._options, session=self._http,
-            server=plan.kind, prepare=prepare, unrunnable=plan.failure)
+            server=plan.kind, prepare=prepare, unrunnable=plan.failure, spawner=self._spawner)
 
     def _switch(self, endpoint_id: str, slot: Slot, ready: ServerProcess) -> None:
         """The rolling-out process is ready: it becomes the slot's, and the old one drains."""

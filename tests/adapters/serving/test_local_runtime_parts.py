@@ -93,18 +93,29 @@ def test_stderr_tail_is_the_last_lines_redacted(tmp_path: Path) -> None:
     assert tail.splitlines() == ["line 18", "line 19", "boom --api-key ***"]
 
 
-async def test_a_command_that_cannot_be_executed_is_image_not_runnable(tmp_path: Path) -> None:
+async def _run_to_the_end(tmp_path: Path, command: str) -> ServerProcess:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        proc = ServerProcess(revision=1, argv=[str(tmp_path / "no-such-server"), "--port", "{port}"], port=1,
-                             env={}, cwd=str(tmp_path), logs=ProcessLogs.under(tmp_path, "x"),
-                             options=ProcessOptions(ready_timeout_s=5), session=lambda: session)
+        proc = ServerProcess(revision=1, argv=[command, "--port", "{port}"], port=1, env=child_env(),
+                             cwd=str(tmp_path), logs=ProcessLogs.under(tmp_path, "x"),
+                             options=ProcessOptions(ready_timeout_s=10, backoff_s=0.01), session=lambda: session)
         proc.start()
         assert proc._task is not None
         await proc._task
+    return proc
+
+
+async def test_a_command_that_cannot_be_executed_is_image_not_runnable(tmp_path: Path) -> None:
+    proc = await _run_to_the_end(tmp_path, str(tmp_path / "no-such-server"))
     assert (proc.state, proc.reason) == ("failed", "ImageNotRunnable")
     assert "no-such-server" in proc.message and str(tmp_path) not in proc.message
+    junk = tmp_path / "junk-server"
+    junk.write_bytes(b"\x00\x01 not a program")
+    junk.chmod(0o755)
+    proc = await _run_to_the_end(tmp_path, str(junk))  # found, but exec fails in the launcher: exit 127
+    assert (proc.state, proc.reason, proc.restarts) == ("failed", "ImageNotRunnable", 0)
+    assert "exited with code 127" in proc.message and "Exec format error" in proc.message
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
