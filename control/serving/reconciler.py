@@ -7,8 +7,9 @@ Kubernetes, while something is changing; at once when a change here or on anothe
 * for each runtime-backed endpoint not being deleted, read ``status`` of the slots its record wants;
   apply a slot the runtime reports ``absent`` (local servers after a control-plane restart, an apply lost
   to a crash) or running another revision than the record wants (at most every ``REAPPLY_S`` per
-  revision); a revision whose slot reports ``failed`` becomes ``failed`` (and ``active``/``canary`` again
-  should it recover); a failed revision is never re-applied;
+  revision); a revision whose slot reports ``failed`` (or whose rollout next to the old revision failed,
+  ``details["rollout"]``) becomes ``failed``, and ``active``/``canary`` again should it recover; a failed
+  revision is never re-applied;
 * delete a canary slot no record wants any more (a dropped canary whose delete failed); finish a
   promotion (traffic 100) by deleting the canary slot once the stable slot runs the promoted revision;
 * delete every slot of an endpoint whose record vanished since the last pass (a delete that raced an
@@ -259,7 +260,10 @@ class Reconciler:
         if status.phase == "absent" and rev.state == "failed":  # refused before: say why, as it was said
             state = msgspec.structs.replace(state, phase="failed", reason=_short(rev.reason), message=rev.reason[:500])
         on_wanted = status.revision in (None, number)
-        if status.phase == "failed" and on_wanted and rev.state in ("active", "canary"):
+        rollout = status.details.get("rollout")  # a new revision starting next to the old (LocalRuntime's surge)
+        rollout_failed = (isinstance(rollout, dict) and rollout.get("revision") == number
+                          and rollout.get("phase") == "failed")
+        if ((status.phase == "failed" and on_wanted) or rollout_failed) and rev.state in ("active", "canary"):
             seen.revision_states[number] = ("failed", f"{status.reason or 'Failed'}: {status.message}"[:1000])
         elif status.phase == "ready" and on_wanted and rev.state == "failed":
             seen.revision_states[number] = ("canary" if slot == "canary" and row.current_revision != number
