@@ -196,6 +196,7 @@ class ServerProcess:
             if self._prepare is not None:
                 self.message = "fetching model files"
                 await self._prepare()
+                self.message = ""
         except StartFailure as exc:
             self._fail(exc.reason, exc.message)
             return
