@@ -42,7 +42,8 @@ def _base(tp: Any) -> tuple[Any, Any]:
     meta = None
     if get_origin(tp) is typing.Annotated:
         tp, *extras = get_args(tp)
-        meta = next((e for e in extras if isinstance(e, msgspec.Meta)), None)
+        metas = [e for e in extras if isinstance(e, msgspec.Meta)]  # nested Annotated: the constraint's and the help's
+        meta = next((m for m in metas if m.description), metas[0] if metas else None)
     if get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if len(args) == 1:
