@@ -20,6 +20,7 @@ from adapters.serving.settings import load_serving_settings
 from control.catalog import CatalogModule
 from control.serving import ServingModule
 from control.serving.reconciler import PassReport, Reconciler
+from control.serving.runtimes import RuntimeFactory
 from tests.control.catalog._helpers import data, upload
 
 API = "/llm-ops/v1/serving/endpoints"
@@ -120,15 +121,23 @@ class ServingApp:
 
 @contextlib.asynccontextmanager
 async def serving_app(database_url: str, data_dir: Path, *, runtime: Any = None, env: dict[str, str] | None = None,
-                      extra: Sequence[ControlModule] = (), background: bool = False) -> AsyncIterator[ServingApp]:
+                      extra: Sequence[ControlModule] = (), background: bool = False,
+                      runtime_factory: RuntimeFactory | None = None) -> AsyncIterator[ServingApp]:
     """Catalog + serving (+ ``extra`` modules) on ``database_url``; the runtime is ``runtime`` (a ``FakeRuntime``
-    by default). Without ``background`` no reconciler task runs: tests drive passes with ``reconcile()``."""
+    by default), or what ``runtime_factory`` builds. Without ``background`` no reconciler task runs: tests drive
+    passes with ``reconcile()``."""
     runtime = runtime if runtime is not None else FakeRuntime()
+    built: list[Any] = []
+
+    def factory(settings: Any, ctx: Any) -> Any:
+        built.append(runtime_factory(settings, ctx) if runtime_factory is not None else runtime)
+        return built[-1]
+
     settings = load_serving_settings(env or {})
-    module = ServingModule(settings=settings, runtime_factory=lambda _settings, _ctx: runtime, background=background)
+    module = ServingModule(settings=settings, runtime_factory=factory, background=background)
     cfg = ControlCfg(database_url=database_url, data_dir=str(data_dir), change_feed="local")
     async with admin_test_app(cfg, modules=[CatalogModule(), *extra, module]) as app:
-        yield ServingApp(app=app, module=module, runtime=runtime)
+        yield ServingApp(app=app, module=module, runtime=built[0])
 
 
 async def model(app: ServingApp, name: str, *, kind: str = "base", status: str = "approved",
