@@ -167,7 +167,8 @@ class KubernetesRuntime:
             for kind in await self._kinds_to_delete(name):
                 what = f"{kind}/{name}"
                 try:
-                    await self._call(self._deleter(kind), name, self._settings.namespace)
+                    await self._call(self._deleter(kind), name, self._settings.namespace,
+                                     propagation_policy="Background")  # pods go with their Deployment
                     deleted.append(what)
                 except _CLIENT_ERRORS as exc:
                     if _not_found(exc):
@@ -281,7 +282,8 @@ class KubernetesRuntime:
             stale.append("ScaledObject")
         for kind in stale:
             try:
-                await self._call(self._deleter(kind), plan.name, self._settings.namespace)
+                await self._call(self._deleter(kind), plan.name, self._settings.namespace,
+                                 propagation_policy="Background")
             except _CLIENT_ERRORS as exc:
                 if not _not_found(exc):
                     raise _refusal(exc, f"{kind}/{plan.name}") from None

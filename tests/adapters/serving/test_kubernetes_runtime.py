@@ -179,6 +179,8 @@ async def test_delete_both_slots_with_some_already_gone(kube: KubeDouble) -> Non
     assert report.already_gone == ["Service/llama"]
     assert report.failed == {} and report.complete
     assert kube.names(DEPLOYMENTS) == [] and kube.names(SERVICES) == [] and kube.names(HPAS) == []
+    deletes = [r for r in kube.emulator if r.method == "DELETE"]
+    assert deletes and all(r.params.get("propagationPolicy") == "Background" for r in deletes)  # pods go too
     again = await rt.delete("ep_llama", "llama")
     assert again.deleted == [] and again.complete
     assert "Deployment/llama" in again.already_gone and "Service/llama-canary" in again.already_gone
