@@ -92,8 +92,10 @@ def plan_server(spec: DeploymentSpec, settings: ServingSettings, *, workdir: Pat
         argv = [python, "-m", "adapters.serving.local.llama_server", "--model", str(path),
                 "--model-alias", spec.served_model_name, "--host", "127.0.0.1", "--port", PORT]
         return ServerPlan(kind="llama_cpp", argv=argv, model_key=key, model_path=path)
-    argv = [python, "-m", "adapters.testdoubles.serving_mock", "--host", "127.0.0.1", "--port", PORT,
-            "--model-name", spec.served_model_name, *spec.vllm_args]
+    # The endpoint's args first: the last occurrence of an option wins, so none of them can move the server
+    # off loopback or off its port (the serving module refuses those options too).
+    argv = [python, "-m", "adapters.testdoubles.serving_mock", *spec.vllm_args, "--host", "127.0.0.1",
+            "--port", PORT, "--model-name", spec.served_model_name]
     return ServerPlan(kind="mock", argv=argv)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from adapters.serving.settings import ServingSettings
 
 __all__ = ["DEFAULT_DRAIN_S", "LocalRuntime"]
 
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
 DEFAULT_DRAIN_S = 10.0  # reconcile interval + the gateway's control refresh (5 s) + margin
 _Key = tuple[str, Slot]
 
@@ -104,6 +106,8 @@ class LocalRuntime:
     async def apply(self, spec: DeploymentSpec, slot: Slot) -> list[dict[str, Any]]:
         if self._closed:
             raise RuntimeFailure("the local runtime is shut down")
+        if not _DNS_1035.fullmatch(spec.endpoint_name):
+            raise RuntimeFailure("the endpoint name is not a DNS-1035 label")  # it names files under workdir
         manifests = self.render(spec, slot)
         try:
             (self._workdir / "logs").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.objectstore import LocalObjectStore
+from adapters.serving.base import RuntimeFailure
 from adapters.serving.local import LocalRuntime, commands
 from adapters.serving.local.commands import child_env, plan_server, redact_argv, redact_text
 from adapters.serving.local.logs import ProcessLogs
@@ -27,8 +28,22 @@ def test_default_is_the_mock_with_the_endpoints_vllm_args(tmp_path: Path) -> Non
                        workdir=tmp_path, has_objectstore=True)
     assert plan.kind == "mock"
     assert plan.argv[1:3] == ["-m", "adapters.testdoubles.serving_mock"]
-    assert plan.argv[-4:] == ["--model-name", "tiny-r1", "--max-model-len", "512"]
+    assert plan.argv[3:5] == ["--max-model-len", "512"] and plan.argv[-2:] == ["--model-name", "tiny-r1"]
     assert plan.command(8123)[plan.argv.index("{port}")] == "8123"
+
+
+async def test_endpoint_args_cannot_move_the_server_off_loopback(tmp_path: Path) -> None:
+    spec = make_spec(1, vllm_args=["--host", "0.0.0.0", "--port", "1", "--model-name", "other"])
+    async with local_runtime(tmp_path) as runtime:
+        await runtime.apply(spec, "stable")
+        st = await wait_status(runtime, spec)
+        assert st.base_url is not None and st.base_url.startswith("http://127.0.0.1:") and ":1/" not in st.base_url
+        with open("/proc/net/tcp") as f:  # noqa: ASYNC230 - a few KB of procfs
+            listening = [line.split()[1] for line in f.readlines()[1:] if line.split()[3] == "0A"]
+        port = f"{st.details['port']:04X}"
+        assert f"0100007F:{port}" in listening and f"00000000:{port}" not in listening
+        with pytest.raises(RuntimeFailure):
+            await runtime.apply(make_spec(2, name="../../etc"), "stable")
 
 
 def test_auto_runs_a_gguf_model_with_llama_cpp_only_when_everything_is_there(
