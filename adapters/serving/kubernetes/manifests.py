@@ -49,7 +49,7 @@ Manifest = client.V1Deployment | client.V1Service | client.V2HorizontalPodAutosc
 class ClusterFacts(msgspec.Struct, frozen=True, kw_only=True):
     """What ``apply`` read from the cluster before rendering; the defaults are what ``render`` assumes unread."""
 
-    keda_installed: bool = False
+    keda_installed: bool | None = None  # None: not read yet (render before any apply)
     capacity: GpuCapacity | None = None  # None: unknown, so no surge pod for GPU slots
 
 
@@ -105,8 +105,11 @@ def choose_autoscaler(spec: DeploymentSpec, settings: ServingSettings, facts: Cl
         raise RuntimeFailure(f"min_replicas {scaling.min_replicas} exceeds max_replicas {scaling.max_replicas}")
     if scaling.min_replicas == scaling.max_replicas:
         return "none"
+    # Not read yet (``render`` before any ``apply``): a preview assumes KEDA where only KEDA would do, and
+    # ``apply``, which reads the cluster first, refuses if it is not there.
+    maybe_keda = facts.keda_installed or (facts.keda_installed is None and scaling.min_replicas == 0)
     keda = settings.autoscaler == "keda" or (
-        settings.autoscaler == "auto" and facts.keda_installed and settings.gateway_metrics_url is not None)
+        settings.autoscaler == "auto" and maybe_keda and settings.gateway_metrics_url is not None)
     if keda and settings.gateway_metrics_url is None:
         raise RuntimeFailure("SERVING_AUTOSCALER=keda needs SERVING_GATEWAY_METRICS_URL (the Prometheus KEDA reads)")
     if scaling.min_replicas == 0 and not keda:

@@ -8,8 +8,9 @@ credentials. ``delete`` never raises: each resource lands in ``deleted``, ``alre
 Objects are created, or, when they exist (409), updated with a JSON merge patch (``manifests.merge_patch``),
 which works the same for built-in kinds and custom resources. Rendering needs two facts about the cluster,
 read by ``apply`` just before it renders: whether KEDA is installed, and whether a node has GPUs to spare for
-a surge pod (``capacity``). ``render`` reuses the facts of the last ``apply`` (none read yet: no KEDA, no
-spare GPU).
+a surge pod (``capacity``). ``render`` reuses the facts of the last ``apply``; before any, it previews with
+no spare GPU and KEDA only where nothing else could scale (``minReplicas`` 0). What ``apply`` returns is what
+was sent.
 
 RBAC: in ``SERVING_NAMESPACE`` create/get/patch/delete Deployments, Services, HPAs, ScaledObjects (or
 InferenceServices) and list Pods; cluster-wide list Nodes and Pods (GPU capacity) and get
@@ -244,17 +245,15 @@ class KubernetesRuntime:
         return gpu_capacity(nodes.items, pods.items, resource)
 
     async def _read_facts(self, spec: DeploymentSpec) -> ClusterFacts:
-        settings = self._settings
-        if settings.kserve:
+        """KEDA is looked for on every apply (one GET, body unread), also to remove a ScaledObject that a
+        revision no longer wants; GPU capacity only for GPU slots."""
+        if self._settings.kserve:
             return self._facts
-        scaled = spec.autoscaling.min_replicas != spec.autoscaling.max_replicas
-        keda = settings.autoscaler == "auto" and scaled
         gpu = spec.resources.gpu_count > 0
         installed, capacity = await asyncio.gather(
-            self._keda_installed() if keda else _value(None),
-            self._capacity(spec.resources.gpu_resource) if gpu else _value(None))
-        return ClusterFacts(keda_installed=bool(installed) if keda else self._facts.keda_installed,
-                            capacity=capacity)
+            self._keda_installed(), self._capacity(spec.resources.gpu_resource) if gpu else _value(None))
+        # Unreadable CRDs (None) count as no KEDA: apply does not guess (SERVING_AUTOSCALER=keda still forces it).
+        return ClusterFacts(keda_installed=installed is True, capacity=capacity)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -278,7 +277,7 @@ class KubernetesRuntime:
         stale: list[Kind] = []
         if plan.autoscaler not in ("hpa", "kserve"):
             stale.append("HorizontalPodAutoscaler")
-        if plan.autoscaler not in ("keda", "kserve") and facts.keda_installed:
+        if plan.autoscaler not in ("keda", "kserve") and (facts.keda_installed or self._settings.autoscaler == "keda"):
             stale.append("ScaledObject")
         for kind in stale:
             try:

@@ -127,6 +127,23 @@ async def test_autoscaler_keda_when_installed_else_hpa(kube: KubeDouble) -> None
     assert stored is not None and stored["spec"]["replicas"] == 2
 
 
+async def test_a_new_process_still_removes_a_stale_scaled_object(kube: KubeDouble) -> None:
+    cfg = settings(gateway_metrics_url="http://prometheus:9090")
+    kube.install_crd("scaledobjects.keda.sh")
+    await runtime(kube, cfg).apply(spec(use_gpu=False, min_replicas=0, max_replicas=2), "stable")
+    assert kube.get(SCALED, NS, "llama") is not None
+    await runtime(kube, cfg).apply(spec(use_gpu=False, revision=2), "stable")  # after a restart: min == max
+    assert kube.get(SCALED, NS, "llama") is None
+
+
+def test_render_before_any_apply_previews_without_failing() -> None:
+    """The serving module renders inside its write transaction, before the runtime has read the cluster."""
+    rt = KubernetesRuntime(settings(gateway_metrics_url="http://prometheus:9090"))
+    docs = rt.render(spec(min_replicas=0, max_replicas=2), "stable")
+    assert [d["kind"] for d in docs] == ["Service", "Deployment", "ScaledObject"]
+    assert docs[1]["spec"]["strategy"] == {"type": "Recreate"}  # spare GPUs unknown yet
+
+
 async def test_scale_to_zero_refused_without_keda(kube: KubeDouble) -> None:
     from adapters.serving.base import RuntimeFailure
 
