@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,13 @@ class ProcessOptions:
     probe_interval_s: float = 0.05
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (the child binds it a moment later; see the retry in ``_run``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _launch_argv(argv: list[str]) -> list[str]:
     return [sys.executable, "-S", "-I", "-c", _LAUNCHER, str(os.getpid()), str(int(signal.SIGTERM)), *argv]
 
@@ -110,6 +118,7 @@ class ServerProcess:
         self._task: asyncio.Task[None] | None = None
         self._retired = False
         self._stopping = False
+        self._ever_ready = False
 
     @property
     def base_url(self) -> str:
@@ -216,6 +225,7 @@ class ServerProcess:
                 return
             up_since = time.monotonic()
             if ready:
+                self._ever_ready = True
                 self.state, self.reason, self.message = "ready", None, ""
                 if self.on_ready is not None:
                     self.on_ready(self)
@@ -241,6 +251,8 @@ class ServerProcess:
             self.message = f"{detail}; restarting in {delay_s:g} s"
             await asyncio.sleep(delay_s)
             self.restarts += 1
+            if not self._ever_ready:  # maybe someone took the port meanwhile; nothing has its URL yet
+                self.port = free_port()
 
     def _exit_detail(self, code: int | None) -> str:
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from adapters.objectstore.errors import ObjectNotFound, ObjectStoreError
 from adapters.serving.base import DeleteReport, DeploymentSpec, RuntimeFailure, RuntimeStatus, Slot
 from adapters.serving.local.commands import ServerPlan, child_env, plan_server, redact_argv, redact_text
 from adapters.serving.local.logs import ProcessLogs
-from adapters.serving.local.process import ProcessOptions, ServerProcess, StartFailure
+from adapters.serving.local.process import ProcessOptions, ServerProcess, StartFailure, free_port
 from adapters.serving.settings import ServingSettings
 
 __all__ = ["DEFAULT_DRAIN_S", "LocalRuntime"]
@@ -58,12 +57,6 @@ class _SlotState:
 
 def _unit(endpoint_name: str, slot: Slot) -> str:
     return endpoint_name if slot == "stable" else f"{endpoint_name}-canary"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _phase(proc: ServerProcess) -> Literal["progressing", "ready", "failed"]:
@@ -207,7 +200,7 @@ class LocalRuntime:
             key, path = plan.model_key, plan.model_path
             prepare = lambda: self._fetch_model(key, path)  # noqa: E731
         return ServerProcess(
-            revision=spec.revision, argv=plan.argv, port=_free_port(), env=child_env(), cwd=str(self._workdir),
+            revision=spec.revision, argv=plan.argv, port=free_port(), env=child_env(), cwd=str(self._workdir),
             logs=ProcessLogs.under(self._workdir / "logs", name), options=self._options, session=self._http,
             server=plan.kind, prepare=prepare, unrunnable=plan.failure, spawner=self._spawner)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from adapters.serving.local.logs import ProcessLogs
 from adapters.serving.local.process import ProcessOptions, ServerProcess
 from adapters.serving.settings import load_serving_settings
 from adapters.testdoubles.serving_mock import ServingFaults, parse_faults
-from tests.adapters.serving.local_helpers import local_runtime, make_spec, wait_status
+from tests.adapters.serving.local_helpers import eventually, local_runtime, make_spec, read_log, wait_status
 
 AUTO = load_serving_settings({"SERVING_LOCAL_SERVER": "auto"})
 GGUF = {"model_format": "gguf", "model_files": ["models/mdl_1/1/tiny.gguf"]}
@@ -131,6 +132,29 @@ async def test_a_command_that_cannot_be_executed_is_image_not_runnable(tmp_path:
     proc = await _run_to_the_end(tmp_path, str(junk))  # found, but exec fails in the launcher: exit 127
     assert (proc.state, proc.reason, proc.restarts) == ("failed", "ImageNotRunnable", 0)
     assert "exited with code 127" in proc.message and "Exec format error" in proc.message
+
+
+async def test_a_port_taken_before_the_first_start_is_traded_for_another(tmp_path: Path) -> None:
+    import aiohttp
+
+    from adapters.serving.local.commands import PORT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "adapters.testdoubles.serving_mock", "--port", PORT, "--model-name", "m"]
+        async with aiohttp.ClientSession() as session:
+            proc = ServerProcess(revision=1, argv=argv, port=port, env=child_env(), cwd=str(tmp_path),
+                                 logs=ProcessLogs.under(tmp_path, "p"), session=lambda: session,
+                                 options=ProcessOptions(ready_timeout_s=30, backoff_s=0.01))
+            proc.start()
+            try:
+                await eventually(lambda: proc.state == "ready" or proc.state == "failed", timeout_s=30)
+                assert proc.state == "ready" and proc.restarts == 1 and proc.port != port
+                assert "address already in use" in read_log(proc.logs.stderr).lower()
+            finally:
+                await proc.stop()
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
