@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 import urllib3
@@ -162,11 +162,20 @@ class KubernetesRuntime:
         deleted: list[str] = []
         gone: list[str] = []
         failed: dict[str, str] = {}
+        down: str | None = None  # once the API server is unreachable, the rest fail at once, not one timeout each
         slots: list[Slot] = [slot] if slot is not None else ["canary", "stable"]
         for one in slots:
             name = resource_name(endpoint_name, one)
-            for kind in await self._kinds_to_delete(name):
+            plan = await self._deletion(name, endpoint_id) if down is None else _Deletion(_ALL_KINDS, down)
+            down = down or plan.unreachable
+            if plan.foreign:
+                gone.extend(f"{kind}/{name}" for kind in plan.kinds)  # ours are gone; that one is not ours
+                continue
+            for kind in plan.kinds:
                 what = f"{kind}/{name}"
+                if down is not None:
+                    failed[what] = down
+                    continue
                 try:
                     await self._call(self._deleter(kind), name, self._settings.namespace,
                                      propagation_policy="Background")  # pods go with their Deployment
@@ -174,8 +183,10 @@ class KubernetesRuntime:
                 except _CLIENT_ERRORS as exc:
                     if _not_found(exc):
                         gone.append(what)
-                    else:
-                        failed[what] = _refusal(exc, what).reason
+                        continue
+                    failed[what] = _refusal(exc, what).reason
+                    if not isinstance(exc, client.ApiException):
+                        down = "Kubernetes API unreachable"
         if failed:
             log.warning("serving: delete of %s left %d resources: %s", endpoint_name, len(failed), sorted(failed))
         return DeleteReport(deleted=deleted, already_gone=gone, failed=failed)
@@ -287,23 +298,31 @@ class KubernetesRuntime:
                 if not _not_found(exc):
                     raise _refusal(exc, f"{kind}/{plan.name}") from None
 
-    async def _kinds_to_delete(self, name: str) -> list[Kind]:
-        """Autoscaler first, Deployment last. The Deployment's annotation says which autoscaler exists;
-        without it, a ScaledObject is tried only where KEDA is installed (no keda.sh RBAC needed elsewhere)."""
+    async def _deletion(self, name: str, endpoint_id: str) -> _Deletion:
+        """What to delete, autoscaler first and Deployment last. The Deployment's annotation says which
+        autoscaler exists; without it, a ScaledObject is tried only where KEDA is installed (no keda.sh RBAC
+        needed elsewhere). A Deployment of that name that another endpoint owns is left alone."""
         if self._settings.kserve:
-            return ["InferenceService"]
+            return _Deletion(["InferenceService"])
+        hint: str | None = None
         try:
             deployment = await self._raw(self._apps.read_namespaced_deployment, Deployment, name,
                                          self._settings.namespace)
+            owner = (deployment.metadata.labels or {}).get(LABEL_ENDPOINT)
+            if owner != endpoint_id:
+                log.warning("serving: Deployment/%s belongs to %s, not %s: left alone", name, owner, endpoint_id)
+                return _Deletion(["Service", "Deployment"], foreign=True)
             hint = (deployment.metadata.annotations or {}).get(ANN_AUTOSCALER)
-        except (*_CLIENT_ERRORS, msgspec.DecodeError):
-            hint = None
+        except (urllib3.exceptions.HTTPError, OSError):
+            return _Deletion(_ALL_KINDS, "Kubernetes API unreachable")
+        except (client.ApiException, msgspec.DecodeError):
+            pass  # gone already (or unreadable): try every kind
         kinds: list[Kind] = []
         if hint in (None, "hpa"):
             kinds.append("HorizontalPodAutoscaler")
         if hint == "keda" or (hint is None and await self._keda_installed() is not False):
             kinds.append("ScaledObject")
-        return [*kinds, "Service", "Deployment"]
+        return _Deletion([*kinds, "Service", "Deployment"])
 
     def _creator(self, kind: Kind) -> Callable[..., Any]:
         """``(namespace, body, **request options)``"""
@@ -340,6 +359,15 @@ class KubernetesRuntime:
             "Service": self._core.delete_namespaced_service,
             "HorizontalPodAutoscaler": self._hpa.delete_namespaced_horizontal_pod_autoscaler}
         return methods[kind]
+
+
+class _Deletion(NamedTuple):
+    kinds: list[Kind]
+    unreachable: str | None = None
+    foreign: bool = False
+
+
+_ALL_KINDS: list[Kind] = ["HorizontalPodAutoscaler", "ScaledObject", "Service", "Deployment"]
 
 
 def _name_taken(what: str, namespace: str, owner: str | None, endpoint_id: str) -> RuntimeStatus:

@@ -203,15 +203,24 @@ async def test_delete_both_slots_with_some_already_gone(kube: KubeDouble) -> Non
     assert "Deployment/llama" in again.already_gone and "Service/llama-canary" in again.already_gone
 
 
+async def test_delete_leaves_another_endpoints_objects_alone(kube: KubeDouble) -> None:
+    rt = runtime(kube)
+    await rt.apply(spec(use_gpu=False), "stable")
+    report = await rt.delete("ep_someone_else", "llama", "stable")
+    assert report.deleted == [] and report.complete
+    assert kube.get(DEPLOYMENTS, NS, "llama") is not None and kube.get(SERVICES, NS, "llama") is not None
+
+
 async def test_delete_with_the_api_server_down_reports_every_resource(kube: KubeDouble) -> None:
     rt = runtime(kube)
     await rt.apply(spec(use_gpu=False), "stable")
     await kube.stop()
     started = time.monotonic()
-    report = await rt.delete("ep_llama", "llama", "stable")
+    report = await rt.delete("ep_llama", "llama")
     assert time.monotonic() - started < 20
     assert not report.complete and report.deleted == [] and report.already_gone == []
-    assert {"Deployment/llama", "Service/llama"} <= set(report.failed)
+    assert {"Deployment/llama", "Service/llama", "Deployment/llama-canary", "Service/llama-canary"} <= set(
+        report.failed)
     assert all("unreachable" in why for why in report.failed.values())
 
 
