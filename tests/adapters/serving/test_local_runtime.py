@@ -71,7 +71,7 @@ async def test_apply_ready_chat_and_same_revision_is_a_no_op(tmp_path: Path) -> 
 
 async def test_surge_replace_keeps_serving_then_stops_the_old_process(tmp_path: Path) -> None:
     one, two = make_spec(1), make_spec(2)
-    async with local_runtime(tmp_path, drain_s=1.0) as runtime:
+    async with local_runtime(tmp_path, drain_s=2.0) as runtime:
         await runtime.apply(one, "stable")
         old = await wait_status(runtime, one)
         old_pid = old.details["pid"]
@@ -97,12 +97,12 @@ async def test_surge_replace_keeps_serving_then_stops_the_old_process(tmp_path: 
         during = await runtime.status(one.endpoint_id, one.endpoint_name, "stable")
         assert (during.phase, during.revision, during.base_url) == ("ready", 1, old.base_url)  # old until new is ready
         new = await wait_status(runtime, two, revision=2)
+        assert alive(old_pid)  # draining: the gateway may still send it what it routed before the switch
         switched.set()
         await loop
         assert failures == []
         assert "tiny-r1" in served and served[-1] == "tiny-r2"
         assert new.base_url != old.base_url and new.details["pid"] != old_pid
-        assert alive(old_pid)  # draining: the gateway may still send it what it routed before the switch
         await wait_dead(old_pid)
 
 
