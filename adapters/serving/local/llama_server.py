@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     server_app = importlib.import_module("llama_cpp.server.app")
     server_settings = importlib.import_module("llama_cpp.server.settings")
     app = server_app.create_app(
-        server_settings=server_settings.ServerSettings(host=args.host, port=args.port),
+        # interrupt_requests off: the gateway sends concurrent requests; each waits its turn instead of cutting
+        # the stream in progress short (llama-cpp-python's default).
+        server_settings=server_settings.ServerSettings(host=args.host, port=args.port, interrupt_requests=False),
         model_settings=[server_settings.ModelSettings(model=args.model, model_alias=args.model_alias,
                                                       n_ctx=args.n_ctx, verbose=False)])
 
