@@ -17,6 +17,12 @@ model cannot be deleted while the dependent exists::
 serving and training need, typed here so neither imports the catalog), optionally locking its
 row in the caller's transaction so its status cannot change under a deploy.
 
+``DATASET_READER`` (provided by ``catalog``): a ready dataset version's description and its rows,
+in file order, in batches (evaluation and training read datasets through it).
+
+``EVALUATIONS`` (provided by ``evaluation``): start the evaluation configured for a model, e.g.
+when a training job registered it; training calls it and never imports evaluation.
+
 ``PROMOTION_GATE`` (provided by ``evaluation`` once it exists): whether an endpoint may move to
 the next environment. When no module provides it, promotion needs no gate; when one does, a
 failed verdict refuses the promotion unless an admin overrides it with a reason (audited).
@@ -24,6 +30,7 @@ failed verdict refuses the promotion unless an admin overrides it with a reason 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -33,11 +40,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi.services import ServiceKey
 
 __all__ = [
+    "DATASET_READER",
+    "EVALUATIONS",
     "MODEL_CATALOG",
     "MODEL_REFS",
     "PROMOTION_GATE",
+    "CatalogDatasetVersion",
     "CatalogModel",
+    "DatasetReader",
     "Environment",
+    "EvaluationStarter",
     "GateVerdict",
     "ModelReader",
     "ModelRefKind",
@@ -125,3 +137,41 @@ class PromotionGate(Protocol):
 
 
 PROMOTION_GATE: ServiceKey[PromotionGate] = ServiceKey("evaluation.promotion_gate")
+
+
+class CatalogDatasetVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """One ready dataset version: enough to map columns and size a run, without reading rows."""
+
+    dataset_id: str
+    name: str
+    version: int
+    format: str
+    row_count: int
+    columns: list[str]
+    pii_status: str | None = None
+
+
+class DatasetReader(Protocol):
+    async def version(self, conn: AsyncConnection, dataset_id: str, version: int | None = None
+                      ) -> CatalogDatasetVersion:
+        """The version (``None``: the latest ready one). ``NotFound`` for an unknown dataset or version,
+        ``Conflict`` when the version is not ``ready`` (still uploading, or invalid)."""
+        ...
+
+    def rows(self, dataset_id: str, version: int, *, batch_rows: int = 256) -> AsyncIterator[list[dict[str, Any]]]:
+        """The version's rows in file order, as JSON-like dicts, ``batch_rows`` at a time (the file is read off
+        the event loop). Row ``i`` of the file is always the ``i``-th row yielded, so callers may key on it."""
+        ...
+
+
+DATASET_READER: ServiceKey[DatasetReader] = ServiceKey("catalog.dataset_reader")
+
+
+class EvaluationStarter(Protocol):
+    async def start_for_model(self, *, model_id: str, trigger: str, actor: str) -> str | None:
+        """Start the evaluation configured for ``model_id`` (``trigger`` says why, e.g. ``training:job_…``);
+        returns the run id, or ``None`` when no automatic evaluation is configured for it."""
+        ...
+
+
+EVALUATIONS: ServiceKey[EvaluationStarter] = ServiceKey("evaluation.runs")
