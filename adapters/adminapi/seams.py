@@ -23,6 +23,9 @@ in file order, in batches (evaluation and training read datasets through it).
 ``EVALUATIONS`` (provided by ``evaluation``): start the evaluation configured for a model, e.g.
 when a training job registered it; training calls it and never imports evaluation.
 
+``ENDPOINTS`` (provided by ``serving``): which endpoints exist, by id or by bound model, with their
+route, environment and status (evaluation resolves its targets and baselines through it).
+
 ``PROMOTION_GATE`` (provided by ``evaluation`` once it exists): whether an endpoint may move to
 the next environment. When no module provides it, promotion needs no gate; when one does, a
 failed verdict refuses the promotion unless an admin overrides it with a reason (audited).
@@ -41,6 +44,7 @@ from adapters.adminapi.services import ServiceKey
 
 __all__ = [
     "DATASET_READER",
+    "ENDPOINTS",
     "EVALUATIONS",
     "MODEL_CATALOG",
     "MODEL_REFS",
@@ -48,6 +52,8 @@ __all__ = [
     "CatalogDatasetVersion",
     "CatalogModel",
     "DatasetReader",
+    "EndpointDirectory",
+    "EndpointRef",
     "Environment",
     "EvaluationStarter",
     "GateVerdict",
@@ -175,3 +181,24 @@ class EvaluationStarter(Protocol):
 
 
 EVALUATIONS: ServiceKey[EvaluationStarter] = ServiceKey("evaluation.runs")
+
+
+class EndpointRef(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    route: str
+    environment: Environment
+    model_id: str
+    model_version: int
+    revision: int
+    status: str  # control.serving.protocol.EndpointStatus
+
+
+class EndpointDirectory(Protocol):
+    async def find(self, conn: AsyncConnection, *, endpoint_id: str | None = None, model_id: str | None = None,
+                   environment: Environment | None = None) -> list[EndpointRef]:
+        """Live endpoints matching every given filter, oldest first (none given: all)."""
+        ...
+
+
+ENDPOINTS: ServiceKey[EndpointDirectory] = ServiceKey("serving.endpoints")

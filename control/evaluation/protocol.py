@@ -238,11 +238,13 @@ class GateThreshold(_In, frozen=True, kw_only=True):
 
 class GateConfig(_In, frozen=True, kw_only=True):
     """Promotion to PROD needs the latest finished run on the candidate to meet ``thresholds`` (on ``datasetId``
-    when set) and, with ``nonInferiorityMargin`` set, a paired comparison against the production model on the
-    same dataset whose CI lower bound is above ``-margin`` on ``nonInferiorityMetric``."""
+    when set) and, with ``baseline`` and ``nonInferiorityMargin`` set, a paired comparison of that run against
+    the latest finished run on ``baseline`` (the production route or endpoint) on the same dataset version whose
+    CI lower bound on ``nonInferiorityMetric`` (candidate minus baseline, sign-adjusted) is above ``-margin``."""
 
     thresholds: Annotated[list[GateThreshold], msgspec.Meta(max_length=20)] = []
     dataset_id: ResourceId | None = None
+    baseline: Target | None = None
     non_inferiority_metric: MetricName | None = None
     non_inferiority_margin: Annotated[float, msgspec.Meta(ge=0)] | None = None
     auto_evaluate: RunCreate | None = None  # run this when a training job registers the model (EVALUATIONS)
