@@ -1,0 +1,1 @@
+"""The evaluation control module (runs, metrics, judging, human review, comparison, promotion gate)."""
