@@ -97,7 +97,7 @@ class EndpointCreate(_In, frozen=True):
     gpu_count: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None  # default: SERVING_GPU_COUNT
     min_replicas: _Replicas = 1  # 0: scale to zero (requests wait at the gateway up to queueTimeoutS)
     max_replicas: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
-    autoscaling: AutoscalingPolicy = AutoscalingPolicy()
+    autoscaling: AutoscalingPolicy = msgspec.field(default_factory=AutoscalingPolicy)
     vllm_args: Annotated[list[VllmArg], msgspec.Meta(max_length=64)] = []  # not --host/--port/--model
     queue_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=600)] | None = None  # default: SERVING_QUEUE_TIMEOUT_S
 
