@@ -1,7 +1,8 @@
 """The serving control module: catalog models as endpoints, with revisions, canaries, rollback and routes.
 
 Start-up reads every ``SERVING_*`` variable (``adapters.serving.settings``; a bad value fails start-up naming
-it), builds the runtime ``SERVING_RUNTIME`` names (``runtimes.make_runtime``; tests hand in their own
+it), provides ``SERVING`` (its handlers') and ``ENDPOINTS`` (the endpoint directory other modules read),
+builds the runtime ``SERVING_RUNTIME`` names (``runtimes.make_runtime``; tests hand in their own
 factory), publishes the ``endpoints`` snapshot when its content differs from the published one, and runs the
 reconciler until shutdown, when the runtime is closed (the local runtime stops its servers; Kubernetes
 keeps running what it runs).
@@ -17,12 +18,13 @@ from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
 from adapters.serving.settings import ServingSettings, load_serving_settings
+from control.serving.directory import EndpointDirectory
 from control.serving.publishing import lock, publish_if_changed
 from control.serving.reconciler import Reconciler
 from control.serving.routes import EndpointsController
 from control.serving.runtimes import Ownership, RuntimeFactory, make_runtime
 from control.serving.service import EndpointService
-from control.serving.services import SERVING
+from control.serving.services import ENDPOINTS, SERVING
 from control.serving.tables import SERVING_MIGRATIONS
 
 __all__ = ["ServingModule"]
@@ -63,6 +65,7 @@ class ServingModule:
             reconciler = Reconciler(service)
             service.wake = reconciler.wake
             ctx.provide(SERVING, service)
+            ctx.provide(ENDPOINTS, EndpointDirectory())
             self.reconciler = reconciler
             if self._background:
                 async with reconciler.running():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.adminapi.seams import ENDPOINTS
 from adapters.serving.settings import load_serving_settings
 from tests.control.catalog._helpers import data, fail, make_key
 from tests.control.serving.serving_support import (
@@ -187,3 +188,28 @@ async def test_bad_input_is_refused_with_the_field(app: ServingApp) -> None:
     viewer = await make_key(app.app, "viewer")
     fail(await c.post(API, json=good, headers=viewer), 403)
     assert data(await c.get(API, headers=viewer))["total"] == 0
+
+
+async def test_other_modules_find_endpoints_through_the_directory(app: ServingApp) -> None:
+    a, b = await model(app, "dir-a"), await model(app, "dir-b")
+    first = await endpoint(app, a["id"], "first")
+    second = await endpoint(app, b["id"], "second", environment="STG")
+    data(await app.client.post(f"{API}/{second['id']}/redeploy", json={}))
+    doomed = await endpoint(app, a["id"], "doomed")
+    app.runtime.delete_faults.add(f"{doomed['id']}/stable")
+    assert (await app.client.delete(f"{API}/{doomed['id']}")).status_code == 502  # being deleted: not live
+    ctx = app.app.plane._require_running().contexts["serving"]
+    directory = ctx.services[ENDPOINTS]
+    async with ctx.store.read() as conn:
+        everything = await directory.find(conn)
+        by_model = await directory.find(conn, model_id=a["id"])
+        staged = await directory.find(conn, environment="STG")
+        one = await directory.find(conn, endpoint_id=first["id"], environment="DEV")
+        none = await directory.find(conn, endpoint_id=first["id"], environment="PROD")
+    assert [e.name for e in everything] == ["first", "second"]
+    assert [e.id for e in by_model] == [first["id"]] and none == []
+    (ref,) = staged
+    assert (ref.route, ref.environment, ref.model_id, ref.model_version, ref.revision, ref.status) == (
+        "second", "STG", b["id"], 1, 2, "deploying")
+    assert one == [ref.__class__(id=first["id"], name="first", route="first", environment="DEV", model_id=a["id"],
+                                 model_version=1, revision=1, status="deploying")]
