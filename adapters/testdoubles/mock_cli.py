@@ -18,7 +18,9 @@ HELP_TEXT = (
     "nothing. Use it to exercise the gateway, demos and benchmarks without a GPU or an API key. Faults "
     "can be injected with --faults only: per request (header `x-mock-fault: status=503`, or model "
     "`fault:timeout=5`, `slow:1.5`) or over HTTP (POST /_mock/faults, /_mock/config, /_mock/reset; "
-    "GET /_mock/requests). "
+    "GET /_mock/requests). With --faults, POST /_mock/config {\"script\": [{\"match\": \"...\", \"reply\": "
+    "\"...\"}]} scripts answers (first rule whose match is in the last user message, or \"*\"), and "
+    "{\"logprobs\": false} makes /v1/completions refuse logprobs. "
     "GET /metrics exports vLLM-style queue gauges."
 )
 

@@ -2,8 +2,9 @@
 
 Same surface as `mock_responses.OpenAIReply` (`body`, `head`, `step`, `tail`, `error_frames`,
 `malformed`, `error_body`) so the one fault/pacing loop serves them too. Deterministic:
-prompt tokens are whitespace words, the answer is the same word cycle, logprobs are
-`-0.5` per token, embeddings are derived from a hash of the input.
+prompt tokens are whitespace words, the answer is the same word cycle (or a scripted reply),
+embeddings are derived from a hash of the input, and a token's logprob depends only on its
+length (`token_logprob`), so a test can compute a perplexity by hand.
 """
 
 from __future__ import annotations
@@ -13,17 +14,32 @@ import hashlib
 import struct
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from adapters.testdoubles.mock_responses import MID_STREAM_ERROR, BadRequest, OpenAIReply, _cap, _Reply, openai_usage
+from adapters.testdoubles.mock_responses import (
+    MID_STREAM_ERROR,
+    BadRequest,
+    OpenAIReply,
+    _cap,
+    _Reply,
+    openai_usage,
+    split_pieces,
+)
 from adapters.testdoubles.mock_state import MockConfig
 
-__all__ = ["CompletionReply", "EmbeddingReply", "ResponsesReply"]
+__all__ = ["CompletionReply", "EmbeddingReply", "ResponsesReply", "token_logprob"]
 
 _encode = msgspec.json.Encoder().encode
-LOGPROB = -0.5
+
+
+def token_logprob(token: str) -> float:
+    """The double's logprob of a token: `-(1 + len(word) % 3) / 2`, `word` being the token without its
+    surrounding whitespace, so -0.5, -1.0 or -1.5 (e.g. " cat": -0.5, " b": -1.0, " is": -1.5).
+    Varied on purpose: a perplexity averaged the wrong way round does not come out right by accident."""
+    return -(1 + len(token.strip()) % 3) / 2
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -46,20 +62,12 @@ def _texts(value: Any, param: str) -> list[str]:
     raise BadRequest(f"{param} must be a string, a list of strings or token ids", param)
 
 
-def _tokens(words: list[str] | tuple[str, ...], offset: int) -> tuple[list[str], list[int]]:
-    """Tokens as OpenAI prints them (a space before every word but the first) and their text offsets."""
-    toks, offsets, at = [], [], offset
-    for i, w in enumerate(words):
-        t = w if i == 0 and offset == 0 else " " + w
-        toks.append(t)
-        offsets.append(at)
-        at += len(t)
-    return toks, offsets
-
-
 class CompletionReply(_Reply):
     """`text_completion` bodies and chunks; `echo` prepends the prompt, `logprobs: k` adds the legacy
-    logprobs object (with `echo`, over the prompt's tokens too, the first one's logprob `null`)."""
+    logprobs object (with `echo`, over the prompt's tokens too, the very first one's logprob `null`, as
+    OpenAI and vLLM answer: nothing precedes it). Its tokens concatenate to the choice's text, each
+    `text_offset` is where the token starts in it, and `top_logprobs` holds the token itself only.
+    `MockConfig.logprobs` off refuses the request (400), `"omit"` answers `logprobs: null`."""
 
     content_type = "application/json"
     stream_content_type = "text/event-stream"
@@ -71,12 +79,17 @@ class CompletionReply(_Reply):
             raise BadRequest("you must provide a prompt parameter", "prompt")
         self.prompts = _texts(body["prompt"], "prompt")
         limit = _cap(body.get("max_tokens"), "max_tokens")
-        super().__init__(cfg, model, [], 16 if limit is None else limit)
+        # OpenAI's default max_tokens here is 16, for scripted replies too.
+        super().__init__(cfg, model, [], 16 if limit is None else limit, self.prompts[-1] if cfg.script else None)
         self.prompt_tokens = sum(len(p.split()) for p in self.prompts)
         n = _cap(body.get("n"), "n")
         self.n = 1 if n is None else n
         self.echo = body.get("echo") is True
         self.logprobs = _cap(body.get("logprobs"), "logprobs")
+        if self.logprobs is not None and cfg.logprobs is not True:
+            if cfg.logprobs is False:
+                raise BadRequest("this model does not return logprobs (mock upstream: logprobs off)", "logprobs")
+            self.logprobs = None  # "omit": answered as if never asked, like servers that ignore the parameter
         self.stream = body.get("stream") is True
         opts = body.get("stream_options")
         self.usage_chunk = isinstance(opts, dict) and opts.get("include_usage") is True and cfg.usage
@@ -85,19 +98,28 @@ class CompletionReply(_Reply):
         self.created = int(time.time())
 
     def usage(self) -> dict[str, Any]:
-        return openai_usage(self.cfg, self.prompt_tokens, len(self.words) * self.n * len(self.prompts))
+        return openai_usage(self.cfg, self.prompt_tokens, len(self.pieces) * self.n * len(self.prompts))
 
-    def _lp(self, words: list[str] | tuple[str, ...], offset: int, first_null: bool) -> dict[str, Any] | None:
+    def _lp(self, tokens: Sequence[str], start: int, first_null: bool) -> dict[str, Any] | None:
+        """The legacy logprobs object over `tokens`, the first of which starts at `start` in the text."""
         if self.logprobs is None:
             return None
-        toks, offsets = _tokens(words, offset)
-        lps: list[float | None] = [LOGPROB] * len(toks)
-        top: list[dict[str, float] | None] = [{t: LOGPROB} for t in toks] if self.logprobs > 0 else []
+        offsets, at = [], start
+        for t in tokens:
+            offsets.append(at)
+            at += len(t)
+        lps: list[float | None] = [token_logprob(t) for t in tokens]
+        top: list[dict[str, float] | None] = (
+            [{t: token_logprob(t)} for t in tokens] if self.logprobs > 0 else [])
         if first_null and lps:
             lps[0] = None
             if top:
                 top[0] = None
-        return {"tokens": toks, "token_logprobs": lps, "top_logprobs": top, "text_offset": offsets}
+        return {"tokens": list(tokens), "token_logprobs": lps, "top_logprobs": top, "text_offset": offsets}
+
+    def _sep(self, prompt: str) -> str:
+        """Between an echoed prompt and the answer: one space (the word cycle's first word has none)."""
+        return " " if self.echo and prompt and self.pieces else ""
 
     def _choice(self, index: int, text: str, logprobs: Any, finish: str | None) -> dict[str, Any]:
         return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
@@ -106,12 +128,14 @@ class CompletionReply(_Reply):
         return [make(p * self.n + i, prompt) for p, prompt in enumerate(self.prompts) for i in range(self.n)]
 
     def _full(self, index: int, prompt: str) -> dict[str, Any]:
-        pw = prompt.split()
-        text = (prompt if self.echo else "") + (" " if self.echo and prompt and self.words else "") + self.content
+        sep = self._sep(prompt)
+        text = (prompt if self.echo else "") + sep + self.content
         lp = None
         if self.logprobs is not None:
-            words = (pw if self.echo else []) + list(self.words)
-            lp = self._lp(words, 0, self.echo)
+            answer = list(self.pieces)
+            if sep:
+                answer[0] = sep + answer[0]
+            lp = self._lp((list(split_pieces(prompt)) if self.echo else []) + answer, 0, self.echo)
         return self._choice(index, text, lp, self.finish)
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
@@ -133,14 +157,22 @@ class CompletionReply(_Reply):
         if not self.echo:
             return b""
         return self._chunk(self._choices(
-            lambda i, p: self._choice(i, p, self._lp(p.split(), 0, True), None)))
+            lambda i, p: self._choice(i, p, self._lp(split_pieces(p), 0, True), None)))
+
+    def _step_choice(self, index: int, prompt: str, i: int) -> dict[str, Any]:
+        k = self.chunk_tokens
+        sep = self._sep(prompt) if i == 0 else ""
+        lp = None
+        if self.logprobs is not None:
+            tokens = list(self.pieces[i * k : (i + 1) * k])
+            if sep:
+                tokens[0] = sep + tokens[0]
+            start = (len(prompt) + len(self._sep(prompt)) if self.echo else 0) + sum(map(len, self.pieces[: i * k]))
+            lp = self._lp(tokens, start - len(sep), False)
+        return self._choice(index, sep + self.step_text(i), lp, None)
 
     def step(self, i: int) -> bytes:
-        k = self.chunk_tokens
-        words = self.words[i * k : (i + 1) * k]
-        text = " " + self.step_text(i) if self.echo and i == 0 else self.step_text(i)
-        lp = self._lp(words, 1 if (i or self.echo) else 0, False)
-        return self._chunk(self._choices(lambda idx, p: self._choice(idx, text, lp, None)))
+        return self._chunk(self._choices(lambda idx, p: self._step_choice(idx, p, i)))
 
     def tail(self) -> bytes:
         choices = self._choices(lambda i, p: self._choice(i, "", None, self.finish))
@@ -250,7 +282,7 @@ class ResponsesReply(_Reply):
         model = _model(body)
         text = _input_text(body.get("input", ""))
         limit = _cap(body.get("max_output_tokens"), "max_output_tokens")
-        super().__init__(cfg, model, [], limit)
+        super().__init__(cfg, model, [], limit, text if cfg.script else None)
         instructions = body.get("instructions")
         self.prompt_tokens = len(text.split()) + (len(instructions.split()) if isinstance(instructions, str) else 0)
         self.stream = body.get("stream") is True
@@ -273,7 +305,7 @@ class ResponsesReply(_Reply):
         usage = None
         if done and self.report_usage:
             cfg, prompt = self.cfg, self.prompt_tokens
-            out_tokens = len(self.words) + cfg.reasoning_tokens  # hidden reasoning counts as output
+            out_tokens = len(self.pieces) + cfg.reasoning_tokens  # hidden reasoning counts as output
             cached = min(cfg.cached_tokens, prompt)
             details: dict[str, int] = {"cached_tokens": cached}
             if cfg.cache_write_tokens:

@@ -3,11 +3,13 @@
 Both dialects expose the same small surface (`body`, `head`, `step`, `tail`,
 `error_frames`, `malformed`) so the handler runs one fault/pacing loop for
 both. The answer is deterministic: a fixed word cycle, one "token" per word,
-so tests can predict content and usage exactly.
+so tests can predict content and usage exactly; or, when a `MockConfig.script` rule
+matches the request, that rule's reply text, one token per whitespace-separated word.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,11 +26,15 @@ __all__ = [
     "BadRequest",
     "OllamaReply",
     "OpenAIReply",
+    "answer_pieces",
     "answer_words",
     "count_prompt_tokens",
+    "last_user_text",
     "ollama_error",
     "openai_error",
     "openai_usage",
+    "scripted_reply",
+    "split_pieces",
 ]
 
 WORDS = ("mock", "token", "reply", "from", "the", "test", "double", "upstream")
@@ -44,9 +50,38 @@ class BadRequest(ValueError):
         self.param = param
 
 
+_PIECE = re.compile(r"\s*\S+")
+
+
 @lru_cache(maxsize=64)
 def answer_words(n: int) -> tuple[str, ...]:
     return tuple(islice(cycle(WORDS), n))
+
+
+@lru_cache(maxsize=64)
+def answer_pieces(n: int) -> tuple[str, ...]:
+    """The word cycle as tokens that concatenate to the answer: a space before every word but the first."""
+    return tuple(w if i == 0 else " " + w for i, w in enumerate(answer_words(n)))
+
+
+def split_pieces(text: str) -> tuple[str, ...]:
+    """`text` as tokens, one per whitespace-separated word with the whitespace before it (any trailing
+    whitespace rides on the last), so `"".join(split_pieces(t)) == t` for every `t`."""
+    pieces = _PIECE.findall(text)
+    if not pieces:
+        return (text,) if text else ()
+    rest = len(text) - sum(map(len, pieces))
+    if rest:
+        pieces[-1] += text[-rest:]
+    return tuple(pieces)
+
+
+def scripted_reply(cfg: MockConfig, text: str) -> str | None:
+    """The first `cfg.script` rule's reply whose `match` is `"*"` or a substring of `text`; None: no rule matched."""
+    for rule in cfg.script:
+        if rule.match == "*" or rule.match in text:
+            return rule.reply
+    return None
 
 
 def _text_of(content: Any) -> str:
@@ -54,6 +89,14 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):  # OpenAI content parts: only text parts count
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last `user` message ("" when there is none): what a script rule matches in a chat."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text_of(m.get("content"))
     return ""
 
 
@@ -105,29 +148,35 @@ def _messages(body: dict[str, Any]) -> list[Any]:
 
 
 class _Reply:
-    """Word plan shared by both dialects: which words, in which content steps, why it stopped."""
+    """Token plan shared by every dialect: which tokens, in which content steps, why it stopped.
 
-    def __init__(self, cfg: MockConfig, model: str, messages: list[Any], limit: int | None) -> None:
+    `pieces` are the answer's tokens as text (`"".join(pieces) == content`): the word cycle, or the
+    reply of the first script rule matching `match_text` (None: the request is never scripted).
+    """
+
+    def __init__(self, cfg: MockConfig, model: str, messages: list[Any], limit: int | None,
+                 match_text: str | None = None) -> None:
         self.cfg = cfg
-        n = cfg.completion_tokens
+        reply = scripted_reply(cfg, match_text) if cfg.script and match_text is not None else None
+        script = split_pieces(reply) if reply is not None else None
+        n = cfg.completion_tokens if script is None else len(script)
         self.finish = "stop"
         if limit is not None and 0 <= limit < n:
             n, self.finish = limit, "length"
-        self.words = answer_words(n)
+        self.pieces = answer_pieces(n) if script is None else script[:n]
         self.model = cfg.model_name or model
         self.prompt_tokens = count_prompt_tokens(messages)
         self.chunk_tokens = max(1, cfg.chunk_tokens)
-        self.steps = -(-len(self.words) // self.chunk_tokens)
+        self.steps = -(-len(self.pieces) // self.chunk_tokens)
 
     @property
     def content(self) -> str:
-        return " ".join(self.words)
+        return "".join(self.pieces)
 
     def step_text(self, i: int) -> str:
-        """Words of content step i, with the separating space so concatenated deltas equal `content`."""
+        """Tokens of content step i, separators included, so concatenated deltas equal `content`."""
         k = self.chunk_tokens
-        text = " ".join(self.words[i * k : (i + 1) * k])
-        return " " + text if i else text
+        return "".join(self.pieces[i * k : (i + 1) * k])
 
 
 class OpenAIReply(_Reply):
@@ -139,7 +188,7 @@ class OpenAIReply(_Reply):
         limit = _cap(body.get("max_completion_tokens"), "max_completion_tokens")
         if limit is None:
             limit = _cap(body.get("max_tokens"), "max_tokens")
-        super().__init__(cfg, body["model"], messages, limit)
+        super().__init__(cfg, body["model"], messages, limit, last_user_text(messages) if cfg.script else None)
         n = _cap(body.get("n"), "n")
         self.n = 1 if n is None else n
         if self.n < 1:
@@ -158,7 +207,7 @@ class OpenAIReply(_Reply):
         self._suffix = b'],"usage":null}\n\n' if include else b"]}\n\n"
 
     def usage(self) -> dict[str, Any]:
-        return openai_usage(self.cfg, self.prompt_tokens, len(self.words) * self.n)
+        return openai_usage(self.cfg, self.prompt_tokens, len(self.pieces) * self.n)
 
     def body(self) -> bytes:
         message = {"role": "assistant", "content": self.content}
@@ -231,7 +280,8 @@ class OllamaReply(_Reply):
         if not isinstance(options, dict):
             raise BadRequest("options must be an object", "options")
         limit = _cap(options.get("num_predict"), "num_predict")
-        super().__init__(cfg, body["model"], messages, None if limit is not None and limit < 0 else limit)
+        super().__init__(cfg, body["model"], messages, None if limit is not None and limit < 0 else limit,
+                         last_user_text(messages) if cfg.script else None)
         self.stream = body.get("stream", True) is not False  # Ollama streams unless told not to
         self.tokens_per_s = cfg.tokens_per_s
         self._created_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -241,12 +291,12 @@ class OllamaReply(_Reply):
                 "message": {"role": "assistant", "content": content}, "done": done}
 
     def _final(self, content: str) -> dict[str, Any]:
-        eval_ns = int(len(self.words) * (1e9 / self.tokens_per_s if self.tokens_per_s > 0 else 1e6))
+        eval_ns = int(len(self.pieces) * (1e9 / self.tokens_per_s if self.tokens_per_s > 0 else 1e6))
         prompt_ns = self.prompt_tokens * 100_000
         out = self._line(content, True)
         out.update(done_reason=self.finish, total_duration=eval_ns + prompt_ns + 1_000_000,
                    load_duration=1_000_000, prompt_eval_count=self.prompt_tokens,
-                   prompt_eval_duration=prompt_ns, eval_count=len(self.words), eval_duration=eval_ns)
+                   prompt_eval_duration=prompt_ns, eval_count=len(self.pieces), eval_duration=eval_ns)
         if not self.cfg.usage:  # as Ollama's omitempty does when the whole prompt came from its KV cache
             del out["prompt_eval_count"], out["prompt_eval_duration"]
         return out

@@ -12,9 +12,18 @@ from typing import Any, Literal, cast
 
 import msgspec
 
-__all__ = ["Fault", "FaultSyntaxError", "MockConfig", "MockState", "RecordedRequest", "parse_fault"]
+__all__ = ["Fault", "FaultSyntaxError", "MockConfig", "MockState", "RecordedRequest", "ScriptRule", "parse_fault"]
 
 FaultKind = Literal["status", "timeout", "drop", "malformed", "drop_mid_stream", "error_mid_stream"]
+
+
+class ScriptRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A scripted answer: when ``match`` is a substring of the request's last user message (completions:
+    its prompt, the last one of a list; responses: its input text), or is ``"*"``, ``reply`` is the answer
+    text, exactly (whitespace kept), instead of the word cycle. Lets a test script a judge's verdicts."""
+
+    match: str
+    reply: str
 
 
 class MockConfig(msgspec.Struct, kw_only=True):
@@ -44,6 +53,12 @@ class MockConfig(msgspec.Struct, kw_only=True):
     # this double, and anyone able to send it a model name could otherwise open its breaker.
     # `MockState.push_faults` is Python-only, so in-process tests may always use it.
     faults: bool = False
+    # /v1/completions `logprobs`: True answers them (the rule is in mock_endpoints.token_logprob); False refuses
+    # a request asking for them with 400 (param `logprobs`), as a server that cannot compute them does;
+    # "omit" answers without them (`logprobs: null`), as servers that ignore the parameter do.
+    logprobs: bool | Literal["omit"] = True
+    # Scripted answers, first match wins; none matching (or none at all): the deterministic word cycle.
+    script: list[ScriptRule] = []
 
 
 class Fault(msgspec.Struct, kw_only=True):

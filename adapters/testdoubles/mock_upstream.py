@@ -3,8 +3,10 @@
 OpenAI: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses (mock_endpoints.py).
 
 It backs the gateway's tests, the built-in `demo` route and the benchmark. Answers
-are a deterministic word cycle; faults (status, timeout, drop, malformed, mid-stream
-drop/error) come from `push_faults`, or, only with `MockConfig.faults` on, the
+are a deterministic word cycle, or `MockConfig.script`'s reply for a matching request (a judge's
+verdict in evaluation tests); `/v1/completions` logprobs follow a known rule
+(`mock_endpoints.token_logprob`) unless `MockConfig.logprobs` turns them off; faults (status, timeout,
+drop, malformed, mid-stream drop/error) come from `push_faults`, or, only with `MockConfig.faults` on, the
 `x-mock-fault` header, a `fault:<spec>` model name or `POST /_mock/faults`. `disconnects` counts clients that went away
 before their answer was complete, so tests can prove cancellation reached upstream.
 """

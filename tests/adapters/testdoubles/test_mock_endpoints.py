@@ -20,7 +20,7 @@ async def test_completions_echo_logprobs_and_stream(mock) -> None:
     assert r.choices[0].text == "a b mock token" and r.choices[2].text == "c mock token"
     lp = r.choices[0].logprobs
     assert lp.tokens == ["a", " b", " mock", " token"] and lp.text_offset == [0, 1, 3, 8]
-    assert lp.top_logprobs[0] is None and lp.top_logprobs[1] == {" b": -0.5}
+    assert lp.top_logprobs[0] is None and lp.top_logprobs[1] == {" b": -1.0}
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (3, 8)
     chunks = [ch async for ch in await c.completions.create(
         model="m", prompt="x", max_tokens=3, stream=True, stream_options={"include_usage": True})]
