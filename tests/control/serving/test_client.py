@@ -7,6 +7,7 @@ them, so the client's decoding is tested against the contract; the live server i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -242,7 +243,7 @@ def test_check_health_reports_slots_replicas_and_the_gateway(client: ServingClie
 def test_lifecycle_calls_send_their_bodies(client: ServingClient, fake: FakeServing) -> None:
     e = _endpoint("ep_l")
     fake.endpoints[e.id] = e
-    calls = [
+    calls: list[tuple[Callable[[], Endpoint], str, dict[str, Any]]] = [
         (lambda: client.redeploy("ep_l", use_gpu=True, serving_runtime_image="vllm/vllm-openai:v0.11.1",
                                  canary_percent=10, reason="new image"), "redeploy",
          {"useGpu": True, "servingRuntimeImage": "vllm/vllm-openai:v0.11.1", "canaryPercent": 10,
