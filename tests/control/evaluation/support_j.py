@@ -94,6 +94,9 @@ class JModule:
 
     name = "evaluation"
 
+    def __init__(self) -> None:
+        self.ctx: Any = None  # the module's context while it runs
+
     def routes(self) -> list[Any]:
         from control.evaluation import compare_routes, gate_routes, review_routes
 
@@ -109,5 +112,6 @@ class JModule:
         from adapters.adminapi.seams import PROMOTION_GATE
         from control.evaluation.gate import GateService
 
+        self.ctx = ctx
         ctx.provide(PROMOTION_GATE, GateService(ctx))
         return no_lifespan(ctx)
