@@ -303,10 +303,15 @@ def _model(name: str) -> dict[str, Any]:
 
 def _control_cfg(cfg: GatewayCfg) -> ControlCfg:
     """``cfg.control`` plus what control modules need from the rest of the YAML (control/ never reads it):
-    the ``prompts:`` section and the routes' templates, for the prompts module (control/prompts/settings.py)."""
+    the ``prompts:`` section and the routes' templates, for the prompts module (control/prompts/settings.py);
+    this gateway's own address and route names, for the evaluation module (control/evaluation/settings.py)."""
     prompts = {**cfg.control.module_settings.get("prompts", {}), "declared": msgspec.to_builtins(cfg.prompts),
                "route_templates": [r.template for r in cfg.routes if r.template]}
-    return msgspec.structs.replace(cfg.control, module_settings={**cfg.control.module_settings, "prompts": prompts})
+    host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    evaluation = {"gateway_url": f"http://{'[' + host + ']' if ':' in host else host}:{cfg.server.port}",
+                  **cfg.control.module_settings.get("evaluation", {}), "gateway_routes": [r.name for r in cfg.routes]}
+    return msgspec.structs.replace(cfg.control, module_settings={**cfg.control.module_settings, "prompts": prompts,
+                                                                 "evaluation": evaluation})
 
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:

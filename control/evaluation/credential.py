@@ -4,10 +4,11 @@ It is named ``system.evaluation`` (key names allow no ``:``), holds the ``infere
 ``default`` team and expires after ``key_ttl_s``; it is replaced when half its life is gone and revoked when
 the module stops. The secret exists only in this object: never logged, stored or shown.
 
-It is minted when first needed, not unconditionally at start-up: at start when the published ``keys``
-snapshot says the gateway already requires data-plane keys, otherwise on the gateway's first 401. Minting an
-``inference`` key is what switches a gateway in ``auth.required: auto`` from open to keyed, so an installed
-evaluation module must not do that by itself to a deployment that never issued a key.
+It is minted when first needed, not at start-up: when the worker takes its first run and the published
+``keys`` snapshot says the gateway already requires data-plane keys, otherwise on the gateway's first 401.
+Minting an ``inference`` key is what switches a gateway in ``auth.required: auto`` from open to keyed, so an
+installed evaluation module must not do that by itself to a deployment that never issued a key (nor add a
+key to every deployment's key list that never runs an evaluation).
 
 Each replica mints its own key. A replica revokes only its own: with several replicas alive, revoking
 "the previous key of that name" would cut off another replica's worker mid-run; a crashed replica's key
@@ -56,6 +57,7 @@ class ServiceCredential:
         self._key_id: str | None = None
         self._renew_at = 0.0  # monotonic
         self.minted_at = 0.0  # monotonic; 0: never
+        self._prepared = False
 
     @property
     def key_id(self) -> str | None:
@@ -67,8 +69,11 @@ class ServiceCredential:
             await self.mint(replace=self._key_id)
         return None if self._token is None else f"Bearer {self._token}"
 
-    async def mint_if_keyed(self) -> None:
-        """At start: mint now when the gateway already requires data-plane keys (best effort)."""
+    async def prepare(self) -> None:
+        """Before the first run: mint now when the gateway already requires data-plane keys (best effort)."""
+        if self._prepared:
+            return
+        self._prepared = True
         try:
             async with self._store.read() as conn:
                 payload = (await conn.execute(select(store_snapshots.c.payload).where(

@@ -35,7 +35,6 @@ from adapters.dataplane import usage_records
 from adapters.store import UsdAmount, utcnow
 from control.evaluation.gateway_client import Reply, Stopped
 from control.evaluation.prompts import RowError, RowItem, chat_body, from_row, perplexity_body, read_perplexity
-from control.evaluation.scoring import ItemView, score_target
 from control.evaluation.tables import events, items, runs
 from control.evaluation.targets import TargetError
 
@@ -117,6 +116,7 @@ class RunJob:
         job = asyncio.current_task()
         assert job is not None
         ticker = asyncio.create_task(self._ticker(job))
+        self.worker.warm_up()
         try:
             if row.status in ("queued", "running", "cancelling"):
                 await self._generate(row)
@@ -315,6 +315,8 @@ class RunJob:
             await asyncio.sleep(0.25)
 
     async def _score(self, row: Any) -> dict[str, Any]:
+        from control.evaluation.scoring import ItemView, score_target  # sacrebleu, rouge-score: seconds to import
+
         async with self.store.read() as conn:
             stored = (await conn.execute(select(items).where(items.c.run_id == self.run_id)
                                          .order_by(items.c.target, items.c.idx))).all()

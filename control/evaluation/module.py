@@ -73,7 +73,6 @@ class EvaluationModule:
             return
         credential = ServiceCredential(ctx, settings.key_ttl_s)
         try:
-            await credential.mint_if_keyed()
             worker = Worker(ctx, service, settings, credential)
             service.wake = worker.wake
             self.worker = worker

@@ -18,8 +18,6 @@ from typing import Any
 
 import msgspec
 
-from policies.evaluation.metrics import perplexity_from_completion
-
 __all__ = ["RowError", "RowItem", "chat_body", "from_row", "perplexity_body", "read_perplexity"]
 
 
@@ -86,6 +84,8 @@ def perplexity_body(route: str, item: RowItem) -> dict[str, Any]:
 
 def read_perplexity(answer: Any, item: RowItem) -> float | None:
     """The reference's perplexity from the completions answer; ``None`` when it has no usable logprobs."""
+    from policies.evaluation.metrics import perplexity_from_completion  # sacrebleu, numpy: not at start-up
+
     choices = answer.get("choices") if isinstance(answer, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None

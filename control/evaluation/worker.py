@@ -51,9 +51,16 @@ class Worker:
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self.client: GatewayClient
+        self._warm: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
+
+    def warm_up(self) -> None:
+        """Import the metric libraries in a thread while the first run generates (sacrebleu, numpy, nltk
+        through rouge-score: seconds), rather than at start-up, where every gateway would pay for them."""
+        if self._warm is None:
+            self._warm = asyncio.ensure_future(asyncio.to_thread(_import_metrics))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -104,6 +111,7 @@ class Worker:
 
     async def _work(self, run_id: str) -> None:
         try:
+            await self.credential.prepare()
             await RunJob(self, run_id).run()
         except (LeaseLost, asyncio.CancelledError):
             pass
@@ -140,3 +148,10 @@ class Worker:
             async with self.ctx.store.begin() as conn:
                 await conn.execute(update(runs).where(runs.c.lease_owner == self.owner).values(
                     lease_owner=None, lease_until=None))
+
+
+def _import_metrics() -> None:
+    import importlib
+
+    for name in ("control.evaluation.scoring", "rouge_score.rouge_scorer"):
+        importlib.import_module(name)
