@@ -8,6 +8,7 @@ is the seam other modules use to declare dependencies on a model):
     catalog.model_files     ModelFileService   catalog.model_refs      ModelRefs
     catalog.datasets        DatasetService     catalog.dataset_uploads DatasetUploads
     catalog.model_reader    ModelReader        (``adapters.adminapi.seams.MODEL_CATALOG``)
+    catalog.dataset_reader  DatasetReader      (``adapters.adminapi.seams.DATASET_READER``)
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from contextlib import AbstractAsyncContextManager
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
-from adapters.adminapi.seams import MODEL_CATALOG
+from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG
 from control.catalog.datasets.analysis_pool import AnalysisPool
+from control.catalog.datasets.reader import DatasetReader
 from control.catalog.datasets.routes import DatasetsController
 from control.catalog.datasets.service import DatasetService
 from control.catalog.datasets.upload import DatasetUploads
@@ -68,6 +70,7 @@ class CatalogModule:
         ctx.provide(MODEL_CATALOG, ModelReader())
         ctx.provide(DATASETS, datasets)
         ctx.provide(DATASET_UPLOADS, uploads)
+        ctx.provide(DATASET_READER, DatasetReader(ctx, settings.analysis))
         try:
             yield
         finally:
