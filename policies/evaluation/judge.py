@@ -15,8 +15,9 @@ Answers, parsed strictly, never guessed (``parsed: False`` with the reason in ``
 * pointwise: ``{"score": <int>, "rationale": "..."}``, the whole answer, or the only fenced block
   (```` ```json ... ``` ````); failing that, a line ``Score: <n>`` on its own (the documented fallback,
   for judges without JSON mode). The score is an integer (``4``, ``4.0`` or ``"4"``) within
-  ``scale_min..scale_max``. Two JSON objects, two fences, two different scores, a score out of range,
-  or prose such as "I'd give it a 4" are unparsed.
+  ``scale_min..scale_max``; the same score given twice (JSON and a line) is one score. Two JSON
+  objects, two fences, two different scores, a score out of range, or prose such as "I'd give it a
+  4" are unparsed.
 * pairwise: ``{"winner": "A" | "B" | "tie", "rationale": "..."}`` the same way, or ``Winner: A|B|tie``.
 
 Pairwise judging runs both orders: ``combine_orders`` counts a win only when the two verdicts agree
@@ -305,8 +306,6 @@ def parse_pointwise(text: str, scale_min: int, scale_max: int) -> Judgment:
         if len(scores) > 1:
             raise _Unparsed(f"several different scores: {sorted(scores)}")
         score = scores.pop()
-        if len(lines) > 1 and obj is None:
-            raise _Unparsed(f"{len(lines)} 'Score:' lines")
         if not scale_min <= score <= scale_max:
             raise _Unparsed(f"score {score} is outside the scale {scale_min}..{scale_max}")
     except _Unparsed as exc:
@@ -338,8 +337,6 @@ def parse_pairwise(text: str) -> PairJudgment:
             raise _Unparsed("no JSON object and no 'Winner: A|B|tie' line")
         if len(winners) > 1:
             raise _Unparsed(f"several different winners: {sorted(winners)}")
-        if len(lines) > 1 and obj is None:
-            raise _Unparsed(f"{len(lines)} 'Winner:' lines")
     except _Unparsed as exc:
         return PairJudgment(winner=None, rationale="", parsed=False, error=str(exc))
     return PairJudgment(winner=winners.pop(), rationale=rationale.strip(), parsed=True)
