@@ -31,13 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import ModuleContext
 from adapters.store import utcnow
-from control.evaluation.gateway_client import Stopped
+from control.evaluation.gateway_client import GatewayClient, Stopped
 from control.evaluation.judge_summary import write_summary
 from control.evaluation.protocol import JudgeConfig
 from control.evaluation.tables import events, items, judgments, runs
+from control.evaluation.targets import published_routes, resolve
 from policies.evaluation.judge import RubricError, parse_pairwise, parse_pointwise, render_pairwise, render_pointwise
 
-__all__ = ["Answer", "Ask", "JudgeCaller", "judge_run"]
+__all__ = ["Answer", "Ask", "JudgeCaller", "judge_route", "judge_run"]
 
 log = logging.getLogger("llmops.evaluation")
 _PAGE = 256  # outputs read per query
@@ -205,13 +206,33 @@ async def _stopping(ctx: ModuleContext, run_id: str) -> bool:
     return status in (None, "cancelling", "cancelled")
 
 
-async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | dict[str, Any], caller: JudgeCaller,
-                    *, concurrency: int | None = None, stop: Callable[[], bool] = lambda: False
-                    ) -> dict[str, Any] | None:
+async def judge_route(ctx: ModuleContext, cfg: JudgeConfig) -> str:
+    """The route the judge is asked through: a route as named, an endpoint's or a model's serving route
+    (``targets.resolve``; ``TargetError`` naming ``judge.model.id`` when nothing serves it)."""
+    if cfg.model.kind == "route":
+        return cfg.model.id
+    async with ctx.store.read() as conn:
+        return (await resolve(ctx, conn, cfg.model, "judge.model.id", None, await published_routes(conn))).route
+
+
+def _ask_through(client: GatewayClient, run_id: str, stop: Callable[[], bool]) -> Ask:
+    async def ask(body: dict[str, Any]) -> tuple[int, dict[str, Any] | None, str | None]:
+        reply = await client.call("/v1/chat/completions", body, run_id=run_id, what="judge", stop=stop)
+        return reply.status, reply.body if isinstance(reply.body, dict) else None, reply.request_id
+    return ask
+
+
+async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | dict[str, Any],
+                    caller: JudgeCaller | GatewayClient, *, concurrency: int | None = None,
+                    stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
     """Judge every output of the run not judged yet, then write the summary and return it; ``None`` when the
     run was cancelled meanwhile (``stop()``, the run's status, or ``ask`` raising ``Stopped``): what was judged
-    stays, and a later call resumes. Store errors escape (the worker records the judging as failed)."""
+    stays, and a later call resumes. ``caller``: a ``JudgeCaller``, or the worker's ``GatewayClient`` (the judge's
+    route is then resolved here; ``TargetError`` when nothing serves it). Store errors escape (the worker
+    records the judging as failed)."""
     cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else msgspec.convert(judge_cfg, JudgeConfig)
+    if not isinstance(caller, JudgeCaller):
+        caller = JudgeCaller(ask=_ask_through(caller, run_id, stop), route=await judge_route(ctx, cfg))
     async with ctx.store.begin() as conn:
         run = (await conn.execute(select(runs.c.concurrency).where(runs.c.id == run_id))).one()
         # Calls that failed for good are tried again; answered ones (parsed or not) never.
