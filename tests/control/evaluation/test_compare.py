@@ -10,17 +10,19 @@ import pytest
 
 from adapters.adminapi import ControlCfg
 from adapters.adminapi.testing import AdminTestApp, admin_test_app
+from control.evaluation import EvaluationModule
 from control.evaluation.compare import paired_difference, recommend
 from control.evaluation.protocol import Aggregate
-from tests.control.evaluation.support_j import API, JModule, agg, data, fail, seed_run
+from tests.control.evaluation.support_j import API, agg, data, fail, seed_run
 
 COMPARE = f"{API}/runs/compare"
 
 
 @pytest.fixture
 async def app(database_url: str, tmp_path: Path) -> AsyncIterator[AdminTestApp]:
-    cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path / "data"), change_feed="local")
-    async with admin_test_app(cfg, modules=[JModule()]) as app:
+    cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path / "data"), change_feed="local",
+                     module_settings={"evaluation": {"worker": False}})
+    async with admin_test_app(cfg, modules=[EvaluationModule()]) as app:  # its runs/{runId} routes too
         yield app
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from control.evaluation import EvaluationModule
 from control.evaluation.tables import gates
-from tests.control.evaluation.support_j import API, JModule, agg, data, fail, key, seed_run
+from tests.control.evaluation.support_j import API, agg, data, fail, key, seed_run
 from tests.control.serving.serving_support import API as SERVING
 from tests.control.serving.serving_support import ServingApp, endpoint, model, serving_app
 
@@ -19,7 +20,7 @@ GATES = f"{API}/gates"
 
 @pytest.fixture
 async def app(database_url: str, tmp_path: Path) -> AsyncIterator[ServingApp]:
-    async with serving_app(database_url, tmp_path / "data", extra=[JModule()]) as app:
+    async with serving_app(database_url, tmp_path / "data", extra=[EvaluationModule()]) as app:
         yield app
 
 
