@@ -86,10 +86,11 @@ def krippendorff_alpha(matrix: Sequence[Sequence[float | None]], level: Level = 
     if len(widths) > 1:
         raise ValueError(f"every rater's row needs one entry per item; row lengths differ: {sorted(widths)}")
     data = np.array([[math.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
-    if data.size == 0 or np.count_nonzero((~np.isnan(data)).sum(axis=0) >= 2) == 0:
+    pairable = data[:, (~np.isnan(data)).sum(axis=0) >= 2] if data.size else data  # units rated twice or more
+    if pairable.size == 0 or not np.any((~np.isnan(pairable)).sum(axis=0) >= 2):
         return math.nan
-    if len(set(data[~np.isnan(data)].tolist()) | set(value_domain or ())) < 2:
-        return math.nan  # every rating the same: no disagreement to expect, alpha is 0/0
+    if len(set(pairable[~np.isnan(pairable)].tolist())) < 2:
+        return math.nan  # the ratings that pair up are all the same: no disagreement to expect, alpha is 0/0
     return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level,
                                     value_domain=None if value_domain is None else list(value_domain)))
 

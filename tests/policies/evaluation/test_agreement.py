@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +98,9 @@ def test_krippendorff_alpha_published_example(level: str, expected: float) -> No
 def test_krippendorff_alpha_undefined_and_bad_input() -> None:
     assert math.isnan(krippendorff_alpha([[3, 3], [3, 3]]))  # one value only
     assert math.isnan(krippendorff_alpha([[1, None], [None, 2]]))  # no unit rated twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided here, not left to a 0/0 inside the library
+        assert math.isnan(krippendorff_alpha([[3, 3, 1], [3, 3, None]]))  # the 1 pairs with nothing: no variation
     with pytest.raises(ValueError, match="level"):
         krippendorff_alpha([[1, 2], [1, 2]], "cardinal")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="row lengths"):
