@@ -38,6 +38,7 @@ class FakeDatasets:
         self.held = asyncio.Event()
         self.release = asyncio.Event()
         self.batches_read = 0
+        self.batch_rows: int | None = None  # smaller batches than asked, so a test can stop between them
 
     def add(self, dataset_id: str, rows: list[dict[str, Any]] | str, version: int = 1) -> None:
         self.data.setdefault(dataset_id, {})[version] = rows
@@ -61,6 +62,7 @@ class FakeDatasets:
                    ) -> AsyncIterator[list[dict[str, Any]]]:
         rows = self.data[dataset_id][version]
         assert not isinstance(rows, str)
+        batch_rows = self.batch_rows or batch_rows
         for start in range(0, len(rows), batch_rows):
             if self.hold_at is not None and start >= self.hold_at:
                 self.held.set()
@@ -193,3 +195,51 @@ async def publish_routes(app: AdminTestApp, *names: str, base_url: str = "http:/
 
     async with store.begin() as conn:
         await publish(conn, store.changes, "routes", build)
+
+
+class Forwarder:
+    """A TCP port in front of the gateway that a test can close (connections refused, open ones cut) and open
+    again on the same port: a gateway outage without stopping the gateway."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+            self._pipes.discard(task)
