@@ -1,9 +1,10 @@
 """Comparing finished runs: metric by metric, paired on shared dataset rows, with a promotion recommendation.
 
 An *arm* is one target of one run: ``run_x`` means its first target, ``run_x:1`` its second (a pairwise
-run's). The first arm is the baseline, the second the candidate; further arms are shown beside them with
-their own differences to the baseline. Arms must have evaluated the same dataset version (else 409): the
-item index is the dataset row, so items of two arms with the same index saw the same input.
+run's). The first arm is the baseline, the second the candidate the recommendation is about; further arms
+are shown beside them, each with its own paired difference to the baseline (``differences``). Arms must
+have evaluated the same dataset version (else 409): the item index is the dataset row, so items of two arms
+with the same index saw the same input.
 
 For each metric: every arm's aggregate as its run stored it, and the paired difference (candidate minus
 baseline) over the rows both arms scored, with a paired-bootstrap 95% CI (``policies.evaluation.bootstrap``).
@@ -158,7 +159,7 @@ def _compare_metric(metric: str, arms: Sequence[Arm]) -> tuple[MetricComparison,
     return MetricComparison(
         metric=metric, values={a.key: a.aggregates[metric] for a in arms if metric in a.aggregates},
         difference=first, shared_items=first.n if first is not None else 0,
-        higher_is_better=higher_is_better(metric)), diffs
+        higher_is_better=higher_is_better(metric), differences=diffs if len(arms) > 2 else {}), diffs
 
 
 def _fmt(x: float | None) -> str:

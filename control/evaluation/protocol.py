@@ -217,6 +217,7 @@ class MetricComparison(_Out, frozen=True, kw_only=True):
     difference: Aggregate | None  # paired (shared items): second run minus first, paired-bootstrap CI
     shared_items: int
     higher_is_better: bool
+    differences: dict[str, Aggregate | None] = {}  # with more than two runs: each later one minus the first
 
 
 class Recommendation(_Out, frozen=True, kw_only=True):

@@ -80,7 +80,10 @@ async def test_only_shared_rows_are_paired(app: AdminTestApp) -> None:
     b = await seed_run(store, scores={0: {i: {"exact_match": 0.0} for i in range(5, 15)}})
     c = await seed_run(store, scores={0: {i: {"exact_match": 0.0} for i in range(20, 30)}})
     em = data(await app.client.get(COMPARE, params={"runIds": f"{a},{b}"}))["metrics"][0]
-    assert em["sharedItems"] == 5 and em["difference"]["value"] == -1.0
+    assert em["sharedItems"] == 5 and em["difference"]["value"] == -1.0 and em["differences"] == {}
+    three = data(await app.client.get(COMPARE, params={"runIds": f"{a},{b},{c}"}))["metrics"][0]
+    assert three["differences"][b]["n"] == 5 and three["differences"][c] is None
+    assert three["difference"] == three["differences"][b]
     disjoint = data(await app.client.get(COMPARE, params={"runIds": f"{a},{c}"}))
     assert disjoint["metrics"][0]["difference"] is None and disjoint["metrics"][0]["sharedItems"] == 0
     assert disjoint["recommendation"] == {
