@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from adapters.store import Store, StoreError, StoreUnavailable
-from adapters.usage import UsageRecord, new_record_id
+from adapters.usage import UsageRecord
 from adapters.usage_store import UsageRow, row_from_record, write_usage
 from gateway.access import HTTP_ENDPOINT
 from gateway.config import GatewayCfg, MeteringCfg
@@ -73,17 +73,17 @@ async def writer_lifespan(writer: UsageWriter | None, store: Store | None) -> As
 
 
 def _mint_ids(records: Sequence[UsageRecord]) -> None:
-    """Give each record without one a ``record_id`` in ``new_record_id()``'s form (32 random hex
-    digits), drawn n at a time: one read of the system's random source per batch, not per record."""
+    """Give each record without one a ``record_id`` of 32 hex digits, as ``new_record_id()``'s: here
+    12 of the minting time in milliseconds, then 20 random (80 bits, drawn for the whole batch in one
+    read of the system's random source). Ids minted later sort later, so the store's unique index on
+    ``record_id`` takes each batch at its right edge, a few pages, instead of one random page per row."""
     missing = [r for r in records if not r.record_id]
     if not missing:
         return
-    if len(missing) == 1:
-        missing[0].record_id = new_record_id()
-        return
-    digits = secrets.token_hex(16 * len(missing))
+    prefix = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    digits = secrets.token_hex(10 * len(missing))
     for i, r in enumerate(missing):
-        r.record_id = digits[32 * i:32 * i + 32]
+        r.record_id = prefix + digits[20 * i:20 * i + 20]
 
 
 class UsageWriter:
