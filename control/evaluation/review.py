@@ -131,10 +131,13 @@ def summarize(rows: list[tuple[int, int, str, float]], judge_scores: Mapping[Ite
                 "judge": {f"{i}:{t}": judge_scores[(i, t)] for i, t in both},
                 "humans": {f"{i}:{t}": _scale_point(means[(i, t)]) for i, t in both}})
             judge_agreement["compared"] = "the judge's score vs the humans' mean score, rounded half up to the scale"
-    summary = ReviewSummary(ratings=len(rows), items_rated=len(means),
-                            mean_score=_aggregate([means[k] for k in sorted(means)]),
+    per_target = {t: _aggregate(v) for t, v in by_target.items()}
+    # One target (the usual run): its aggregate is the overall one; no second bootstrap of the same values.
+    overall = next(iter(per_target.values())) if len(per_target) == 1 else _aggregate(
+        [means[k] for k in sorted(means)])
+    summary = ReviewSummary(ratings=len(rows), items_rated=len(means), mean_score=overall,
                             agreement=agreement(ratings), judge_agreement=judge_agreement)
-    return summary, means, {t: _aggregate(v) for t, v in by_target.items()}
+    return summary, means, per_target
 
 
 async def refresh_summary(conn: AsyncConnection, run_id: str, changed: list[ItemKey] | None = None) -> ReviewSummary:
