@@ -51,6 +51,7 @@ class Core:
         self.owner = owner
         self.applies = ApplyLog()
         self.locks = EndpointLocks()
+        self.touched: dict[str, int] = {}  # endpoint -> count of runtime calls made for it by requests here
         self.wake: Callable[[], None] = lambda: None  # the reconciler's, once it runs
 
     # -- rows ------------------------------------------------------------------------------------
@@ -131,6 +132,11 @@ class Core:
 
     # -- the runtime -----------------------------------------------------------------------------
 
+    def touch(self, endpoint_id: str) -> None:
+        """A request acts on the endpoint's runtime (called under its lock, after the commit): a reconciler
+        pass that read the record before must read it again before acting on it."""
+        self.touched[endpoint_id] = self.touched.get(endpoint_id, 0) + 1
+
     async def stored_spec(self, conn: AsyncConnection, endpoint_id: str, revision: int,
                           environment: Any) -> DeploymentSpec:
         row = await self.revision_row(conn, endpoint_id, revision)
@@ -144,6 +150,7 @@ class Core:
         self.applies.note(spec.endpoint_id, slot, spec.revision)
         try:
             async with self.locks.hold(spec.endpoint_id):
+                self.touch(spec.endpoint_id)
                 await self.runtime.apply(spec, slot)
         except RuntimeFailure as err:
             await self.refused(spec.endpoint_id, spec.revision, slot, err, actor)
@@ -157,6 +164,7 @@ class Core:
         if not self.owner.held():
             return
         async with self.locks.hold(endpoint_id):
+            self.touch(endpoint_id)
             report = await self.runtime.delete(endpoint_id, name, slot)
         if not report.complete:
             log.warning("endpoint %s: %s slot not fully deleted yet (%s); the reconciler retries", endpoint_id,

@@ -56,6 +56,7 @@ async def delete(core: Core, actor: Actor, endpoint_id: str) -> DeleteResult:
     report = DeleteReport()
     if row.runtime != "external" and core.owner.held():  # else the owner's reconciler sweeps what it runs
         async with core.locks.hold(endpoint_id):
+            core.touch(endpoint_id)
             report = await core.runtime.delete(endpoint_id, row.name, None)
     if not report.complete:
         failures = "; ".join(f"{what}: {why}" for what, why in sorted(report.failed.items()))
@@ -82,5 +83,4 @@ async def delete(core: Core, actor: Actor, endpoint_id: str) -> DeleteResult:
                                                f"{', '.join(report.already_gone) or 'nothing'}")
         await core.finish(conn)
     core.applies.forget(endpoint_id)
-    core.locks.forget(endpoint_id)
     return _result(endpoint_id, report, deleted=True)

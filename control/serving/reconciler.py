@@ -83,6 +83,19 @@ class PassReport:
     transitional: bool = False
 
 
+async def _revisions(conn: Any, endpoint_ids: list[str]) -> dict[str, dict[int, Any]]:
+    """endpoint -> revision -> (revision, state, reason, spec, served_model_name), in one query."""
+    out: dict[str, dict[int, Any]] = {}
+    if not endpoint_ids:
+        return out
+    rows = (await conn.execute(select(revisions.c.endpoint_id, revisions.c.revision, revisions.c.state,
+                                      revisions.c.reason, revisions.c.spec, revisions.c.served_model_name)
+                               .where(revisions.c.endpoint_id.in_(endpoint_ids)))).all()
+    for r in rows:
+        out.setdefault(r.endpoint_id, {})[r.revision] = r
+    return out
+
+
 def _load_judge() -> tuple[Any, Any, Any] | None:
     """``(CanaryCandidate, CanaryBounds, judge_canaries)`` when the canary judge is installed."""
     try:
@@ -121,20 +134,26 @@ class Reconciler:
         self._judge = _load_judge()
         self._down = False
         self._one_at_a_time = asyncio.Lock()  # a pass never writes what it saw before another pass wrote
+        self._stopping = False
 
     def wake(self) -> None:
         self._event.set()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> Any:
-        tasks = [asyncio.create_task(self._loop(), name="llmops-serving-reconciler"),
-                 asyncio.create_task(self._follow(), name="llmops-serving-feed")]
+    async def running(self, stop_grace_s: float = 10.0) -> Any:
+        """Run the loop; on exit, let a pass in progress finish (up to ``stop_grace_s``), then cancel."""
+        loop = asyncio.create_task(self._loop(), name="llmops-serving-reconciler")
+        feed = asyncio.create_task(self._follow(), name="llmops-serving-feed")
         try:
             yield self
         finally:
-            for task in tasks:
+            self._stopping = True
+            self._event.set()
+            feed.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(loop), stop_grace_s)
+            for task in (loop, feed):
                 task.cancel()
-            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -146,7 +165,7 @@ class Reconciler:
     async def _loop(self) -> None:
         settings = self.core.settings
         fast = min(settings.reconcile_interval_s, 0.25 if self.core.runtime.name == "local" else 1.0)
-        while True:
+        while not self._stopping:
             delay = settings.reconcile_interval_s
             try:
                 report = await self.pass_once()
@@ -159,6 +178,9 @@ class Reconciler:
                     log.warning("serving reconciler: database unavailable, retrying: %s", err)
                 self._down = True
             except Exception:  # a bug must not stop reconciling for good: log it, try again next pass
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # a cancellation a driver turned into an error
+                    raise asyncio.CancelledError from None
                 log.exception("serving reconciler pass failed")
             self._event.clear()
             with contextlib.suppress(TimeoutError):
@@ -173,19 +195,19 @@ class Reconciler:
         if not core.owner.held():
             report.owner = False
             return report
+        stamps = dict(core.touched)  # before the read: a runtime call after it makes _observe read again
         async with core.store.read() as conn:
-            rows = (await conn.execute(select(endpoints.c.id, endpoints.c.name, endpoints.c.runtime,
-                                              endpoints.c.status))).all()
-        live = {r.id: r.name for r in rows if r.runtime != "external"}
+            rows = (await conn.execute(select(endpoints).where(endpoints.c.runtime != "external"))).all()
+            revs = await _revisions(conn, [r.id for r in rows if r.status != "deleting"])
+        live = {r.id: r.name for r in rows}
         await self._sweep(live, report)
         gate = asyncio.Semaphore(_PARALLEL)
 
-        async def observe(endpoint_id: str) -> _Seen | None:
+        async def observe(row: Any) -> _Seen | None:
             async with gate:
-                return await self._observe(endpoint_id, report)
+                return await self._observe(row, revs.get(row.id, {}), stamps.get(row.id, 0), report)
 
-        found = await asyncio.gather(*(observe(r.id) for r in rows if r.runtime != "external"
-                                       and r.status != "deleting"))
+        found = await asyncio.gather(*(observe(r) for r in rows if r.status != "deleting"))
         seen = [s for s in found if s is not None]
         report.endpoints = len(seen)
         await self._write(seen, report)
@@ -202,25 +224,25 @@ class Reconciler:
             except RuntimeFailure as err:
                 log.warning("endpoint %s is gone, its leftovers not yet: %s", endpoint_id, err.reason)
                 continue
-            if result.complete:
+            if result.complete:  # its lock and counters go now: no request can name it any more
                 self.core.applies.forget(endpoint_id)
                 self.core.locks.forget(endpoint_id)
+                self.core.touched.pop(endpoint_id, None)
                 if result.deleted:
                     log.info("endpoint %s is gone: deleted its leftover %s", endpoint_id, ", ".join(result.deleted))
                     report.deleted.append((endpoint_id, "all"))
                 del self._known[endpoint_id]
         self._known.update(live)
 
-    async def _observe(self, endpoint_id: str, report: PassReport) -> _Seen | None:
-        core = self.core
+    async def _observe(self, row: Any, revs: dict[int, Any], stamp: int, report: PassReport) -> _Seen | None:
+        core, endpoint_id = self.core, row.id
         async with core.locks.hold(endpoint_id):
-            async with core.store.read() as conn:
-                row = (await conn.execute(select(endpoints).where(endpoints.c.id == endpoint_id))).one_or_none()
+            if core.touched.get(endpoint_id, 0) != stamp:  # a call acted on the runtime since the read: read again
+                async with core.store.read() as conn:
+                    row = (await conn.execute(select(endpoints).where(endpoints.c.id == endpoint_id))).one_or_none()
+                    revs = (await _revisions(conn, [endpoint_id])).get(endpoint_id, {})
                 if row is None or row.status == "deleting":
                     return None
-                revs = {r.revision: r for r in (await conn.execute(
-                    select(revisions.c.revision, revisions.c.state, revisions.c.reason, revisions.c.spec,
-                           revisions.c.served_model_name).where(revisions.c.endpoint_id == endpoint_id))).all()}
             wanted: dict[Slot, int] = {"stable": row.current_revision}
             if row.canary_revision is not None:
                 wanted["canary"] = row.canary_revision
@@ -297,32 +319,39 @@ class Reconciler:
             seen.slots.pop("canary", None)
 
     async def _write(self, seen: list[_Seen], report: PassReport) -> None:
+        """One transaction: each endpoint whose wanted revisions are still those observed gets what was seen
+        (a row per changed endpoint, one statement for the others' ``checked_at``); then the snapshot."""
         now = utcnow()
         async with self.core.store.begin() as conn:
             await lock(conn)
-            significant = False
+            current = {r.id: r for r in (await conn.execute(select(endpoints).where(
+                endpoints.c.id.in_([s.endpoint_id for s in seen])))).all()} if seen else {}
+            significant, unchanged = False, []
             for s in seen:
-                row = (await conn.execute(select(endpoints).where(endpoints.c.id == s.endpoint_id))).one_or_none()
+                row = current.get(s.endpoint_id)
                 if (row is None or row.status == "deleting"
                         or (row.current_revision, row.canary_revision, row.canary_percent) != s.key):
                     continue  # changed meanwhile: the next pass reads the new record
                 slots = {name: msgspec.to_builtins(state) for name, state in s.slots.items()}
                 status, reason = endpoint_status(s.slots, s.wants_canary)
                 reason = reason or (s.refused if status != "ready" else None)
-                values: dict[str, Any] = {"checked_at": now}
-                if s.promotion_done:
-                    values.update(canary_revision=None, canary_percent=0, canary_started_at=None)
-                if (slots != row.slots or status != row.status or reason != row.status_reason
-                        or s.promotion_done):
-                    values.update(slots=slots, status=status, status_reason=reason)
-                    if (_significant(slots) != _significant(row.slots) or status != row.status
-                            or reason != row.status_reason or s.promotion_done):
-                        significant = True
-                        report.changed.append(s.endpoint_id)
                 for number, (state, why) in s.revision_states.items():
                     await self.core.set_revision_state(conn, s.endpoint_id, number, state, why)
                     significant = True
+                if not (slots != row.slots or status != row.status or reason != row.status_reason
+                        or s.promotion_done):
+                    unchanged.append(s.endpoint_id)
+                    continue
+                values: dict[str, Any] = {"checked_at": now, "slots": slots, "status": status, "status_reason": reason}
+                if s.promotion_done:
+                    values.update(canary_revision=None, canary_percent=0, canary_started_at=None)
+                if (_significant(slots) != _significant(row.slots) or status != row.status
+                        or reason != row.status_reason or s.promotion_done):
+                    significant = True
+                    report.changed.append(s.endpoint_id)
                 await conn.execute(update(endpoints).where(endpoints.c.id == s.endpoint_id).values(values))
+            if unchanged:
+                await conn.execute(update(endpoints).where(endpoints.c.id.in_(unchanged)).values(checked_at=now))
             if significant:
                 await self.core.ctx.changes.mark(conn, SERVING_TOPIC)
             report.published = await publish_if_changed(self.core.ctx, conn)
