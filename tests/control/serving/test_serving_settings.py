@@ -57,3 +57,11 @@ async def test_a_bad_variable_fails_start_up_naming_it(tmp_path: Path) -> None:
     async with admin_test_app(cfg, modules=[CatalogModule(), module]):
         assert not runtime.closed
     assert runtime.closed  # the module closes its runtime at shutdown
+
+
+def test_the_configuration_reference_has_every_variable_with_its_default() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## Serving: `SERVING_*`"):]
+    for name, default, _help in serving_variables():
+        shown = f"`{default}`" if default else "unset"
+        assert f"| `{name}` | {shown} |" in section, name
