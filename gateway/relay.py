@@ -84,6 +84,10 @@ def _unready(exc: GatewayError) -> bool:
         return True
 
 
+def _name(target: Target | None) -> str | None:
+    return None if target is None else target.provider.name
+
+
 def _counts_as_failure(exc: GatewayError) -> bool:
     """429 means "busy", not "broken": it must not open the breaker."""
     return not (isinstance(exc, UpstreamStatus) and exc.upstream_status < 500)
@@ -93,6 +97,9 @@ class Relay:
     def __init__(self, metrics: GatewayMetrics, watchdog: Watchdog) -> None:
         self._m = metrics
         self._watchdog = watchdog
+        # Requests (their watches' ids) waiting in `_queue`: its retry passes through `run` raise `_NotReady`
+        # instead of queueing again. Not a parameter of `run`: the hot path would pay for its default.
+        self._queued: set[int] = set()
 
     async def run(
         self,
@@ -105,7 +112,6 @@ class Relay:
         ctx: RequestContext | None = None,
         on_route: Callable[[RequestContext], Awaitable[None] | None] | None = None,
         endpoint: str = "chat",
-        queued: bool = False,
     ) -> Relayed:
         """The one retry/fallback loop, for completions and streams alike (one coroutine
         deep on the non-stream hot path). A stream's backend stays counted in flight
@@ -121,25 +127,22 @@ class Relay:
 
         Whether a target other than the first planned served (or was the last tried) is
         `Relayed.fallback`, or the raised error's `fallback` attribute; then `first_provider` names the
-        first planned target's provider (a canary judge counts a canary failure that stable then served).
-
-        `queued`: this is a queue's retry pass (`_queue`), which raises `_NotReady` rather than queueing again."""
+        first planned target's provider (a canary judge counts a canary failure that stable then served)."""
         attempts = 0
         last: GatewayError | None = None
-        first: Target | None = None  # the first target planned; any later one is a fallback
-        fallback = False
+        fallback: bool | None = None  # None before the first target planned, False for it, True after it
+        first: Target | None = None  # the first target planned, set when it fails (the success path pays nothing)
         unready = True  # no attempt found a replica so far (read only on routes with a queue bound)
         for target in route.plan():
-            if first is None:
-                first = target
-            else:
-                fallback = True
+            fallback = fallback is not None
             priced = on_route is None
             for retry in range(route.retries + 1):
                 backend = pick_backend(target.provider.backends)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     unready = False
+                    if not fallback:
+                        first = target
                     break
                 if not priced:
                     priced = True
@@ -170,6 +173,8 @@ class Relay:
                             backend.breaker.release()
                             raise
                         exc = UpstreamTimeout(f"upstream {target.provider.name} timed out")
+                    if not fallback:
+                        first = target
                     if route.queue_timeout_s and _unready(exc):
                         last = self._not_there(backend, target, exc)
                     else:
@@ -177,6 +182,7 @@ class Relay:
                         last = self._failed(backend, target, exc)
                     if not exc.retryable:
                         if fallback:
+                            assert first is not None
                             exc.fallback, exc.first_provider = True, first.provider.name
                         raise
                     if retry < route.retries:
@@ -185,20 +191,18 @@ class Relay:
                 backend.breaker.record_success()
                 if stream:
                     watch.streaming(attempt_end, t.first_byte_s)
-                    relayed = Relayed(target, backend, attempts, chunks=chunks, first=head)
-                else:
-                    watch.settled()
-                    backend.inflight -= 1
-                    relayed = Relayed(target, backend, attempts, completion=completion)
-                if fallback:
-                    relayed.fallback, relayed.first_provider = True, first.provider.name
-                return relayed
+                    return Relayed(target, backend, attempts, chunks=chunks, first=head, fallback=fallback,
+                                   first_provider=_name(first) if fallback else None)
+                watch.settled()
+                backend.inflight -= 1
+                return Relayed(target, backend, attempts, completion=completion, fallback=fallback,
+                               first_provider=_name(first) if fallback else None)
         final = _final(last)
         if fallback:
             assert first is not None
             final.fallback, final.first_provider = True, first.provider.name
         if unready and route.queue_timeout_s and attempts:
-            if queued:
+            if id(watch) in self._queued:  # a queue's retry pass: `_queue` decides
                 raise _NotReady(final, attempts)
             return await self._queue(route, body, request_id, watch, stream=stream, endpoint=endpoint,
                                      attempts=attempts, last=final)
@@ -218,19 +222,20 @@ class Relay:
         delay = _QUEUE_FIRST_DELAY_S
         gauge = self._m.queued(label)
         gauge.inc()
+        self._queued.add(id(watch))
         try:
             while (left := deadline - loop.time()) > 0:
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _QUEUE_MAX_DELAY_S)
                 try:
-                    relayed = await self.run(route, body, request_id, watch, stream=stream, endpoint=endpoint,
-                                             queued=True)
+                    relayed = await self.run(route, body, request_id, watch, stream=stream, endpoint=endpoint)
                 except _NotReady as again:
                     attempts, last = attempts + again.attempts, again.error
                     continue
                 relayed.attempts += attempts
                 return relayed
         finally:
+            self._queued.discard(id(watch))
             gauge.dec()
         self._m.count_queue_timeout(label)
         timed_out = UpstreamUnavailable(
