@@ -27,8 +27,9 @@ from adapters.store import utcnow
 from control.evaluation.protocol import Aggregate, JudgeConfig
 from control.evaluation.review import refresh_summary
 from control.evaluation.tables import events, items, judgments, reviews, runs
+from control.evaluation.verdicts import pair_outcomes
 from policies.evaluation.bootstrap import mean_ci
-from policies.evaluation.judge import RUBRICS, Outcome, combine_orders, pairwise_summary, parse_pairwise
+from policies.evaluation.judge import RUBRICS, pairwise_summary
 
 __all__ = ["pairwise", "pointwise", "write_summary"]
 
@@ -66,16 +67,7 @@ def pointwise(rows: list[Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]
 
 def pairwise(rows: list[Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], ItemScores]:
     """The same from pairwise rows: both orders per row, combined; a row missing an answer is ``failed``."""
-    orders: dict[int, dict[int, Any]] = defaultdict(dict)
-    for r in rows:
-        orders[r.idx][r.order] = r
-    outcomes: dict[int, Outcome] = {}
-    failed = 0
-    for idx, pair in sorted(orders.items()):
-        if len(pair) < 2 or any(r.raw is None for r in pair.values()):
-            failed += 1
-            continue
-        outcomes[idx] = combine_orders(parse_pairwise(pair[0].raw), parse_pairwise(pair[1].raw))
+    outcomes, failed = pair_outcomes(rows)
     stats = pairwise_summary(list(outcomes.values()))
     judged = {i: o for i, o in outcomes.items() if o != "unparsed"}
     item_scores: ItemScores = {}

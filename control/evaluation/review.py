@@ -15,7 +15,9 @@
 * **Summary**: the mean over rated outputs with a bootstrap CI; inter-rater agreement
   (``policies.evaluation.agreement``: quadratic-weighted Cohen's kappa for two raters who rated the same
   outputs, Krippendorff's ordinal alpha otherwise); with pointwise judge scores on the same scale, the judge's
-  agreement with the humans' mean rounded to the scale (the same measures, judge vs "humans").
+  agreement with the humans' mean rounded to the scale (the same measures, judge vs "humans"); with a
+  pairwise judge, its verdict per row against the humans' preference (the target rated higher on average),
+  on the ordinal scale -1 (target 1), 0 (tie, or the judge's orders disagreed), 1 (target 0).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import math
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -45,10 +48,11 @@ from adapters.adminapi import (
 from adapters.store import utcnow
 from control.evaluation.protocol import Aggregate, ReviewConfig, ReviewSubmit, ReviewSummary, ReviewTask
 from control.evaluation.tables import assignments, events, items, judgments, reviews, runs
+from control.evaluation.verdicts import PREFERENCE, pair_outcomes
 from policies.evaluation.agreement import agreement
 from policies.evaluation.bootstrap import mean_ci
 
-__all__ = ["ReviewService", "assign", "plan_assignments", "refresh_summary", "summarize"]
+__all__ = ["JudgeVerdicts", "ReviewService", "assign", "plan_assignments", "refresh_summary", "summarize"]
 
 _BATCH = 500
 ItemKey = tuple[int, int]  # (dataset row, target)
@@ -107,10 +111,39 @@ def _scale_point(x: float) -> float:
     return float(math.floor(x + 0.5))  # half up, as the summary documents
 
 
-def summarize(rows: list[tuple[int, int, str, float]], judge_scores: Mapping[ItemKey, float],
-              judge_scale_matches: bool) -> tuple[ReviewSummary, dict[ItemKey, float], dict[int, Aggregate]]:
+@dataclass(frozen=True)
+class JudgeVerdicts:
+    """The judge's side, set beside the humans: pointwise scores per output (on a scale that may differ from
+    the reviewers'), or pairwise preferences per row (``verdicts.PREFERENCE``)."""
+
+    scores: Mapping[ItemKey, float] = field(default_factory=dict)
+    scale_matches: bool = True
+    preferences: Mapping[int, float] = field(default_factory=dict)
+
+
+def _judge_agreement(means: Mapping[ItemKey, float], judge: JudgeVerdicts) -> dict[str, Any] | None:
+    if judge.scores:
+        if not judge.scale_matches:
+            return {"method": None, "value": None, "raters": 2, "n": 0,
+                    "note": "the judge's scale differs from the reviewers'"}
+        both = sorted(means.keys() & judge.scores.keys())
+        found = agreement({"judge": {f"{i}:{t}": judge.scores[(i, t)] for i, t in both},
+                           "humans": {f"{i}:{t}": _scale_point(means[(i, t)]) for i, t in both}})
+        return {**found, "compared": "the judge's score vs the humans' mean score, rounded half up to the scale"}
+    if judge.preferences:
+        # The humans' preference on a row: which target's output they rated higher on average.
+        humans = {i: float((means[(i, 0)] > means[(i, 1)]) - (means[(i, 0)] < means[(i, 1)]))
+                  for i in judge.preferences if (i, 0) in means and (i, 1) in means}
+        found = agreement({"judge": {i: judge.preferences[i] for i in humans}, "humans": humans})
+        return {**found, "compared": "the judge's pairwise verdict vs the humans' preference (higher mean rating): "
+                                     "1 target 0, -1 target 1, 0 a tie (or the judge's two orders disagreed)"}
+    return None
+
+
+def summarize(rows: list[tuple[int, int, str, float]], judge: JudgeVerdicts | None = None
+              ) -> tuple[ReviewSummary, dict[ItemKey, float], dict[int, Aggregate]]:
     """Pure: ``(summary, mean per output, human_score aggregate per target)`` from ``(row, target, reviewer,
-    score)`` ratings and the judge's pointwise scores (CPU work: callers run it off the event loop)."""
+    score)`` ratings and the judge's verdicts (CPU work: callers run it off the event loop)."""
     per_output: dict[ItemKey, list[float]] = defaultdict(list)
     ratings: dict[str, dict[str, float]] = defaultdict(dict)
     for idx, target, reviewer, score in rows:
@@ -120,24 +153,30 @@ def summarize(rows: list[tuple[int, int, str, float]], judge_scores: Mapping[Ite
     by_target: dict[int, list[float]] = defaultdict(list)
     for (_, target), mean in sorted(means.items()):
         by_target[target].append(mean)
-    judge_agreement: dict[str, Any] | None = None
-    if judge_scores:
-        if not judge_scale_matches:
-            judge_agreement = {"method": None, "value": None, "raters": 2, "n": 0,
-                               "note": "the judge's scale differs from the reviewers'"}
-        else:
-            both = sorted(means.keys() & judge_scores.keys())
-            judge_agreement = agreement({
-                "judge": {f"{i}:{t}": judge_scores[(i, t)] for i, t in both},
-                "humans": {f"{i}:{t}": _scale_point(means[(i, t)]) for i, t in both}})
-            judge_agreement["compared"] = "the judge's score vs the humans' mean score, rounded half up to the scale"
     per_target = {t: _aggregate(v) for t, v in by_target.items()}
     # One target (the usual run): its aggregate is the overall one; no second bootstrap of the same values.
     overall = next(iter(per_target.values())) if len(per_target) == 1 else _aggregate(
         [means[k] for k in sorted(means)])
     summary = ReviewSummary(ratings=len(rows), items_rated=len(means), mean_score=overall,
-                            agreement=agreement(ratings), judge_agreement=judge_agreement)
+                            agreement=agreement(ratings), judge_agreement=_judge_agreement(means, judge or
+                                                                                           JudgeVerdicts()))
     return summary, means, per_target
+
+
+async def _judge_verdicts(conn: AsyncConnection, run_id: str, judge: dict[str, Any] | None,
+                          cfg: ReviewConfig) -> JudgeVerdicts:
+    if not judge:
+        return JudgeVerdicts()
+    if judge.get("mode") == "pairwise":
+        rows = (await conn.execute(select(judgments.c.idx, judgments.c.order, judgments.c.raw).where(
+            judgments.c.run_id == run_id, judgments.c.kind == "pairwise"))).all()
+        outcomes, _ = pair_outcomes(list(rows))
+        return JudgeVerdicts(preferences={i: PREFERENCE[o] for i, o in outcomes.items() if o in PREFERENCE})
+    scores = {(int(i), int(t)): float(s) for i, t, s in await conn.execute(
+        select(judgments.c.idx, judgments.c.target, judgments.c.score).where(
+            judgments.c.run_id == run_id, judgments.c.kind == "pointwise", judgments.c.parsed.is_(True)))}
+    return JudgeVerdicts(scores=scores, scale_matches=(judge.get("scaleMin", 1), judge.get("scaleMax", 5))
+                         == (cfg.scale_min, cfg.scale_max))
 
 
 async def refresh_summary(conn: AsyncConnection, run_id: str, changed: list[ItemKey] | None = None) -> ReviewSummary:
@@ -147,12 +186,8 @@ async def refresh_summary(conn: AsyncConnection, run_id: str, changed: list[Item
     rows = [(int(i), int(t), str(r), float(s)) for i, t, r, s in await conn.execute(
         select(reviews.c.idx, reviews.c.target, reviews.c.reviewer, reviews.c.score)
         .where(reviews.c.run_id == run_id))]
-    judge = run.judge or {}
-    judge_scores = {(int(i), int(t)): float(s) for i, t, s in await conn.execute(
-        select(judgments.c.idx, judgments.c.target, judgments.c.score).where(
-            judgments.c.run_id == run_id, judgments.c.kind == "pointwise", judgments.c.parsed.is_(True)))}
-    matches = (judge.get("scaleMin", 1), judge.get("scaleMax", 5)) == (cfg.scale_min, cfg.scale_max)
-    summary, means, per_target = await asyncio.to_thread(summarize, rows, judge_scores, matches)
+    verdicts = await _judge_verdicts(conn, run_id, run.judge, cfg)
+    summary, means, per_target = await asyncio.to_thread(summarize, rows, verdicts)
     metrics = dict(run.metrics_summary or {})
     for target, agg in per_target.items():
         metrics[str(target)] = {**metrics.get(str(target), {}), "human_score": msgspec.to_builtins(agg)}

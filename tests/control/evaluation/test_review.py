@@ -182,3 +182,34 @@ async def test_the_judges_agreement_with_the_humans(plane: tuple[AdminTestApp, J
                                                     created_at=utcnow()))
     summary = data(await c.post(f"{API}/runs/{other_scale}/human-review", json={"item": 0, "score": 3}, headers=ann))
     assert summary["judgeAgreement"]["value"] is None and "scale differs" in summary["judgeAgreement"]["note"]
+
+
+async def test_a_pairwise_judges_agreement_with_the_humans_preference(plane: tuple[AdminTestApp, JModule]) -> None:
+    app, module = plane
+    c = app.client
+    ann, ann_id = await key(app, "viewer", "ann")
+    judge = {"model": {"kind": "route", "id": "judge"}, "mode": "pairwise", "rubric": "helpfulness",
+             "scaleMin": 1, "scaleMax": 5}
+    two = [{"kind": "route", "id": "a", "route": "a"}, {"kind": "route", "id": "b", "route": "b"}]
+    run = await seed_run(app.plane.store, targets=two, review=review_cfg([ann_id], per_item=1), judge=judge,
+                         outputs={0: {i: f"a{i}" for i in range(4)}, 1: {i: f"b{i}" for i in range(4)}})
+    await assign(module.ctx, run)
+    # Per row, the answers shown (A, B) in order 0 (A = target 0) and order 1 (A = target 1).
+    verdicts = {0: ("A", "B"),  # target 0 wins
+                1: ("B", "A"),  # target 1 wins
+                2: ("A", "A"),  # the orders disagree: no preference
+                3: ("tie", "tie")}
+    async with app.plane.store.begin() as conn:
+        await conn.execute(insert(judgments), [
+            {"run_id": run, "idx": i, "kind": "pairwise", "target": 0, "order": o, "judge_route": "judge",
+             "raw": f'{{"winner": "{w}"}}', "parsed": True, "winner": w, "created_at": utcnow()}
+            for i, pair in verdicts.items() for o, w in enumerate(pair)])
+    # ann prefers target 0 on rows 0 and 2, target 1 on row 1, neither on row 3: the judge disagrees on row 2.
+    for i, (a, b) in enumerate([(5, 2), (1, 4), (4, 3), (3, 3)]):
+        data(await c.post(f"{API}/runs/{run}/human-review", json={"item": i, "score": a, "target": 0}, headers=ann))
+        summary = data(await c.post(f"{API}/runs/{run}/human-review", json={"item": i, "score": b, "target": 1},
+                                    headers=ann))
+    ja = summary["judgeAgreement"]
+    assert ja["method"] == "cohen_kappa_weighted" and ja["n"] == 4 and "pairwise verdict" in ja["compared"]
+    assert ja["value"] == pytest.approx(cohen_kappa([1.0, -1.0, 0.0, 0.0], [1.0, -1.0, 1.0, 0.0],
+                                                    weights="quadratic", labels=[-1.0, 0.0, 1.0]))
