@@ -205,3 +205,33 @@ def test_one_process_drives_the_local_runtime(tmp_path: Path) -> None:
     assert second.held() and not first.held()
     second.release()
     assert Ownership("kubernetes", lock).held() and Ownership("kubernetes", lock).held()  # shared state: all drive
+
+
+def _usage(n: int, provider: str, *, status: int = 200, latency_s: float = 0.2) -> list[Any]:
+    from adapters.usage_store import UsageRow
+
+    now = time.time()  # after the canary started: the judge reads from then on
+    return [UsageRow(record_id=f"{provider[-6:]}{status}-{i}", request_id=f"q{i}", ts=now - i / 10_000,
+                     endpoint="chat", route="judged", model="m", provider=provider, status=status,
+                     latency_s=latency_s, usage_source="upstream") for i in range(n)]
+
+
+async def test_the_installed_judge_rolls_back_a_failing_canary_from_usage_records(app: ServingApp) -> None:
+    from adapters.usage_store import write_usage
+
+    assert app.reconciler._judge is not None, "control.serving.canary is installed"
+    m = await model(app, "m")
+    ep = (await endpoint(app, m["id"], "judged"))["id"]
+    data(await app.client.post(f"{API}/{ep}/redeploy", json={"canaryPercent": 20}))
+    await app.reconcile()
+    stable, canary = f"serving:{ep}:stable", f"serving:{ep}:canary"
+    store = app.app.plane.store
+    assert store is not None
+    await write_usage(store, [*_usage(60, stable), *_usage(15, canary)])
+    assert (await app.reconcile()).rolled_back == []  # 15 canary requests, all fine: below the minimum anyway
+    await write_usage(store, _usage(10, canary, status=503))
+    assert (await app.reconcile()).rolled_back == [ep]
+    assert data(await app.client.get(f"{API}/{ep}"))["canaryRevision"] is None
+    entry = data(await app.client.get("/llm-ops/v1/audit/logs?action=serving.canary.auto_rollback"))["items"][0]
+    assert entry["after"]["verdict"]["stats"]["canary"]["errors"] == 10
+    assert entry["after"]["verdict"]["stats"]["stable"]["requests"] == 60
