@@ -20,6 +20,7 @@ that decided, with its numbers.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import Conflict, FieldError, NotFound, ValidationFailed
+from adapters.adminapi import Conflict, FieldError, NotFound, SemanticError, ValidationFailed
 from adapters.store import Store
 from control.evaluation.protocol import Aggregate, Comparison, MetricComparison, Recommendation
 from control.evaluation.tables import items, runs
@@ -39,6 +40,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "MAX_ARMS",
     "QUALITY",
+    "RUN_IDS_PATTERN",
     "Arm",
     "compare_runs",
     "describe",
@@ -74,26 +76,23 @@ class Arm:
     scores: dict[str, dict[int, float]]
 
 
+_ARM = r"[A-Za-z0-9_-]{1,40}(:[01])?"
+RUN_IDS_PATTERN = rf"^{_ARM}(,{_ARM}){{1,{MAX_ARMS - 1}}}$"  # the query's documented shape (a 400 otherwise)
+
+
 def parse_arms(spec: str) -> list[tuple[str, str, int]]:
-    """``"a,b:1"`` -> ``[(key, run id, target)]``; 400 (naming ``runIds``) for fewer than two, too many,
-    duplicates or a target other than 0/1."""
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    problem = None
-    if len(parts) < 2:
-        problem = "give at least two run ids, comma-separated"
-    elif len(parts) > MAX_ARMS:
-        problem = f"at most {MAX_ARMS} runs at a time"
-    elif len(set(parts)) != len(parts):
-        problem = "a run is named twice"
-    arms: list[tuple[str, str, int]] = []
-    for part in parts if problem is None else ():
+    """``"a,b:1"`` -> ``[(key, run id, target)]``: 400 (naming ``runIds``) when not two to ``MAX_ARMS`` ids of
+    ``RUN_IDS_PATTERN``'s shape; 422 when one is named twice."""
+    if not re.fullmatch(RUN_IDS_PATTERN, spec):
+        raise ValidationFailed([FieldError(field="runIds", message=(
+            f"two to {MAX_ARMS} run ids, comma-separated (a run's second target as '<id>:1')"))])
+    parts = spec.split(",")
+    if len(set(parts)) != len(parts):
+        raise SemanticError([FieldError(field="runIds", message="a run is named twice")])
+    arms = []
+    for part in parts:
         run_id, _, target = part.partition(":")
-        if not run_id or len(run_id) > 40 or target not in ("", "0", "1"):
-            problem = f"{part!r} is not a run id (optionally ':0' or ':1' for a target)"
-            break
         arms.append((part, run_id, int(target or 0)))
-    if problem is not None:
-        raise ValidationFailed([FieldError(field="runIds", message=problem)])
     return arms
 
 
