@@ -7,8 +7,9 @@ for a base model registered without files is taken to be a Hugging Face id. The 
 to (``served_model_name``, the gateway's target model) is the catalog model's name.
 
 Refused on meaning (422, naming the field): ``minReplicas`` above ``maxReplicas``; vLLM arguments the
-runtime sets itself (``--host``, ``--port``, ``--model``, ``--served-model-name``) or that would put a
-secret into manifests (``--api-key``), and control characters in them; scale to zero (``minReplicas`` 0)
+runtime sets itself (``--host``, ``--port``, ``--model``, ``--served-model-name``), and arguments that would
+put a secret into revisions, manifests and the audit log (``--api-key``, a flag named for a key, token or
+password, a value shaped like a known key), and control characters in them; scale to zero (``minReplicas`` 0)
 where nothing can scale from zero (the local runtime, or Kubernetes with ``SERVING_AUTOSCALER=hpa``); GPU,
 image and vLLM settings on an external model, which has no runtime.
 """
@@ -41,6 +42,10 @@ __all__ = [
 
 RESERVED_ARGS = ("--host", "--port", "--model", "--served-model-name", "--api-key")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A flag named for a secret (--hf-token, --api-key, --db-password; not --max-num-batched-tokens) or a value
+# shaped like a known key: args are stored on the revision, rendered into manifests and audited.
+_SECRET_WORDS = frozenset({"key", "token", "secret", "password", "passwd", "credential", "credentials"})
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "github_pat_", "xoxb-", "xoxp-", "AKIA", "AIza", "llmops_")
 _GATEWAY_KINDS = {"openai": "openai", "vllm": "openai", "ollama": "ollama"}
 
 
@@ -65,7 +70,17 @@ def arg_errors(args: Sequence[str], field: str = "vllmArgs") -> list[FieldError]
                 f"{flag} is set by the serving runtime (reserved: {', '.join(RESERVED_ARGS)})")))
         elif _CONTROL.search(arg):
             errors.append(FieldError(field=f"{field}[{i}]", message="control characters are not allowed"))
+        elif _secret_like(flag, arg):
+            errors.append(FieldError(field=f"{field}[{i}]", message=(
+                "looks like a secret: arguments are stored, rendered into manifests and audited; give the "
+                "server its secrets through its environment instead")))
     return errors
+
+
+def _secret_like(flag: str, arg: str) -> bool:
+    words = set(flag.lstrip("-").lower().replace("_", "-").split("-")) if flag.startswith("-") else set()
+    value = arg.split("=", 1)[1] if "=" in arg else arg
+    return bool(words & _SECRET_WORDS) or value.startswith(_KEY_PREFIXES)
 
 
 def replica_errors(settings: ServingSettings, runtime: str, min_replicas: int, max_replicas: int,

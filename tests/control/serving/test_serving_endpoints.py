@@ -213,3 +213,15 @@ async def test_other_modules_find_endpoints_through_the_directory(app: ServingAp
         "second", "STG", b["id"], 1, 2, "deploying")
     assert one == [ref.__class__(id=first["id"], name="first", route="first", environment="DEV", model_id=a["id"],
                                  model_version=1, revision=1, status="deploying")]
+
+
+async def test_vllm_args_that_look_like_secrets_are_refused(app: ServingApp) -> None:
+    m = await model(app, "m")
+    args = ["--max-num-batched-tokens=8192", "--tokenizer=hf-internal/tok", "--hf-token=abc", "--db_password",
+            "x", "--chat-template=sk-proj-123456", "hf_abcdefgh", "--kv-cache-dtype=fp8"]
+    refused = fail(await app.client.post(API, json={"name": "s", "modelId": m["id"], "vllmArgs": args}), 422)
+    assert {e["field"] for e in refused["data"]["errors"]} == {"vllmArgs[2]", "vllmArgs[3]", "vllmArgs[5]",
+                                                               "vllmArgs[6]"}
+    assert "abc" not in refused["message"] and "sk-proj" not in str(refused)
+    ok = await endpoint(app, m["id"], "s", vllmArgs=[args[0], args[1], args[7]])
+    assert ok["vllmArgs"] == [args[0], args[1], args[7]]
