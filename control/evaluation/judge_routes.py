@@ -3,7 +3,9 @@
 Checked at once (one 422 listing each field at fault): the scale, the rubric (compiled as the judge will
 use it: a bad inline template or an unknown built-in name), a pairwise judge on a run of two targets, a
 rubric's reference or context mapped, and a judge model or endpoint that some route serves. The run must
-have succeeded (409 otherwise, and while a judging is still queued or running). The judge is then recorded
+have finished with outputs to judge: succeeded, or failed (e.g. an ``llm_judge`` run whose judge could not
+be reached: its outputs are kept and can be judged again); 409 otherwise, and while a judging is still
+queued or running. The judge is then recorded
 on the run with ``judge_status`` queued; the worker (any replica) claims it as it claims active runs, judges
 (``judging.judge_run``) and marks it succeeded or failed. A different judge than the run had replaces the
 earlier judgments; the same one resumes where it stopped.
@@ -16,7 +18,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, post
 from litestar.params import Parameter
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from adapters.adminapi import (
     Actor,
@@ -33,7 +35,7 @@ from adapters.adminapi import (
 from adapters.store import utcnow
 from control.evaluation.protocol import JudgeConfig, JudgeRequest, Run
 from control.evaluation.services import EVALUATION
-from control.evaluation.tables import events, judgments, runs
+from control.evaluation.tables import events, items, judgments, runs
 from control.evaluation.targets import TargetError, published_routes, resolve
 from policies.evaluation.judge import RubricError, compile_rubric
 
@@ -67,9 +69,13 @@ async def request_judging(ctx: ModuleContext, actor: Actor, run_id: str, cfg: Ju
     service = ctx.services[EVALUATION]
     async with ctx.store.begin() as conn:
         row = await service.row(conn, run_id, lock=True)
-        if row.status != "succeeded":
-            raise Conflict(f"Run {run_id!r} is {row.status}; only a succeeded run can be judged",
-                           {"status": row.status})
+        if row.status not in ("succeeded", "failed"):
+            raise Conflict(f"Run {run_id!r} is {row.status}; only a finished run (succeeded, or failed, e.g. "
+                           "when its judge could not be reached) can be judged", {"status": row.status})
+        judgeable = (await conn.execute(select(items.c.idx).where(
+            items.c.run_id == run_id, items.c.error.is_(None), items.c.output.is_not(None)).limit(1))).first()
+        if judgeable is None:
+            raise Conflict(f"Run {run_id!r} has no output to judge", {"status": row.status})
         if row.judge_status in ("queued", "running"):
             raise Conflict(f"Run {run_id!r} is already being judged ({row.judge_status}); wait for it to finish",
                            {"judgeStatus": row.judge_status})
@@ -112,8 +118,9 @@ class JudgeController(Controller):
           description="202: the run with its judging queued (its timeline shows judging_queued, then "
                       "judging_started and judging_finished, or judging_failed). "
                       "Pointwise: one call per output; pairwise (a run of two targets): both orders per row, a "
-                      "win only when they agree. 409: the run has not succeeded, or is being judged; 422: a bad "
-                      "rubric or scale, a pairwise judge on one target, a judge no route serves.")
+                      "win only when they agree. 409: the run is not finished (succeeded or failed) with "
+                      "outputs, or is being judged; 422: a bad rubric or scale, a pairwise judge on one target, "
+                      "a judge no route serves.")
     async def judge(self, runId: RunId, data: JudgeRequest, ctx: ModuleContext, caller: Actor) -> Envelope[Run]:
         return ok(await request_judging(ctx, caller, runId, data.judge), "Judging queued")
 

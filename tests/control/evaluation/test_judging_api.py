@@ -81,9 +81,17 @@ async def test_judging_a_finished_run(database_url: str, tmp_path: Path, mock: M
         assert redone["judge"]["scaleMax"] == 10 and redone["judge"]["calls"] == 5
         assert len([r for r in mock.requests if r.body and r.body.get("response_format")]) == 10
 
-        unfinished = await seed_run(app.plane.store, status="failed")
-        assert "only a succeeded run" in fail(await c.post(f"{API}/runs/{unfinished}/llm-judge",
-                                                           json={"judge": JUDGE}), 409)["message"]
+        cancelled = await seed_run(app.plane.store, status="cancelled", outputs={0: {0: "x"}})
+        assert "only a finished run" in fail(await c.post(f"{API}/runs/{cancelled}/llm-judge",
+                                                          json={"judge": JUDGE}), 409)["message"]
+        nothing = await seed_run(app.plane.store, status="failed", outputs={0: {0: None}})
+        assert "no output to judge" in fail(await c.post(f"{API}/runs/{nothing}/llm-judge",
+                                                         json={"judge": JUDGE}), 409)["message"]
+        # A failed run (its judge was unreachable, say) keeps its outputs: they can be judged again.
+        failed = await seed_run(app.plane.store, status="failed", outputs={0: {0: "answer 0"}})
+        data(await c.post(f"{API}/runs/{failed}/llm-judge", json={"judge": JUDGE}), 202)
+        await until(lambda: _judge_done(c, failed, 1))
+        assert data(await c.get(f"{API}/runs/{failed}"))["metrics"]["0"]["judge_score"]["value"] == 4
 
 
 async def _judge_done(c: Any, run: str, times: int) -> bool:
