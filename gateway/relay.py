@@ -30,7 +30,14 @@ from typing import Any
 
 import msgspec
 
-from adapters.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
+from adapters.errors import (
+    GatewayError,
+    NotFound,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from adapters.gateway_plugins import RequestContext
 from adapters.upstream import Backend, Completion, Upstream, UpstreamCall, pick_backend
 from gateway.metrics import GatewayMetrics
@@ -100,6 +107,10 @@ class Relay:
         # Requests (their watches' ids) waiting in `_queue`: its retry passes through `run` raise `_NotReady`
         # instead of queueing again. Not a parameter of `run`: the hot path would pay for its default.
         self._queued: set[int] = set()
+        # The running generation's route by name (the gateway sets it): a queued request's retries use the route
+        # as it is now, so a rollback or a moved endpoint while it waits is followed, and no pool the old
+        # generation closed after its drain timeout is used. None: keep the route the request started with.
+        self.current_route: Callable[[str], Route | None] | None = None
 
     async def run(
         self,
@@ -227,6 +238,12 @@ class Relay:
             while (left := deadline - loop.time()) > 0:
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _QUEUE_MAX_DELAY_S)
+                if self.current_route is not None and route.name == label:  # not a direct provider/model name
+                    now = self.current_route(route.name)
+                    if now is None:
+                        raise NotFound(f"The model `{route.name}` does not exist or is not routed", param="model",
+                                       code="model_not_found")
+                    route = now
                 try:
                     relayed = await self.run(route, body, request_id, watch, stream=stream, endpoint=endpoint)
                 except _NotReady as again:

@@ -39,7 +39,7 @@ from gateway.plugins import Plugins, load_plugins
 from gateway.pricing_wiring import UsagePricer, build_pricer
 from gateway.providers import build_provider, build_table
 from gateway.relay import Relay
-from gateway.routing import RouteTable
+from gateway.routing import Route, RouteTable
 from gateway.watchdog import Watchdog
 from policies.pricing import PriceBook
 
@@ -147,6 +147,7 @@ class Gateway:
         self._upstreams = dict(upstreams or {})
         self.watchdog = Watchdog()
         self.relay = Relay(self.metrics, self.watchdog)
+        self.relay.current_route = self._current_route  # a queued request follows route changes while it waits
         self.usage = UsageQueue([], self.metrics)
         self.max_body_bytes = cfg.server.max_body_bytes
         self.inflight = 0
@@ -165,6 +166,10 @@ class Gateway:
         # Multiprocess mode (--workers): metrics write their own files, so plug-ins register on none.
         registry = None if self.metrics.shared_dir else self.metrics.registry
         self.plugin_host = PluginHost(None, registry, lambda: self.generation.control, self._price_book)
+
+    def _current_route(self, name: str) -> Route | None:
+        """The running generation's route of this name (None: no longer routed)."""
+        return self.generation.table.routes.get(name)
 
     def _price_book(self) -> PriceBook | None:
         """The running generation's prices, for plug-ins that reserve a worst-case cost (limits)."""

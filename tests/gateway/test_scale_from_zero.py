@@ -25,6 +25,7 @@ from adapters.errors import (
 )
 from adapters.testdoubles.mock_upstream import Fault, MockServer, start_mock_upstream
 from adapters.upstream.client_errors import ClientErrors
+from gateway.config import decode_config
 from gateway.relay import _unready
 from tests.conftest import capture_usage, free_port, run_gateway
 
@@ -205,3 +206,23 @@ async def test_a_client_that_leaves_while_queued_ends_its_wait() -> None:
         await gw.gateway.usage.drain()
         assert [(rec.status, rec.error) for rec in seen if rec.endpoint == "chat"] == [(499, "client_disconnected")]
         assert gw.gateway.inflight == 0
+
+
+async def test_a_queued_request_follows_the_route_when_it_moves(mock: MockServer) -> None:
+    """A rollback (or a redeploy elsewhere) while requests wait: their next try goes where the route is now."""
+    port = free_port()
+    cold = _config(f"http://127.0.0.1:{port}/v1", queue_timeout_s=30)
+    async with run_gateway(cold) as gw, httpx.AsyncClient(base_url=gw.url, timeout=30) as h:
+        pending = asyncio.create_task(h.post("/v1/chat/completions", json=BODY))
+        await _until_metric(h, "llmops_route_queued_requests", 1)
+        await gw.gateway.reload(decode_config(_config(mock.url, queue_timeout_s=30)))
+        r = await pending
+        assert r.status_code == 200 and r.headers["x-llmops-provider"] == "cold", r.text
+        assert len(mock.requests) == 1  # served by the route's new upstream
+        await gw.gateway.reload(decode_config(cold))  # cold again; then the route goes while a request waits
+        pending = asyncio.create_task(h.post("/v1/chat/completions", json=BODY))
+        await _until_metric(h, "llmops_route_queued_requests", 1)
+        await gw.gateway.reload(decode_config({**cold, "routes": []}))
+        r = await pending
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
+        await _until_metric(h, "llmops_route_queued_requests", 0)
