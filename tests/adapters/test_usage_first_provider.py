@@ -4,6 +4,7 @@ failure. Requests served by their first planned target leave it NULL."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,6 +68,27 @@ async def test_first_provider_is_stored_and_null_otherwise(database_url: str) ->
         assert stored == {"rec-0": "serving:e1:canary", "rec-1": None, "rec-2": "x" * 100}
     finally:
         await store.aclose()
+
+
+async def test_the_gateways_usage_writer_stores_it(database_url: str, tmp_path: Path, mock: MockServer,
+                                                   mock2: MockServer) -> None:
+    cfg = simple_config(mock.url, mock2.url, retries=0)
+    cfg["control"] = {"database_url": database_url, "data_dir": str(tmp_path / "control"), "modules": []}
+    cfg["metering"] = {"enabled": True, "spill_dir": str(tmp_path / "spill")}
+    mock.push_faults(Fault(kind="status", status=503))
+    async with run_gateway(cfg) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as h:
+        for rid in ("fell-back", "direct"):
+            r = await h.post("/v1/chat/completions", json={"model": "r", "messages": MSG},
+                             headers={"x-request-id": rid})
+            assert r.status_code == 200, r.text
+    store = open_store(database_url, feed_mode="local")  # the app has stopped: its writer flushed
+    try:
+        async with store.read() as conn:
+            c = usage_records.c
+            rows = (await conn.execute(select(c.request_id, c.provider, c.fallback, c.first_provider))).all()
+    finally:
+        await store.aclose()
+    assert {r[0]: tuple(r[1:]) for r in rows} == {"fell-back": ("p1", True, "p0"), "direct": ("p0", False, None)}
 
 
 def test_spill_lines_without_the_field_still_decode() -> None:
