@@ -18,7 +18,6 @@ the final status: ``cancelled``, ``failed`` (nothing succeeded, or a step failed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -124,8 +123,7 @@ class RunJob:
                 await self._judge_only(row)
         finally:
             ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await asyncio.gather(ticker, return_exceptions=True)
 
     async def _start(self, row: Any) -> Any:
         now = utcnow()
@@ -164,11 +162,15 @@ class RunJob:
                 first, idx = idx, idx + len(batch)
                 if not await self._batch(row, first, batch, slots, in_flight):
                     break
+        except asyncio.CancelledError:  # shutdown or a lost lease: drop what is in flight (it is asked again)
+            for task in in_flight:
+                task.cancel()
+            raise
         finally:
             close = getattr(batches, "aclose", None)  # stopped early: let the reader close its file now
             if close is not None:
                 await close()
-            if in_flight:  # in flight ones finish (a cancel included); the job's own cancellation stops them
+            if in_flight:  # a cancel of the run lets those in flight finish and be stored
                 await asyncio.gather(*in_flight, return_exceptions=True)
         if self._crash is not None:
             raise self._crash

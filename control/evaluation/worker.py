@@ -143,7 +143,10 @@ class Worker:
         jobs = list(self.jobs.values())
         for task in jobs:
             task.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        if jobs:
+            _, stuck = await asyncio.wait(jobs, timeout=10)
+            for task in stuck:
+                log.error("evaluation worker: run task %s did not stop within 10 s", task.get_name())
         with contextlib.suppress(Exception):
             async with self.ctx.store.begin() as conn:
                 await conn.execute(update(runs).where(runs.c.lease_owner == self.owner).values(
