@@ -34,7 +34,7 @@ from control.serving.health import routable
 from control.serving.protocol import AutoscalingPolicy, Endpoint, Promote, Redeploy, Rollback, TrafficChange
 from control.serving.publishing import lock
 from control.serving.records import external_errors, external_slot, revision_values
-from control.serving.specs import Choices, arg_errors, build_spec, external_provider, replica_errors
+from control.serving.specs import Choices, arg_errors, build_spec, external_provider, render, replica_errors
 from control.serving.tables import endpoints, revisions
 from control.serving.views import slot_states
 
@@ -92,9 +92,9 @@ async def redeploy(core: Core, actor: Actor, endpoint_id: str, data: Redeploy) -
             provider = external_provider(model)
             spec, manifests = {"provider": provider, "served_model_name": provider["model"]}, []
         else:
-            spec = build_spec(core.settings, endpoint_id=endpoint_id, endpoint_name=row.name, revision=number,
-                              environment=row.environment, model=model, choices=choices)
-            manifests = core.runtime.render(spec, slot)
+            spec = build_spec(core.settings, endpoint_id=endpoint_id, endpoint_name=row.name, route=row.route,
+                              revision=number, environment=row.environment, model=model, choices=choices)
+            manifests = render(core.runtime, spec, slot)
         rev = revision_values(endpoint_id, number, "canary" if data.canary_percent else "active", model, choices,
                               spec, manifests, actor, data.reason or "redeploy")
         await conn.execute(insert(revisions).values(rev))

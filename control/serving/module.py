@@ -10,6 +10,7 @@ keeps running what it runs).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -55,7 +56,11 @@ class ServingModule:
     @contextlib.asynccontextmanager
     async def _run(self, ctx: ModuleContext) -> AsyncIterator[None]:
         settings = self._settings or load_serving_settings(self._environ)  # SettingsError names the variable
-        runtime = self._factory(settings, ctx)
+        if self._factory is make_runtime and settings.runtime == "kubernetes":
+            # off the event loop (the gateway shares it): the client's import and kubeconfig load take seconds
+            runtime = await asyncio.to_thread(make_runtime, settings, ctx)
+        else:
+            runtime = self._factory(settings, ctx)
         owner = Ownership(runtime.name, ctx.data_dir / "serving" / "runtime.lock")
         try:
             service = EndpointService(ctx, settings, runtime, owner)

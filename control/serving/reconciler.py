@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,12 +127,17 @@ def _significant(slots: Any) -> Any:
             for name, s in (slots or {}).items()}
 
 
+_JUDGE_DUTY = 20  # judging waits 20x its own duration before it runs again…
+_JUDGE_FREE_S = 0.1  # …when it took longer than this (a cheap pass runs every time)
+
+
 class Reconciler:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._event = asyncio.Event()
         self._known: dict[str, str] = {}  # endpoint id -> name, runtime-backed, as of the last pass
         self._judge = _load_judge()
+        self._judge_after = 0.0  # time.monotonic() before which judging waits (its duty cycle)
         self._down = False
         self._one_at_a_time = asyncio.Lock()  # a pass never writes what it saw before another pass wrote
         self._stopping = False
@@ -364,14 +370,20 @@ class Reconciler:
                                      canary_provider=provider_name(s.endpoint_id, "canary"), since=s.canary_since)
                       for s in seen if s.wants_canary and s.key[1] != s.key[0] and s.canary_since is not None
                       and routable(s.slots.get("canary")) and s.slots["canary"].phase == "ready"]
-        if not candidates:
+        # A judging pass reads the canaries' usage rows (100-300 ms at 200k requests in the window): it runs at
+        # most 1/_JUDGE_DUTY of the time, so a busy endpoint's canary never costs the control plane a core.
+        started = time.monotonic()
+        if not candidates or started < self._judge_after:
             return
         settings = self.core.settings
         bounds = bounds_type(window_s=settings.canary_window_s, min_requests=settings.canary_min_requests,
                              max_error_rate_delta=settings.canary_max_error_rate_delta,
                              max_p95_ratio=settings.canary_max_p95_ratio)
         by_id = {s.endpoint_id: s for s in seen}
-        for endpoint_id, verdict in await judge(self.core.store, candidates, bounds):
+        verdicts = await judge(self.core.store, candidates, bounds)
+        took = time.monotonic() - started
+        self._judge_after = started + _JUDGE_DUTY * took if took > _JUDGE_FREE_S else 0.0
+        for endpoint_id, verdict in verdicts:
             if verdict.action != "rollback":
                 continue
             revision = by_id[endpoint_id].key[1]

@@ -33,7 +33,15 @@ from control.serving.protocol import (
 )
 from control.serving.publishing import lock
 from control.serving.records import external_errors, external_slot, revision_values
-from control.serving.specs import Choices, arg_errors, build_spec, external_provider, model_meta, replica_errors
+from control.serving.specs import (
+    Choices,
+    arg_errors,
+    build_spec,
+    external_provider,
+    model_meta,
+    render,
+    replica_errors,
+)
 from control.serving.tables import endpoints, revisions
 from control.serving.views import to_endpoint, to_revision
 
@@ -57,9 +65,9 @@ class EndpointService(Core):
                     manifests: list[dict[str, Any]] = []
                     slots = {"stable": msgspec.to_builtins(external_slot(1, external))}
                 else:
-                    spec = build_spec(self.settings, endpoint_id=endpoint_id, endpoint_name=data.name, revision=1,
-                                      environment=data.environment, model=model, choices=choices)
-                    manifests = self.runtime.render(spec, "stable")
+                    spec = build_spec(self.settings, endpoint_id=endpoint_id, endpoint_name=data.name, route=route,
+                                      revision=1, environment=data.environment, model=model, choices=choices)
+                    manifests = render(self.runtime, spec, "stable")
                     slots = {}
                 await conn.execute(insert(endpoints).values(
                     id=endpoint_id, name=data.name, route=route, environment=data.environment, model_id=model.id,

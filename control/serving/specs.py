@@ -23,9 +23,9 @@ from typing import Any
 
 import msgspec
 
-from adapters.adminapi import FieldError
+from adapters.adminapi import FieldError, Unprocessable
 from adapters.adminapi.seams import CatalogModel
-from adapters.serving import Autoscaling, DeploymentSpec
+from adapters.serving import Autoscaling, DeploymentSpec, RuntimeFailure, ServingRuntime, Slot
 from adapters.serving.settings import ServingSettings
 from control.serving.protocol import AutoscalingPolicy, Environment
 
@@ -37,6 +37,7 @@ __all__ = [
     "external_provider",
     "model_meta",
     "model_uri",
+    "render",
     "replica_errors",
 ]
 
@@ -118,7 +119,7 @@ def external_provider(model: CatalogModel) -> dict[str, Any]:
             "model": provider.get("model"), "apiKeyRef": provider.get("apiKeyRef")}
 
 
-def build_spec(settings: ServingSettings, *, endpoint_id: str, endpoint_name: str, revision: int,
+def build_spec(settings: ServingSettings, *, endpoint_id: str, endpoint_name: str, route: str, revision: int,
                environment: Environment, model: CatalogModel, choices: Choices) -> DeploymentSpec:
     resources = settings.resources(choices.use_gpu, choices.gpu_count if choices.use_gpu else None)
     return DeploymentSpec(
@@ -129,11 +130,13 @@ def build_spec(settings: ServingSettings, *, endpoint_id: str, endpoint_name: st
         autoscaling=Autoscaling(min_replicas=choices.min_replicas, max_replicas=choices.max_replicas,
                                 target_queue_length=choices.autoscaling.target_queue_length,
                                 scale_down_delay_s=choices.autoscaling.scale_down_delay_s),
-        vllm_args=list(choices.vllm_args), labels=_labels(environment, model))
+        vllm_args=list(choices.vllm_args), labels=_labels(environment, model, route))
 
 
-def _labels(environment: str, model: CatalogModel) -> dict[str, str]:
-    return {"llmops.io/environment": environment, "llmops.io/model-id": model.id,
+def _labels(environment: str, model: CatalogModel, route: str) -> dict[str, str]:
+    # llmops.io/route: the route whose queued requests wake a scaled-to-zero slot (the Kubernetes runtime carries
+    # it as an annotation, since route names may hold characters a label value cannot)
+    return {"llmops.io/environment": environment, "llmops.io/model-id": model.id, "llmops.io/route": route,
             "llmops.io/model-version": str(model.version)}
 
 
@@ -143,3 +146,12 @@ def for_environment(spec: DeploymentSpec, environment: Environment) -> Deploymen
         return spec
     return msgspec.structs.replace(spec, environment=environment,
                                    labels={**spec.labels, "llmops.io/environment": environment})
+
+
+def render(runtime: ServingRuntime, spec: DeploymentSpec, slot: Slot) -> list[dict[str, Any]]:
+    """The manifests kept on the revision; a runtime that cannot render this spec (e.g. a model storage URI it
+    does not support) refuses the call with a 422 before anything is written."""
+    try:
+        return runtime.render(spec, slot)
+    except RuntimeFailure as err:
+        raise Unprocessable(f"The {runtime.name} runtime cannot deploy this: {err.reason}") from None
