@@ -7,7 +7,6 @@ envelope: both are decided before the first byte).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, get, post
@@ -28,6 +27,8 @@ from adapters.adminapi import (
     ok,
     requires,
 )
+from adapters.adminapi.audit import _INSTANT_SCHEMA as INSTANT_SCHEMA  # the audit log's from/to, same rules
+from adapters.adminapi.audit import parse_instant
 from control.evaluation.export import export_csv, export_json
 from control.evaluation.protocol import Item, Run, RunCreate, RunStatus, RunSummary, RunType
 from control.evaluation.runs import RunService
@@ -65,11 +66,13 @@ class RunsController(Controller):
         dataset_id: str | None = Parameter(query="datasetId", default=None, max_length=100),
         run_type: RunType | None = Parameter(query="type", default=None),
         status: RunStatus | None = Parameter(query="status", default=None),
-        since: datetime | None = Parameter(query="from", default=None, description="created at or after"),
-        until: datetime | None = Parameter(query="to", default=None, description="created before"),
+        since: str | None = Parameter(query="from", default=None, schema_extra=INSTANT_SCHEMA,
+                                      description="created at or after: ISO 8601 or Unix seconds"),
+        until: str | None = Parameter(query="to", default=None, schema_extra=INSTANT_SCHEMA,
+                                      description="created before: ISO 8601 or Unix seconds"),
     ) -> Envelope[Page[RunSummary]]:
         return ok(await runs.list(page, model_id=model_id, dataset_id=dataset_id, run_type=run_type, status=status,
-                                  since=since, until=until))
+                                  since=parse_instant(since, "from"), until=parse_instant(until, "to")))
 
     @get("/{runId:str}", raises=_READS, summary="Get a run: progress, metrics with CIs, samples, timeline")
     async def get_run(self, runId: RunId, runs: RunService) -> Envelope[Run]:
