@@ -264,7 +264,7 @@ class RunJob:
     async def _finish(self, row: Any, error: str | None) -> None:
         await self._tick()  # the lease is still ours, progress exact, a late cancel seen
         await self._read_costs()
-        summary = await self._score(row)
+        await self._score(row)
         status = "cancelled" if self.cancel_requested else "succeeded"
         if error is None and status == "succeeded" and self.done and self.done == self.failed:
             first = await self._first_error()
@@ -278,7 +278,7 @@ class RunJob:
             cost = (await conn.execute(select(type_coerce(func.sum(items.c.cost_usd), UsdAmount)).where(
                 items.c.run_id == self.run_id))).scalar()
             finished = await conn.execute(update(runs).where(self._owned()).values(
-                status=status, metrics_summary=summary, error=error, done=self.done, failed=self.failed,
+                status=status, error=error, done=self.done, failed=self.failed,
                 cost_usd=cost, finished_at=now,
                 updated_at=now, lease_owner=None, lease_until=None))
             if finished.rowcount == 0:
@@ -316,7 +316,7 @@ class RunJob:
                 return
             await asyncio.sleep(0.25)
 
-    async def _score(self, row: Any) -> dict[str, Any]:
+    async def _score(self, row: Any) -> None:
         from control.evaluation.scoring import ItemView, score_target  # sacrebleu, rouge-score: seconds to import
 
         async with self.store.read() as conn:
@@ -337,7 +337,12 @@ class RunJob:
                 await conn.execute(update(items).where(
                     items.c.run_id == self.run_id, items.c.target == bindparam("t"), items.c.idx == bindparam("i"))
                     .values(scores=bindparam("s")), updates[start:start + _WRITE_CHUNK])
-        return {str(t): {m: _builtins(a) for m, a in aggregates.items()} for t, (_, aggregates) in results.items()}
+            # Merged: the judge's and the reviewers' aggregates (written by their steps) stay.
+            stored_summary = (await conn.execute(select(runs.c.metrics_summary).where(
+                runs.c.id == self.run_id))).scalar_one() or {}
+            summary = {str(t): {**stored_summary.get(str(t), {}), **{m: _builtins(a) for m, a in aggregates.items()}}
+                       for t, (_, aggregates) in results.items()}
+            await conn.execute(update(runs).where(self._owned()).values(metrics_summary=summary))
 
     async def _after_generation(self, row: Any) -> str | None:
         """The judge, then review assignments, for the run types that have them; the error that failed it."""

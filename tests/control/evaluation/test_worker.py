@@ -268,3 +268,22 @@ async def test_export_streams_csv_and_json_one_record_per_item_and_target(databa
     assert as_json.headers["content-type"].startswith("application/json") and len(data) == 1200
     assert data[0]["input"] == "première question, \"quoted\"" and data[0]["scores"]["exact_match"] in (0.0, 1.0)
     assert [(d["index"], d["target"]) for d in data] == [(int(r["index"]), int(r["target"])) for r in records]
+
+
+async def test_an_llm_judge_run_keeps_both_its_metrics_and_the_judges(database_url: str, tmp_path: Path,
+                                                                      mock: MockServer) -> None:
+    mock.config = MockConfig(script=[ScriptRule(match="How helpful", reply='{"score": 4, "rationale": "fine"}')])
+    catalog = FakeCatalog()
+    catalog.datasets.add("ds", qa_rows(3))
+    async with gateway(database_url, tmp_path, mock) as gw, \
+            plane(database_url, tmp_path, catalog, settings(gw.url)) as (app, _module):
+        body = run_body(type="llm_judge", judge={"model": {"kind": "route", "id": "r2"}})
+        run = (await app.client.post(f"{API}/runs", json=body)).json()["data"]
+        done = await finished(app, run["id"])
+    assert done["status"] == "succeeded", done["error"]
+    metrics = done["metrics"]["0"]
+    assert metrics["judge_score"]["value"] == 4.0 and metrics["judge_score"]["n"] == 3
+    assert metrics["exact_match"]["n"] == 3 and metrics["bleu"]["available"]  # generation's, kept beside
+    assert done["judge"]["route"] == "r2"
+    events = [e["event"] for e in done["timeline"]]
+    assert events.index("judging_started") < events.index("finished")
