@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from adapters.testdoubles.mock_state import MockConfig, ScriptRule
 from adapters.testdoubles.mock_upstream import MockServer
 from tests.control.evaluation.support import (
@@ -99,8 +97,6 @@ async def _judge_done(c: Any, run: str, times: int) -> bool:
     return sum(e["event"] == "judging_finished" for e in timeline) >= times
 
 
-@pytest.mark.xfail(strict=True, reason="the worker's final write replaces metrics_summary after judging "
-                                       "(control/evaluation/job.py _finish; asked of its owner)")
 async def test_an_llm_judge_run_judges_after_generation(database_url: str, tmp_path: Path,
                                                         mock: MockServer) -> None:
     mock.config = MockConfig(script=[ScriptRule(match="<response_a>", reply='{"winner": "A"}')])
