@@ -230,6 +230,23 @@ async def _first_provider(conn: AsyncConnection) -> None:
     await conn.execute(text("ALTER TABLE usage_records ADD COLUMN first_provider VARCHAR(100)"))
 
 
+_UNUSED_USAGE_INDEXES = ("ix_usage_records_team_ts", "ix_usage_records_key_ts")
+
+
+def _usage_records_v6(table: Table) -> Table:
+    """Migration 6 on the live definition: without the (team, ts) and (key_id, ts) indexes. Nothing
+    reads records by team or key (reports read ``usage_rollups``), and every stored record paid two
+    index insertions for them, on the embedded default inside the gateway's own process."""
+    for index in [i for i in table.indexes if i.name in _UNUSED_USAGE_INDEXES]:
+        table.indexes.discard(index)
+    return table
+
+
+async def _drop_unused_usage_indexes(conn: AsyncConnection) -> None:
+    for name in _UNUSED_USAGE_INDEXES:
+        await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+
+
 def _feedback(meta: MetaData) -> Table:
     table = Table(
         "feedback", meta,
@@ -360,11 +377,12 @@ DATAPLANE_MIGRATIONS = (
     Migration(4, "experiments: usage records carry experiment, episode and fallback; feedback",
               _experiments_and_feedback),
     Migration(5, "usage records carry the first planned provider of a request that fell back", _first_provider),
+    Migration(6, "usage records lose their unused (team, ts) and (key_id, ts) indexes", _drop_unused_usage_indexes),
 )
 
 _live = MetaData()
 teams = _teams(_live)
 gateway_keys = _gateway_keys(_live)
-usage_records = _usage_records_v5(_usage_records_v4(_usage_records(_live)))
+usage_records = _usage_records_v6(_usage_records_v5(_usage_records_v4(_usage_records(_live))))
 feedback = _feedback(_live)
 usage_rollups = _usage_rollups(_live)
