@@ -2,9 +2,9 @@
 
 Generation reads the dataset version in file order (``DATASET_READER.rows``) and, per row and target,
 skips what ``eval_items`` already holds (a restart or a takeover resumes there), then calls the gateway
-with at most ``concurrency`` items in flight. Each finished item is inserted at once with ``ON CONFLICT DO
-NOTHING``: the primary key ``(run_id, target, idx)`` makes a second copy impossible even if two workers
-ever raced. An item whose calls failed is stored with its error and counts as done and failed; the run
+with at most ``concurrency`` items in flight. Finished items are inserted in small batches (``ItemWriter``)
+with ``ON CONFLICT DO NOTHING``: the primary key ``(run_id, target, idx)`` makes a second copy impossible even
+if two workers ever raced. An item whose calls failed is stored with its error and counts as done and failed; the run
 goes on. The run row itself is written by the ``_ticker`` only, every ``progress_s``: progress, the lease
 (renewed only while this worker still owns it: losing it stops the job without another write) and, read
 back, whether someone asked to cancel.
@@ -25,7 +25,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, type_coerce, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import AdminError
@@ -33,6 +32,7 @@ from adapters.adminapi.seams import DATASET_READER
 from adapters.dataplane import usage_records
 from adapters.store import UsdAmount, utcnow
 from control.evaluation.gateway_client import Reply, Stopped
+from control.evaluation.item_writer import ItemWriter
 from control.evaluation.prompts import RowError, RowItem, chat_body, from_row, perplexity_body, read_perplexity
 from control.evaluation.tables import events, items, runs
 from control.evaluation.targets import TargetError
@@ -51,18 +51,13 @@ class LeaseLost(Exception):
     """Another worker owns the run now: stop without writing."""
 
 
-def _insert_ignore(conn: AsyncConnection) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(items)
-
-
 class RunJob:
     def __init__(self, worker: Worker, run_id: str) -> None:
         self.worker = worker
         self.ctx = worker.ctx
         self.store = worker.ctx.store
         self.run_id = run_id
-        self.done = 0
-        self.failed = 0
+        self.writer = ItemWriter(worker.ctx.store)
         self.cancel_requested = False
         self.paused = False
         self.perplexity_note = ""
@@ -87,7 +82,7 @@ class RunJob:
         now = utcnow()
         async with self.store.begin() as conn:
             changed = await conn.execute(update(runs).where(self._owned()).values(
-                done=self.done, failed=self.failed, updated_at=now,
+                done=self.writer.done, failed=self.writer.failed, updated_at=now,
                 lease_until=now + timedelta(seconds=self.worker.settings.lease_s)))
             if changed.rowcount == 0:
                 raise LeaseLost()
@@ -99,6 +94,8 @@ class RunJob:
         while True:
             await asyncio.sleep(self.worker.settings.progress_s)
             try:
+                if self.writer.due():
+                    await self.writer.flush()
                 await self._tick()
             except LeaseLost:
                 log.warning("evaluation run %s: lease lost to another worker; stopping here", self.run_id)
@@ -135,9 +132,9 @@ class RunJob:
                     await self._event("started", {"total": int(row.total)}, conn=conn)
             counted = (await conn.execute(select(func.count(), func.count(items.c.error)).where(
                 items.c.run_id == self.run_id))).one()
-            self.done, self.failed = int(counted[0]), int(counted[1])
+            self.writer.done, self.writer.failed = int(counted[0]), int(counted[1])
             if row.status != "queued":
-                await self._event("resumed", {"done": self.done, "failed": self.failed}, conn=conn)
+                await self._event("resumed", {"done": self.writer.done, "failed": self.writer.failed}, conn=conn)
             return (await conn.execute(select(runs).where(runs.c.id == self.run_id))).one()
 
     async def _generate(self, row: Any) -> None:
@@ -172,6 +169,7 @@ class RunJob:
                 await close()
             if in_flight:  # a cancel of the run lets those in flight finish and be stored
                 await asyncio.gather(*in_flight, return_exceptions=True)
+            await self.writer.flush()
         if self._crash is not None:
             raise self._crash
 
@@ -251,13 +249,7 @@ class RunJob:
         return value
 
     async def _store(self, values: dict[str, Any]) -> None:
-        values.setdefault("created_at", utcnow())
-        async with self.store.begin() as conn:
-            added = await conn.execute(_insert_ignore(conn).values(**values).on_conflict_do_nothing(
-                index_elements=[items.c.run_id, items.c.target, items.c.idx]))
-        if added.rowcount:
-            self.done += 1
-            self.failed += values.get("error") is not None
+        await self.writer.add(values)
 
     # -- finishing ----------------------------------------------------------------------------------
 
@@ -266,7 +258,8 @@ class RunJob:
         await self._read_costs()
         await self._score(row)
         status = "cancelled" if self.cancel_requested else "succeeded"
-        if error is None and status == "succeeded" and self.done and self.done == self.failed:
+        done, failed = self.writer.done, self.writer.failed
+        if error is None and status == "succeeded" and done and done == failed:
             first = await self._first_error()
             error = f"every item failed; the first: {first}"
         if error is None and status == "succeeded":
@@ -278,14 +271,14 @@ class RunJob:
             cost = (await conn.execute(select(type_coerce(func.sum(items.c.cost_usd), UsdAmount)).where(
                 items.c.run_id == self.run_id))).scalar()
             finished = await conn.execute(update(runs).where(self._owned()).values(
-                status=status, error=error, done=self.done, failed=self.failed,
+                status=status, error=error, done=done, failed=failed,
                 cost_usd=cost, finished_at=now,
                 updated_at=now, lease_owner=None, lease_until=None))
             if finished.rowcount == 0:
                 raise LeaseLost()
-            await self._event("finished", {"status": status, "done": self.done, "failed": self.failed,
+            await self._event("finished", {"status": status, "done": done, "failed": failed,
                                            **({"error": error} if error else {})}, conn=conn)
-        log.info("evaluation run %s %s: %d items, %d failed", self.run_id, status, self.done, self.failed)
+        log.info("evaluation run %s %s: %d items, %d failed", self.run_id, status, done, failed)
 
     async def _first_error(self) -> str:
         async with self.store.read() as conn:

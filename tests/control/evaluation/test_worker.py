@@ -141,6 +141,7 @@ async def test_a_gateway_outage_pauses_the_run_instead_of_failing_items(database
             await forwarder.close()
             paused = await until(lambda: _event(app, run["id"], "paused"))
             assert "unreachable" in paused["detail"]["reason"]
+            await asyncio.sleep(0.3)  # items answered just before the outage are written (batched, progress_s)
             before = (await _progress(app, run["id"]))["progress"]
             await asyncio.sleep(0.5)  # a while down: nothing fails, nothing finishes
             during = (await _progress(app, run["id"]))["progress"]
