@@ -5,18 +5,21 @@
 One ``llmops serve`` (SQLite in a temporary directory; every control module, the evaluation worker
 included, in the gateway's process, as on the embedded default) routes ``demo`` to a mock upstream (a TEST
 DOUBLE) that runs as its own process, so its CPU is not counted as the gateway's. A catalog dataset of
-``--items`` rows (input, reference) is uploaded once. Each round is a pair, in ABBA order:
+``--items`` rows (input, reference) is uploaded once. Each round runs three sides, their order rotated
+from round to round:
 
 * **evaluation**: ``POST /evaluation/runs`` (an automated run with the default reference metrics, one chat
   call per item, at ``--concurrency``), polled every 0.1 s until it finishes. Wall time from the POST to
   the run's end, and to the moment every item was stored (``done == total``: generation; the rest is the
   cost read-back and the scoring). CPU: every process in the ``llmops serve`` session (user + system, from
   /proc), which holds the gateway, the control plane, the worker and the scoring, over the same spans.
-* **direct**: the same chat bodies straight to the mock at the same concurrency from this process (one
-  aiohttp session): wall time and this client's CPU.
+* **through the gateway**: the same chat calls (``model: demo``, what the worker sends) from this process
+  (one aiohttp session) to the gateway at the same concurrency: what the gateway alone costs per call.
+* **straight to the mock**: the same calls to the mock itself: the floor.
 
-Per item, the gateway process's CPU is what an evaluation costs the deployment (its worker is also the
-client); the wall ratio is how much longer than the bare calls the run takes.
+Per item, the ``llmops serve`` CPU of an evaluation is what it costs the deployment (its worker is also the
+client); minus the gateway's own per call, what the evaluation machinery adds. The wall ratios say how much
+longer than the bare calls the run takes.
 The live-server helpers (dataset upload, run start and wait) are shared with the end-to-end tests.
 """
 
@@ -47,8 +50,8 @@ from loadtests.docsection import write_section
 from loadtests.procs import ProcessFailed, free_port, start_process, stop_process, wait_for_port
 
 __all__ = [
-    "DirectRound", "EvalRound", "abba", "bench_table", "chat_bodies", "data", "group_cpu_s", "jsonl",
-    "main", "qa_rows", "start_run", "upload_dataset", "wait_run",
+    "CallsRound", "EvalRound", "bench_table", "chat_bodies", "data", "group_cpu_s", "jsonl", "main", "qa_rows",
+    "rotation", "start_run", "upload_dataset", "wait_run",
 ]
 
 ADMIN_KEY = "eval-bench-admin-key-not-a-secret"
@@ -144,54 +147,75 @@ class EvalRound:
 
 
 @dataclass(frozen=True)
-class DirectRound:
+class CallsRound:
+    """The same calls sent by this process, through the gateway or straight to the mock."""
+
     calls: int
     wall_s: float
     client_cpu_s: float
+    serve_cpu_s: float  # the llmops serve session meanwhile (only its background work when bypassed)
     mock_cpu_s: float
     errors: int
 
 
-def abba(rounds: int) -> list[tuple[str, str]]:
-    """Each round's order: evaluation first in even rounds, direct first in odd ones (a drift hits both)."""
-    return [("eval", "direct") if i % 2 == 0 else ("direct", "eval") for i in range(rounds)]
+SIDES = ("eval", "gateway", "direct")
+
+
+def rotation(rounds: int) -> list[tuple[str, ...]]:
+    """Each round's order: the three sides rotated by one more each round, so a drift hits each alike."""
+    return [SIDES[i % 3:] + SIDES[:i % 3] for i in range(rounds)]
 
 
 def _ms_per(seconds: float, n: int) -> float:
     return seconds * 1000 / n if n else float("nan")
 
 
-def bench_table(evals: Sequence[EvalRound], directs: Sequence[DirectRound]) -> str:
-    """Markdown: medians over the rounds of the evaluation and the direct calls, and the paired wall ratio."""
-    if not evals or len(evals) != len(directs):
-        raise ValueError("one direct round per evaluation round, at least one")
+def bench_table(evals: Sequence[EvalRound], gateways: Sequence[CallsRound], directs: Sequence[CallsRound]) -> str:
+    """Markdown: medians over the rounds of each side, the paired wall ratios and the worker's own CPU."""
+    if not evals or not len(evals) == len(gateways) == len(directs):
+        raise ValueError("one round of each side per round, at least one")
     med = statistics.median
-    ratios = [e.wall_s / d.wall_s for e, d in zip(evals, directs, strict=True) if d.wall_s > 0]
-    gen_ratios = [e.generation_s / d.wall_s for e, d in zip(evals, directs, strict=True) if d.wall_s > 0]
+    pairs = list(zip(evals, gateways, directs, strict=True))
     n = evals[0].items
-    rows = [
-        "| Median over rounds | evaluation run | direct calls |",
-        "|---|---:|---:|",
-        f"| items (calls) | {n:,} | {directs[0].calls:,} |",
-        f"| wall, whole run (s) | {med(e.wall_s for e in evals):.2f} | {med(d.wall_s for d in directs):.2f} |",
-        f"| wall, generation: every item stored (s) | {med(e.generation_s for e in evals):.2f} | |",
+
+    def ratio(values: list[float]) -> str:
+        return f"{med(values):.2f} (range {min(values):.2f} to {max(values):.2f})"
+
+    def per(values: list[float]) -> str:
+        return f"{med(values):.2f}"
+
+    worker = [_ms_per(e.gateway_cpu_generation_s, e.items) - _ms_per(g.serve_cpu_s, g.calls) for e, g, _ in pairs]
+    return "\n".join([
+        "| Median over rounds | evaluation run | the calls through the gateway | the calls straight to the mock |",
+        "|---|---:|---:|---:|",
+        f"| items (calls) | {n:,} | {gateways[0].calls:,} | {directs[0].calls:,} |",
+        f"| wall, whole run (s) | {per([e.wall_s for e in evals])} | {per([g.wall_s for g in gateways])} "
+        f"| {per([d.wall_s for d in directs])} |",
+        f"| wall, generation: every item stored (s) | {per([e.generation_s for e in evals])} | | |",
         f"| items/s, whole run | {med(e.items / e.wall_s for e in evals):,.0f} "
-        f"| {med(d.calls / d.wall_s for d in directs):,.0f} |",
-        f"| items/s, generation | {med(e.items / e.generation_s for e in evals):,.0f} | |",
-        f"| CPU ms/item, `llmops serve` (gateway + worker + scoring), whole run "
-        f"| {med(_ms_per(e.gateway_cpu_s, e.items) for e in evals):.2f} | |",
+        f"| {med(g.calls / g.wall_s for g in gateways):,.0f} | {med(d.calls / d.wall_s for d in directs):,.0f} |",
+        f"| items/s, generation | {med(e.items / e.generation_s for e in evals):,.0f} | | |",
+        f"| CPU ms/item, `llmops serve`, whole run (gateway, worker, scoring) "
+        f"| {per([_ms_per(e.gateway_cpu_s, e.items) for e in evals])} "
+        f"| {per([_ms_per(g.serve_cpu_s, g.calls) for g in gateways])} "
+        f"| {per([_ms_per(d.serve_cpu_s, d.calls) for d in directs])} |",
         f"| CPU ms/item, `llmops serve`, generation only "
-        f"| {med(_ms_per(e.gateway_cpu_generation_s, e.items) for e in evals):.2f} | |",
-        f"| CPU ms/item, the client (the bench's aiohttp loop) | | "
-        f"{med(_ms_per(d.client_cpu_s, d.calls) for d in directs):.2f} |",
-        f"| CPU ms/item, mock upstream | {med(_ms_per(e.mock_cpu_s, e.items) for e in evals):.2f} "
-        f"| {med(_ms_per(d.mock_cpu_s, d.calls) for d in directs):.2f} |",
+        f"| {per([_ms_per(e.gateway_cpu_generation_s, e.items) for e in evals])} | | |",
+        f"| CPU ms/item, the client (this bench's aiohttp loop) | | "
+        f"{per([_ms_per(g.client_cpu_s, g.calls) for g in gateways])} "
+        f"| {per([_ms_per(d.client_cpu_s, d.calls) for d in directs])} |",
+        f"| CPU ms/item, mock upstream | {per([_ms_per(e.mock_cpu_s, e.items) for e in evals])} "
+        f"| {per([_ms_per(g.mock_cpu_s, g.calls) for g in gateways])} "
+        f"| {per([_ms_per(d.mock_cpu_s, d.calls) for d in directs])} |",
         "",
-        f"Wall ratio, evaluation over direct (median of {len(ratios)} pairs): whole run {med(ratios):.2f} "
-        f"(range {min(ratios):.2f} to {max(ratios):.2f}), generation {med(gen_ratios):.2f}. "
-        f"Failed items: {sum(e.failed for e in evals)}; failed direct calls: {sum(d.errors for d in directs)}.",
-    ]
-    return "\n".join(rows)
+        f"Wall ratios, median of {len(pairs)} rounds: the evaluation run over the calls straight to the mock "
+        f"{ratio([e.wall_s / d.wall_s for e, _, d in pairs])} (generation only "
+        f"{ratio([e.generation_s / d.wall_s for e, _, d in pairs])}); the calls through the gateway over "
+        f"straight to the mock {ratio([g.wall_s / d.wall_s for _, g, d in pairs])}. "
+        f"The evaluation machinery's own CPU per item (generation, minus the gateway's per call): "
+        f"{per(worker)} ms. Failed items: {sum(e.failed for e in evals)}; failed calls: "
+        f"{sum(g.errors + d.errors for g, d in zip(gateways, directs, strict=True))}.",
+    ])
 
 
 def _config(mock_url: str) -> dict[str, Any]:
@@ -266,7 +290,7 @@ def _eval_round(admin: httpx.Client, servers: _Servers, body: Mapping[str, Any],
                      gateway_cpu_generation_s=gen_cpu, mock_cpu_s=mock_cpu, failed=run["progress"]["failed"])
 
 
-async def _direct(url: str, bodies: Sequence[bytes], concurrency: int) -> tuple[float, int]:
+async def _calls(url: str, bodies: Sequence[bytes], concurrency: int) -> tuple[float, int]:
     """Every body once, ``concurrency`` in flight; (wall seconds, failed calls)."""
     queue = list(reversed(bodies))
     errors = 0
@@ -285,11 +309,12 @@ async def _direct(url: str, bodies: Sequence[bytes], concurrency: int) -> tuple[
         return time.monotonic() - started, errors
 
 
-def _direct_round(servers: _Servers, bodies: Sequence[bytes], concurrency: int) -> DirectRound:
-    mock0, client0 = group_cpu_s(servers.mock.pid), time.process_time()
-    wall, errors = asyncio.run(_direct(servers.mock_url + "/chat/completions", bodies, concurrency))
-    return DirectRound(calls=len(bodies), wall_s=wall, client_cpu_s=time.process_time() - client0,
-                       mock_cpu_s=group_cpu_s(servers.mock.pid) - mock0, errors=errors)
+def _calls_round(servers: _Servers, url: str, bodies: Sequence[bytes], concurrency: int) -> CallsRound:
+    serve0, mock0, client0 = group_cpu_s(servers.serve.pid), group_cpu_s(servers.mock.pid), time.process_time()
+    wall, errors = asyncio.run(_calls(url, bodies, concurrency))
+    return CallsRound(calls=len(bodies), wall_s=wall, client_cpu_s=time.process_time() - client0,
+                      serve_cpu_s=group_cpu_s(servers.serve.pid) - serve0,
+                      mock_cpu_s=group_cpu_s(servers.mock.pid) - mock0, errors=errors)
 
 
 def _section(table: str, command: str, items: int, concurrency: int) -> str:
@@ -301,13 +326,14 @@ def _section(table: str, command: str, items: int, concurrency: int) -> str:
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores, load {load}",
         f"- OS: {platform.platform()}; Python {platform.python_version()}",
         "- One `llmops serve` (SQLite, every control module in its process, default evaluation settings) routes",
-        "  `demo` to a mock upstream (a test double) in its own process; nothing is pinned. Evaluation: an",
-        "  automated run (default reference metrics: BLEU, chrF, ROUGE-1/2/L, exact match, token F1; one chat call",
-        "  per item) polled every 0.1 s. Direct: the same chat bodies sent straight to the mock by one aiohttp",
-        "  session at the same concurrency. Rounds alternate which goes first.",
+        "  `demo` to a mock upstream (a test double) in its own process; nothing is pinned. Each round, in an order",
+        "  rotated per round: an automated evaluation run (default reference metrics: BLEU, chrF, ROUGE-1/2/L,",
+        "  exact match, token F1; one chat call per item), polled every 0.1 s; the same chat calls sent by one",
+        "  aiohttp session through the gateway; and straight to the mock; each at the same concurrency.",
         "- `llmops serve` CPU is every process of its session (user + system, /proc): the gateway, the",
-        "  evaluation worker calling it over HTTP, the usage writer, the scoring, the status polls. Generation",
-        "  ends when every item is stored; the rest of the run is reading each item's cost back from the usage",
+        "  evaluation worker calling it over HTTP, the usage writer, the scoring, the status polls, and the",
+        "  control plane's background tasks (the straight-to-the-mock column is only those). Generation ends",
+        "  when every item is stored; the rest of the run is reading each item's cost back from the usage",
         "  records and scoring.",
         "- Other work ran on the machine meanwhile (the load average above).",
         "",
@@ -329,27 +355,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = qa_rows(args.items)
     evals: list[EvalRound] = []
-    directs: list[DirectRound] = []
+    sides: dict[str, list[CallsRound]] = {"gateway": [], "direct": []}
     with tempfile.TemporaryDirectory(prefix="llmops-eval-bench-") as tmp, _servers(Path(tmp)) as servers, \
             httpx.Client(base_url=servers.url + "/llm-ops/v1", timeout=60,
                          headers={"authorization": f"Bearer {ADMIN_KEY}"}) as admin:
         dataset_id = upload_dataset(admin, "eval-bench", rows)
         body = {"name": "bench", "targets": [{"kind": "route", "id": "demo"}], "dataset": {"datasetId": dataset_id},
                 "mapping": {"input": "input", "reference": "reference"}, "concurrency": args.concurrency}
-        bodies = chat_bodies(rows, "mock-model", {})
-        _direct_round(servers, bodies[:50], args.concurrency)  # warm both sides once, unmeasured
+        calls = {"gateway": (servers.url + "/v1/chat/completions", chat_bodies(rows, "demo", {})),
+                 "direct": (servers.mock_url + "/chat/completions", chat_bodies(rows, "mock-model", {}))}
+        for url, bodies in calls.values():  # warm every side once, unmeasured
+            _calls_round(servers, url, bodies[:50], args.concurrency)
         wait_run(admin, start_run(admin, {**body, "name": "warm-up", "limit": 50}))
-        for n, order in enumerate(abba(args.rounds)):
+        for n, order in enumerate(rotation(args.rounds)):
             for side in order:
                 if side == "eval":
                     evals.append(_eval_round(admin, servers, {**body, "name": f"bench-{n}"}, args.items))
                 else:
-                    directs.append(_direct_round(servers, bodies, args.concurrency))
-            e, d = evals[-1], directs[-1]
+                    sides[side].append(_calls_round(servers, *calls[side], args.concurrency))
+            e, g, d = evals[-1], sides["gateway"][-1], sides["direct"][-1]
             print(f"round {n + 1}: evaluation {e.wall_s:.2f} s (generation {e.generation_s:.2f} s), "
-                  f"{_ms_per(e.gateway_cpu_s, e.items):.2f} CPU ms/item; direct {d.wall_s:.2f} s, "
-                  f"{_ms_per(d.client_cpu_s, d.calls):.2f} client CPU ms/item", file=sys.stderr, flush=True)
-    table = bench_table(evals, directs)
+                  f"{_ms_per(e.gateway_cpu_generation_s, e.items):.2f} serve CPU ms/item generating; "
+                  f"through the gateway {g.wall_s:.2f} s, {_ms_per(g.serve_cpu_s, g.calls):.2f} serve CPU ms/call; "
+                  f"straight {d.wall_s:.2f} s", file=sys.stderr, flush=True)
+    table = bench_table(evals, sides["gateway"], sides["direct"])
     print(table)
     if args.doc:
         command = (f".venv/bin/python -m loadtests.eval_bench --items {args.items} --concurrency {args.concurrency} "
