@@ -2,12 +2,13 @@
 
 Generation reads the dataset version in file order (``DATASET_READER.rows``) and, per row and target,
 skips what ``eval_items`` already holds (a restart or a takeover resumes there), then calls the gateway
-with at most ``concurrency`` items in flight. Finished items are inserted in small batches (``ItemWriter``)
-with ``ON CONFLICT DO NOTHING``: the primary key ``(run_id, target, idx)`` makes a second copy impossible even
-if two workers ever raced. An item whose calls failed is stored with its error and counts as done and failed; the run
-goes on. The run row itself is written by the ``_ticker`` only, every ``progress_s``: progress, the lease
-(renewed only while this worker still owns it: losing it stops the job without another write) and, read
-back, whether someone asked to cancel.
+with at most ``concurrency`` items in flight; an item stays in flight until its row is committed
+(``ItemWriter``: group commit, ``ON CONFLICT DO NOTHING``), so a crash loses at most those, and the primary
+key ``(run_id, target, idx)`` makes a second copy impossible even if two workers ever raced. An item whose
+calls failed is stored with its error and counts as done and failed; the run goes on. The run row itself is
+written by the ``_ticker`` only, every ``progress_s``: progress, the lease (renewed only while this worker
+still owns it: losing it stops the job without another write) and, read back, whether someone asked to
+cancel.
 
 Finishing: the cost of each item from the gateway's own usage records (``usage_records`` by request id,
 waiting up to ``usage_wait_s`` for the usage writer), the scores and aggregates (``scoring``), then the
@@ -94,8 +95,6 @@ class RunJob:
         while True:
             await asyncio.sleep(self.worker.settings.progress_s)
             try:
-                if self.writer.due():
-                    await self.writer.flush()
                 await self._tick()
             except LeaseLost:
                 log.warning("evaluation run %s: lease lost to another worker; stopping here", self.run_id)

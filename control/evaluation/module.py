@@ -9,7 +9,6 @@ service key is revoked.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -17,8 +16,10 @@ from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
 from adapters.adminapi.seams import EVALUATIONS, PROMOTION_GATE
+from control.evaluation import compare_routes, gate_routes, judge_routes, review_routes
+from control.evaluation import routes as runs_routes
 from control.evaluation.credential import ServiceCredential
-from control.evaluation.routes import CONTROLLERS
+from control.evaluation.gate import GateService
 from control.evaluation.runs import RunService
 from control.evaluation.services import EVALUATION
 from control.evaluation.settings import load_settings
@@ -26,19 +27,6 @@ from control.evaluation.tables import EVALUATION_MIGRATIONS
 from control.evaluation.worker import Worker
 
 __all__ = ["EvaluationModule"]
-
-_PARTS = ("compare_routes", "judge_routes", "review_routes", "gate_routes")  # each lists its CONTROLLERS
-
-
-def _controllers() -> list[ControllerRouterHandler]:
-    found: list[ControllerRouterHandler] = list(CONTROLLERS)
-    for part in _PARTS:
-        try:
-            found += importlib.import_module(f"control.evaluation.{part}").CONTROLLERS
-        except ModuleNotFoundError as err:
-            if err.name != f"control.evaluation.{part}":
-                raise
-    return found
 
 
 class EvaluationModule:
@@ -48,7 +36,8 @@ class EvaluationModule:
         self.worker: Worker | None = None  # while running (tests look at it)
 
     def routes(self) -> Sequence[ControllerRouterHandler]:
-        return _controllers()
+        return [*runs_routes.CONTROLLERS, *compare_routes.CONTROLLERS, *judge_routes.CONTROLLERS,
+                *review_routes.CONTROLLERS, *gate_routes.CONTROLLERS]
 
     def migrations(self) -> Sequence[Migration]:
         return EVALUATION_MIGRATIONS
@@ -62,12 +51,7 @@ class EvaluationModule:
         service = RunService(ctx, settings)
         ctx.provide(EVALUATION, service)
         ctx.provide(EVALUATIONS, service)
-        try:
-            gate = importlib.import_module("control.evaluation.gate")
-            ctx.provide(PROMOTION_GATE, gate.GateService(ctx))
-        except ModuleNotFoundError as err:
-            if err.name != "control.evaluation.gate":
-                raise
+        ctx.provide(PROMOTION_GATE, GateService(ctx))
         if not settings.worker:
             yield
             return
