@@ -44,15 +44,22 @@ class RunService(RunReader):
         self.ctx = ctx
         self.settings = settings
         self.wake: Callable[[], None] = lambda: None  # the worker's, once it runs
+        self._live: tuple[Any, EvaluationSettings] | None = None
 
     def live_settings(self) -> EvaluationSettings:
-        """The settings with the gateway's current ``gateway_url``/``gateway_routes`` (a reload changes them)."""
+        """The settings with the gateway's current ``gateway_url``/``gateway_routes`` (a reload changes them;
+        decoded again only when the control plane's settings object changed)."""
+        cfg = self.ctx.settings
+        if self._live is not None and self._live[0] is cfg:
+            return self._live[1]
         try:
-            current = load_settings(self.ctx.settings)
+            current = load_settings(cfg)
         except SemanticError:
             return self.settings
-        return msgspec.structs.replace(self.settings, gateway_url=current.gateway_url or self.settings.gateway_url,
+        live = msgspec.structs.replace(self.settings, gateway_url=current.gateway_url or self.settings.gateway_url,
                                        gateway_routes=current.gateway_routes)
+        self._live = (cfg, live)
+        return live
 
     # -- create ---------------------------------------------------------------------------------
 

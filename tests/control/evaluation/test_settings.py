@@ -34,3 +34,20 @@ async def test_a_typo_fails_start_up_naming_the_path(tmp_path: Path) -> None:
         async with admin_test_app(cfg, modules=[EvaluationModule()]):
             pass
     assert bad.value.errors[0].field == "control.module_settings.evaluation.poll"
+
+
+def test_a_reload_moves_the_gateway_url_and_routes_the_worker_uses() -> None:
+    from types import SimpleNamespace
+
+    from control.evaluation.runs import RunService
+
+    first = ControlCfg(module_settings={"evaluation": {"gateway_url": "http://a:1", "gateway_routes": ["x"],
+                                                       "poll_s": 3}})
+    ctx = SimpleNamespace(settings=first, store=None)
+    service = RunService(ctx, load_settings(first))  # type: ignore[arg-type]
+    assert service.live_settings().gateway_url == "http://a:1"
+    assert service.live_settings() is service.live_settings()  # decoded once per settings object
+    ctx.settings = ControlCfg(module_settings={"evaluation": {"gateway_url": "http://b:2", "gateway_routes": ["y"],
+                                                              "poll_s": 9}})
+    live = service.live_settings()
+    assert (live.gateway_url, live.gateway_routes, live.poll_s) == ("http://b:2", ["y"], 3)  # the rest: start-up's
