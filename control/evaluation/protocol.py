@@ -92,7 +92,7 @@ class Target(_In, frozen=True, kw_only=True):
 
 class DatasetSel(_In, frozen=True, kw_only=True):
     dataset_id: ResourceId
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: the latest ready version
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None  # None: the latest ready version
 
 
 class ColumnMapping(_In, frozen=True, kw_only=True):

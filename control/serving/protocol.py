@@ -123,7 +123,7 @@ class TrafficChange(_In, frozen=True):
 class Rollback(_In, frozen=True):
     """To ``revision``, or (unset) the previous active revision; with a canary running, drops the canary."""
 
-    revision: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    revision: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
     reason: Reason = ""
 
 

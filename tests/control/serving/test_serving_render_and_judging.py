@@ -70,3 +70,11 @@ async def test_slow_canary_judging_runs_at_most_a_twentieth_of_the_time(app: Ser
     for _ in range(3):
         await app.reconcile()
     assert len(calls) == 4  # a cheap judge runs on every pass
+
+
+async def test_an_oversized_revision_number_is_a_400_not_a_database_overflow(app: ServingApp) -> None:
+    m = await model(app, "m")
+    ep = (await endpoint(app, m["id"], "big"))["id"]
+    refused = fail(await app.client.post(f"{API}/{ep}/rollback", json={"revision": 2**63}), 400)
+    assert "revision" in str(refused)
+    assert fail(await app.client.post(f"{API}/{ep}/rollback", json={"revision": 7}), 404)
