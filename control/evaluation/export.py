@@ -49,7 +49,12 @@ def _record(row: Any, routes: list[str]) -> dict[str, Any]:
             "scores": dict(row.scores or {})}
 
 
+# Per-item measurements that are columns of their own already (latencyS, …), not score columns.
+_ITEM_FIELDS = frozenset({"latency_s", "prompt_tokens", "completion_tokens", "cost_usd"})
+
+
 async def export_csv(store: Store, run_id: str, routes: list[str], metrics: list[str]) -> AsyncIterator[bytes]:
+    metrics = [m for m in metrics if m not in _ITEM_FIELDS]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([*_FIELDS, *metrics])

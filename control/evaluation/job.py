@@ -286,7 +286,8 @@ class RunJob:
                 .order_by(items.c.idx, items.c.target).limit(1))).scalar_one_or_none())
 
     async def _read_costs(self) -> None:
-        """Each item's cost from its usage record (what the gateway priced), waiting for the usage writer."""
+        """Each item's cost from its usage record (what the gateway priced), waiting for the usage writer only
+        while records are missing: an unpriced route's records (cost NULL) end the wait at once."""
         deadline = time.monotonic() + self.worker.settings.usage_wait_s
         while True:
             async with self.store.read() as conn:
@@ -296,13 +297,13 @@ class RunJob:
                 found: list[Any] = []
                 for start in range(0, len(pending), _WRITE_CHUNK):
                     found += (await conn.execute(select(usage_records.c.request_id, usage_records.c.cost_usd).where(
-                        usage_records.c.request_id.in_(pending[start:start + _WRITE_CHUNK]),
-                        usage_records.c.cost_usd.is_not(None)))).all()
-            if found:
+                        usage_records.c.request_id.in_(pending[start:start + _WRITE_CHUNK])))).all()
+            priced = [{"rid": r, "cost": c} for r, c in found if c is not None]
+            if priced:
                 async with self.store.begin() as conn:
                     await conn.execute(update(items).where(
                         items.c.run_id == self.run_id, items.c.request_id == bindparam("rid")).values(
-                        cost_usd=bindparam("cost")), [{"rid": r, "cost": c} for r, c in found])
+                        cost_usd=bindparam("cost")), priced)
             missing = len(pending) - len(found)
             if not missing or time.monotonic() >= deadline:
                 return

@@ -91,7 +91,7 @@ class RunsController(Controller):
         name = f"{runId}.{output}"
         headers = {"content-disposition": f'attachment; filename="{name}"'}
         if output == "csv":
-            return Stream(export_csv(runs.store, runId, routes, metrics), media_type="text/csv; charset=utf-8",
+            return Stream(export_csv(runs.store, runId, routes, metrics), media_type="text/csv",
                           headers=headers)
         return Stream(export_json(runs.store, runId, routes), media_type="application/json", headers=headers)
 

@@ -257,14 +257,17 @@ async def test_export_streams_csv_and_json_one_record_per_item_and_target(databa
         await finished(app, run["id"], within_s=120)
         as_csv = await app.client.get(f"{API}/runs/{run['id']}/export", params={"format": "csv"})
         as_json = await app.client.get(f"{API}/runs/{run['id']}/export", params={"format": "json"})
-    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert "attachment" in as_csv.headers["content-disposition"]
     records = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert len(records) == 1200  # 600 rows x 2 targets, across the export's pages
     assert [(r["index"], r["target"]) for r in records[:3]] == [("0", "0"), ("0", "1"), ("1", "0")]
     assert records[0]["input"] == "première question, \"quoted\"" and records[0]["route"] == "r"
     assert records[1]["route"] == "r2" and records[0]["exact_match"] in ("0.0", "1.0")
-    assert set(records[0]) >= {"output", "latencyS", "costUsd", "requestId", "token_f1", "latency_s"}
+    assert set(records[0]) >= {"output", "latencyS", "costUsd", "requestId", "token_f1"}
+    # per-item measurements are their own columns, filled; never a second, empty score column
+    assert not {"latency_s", "prompt_tokens", "completion_tokens", "cost_usd"} & set(records[0])
+    assert all(float(r["latencyS"]) >= 0 and int(r["completionTokens"]) > 0 for r in records)
     data = as_json.json()
     assert as_json.headers["content-type"].startswith("application/json") and len(data) == 1200
     assert data[0]["input"] == "première question, \"quoted\"" and data[0]["scores"]["exact_match"] in (0.0, 1.0)
@@ -288,3 +291,27 @@ async def test_an_llm_judge_run_keeps_both_its_metrics_and_the_judges(database_u
     assert done["judge"]["route"] == "r2"
     events = [e["event"] for e in done["timeline"]]
     assert events.index("judging_started") < events.index("finished")
+
+
+async def test_an_unpriced_route_finishes_once_its_usage_records_exist_without_waiting_for_a_cost(
+    database_url: str, tmp_path: Path, mock: MockServer,
+) -> None:
+    from tests.conftest import run_gateway
+    from tests.control.evaluation.support import gateway_config
+
+    cfg = gateway_config(database_url, tmp_path, mock)
+    cfg["pricing"] = {"use_litellm_map": False, "models": []}  # m0 has no price: its records carry no cost
+    catalog = FakeCatalog()
+    catalog.datasets.add("ds", qa_rows(4))
+    async with run_gateway(cfg) as gw, \
+            plane(database_url, tmp_path, catalog, settings(gw.url, usage_wait_s=120)) as (app, _module):
+        run = (await app.client.post(f"{API}/runs", json=run_body(metrics=["exact_match"]))).json()["data"]
+        done = await finished(app, run["id"], within_s=60)  # waiting out usage_wait_s would take 120 s
+        assert done["status"] == "succeeded" and done["costUsd"] is None
+        items = (await app.client.get(f"{API}/runs/{run['id']}/items")).json()["data"]["items"]
+        store = app.plane.store
+        assert store is not None
+        async with store.read() as conn:
+            stored = (await conn.execute(select(usage_records.c.request_id, usage_records.c.cost_usd).where(
+                usage_records.c.request_id.in_([i["outputs"][0]["requestId"] for i in items])))).all()
+    assert len(stored) == 4 and all(cost is None for _, cost in stored)
