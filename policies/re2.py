@@ -30,8 +30,8 @@ class Re2:
     __slots__ = ("_find", "_match", "_pa", "_replace", "pattern")
 
     def __init__(self, pattern: str) -> None:
-        import pyarrow as pa  # type: ignore[import-untyped]
-        import pyarrow.compute as pc  # type: ignore[import-untyped]
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         self.pattern = pattern
         self._pa = pa

@@ -39,7 +39,7 @@ def _check(document: PolicyDocument) -> dict[str, Any]:
     """A 400 for the rules the schema states, else a 422 for those it cannot (adminapi.errors)."""
     refuse([FieldError(field=f, message=m) for f, m in schema_rule_errors(document)],
            [FieldError(field=f, message=m) for f, m in semantic_errors(document)])
-    return msgspec.to_builtins(document)  # type: ignore[no-any-return]
+    return msgspec.to_builtins(document)
 
 
 async def _policies_snapshot(conn: AsyncConnection, generation: int, at: datetime) -> PoliciesSnapshot:
@@ -66,9 +66,9 @@ class PolicyService:
     async def create(self, actor: Actor, data: PolicyCreate) -> Policy:
         document = _check(data.document)
         now, who, policy_id = utcnow(), actor.principal.name, new_id("pol")
-        row = {"id": policy_id, "name": data.name, "description": data.description, "enabled": data.enabled,
-               "version": 1, "document": document, "created_at": now, "created_by": who,
-               "updated_at": now, "updated_by": who}
+        row: dict[str, Any] = {"id": policy_id, "name": data.name, "description": data.description,
+                               "enabled": data.enabled, "version": 1, "document": document, "created_at": now,
+                               "created_by": who, "updated_at": now, "updated_by": who}
         try:
             async with self._store.begin() as conn:
                 await conn.execute(insert(policies).values(row))

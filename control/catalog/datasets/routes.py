@@ -40,9 +40,12 @@ from control.catalog.uploads import MultipartUploadOperation, multipart_body
 
 __all__ = ["DatasetsController"]
 
-_VERSION = {"ge": 1, "le": MAX_VERSION}
+_VERSION: dict[str, Any] = {"ge": 1, "le": MAX_VERSION}
 # Litestar leaves a zero bound out of the document (it tests ``if ge:``): state it again.
 _QUALITY: dict[str, Any] = {"ge": 0, "le": 100, "schema_extra": {"minimum": 0}}
+# Litestar types raises= as HTTPException classes; it reads only their status_code, which AdminError has.
+_INVALID: list[Any] = [InvalidDataset]
+_CONFLICT: list[Any] = [Conflict]
 
 
 def _datasets(ctx: ModuleContext) -> DatasetService:
@@ -92,7 +95,7 @@ class DatasetsController(Controller):
         return ok(await datasets.versions(datasetId, page))
 
     @post("/{datasetId:str}/upload", status_code=201, opt=requires(Role.developer), request_max_body_size=None,
-          operation_class=MultipartUploadOperation, raises=[InvalidDataset],
+          operation_class=MultipartUploadOperation, raises=_INVALID,
           summary="Upload a new version (multipart/form-data, one CSV, JSONL or Parquet file, streamed)",
           description="Validated, PII-scanned and quality-scored before the response. An unparseable file or "
                       "one failing the declared schema is recorded as an invalid version (422 with its report).")
@@ -111,7 +114,7 @@ class DatasetsController(Controller):
     ) -> Envelope[DatasetVersionReport]:
         return ok(await datasets.report(datasetId, version))
 
-    @get("/{datasetId:str}/preview", raises=[Conflict],
+    @get("/{datasetId:str}/preview", raises=_CONFLICT,
          summary="Sample rows (PII masked), schema and per-column statistics",
          description="Defaults to the latest ready version.")
     async def preview(
@@ -121,7 +124,7 @@ class DatasetsController(Controller):
     ) -> Envelope[Preview]:
         return ok(await datasets.preview(datasetId, version, rows))
 
-    @get("/{datasetId:str}/versions/{v1:int}/compare/{v2:int}", raises=[Conflict],
+    @get("/{datasetId:str}/versions/{v1:int}/compare/{v2:int}", raises=_CONFLICT,
          summary="Schema, row-count and stats diff")
     async def compare(self, datasetId: str, v1: VersionNumber, v2: VersionNumber,
                       datasets: DatasetService) -> Envelope[VersionCompare]:

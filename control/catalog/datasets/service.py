@@ -7,6 +7,7 @@ filtering never opens a report.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import msgspec
@@ -167,7 +168,8 @@ class DatasetService:
         return VersionCompare(dataset_id=dataset_id, from_version=old, to_version=new, identical=diff.identical,
                               schema=diff.schema, row_count=diff.row_count, stats=diff.stats)
 
-    async def _profile(self, conn: AsyncConnection, dataset_id: str, version: int) -> tuple[DatasetProfile, list[str]]:
+    async def _profile(self, conn: AsyncConnection, dataset_id: str,
+                       version: int) -> tuple[DatasetProfile, builtins.list[str]]:
         row = (await conn.execute(select(dataset_versions.c.status, dataset_versions.c.profile).where(
             dataset_versions.c.dataset_id == dataset_id, dataset_versions.c.version == version))).one_or_none()
         if row is None or row.status == "uploading":

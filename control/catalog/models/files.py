@@ -11,6 +11,7 @@ deletes what this request stored, so earlier files stay exactly as they were.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from typing import ClassVar
 
@@ -84,7 +85,7 @@ class ModelFileService:
         return result
 
     async def _receive(self, reader: MultipartReader, store: ObjectStore, model: Model,
-                       stored: list[tuple[StoredObject, str, str]]) -> None:
+                       stored: builtins.list[tuple[StoredObject, str, str]]) -> None:
         assert model.format is not None
         rules = FORMATS[model.format]
         limit = self._ctx.settings.max_upload_bytes
@@ -115,7 +116,7 @@ class ModelFileService:
             raise BadRequest("The upload holds no files; send one or more file parts")
 
     async def _record(self, conn: AsyncConnection, actor: Actor, model: Model,
-                      stored: list[tuple[StoredObject, str, str]]) -> list[str]:
+                      stored: builtins.list[tuple[StoredObject, str, str]]) -> builtins.list[str]:
         """Point the model's file rows at the new objects; returns the object keys they replaced."""
         names = [name for _, name, _ in stored]
         replaced = (await conn.execute(select(model_files.c.object_key).where(
@@ -131,7 +132,8 @@ class ModelFileService:
         ])
         return list(replaced)
 
-    async def _describe(self, conn: AsyncConnection, model: Model, uploaded: list[str] | None = None) -> ModelFiles:
+    async def _describe(self, conn: AsyncConnection, model: Model,
+                        uploaded: builtins.list[str] | None = None) -> ModelFiles:
         rows = (await conn.execute(select(model_files).where(model_files.c.model_id == model.id)
                                    .order_by(model_files.c.filename))).all()
         files = [ModelFile(filename=r.filename, size_bytes=r.size_bytes, sha256=r.sha256, storage_uri=r.storage_uri,
