@@ -49,6 +49,9 @@ LLMOPS_METRICS = {
     "llmops_circuit_state",
     "llmops_usage_records_dropped_total",
     "llmops_config_reloads_total",
+    # requests held while a serving endpoint scales from zero (gateway/metrics.py; KEDA reads the gauge)
+    "llmops_route_queued_requests",
+    "llmops_route_queue_timeouts_total",
     # usage consumers (gateway/usage_metrics.py): tokens, cost, pricing coverage, A/B variants
     "llmops_cost_usd_total",
     "llmops_usage_priced_total",

@@ -241,10 +241,16 @@ def test_dataset_evaluated_judged_reviewed_compared_exported_and_gating_a_promot
         assert scores_a[0]["bleu"] == pytest.approx(100) and scores_a[0]["chrf"] == pytest.approx(100)
 
         # -- usage: each run's calls metered once, under the worker's service key ----------------------
-        with contextlib.closing(live.db()) as db:
-            usage = {run: db.execute("select request_id, endpoint, route, key_id, status from usage_records "
-                                     "where request_id like ?", (f"{run}.%",)).fetchall() for run in runs}
+        def metered() -> dict[str, list[Any]]:
+            with contextlib.closing(live.db()) as db:
+                return {run: db.execute("select request_id, endpoint, route, key_id, status from usage_records "
+                                        "where request_id like ?", (f"{run}.%",)).fetchall() for run in runs}
+
         calls = {run_a: 24, run_b: 12, run_c: 24, run_d1: 24}  # perplexity: a second call; C: 12 judge calls
+        # A run is finished once its items' usage records exist; its last judge calls' records may still be in
+        # the gateway's usage buffer (flushed within a second), so wait for them rather than race the writer.
+        until(lambda: {r: len(u) for r, u in metered().items()} == calls, 15)
+        usage = metered()
         assert {r: len(u) for r, u in usage.items()} == calls
         assert all(len({row[0] for row in u}) == len(u) and {row[4] for row in u} == {200} for u in usage.values())
         assert sorted(row[1] for row in usage[run_a]) == ["chat"] * 12 + ["completions"] * 12
