@@ -5,10 +5,8 @@ pulled; the database down during a deploy (503, nothing started)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from control.serving.tables import endpoints, revisions
@@ -24,12 +22,6 @@ from tests.control.serving.serving_support import (
     serving_app,
 )
 from tests.servers import start_postgres
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path) -> AsyncIterator[ServingApp]:
-    async with serving_app(database_url, tmp_path / "data") as running:
-        yield running
 
 
 async def _rows(app: ServingApp, ep: str) -> tuple[int, int]:

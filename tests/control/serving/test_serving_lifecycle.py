@@ -3,7 +3,7 @@ environments with and without a gate, on SQLite and PostgreSQL, against the in-m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,6 @@ from tests.control.serving.serving_support import (
     routes_of,
     serving_app,
 )
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path) -> AsyncIterator[ServingApp]:
-    async with serving_app(database_url, tmp_path / "data") as running:
-        yield running
 
 
 async def ready_endpoint(app: ServingApp, name: str = "chat", **extra: Any) -> tuple[dict[str, Any], str]:

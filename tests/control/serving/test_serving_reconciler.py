@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import delete
 
 from control.serving.runtimes import Ownership
@@ -27,12 +26,6 @@ from tests.control.serving.serving_support import (
     routes_of,
     serving_app,
 )
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path) -> AsyncIterator[ServingApp]:
-    async with serving_app(database_url, tmp_path / "data") as running:
-        yield running
 
 
 async def test_a_restarted_control_plane_applies_what_its_records_want(database_url: str, tmp_path: Path) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from adapters.serving import DeploymentSpec, RuntimeFailure, Slot
 from tests.control.catalog._helpers import data, fail
@@ -19,12 +17,6 @@ from tests.control.serving.serving_support import API, FakeRuntime, ServingApp, 
 class UnrenderableRuntime(FakeRuntime):
     def render(self, spec: DeploymentSpec, slot: Slot) -> list[dict[str, Any]]:
         raise RuntimeFailure("model storage URI must be s3://")
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path) -> AsyncIterator[ServingApp]:
-    async with serving_app(database_url, tmp_path / "data") as running:
-        yield running
 
 
 async def test_a_runtime_that_cannot_render_refuses_the_deploy_with_422_and_stores_nothing(
