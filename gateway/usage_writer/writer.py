@@ -333,7 +333,6 @@ class UsageWriter:
         while self._replaying and self._healthy:
             if not await self._replay_file(self._replaying[0]):
                 return
-            self._replaying.pop(0)
 
     async def _probe(self) -> bool:
         assert self._store is not None
@@ -359,6 +358,9 @@ class UsageWriter:
             f.offset = got.next_offset
             if got.eof:
                 break
+        # Every row is stored now: it no longer counts toward the lag, even if a shutdown cancels the
+        # removal below (the file then stays for a successor, whose replay the record ids make a no-op).
+        self._replaying.remove(f)
         await asyncio.to_thread(self.spill.remove, f)
         log.info("replayed and removed spill file %s", f.path.name)
         return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,37 @@ async def test_a_replay_killed_before_removing_its_file_counts_nothing_twice(
     assert _registry_value(w, "llmops_usage_records_replayed_total") == 30  # 20 of them found already stored
     assert _registry_value(w, "llmops_usage_records_dropped_total") == 1  # the torn line
     assert "skipped 1 unreadable line" in caplog.text and "claimed spill file" in caplog.text
+
+
+async def test_a_shutdown_during_the_removal_of_a_replayed_file_leaves_no_lag(
+        store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once every row of a spill file is stored, the writer owes nothing for it: a shutdown that cancels
+    # the (threaded) removal of the file must not leave its age in the lag gauge.
+    dead = SpillDir(tmp_path / "spill", 1 << 20)
+    dead.open()
+    recs = [record(i) for i in range(30)]
+    for r in recs:
+        r.record_id = f"{r.request_id:0>32}"
+    dead.append([row_from_record(r) for r in recs], now=time.time() - 60)
+    dead.close()
+    w = writer(tmp_path, batch_size=8)
+    removing, release = threading.Event(), threading.Event()
+    real_remove = w.spill.remove
+
+    def slow_remove(f: Any) -> None:
+        removing.set()
+        release.wait(10)
+        real_remove(f)
+
+    monkeypatch.setattr(w.spill, "remove", slow_remove)
+    await w.start(store)
+    try:
+        await until(removing.is_set, 10, "the file replayed, its removal under way")
+        await w.aclose()  # cancels the replay task while the removal thread waits
+    finally:
+        release.set()
+    assert len(await stored(store)) == 30
+    assert _registry_value(w, "llmops_usage_writer_lag_seconds") == 0
 
 
 async def test_store_down_spills_then_replays_exactly_once(tmp_path: Path) -> None:
