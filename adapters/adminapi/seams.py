@@ -20,6 +20,9 @@ row in the caller's transaction so its status cannot change under a deploy.
 ``DATASET_READER`` (provided by ``catalog``): a ready dataset version's description and its rows,
 in file order, in batches (evaluation and training read datasets through it).
 
+``MODEL_REGISTRY`` (provided by ``catalog``): register a model a training job produced, with files already in
+the object store and its lineage (parent model, dataset version, the job), in the caller's transaction.
+
 ``EVALUATIONS`` (provided by ``evaluation``): start the evaluation configured for a model, e.g.
 when a training job registered it; training calls it and never imports evaluation.
 
@@ -48,6 +51,7 @@ __all__ = [
     "EVALUATIONS",
     "MODEL_CATALOG",
     "MODEL_REFS",
+    "MODEL_REGISTRY",
     "PROMOTION_GATE",
     "CatalogDatasetVersion",
     "CatalogModel",
@@ -60,8 +64,11 @@ __all__ = [
     "ModelReader",
     "ModelRefKind",
     "ModelRefTracker",
+    "ModelRegistration",
+    "ModelRegistry",
     "PromotionGate",
     "PromotionRequest",
+    "RegisteredFile",
 ]
 
 ModelRefKind = Literal["endpoint", "training_job", "model"]
@@ -171,6 +178,46 @@ class DatasetReader(Protocol):
 
 
 DATASET_READER: ServiceKey[DatasetReader] = ServiceKey("catalog.dataset_reader")
+
+
+class RegisteredFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file already in the object store (``key``) that becomes one of the model's files as ``name``."""
+
+    name: str  # e.g. model.safetensors, config.json
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+class ModelRegistration(msgspec.Struct, frozen=True, kw_only=True):
+    """A model a training job produced. ``type`` is ``fine-tuned`` (``parent_model_id`` set) or ``base``
+    (``from_scratch``/``pretrain``). It is registered as ``draft``: an approver still decides before it serves."""
+
+    name: str  # unique among live models; the registry appends -2, -3, … when taken
+    type: Literal["base", "fine-tuned"]
+    owner_team: str
+    format: str  # safetensors (the reference trainer), pytorch, …
+    files: list[RegisteredFile]
+    parent_model_id: str | None = None
+    dataset_id: str
+    dataset_version: int
+    training_job_id: str
+    description: str = ""
+    tags: list[str] = []
+    labels: dict[str, str] = {}
+
+
+class ModelRegistry(Protocol):
+    async def register(self, conn: AsyncConnection, registration: ModelRegistration, *, actor: str
+                       ) -> CatalogModel:
+        """Create the model in ``conn``'s transaction (audited as ``actor``), recording the files (the catalog owns
+        them from now on: deleting the model deletes them) and the lineage: parent, dataset version, training job
+        (``GET catalog/models/{id}/lineage`` shows ``trainingJobId``). Idempotent per ``training_job_id``: a second
+        call returns the model the first created. Raises ``NotFound`` for an unknown parent or dataset version."""
+        ...
+
+
+MODEL_REGISTRY: ServiceKey[ModelRegistry] = ServiceKey("catalog.model_registry")
 
 
 class EvaluationStarter(Protocol):
