@@ -25,7 +25,7 @@
 **The job's API** (``Authorization: Bearer $LLMOPS_JOB_TOKEN``; paths relative to ``API_BASE_URL``):
 
 * ``GET  training/jobs/{id}/inputs/dataset``: the dataset version's rows as JSON lines, in file order.
-* ``GET  training/jobs/{id}/inputs/model``: ``{"files": [{"name", "sizeBytes", "sha256"}]}`` of the base model.
+* ``GET  training/jobs/{id}/inputs/model``: ``{"files": [{"name"}]}``, the base model's files (a fine-tune).
 * ``GET  training/jobs/{id}/inputs/model/{name}``: one base model file's bytes.
 * ``PUT  training/jobs/{id}/artifacts/{path}``: store a file in the object store (``path`` under
   ``checkpoints/`` or ``output/``, e.g. ``output/model.safetensors``); answers ``{"key", "sizeBytes", "sha256"}``.

@@ -14,6 +14,10 @@
 ``training_job_events``
     The timeline, append-only: each state change (``status``) with its ``reason`` and attempt, plus notable
     events that change no state (``event``: e.g. ``metrics_dropped``, ``registered``, ``evaluation_started``).
+``training_artifacts``
+    Every file a job stored through ``PUT training/jobs/{id}/artifacts/{path}`` (``path`` under ``checkpoints/``
+    or ``output/``): its object-store key, size and SHA-256, and the attempt that stored it (a later PUT of the
+    same path replaces the row). The files under ``output/`` of a succeeded job become the catalog model's files.
 ``training_experiments``, ``training_runs``, ``training_params``, ``training_tags``, ``training_metrics``
     The tracking store behind ``GET experiments/{jobId}`` and the MLflow tracking REST subset. A job's run has
     ``run_id`` = the job id, in the experiment named by the job (``experiment``, default its name); runs made by
@@ -43,6 +47,7 @@ from adapters.store import AutoId, Json, Migration, UtcDateTime, create_tables
 
 __all__ = [
     "TRAINING_MIGRATIONS",
+    "artifacts",
     "events",
     "experiments",
     "jobs",
@@ -106,6 +111,16 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("detail", Json, nullable=False),
     )
     Index("ix_training_job_events_job", event.c.job_id, event.c.id)
+    artifact = Table(
+        "training_artifacts", meta,
+        Column("job_id", String(40), ForeignKey(_JOB_FK), primary_key=True),
+        Column("path", String(512), primary_key=True),  # checkpoints/step-100/model.safetensors, output/config.json
+        Column("key", String(1024), nullable=False),  # the object-store key: training/{job_id}/{path}
+        Column("size_bytes", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
     experiment = Table(
         "training_experiments", meta,
         Column("experiment_id", AutoId, primary_key=True, autoincrement=True),
@@ -154,12 +169,12 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("timestamp", BigInteger, nullable=False),  # epoch ms
     )
     Index("ix_training_metrics_run_key", metric.c.run_id, metric.c.key, metric.c.step, metric.c.timestamp)
-    return job, event, experiment, run, param, tag, metric
+    return job, event, artifact, experiment, run, param, tag, metric
 
 
 TRAINING_MIGRATIONS = (
-    Migration(1, "training jobs, their timeline, and the tracking store (experiments, runs, params, tags, metrics)",
+    Migration(1, "training jobs, timeline, artifacts; tracking store (experiments, runs, params, tags, metrics)",
               create_tables(*_tables(MetaData()))),
 )
 
-jobs, events, experiments, runs, params, tags, metrics = _tables(MetaData())
+jobs, events, artifacts, experiments, runs, params, tags, metrics = _tables(MetaData())
