@@ -89,6 +89,12 @@ CHART_VALUES: dict[str, dict[str, Any] | None] = {
         "serviceAccount": {"create": False, "name": "gateway"},
         "metrics": {"serviceMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "5s"}},
     },
+    # Serving and training on Kubernetes: Roles in their namespaces, CRD and node reads, the token mounted.
+    "kubernetes-runtimes": {
+        "database": {"url": "postgresql://u:p@pg/llmops"},
+        "kubernetesRuntimes": {"serving": {"enabled": True, "namespace": "models"},
+                               "training": {"enabled": True, "namespace": "trainers"}},
+    },
 }
 
 

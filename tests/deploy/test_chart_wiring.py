@@ -87,3 +87,29 @@ def test_only_gateway_pods_match_the_service_pdb_and_network_policy(
         assert selector.items() <= gateway_labels.items(), kind
         for name, labels in other_pods:
             assert not selector.items() <= labels.items(), f"{kind} selects the pod of {name}"
+
+
+def test_kubernetes_runtimes_get_roles_in_their_namespaces_only_when_enabled(
+        chart_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = chart_renders["kubernetes-runtimes"]
+    roles = {(d["kind"], d["metadata"].get("namespace")): d for d in docs if d["kind"].endswith("Role")}
+    serving, training = roles[("Role", "models")], roles[("Role", "trainers")]
+    assert {r["resources"][0] for r in serving["rules"]} >= {"deployments", "services", "horizontalpodautoscalers"}
+    assert {res for r in training["rules"] for res in r["resources"]} >= {"jobs", "secrets", "trainjobs",
+                                                                         "pytorchjobs", "pods/log"}
+    assert ("ClusterRole", None) in roles
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert len(bindings) == 3 and all(b["subjects"] == [{"kind": "ServiceAccount", "name": "llmops",
+                                                         "namespace": "llm"}] for b in bindings)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert pod["automountServiceAccountToken"] is True
+    assert env["SERVING_RUNTIME"] == env["TRAINING_RUNTIME"] == "kubernetes"
+    assert (env["SERVING_NAMESPACE"], env["TRAINING_NAMESPACE"]) == ("models", "trainers")
+    assert env["TRAINING_API_BASE_URL"] == "http://llmops.llm.svc:4000/llm-ops/v1"
+    for name in ("defaults", "production"):  # off by default: no API access at all
+        plain = chart_renders[name]
+        assert not [d for d in plain if "Role" in d["kind"]]
+        (dep,) = [d for d in plain if d["kind"] == "Deployment"]
+        assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

@@ -126,6 +126,20 @@ Secret for the gateway, or the hook Secret for the migration Job (which runs fir
       name: {{ $secret }}
       key: admin-key
 {{- end }}
+{{- with $v.kubernetesRuntimes.serving }}{{ if .enabled }}
+- name: SERVING_RUNTIME
+  value: kubernetes
+- name: SERVING_NAMESPACE
+  value: {{ .namespace | quote }}
+{{- end }}{{ end }}
+{{- with $v.kubernetesRuntimes.training }}{{ if .enabled }}
+- name: TRAINING_RUNTIME
+  value: kubernetes
+- name: TRAINING_NAMESPACE
+  value: {{ .namespace | quote }}
+- name: TRAINING_API_BASE_URL
+  value: {{ .apiBaseUrl | default (printf "http://%s.%s.svc:%v/llm-ops/v1" (include "llmops.fullname" $) $.Release.Namespace $v.service.port) | quote }}
+{{- end }}{{ end }}
 {{- if $v.redis.existingSecret }}
 - name: LLMOPS_REDIS_URL
   valueFrom:
@@ -153,4 +167,9 @@ Secret for the gateway, or the hook Secret for the migration Job (which runs fir
 {{- if and .Values.autoscaling.enabled (not .Values.autoscaling.targetCPUUtilizationPercentage) (not .Values.autoscaling.targetInflightPerPod) }}
 {{- fail "autoscaling.enabled needs targetCPUUtilizationPercentage and/or targetInflightPerPod." }}
 {{- end }}
+{{- end }}
+
+{{/* "true" when serving or training runs on Kubernetes: the control plane calls the API. */}}
+{{- define "llmops.usesKubernetes" -}}
+{{- if or .Values.kubernetesRuntimes.serving.enabled .Values.kubernetesRuntimes.training.enabled }}true{{ end }}
 {{- end }}
