@@ -374,6 +374,23 @@ def test_dockerfile_copies_every_package_and_runs_as_non_root() -> None:
     assert 'CMD ["serve", "--config", "/etc/llmops/config.yaml", "--host", "0.0.0.0", "--port", "4000"]' in text
 
 
+def test_trainer_dockerfile_installs_the_locked_train_extra_with_hashes() -> None:
+    text = (DEPLOY / "docker" / "Dockerfile.trainer").read_text()
+    ignore = (DEPLOY / "docker" / "Dockerfile.trainer.dockerignore").read_text()
+    assert "uv export --frozen --no-dev --no-emit-project --extra train" in text
+    assert "pip install --require-hashes --no-deps -r /tmp/requirements.txt" in text
+    assert "pip install --require-hashes --no-deps -r tools/uv.txt" in text
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    for pkg in packages["packages"]:
+        assert f"COPY {pkg}/ {pkg}/" in text and f"!{pkg}/" in ignore, pkg
+    for needed in ("!uv.lock", "!tools/uv.txt", "!pyproject.toml"):
+        assert needed in ignore
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert 'CMD ["python", "-m", "adapters.training.trainer.hf"]' in text
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"torch", "transformers", "trl"} <= {re.split(r"[<>=\[]", d)[0] for d in extras["train"]}
+
+
 # --- Helm chart ----------------------------------------------------------------------
 
 def _values() -> dict[str, Any]:
