@@ -164,7 +164,10 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("id", AutoId, primary_key=True, autoincrement=True),
         Column("run_id", String(64), ForeignKey(_RUN_FK), nullable=False),
         Column("key", String(250), nullable=False),
-        Column("value", Float, nullable=False),  # NaN and ±inf are stored as MLflow does (is_nan in its API)
+        # NaN is stored as MLflow's SQL store does, value 0 and is_nan true (SQLite would store a NaN as NULL);
+        # ±inf are stored as they are (both databases keep them).
+        Column("value", Float, nullable=False),
+        Column("is_nan", Boolean, nullable=False),
         Column("step", BigInteger, nullable=False),
         Column("timestamp", BigInteger, nullable=False),  # epoch ms
     )
