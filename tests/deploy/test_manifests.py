@@ -369,6 +369,10 @@ def test_dockerfile_copies_every_package_and_runs_as_non_root() -> None:
     for pkg in packages["packages"]:
         assert f"COPY {pkg}/ {pkg}/" in text and f"!{pkg}/" in ignore, pkg
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text and "ARG EXTRAS=providers\n" in text
+    # every dependency from uv.lock with its hashes, the project itself without dependencies
+    assert "uv export --quiet --frozen --no-dev --no-emit-project" in text and "!uv.lock" in ignore
+    assert "pip install --require-hashes --no-deps -r /tmp/requirements.txt" in text
+    assert "pip install --no-deps ." in text and 'pip install ".[' not in text
     assert re.search(r"^USER 10001:10001$", text, re.M) and re.search(r"^EXPOSE 4000$", text, re.M)
     assert not re.search(r"^HEALTHCHECK", text, re.M)
     assert 'CMD ["serve", "--config", "/etc/llmops/config.yaml", "--host", "0.0.0.0", "--port", "4000"]' in text
@@ -377,7 +381,7 @@ def test_dockerfile_copies_every_package_and_runs_as_non_root() -> None:
 def test_trainer_dockerfile_installs_the_locked_train_extra_with_hashes() -> None:
     text = (DEPLOY / "docker" / "Dockerfile.trainer").read_text()
     ignore = (DEPLOY / "docker" / "Dockerfile.trainer.dockerignore").read_text()
-    assert "uv export --frozen --no-dev --no-emit-project --extra train" in text
+    assert "uv export --quiet --frozen --no-dev --no-emit-project --extra train" in text
     assert "pip install --require-hashes --no-deps -r /tmp/requirements.txt" in text
     assert "pip install --require-hashes --no-deps -r tools/uv.txt" in text
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
