@@ -49,7 +49,7 @@ from adapters.adminapi.errors import Forbidden, ServiceUnavailable, Unauthorized
 from adapters.adminapi.keys import KeysController
 from adapters.adminapi.openapi import AdminOpenAPIConfig, describe_routes
 from adapters.adminapi.plugin import ControlModule, ModuleContext
-from adapters.adminapi.rbac import PermissionTable
+from adapters.adminapi.rbac import PermissionTable, Role
 from adapters.adminapi.services import ServiceRegistry
 from adapters.adminapi.settings import ControlCfg, ResolvedControl, resolve_env
 from adapters.adminapi.tables import ADMIN_MIGRATIONS
@@ -248,7 +248,7 @@ class ControlPlane:
             for module in self.modules:
                 ctx = ModuleContext(name=module.name, store=store, changes=store.changes, audit=audit,
                                     settings=self.cfg, data_dir=Path(self.cfg.data_dir), object_store=object_store,
-                                    services=services)
+                                    services=services, authorize=self.authorize)
                 await stack.enter_async_context(module.lifespan(ctx))
                 contexts[module.name] = ctx
             self._authenticator = Authenticator(store, self.resolved.bootstrap_key_sha256)
@@ -305,12 +305,20 @@ class ControlPlane:
     # -- per-request plumbing -------------------------------------------------------------------
 
     async def _check_access(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        method, path = str(connection.scope.get("method", "WS")), connection.url.path
+        method = str(connection.scope.get("method", "WS"))
         known, minimum = self.permissions.minimum(method, str(connection.scope.get("path_template", "")))
         if not known:  # Litestar's automatic OPTIONS handlers are not in the table
             minimum = required_role(handler)
         if minimum is None:
             return
+        connection.state.principal = await self.authorize(connection, minimum)
+
+    async def authorize(self, connection: ASGIConnection[Any, Any, Any, Any], minimum: Role) -> Principal:
+        """The request's admin key, checked for ``minimum``, as the guard does (denials recorded alike).
+
+        Public routes that accept other credentials too (a training job's token) call it by hand, through
+        ``ModuleContext.authorize``; ``Unauthorized``/``Forbidden`` escape for them to render."""
+        method, path = str(connection.scope.get("method", "WS")), connection.url.path
         rid = request_id(connection)
         token = bearer_token(connection)
         principal: Principal | None = None
@@ -325,7 +333,7 @@ class ControlPlane:
                 source=connection.client.host if connection.client else None,
             )
             raise
-        connection.state.principal = principal
+        return principal
 
     def _require_running(self) -> _Running:
         if self._running is None:

@@ -63,13 +63,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
+from litestar.connection import ASGIConnection
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi.audit import AuditWriter
+from adapters.adminapi.auth import Principal
+from adapters.adminapi.rbac import Role
 from adapters.adminapi.services import ServiceKey, ServiceRegistry
 from adapters.adminapi.settings import ControlCfg
 from adapters.objectstore import ObjectStore
@@ -104,6 +107,9 @@ class ModuleContext:
     data_dir: Path
     object_store: ObjectStore | None = None  # None when the host could not build one (e.g. s3 extra missing)
     services: ServiceRegistry = field(default_factory=ServiceRegistry)  # the plane's, shared by all modules
+    # The guard's key check for a route marked public that also takes another credential: the request's admin
+    # key for a minimum role, the principal or ``Unauthorized``/``Forbidden`` (None outside a running plane).
+    authorize: Callable[[ASGIConnection[Any, Any, Any, Any], Role], Awaitable[Principal]] | None = None
 
     def provide(self, key: ServiceKey[T], service: T) -> None:
         """Publish ``service`` under ``key`` (named ``<this module>.…``); a second provider fails start-up."""
