@@ -92,7 +92,8 @@ class CatalogModel(msgspec.Struct, frozen=True, kw_only=True):
 
     ``provider`` is an external model's provider config as stored (``kind``, ``baseUrl``, ``model``,
     ``apiKeyRef``); ``files`` are the object-store keys of its current version's files (base and
-    fine-tuned models), which a runtime downloads or mounts.
+    fine-tuned models), which a runtime downloads or mounts; ``file_names`` are the names those files have in
+    the model (``config.json``, ``model.safetensors``), in the same order.
     """
 
     id: str
@@ -105,6 +106,7 @@ class CatalogModel(msgspec.Struct, frozen=True, kw_only=True):
     provider: dict[str, Any] | None = None
     parent_model_id: str | None = None
     files: list[str] = []
+    file_names: list[str] = []
     tags: list[str] = []
     labels: dict[str, str] = {}
     updated_at: datetime | None = None

@@ -8,6 +8,7 @@ is the seam other modules use to declare dependencies on a model):
     catalog.model_files     ModelFileService   catalog.model_refs      ModelRefs
     catalog.datasets        DatasetService     catalog.dataset_uploads DatasetUploads
     catalog.model_reader    ModelReader        (``adapters.adminapi.seams.MODEL_CATALOG``)
+    catalog.model_registry  ModelRegistry      (``adapters.adminapi.seams.MODEL_REGISTRY``: trained models)
     catalog.dataset_reader  DatasetReader      (``adapters.adminapi.seams.DATASET_READER``)
 """
 
@@ -20,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar.types import ControllerRouterHandler
 
 from adapters.adminapi import Migration, ModuleContext
-from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG
+from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG, MODEL_REGISTRY
 from control.catalog.datasets.analysis_pool import AnalysisPool
 from control.catalog.datasets.reader import DatasetReader
 from control.catalog.datasets.routes import DatasetsController
@@ -31,6 +32,7 @@ from control.catalog.models.history import ModelHistory
 from control.catalog.models.publish import publish_routes_if_missing
 from control.catalog.models.reader import ModelReader
 from control.catalog.models.refs import ModelRefs
+from control.catalog.models.registry import ModelRegistry
 from control.catalog.models.routes import ModelsController
 from control.catalog.models.service import ModelService
 from control.catalog.services import DATASET_UPLOADS, DATASETS, MODEL_FILES, MODEL_HISTORY, MODEL_REFS, MODELS
@@ -67,7 +69,9 @@ class CatalogModule:
         ctx.provide(MODEL_HISTORY, ModelHistory(ctx, models))
         ctx.provide(MODEL_FILES, ModelFileService(ctx, models, max_files=settings.max_files_per_upload))
         ctx.provide(MODEL_REFS, refs)
-        ctx.provide(MODEL_CATALOG, ModelReader())
+        reader = ModelReader()
+        ctx.provide(MODEL_CATALOG, reader)
+        ctx.provide(MODEL_REGISTRY, ModelRegistry(ctx, models, reader))
         ctx.provide(DATASETS, datasets)
         ctx.provide(DATASET_UPLOADS, uploads)
         ctx.provide(DATASET_READER, DatasetReader(ctx, settings.analysis))

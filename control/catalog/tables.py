@@ -8,7 +8,9 @@ still exists, and the name becomes free again. ``catalog_model_files`` maps a
 file name to the immutable object that currently holds it (a re-upload points the
 row at a new object, then deletes the old one). ``catalog_model_refs`` is the seam
 through which later modules (endpoints, training jobs) declare that they depend
-on a model, which blocks its deletion.
+on a model, which blocks its deletion. ``training_job_id`` (migration 2) is the training job that
+produced a model registered through ``MODEL_REGISTRY`` (NULL for models created by hand); at most
+one model per job, so a retried registration finds the first one.
 
 Datasets: ``catalog_datasets`` carries the latest *ready* version's headline numbers
 (row count, PII status, quality score) so list filters are plain indexed columns;
@@ -18,7 +20,8 @@ reports. ``status`` is ``uploading`` only while a request is streaming the file.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store import AutoId, Json, Migration, UtcDateTime, create_tables
 
@@ -50,7 +53,8 @@ def _audit_columns() -> list[Column[object]]:
     ]
 
 
-def _model_tables(meta: MetaData) -> tuple[Table, ...]:
+def _model_tables(meta: MetaData, *, version: int = 2) -> tuple[Table, ...]:
+    """The model tables as migration ``version`` leaves them (1 creates them; 2 adds ``training_job_id``)."""
     mod = Table(
         "catalog_models", meta,
         Column("id", String(40), primary_key=True),
@@ -71,6 +75,11 @@ def _model_tables(meta: MetaData) -> tuple[Table, ...]:
     )
     live = mod.c.deleted_at.is_(None)
     Index("uq_catalog_models_live_name", mod.c.name, unique=True, sqlite_where=live, postgresql_where=live)
+    if version >= 2:
+        mod.append_column(Column("training_job_id", String(40)))
+        produced = mod.c.training_job_id.is_not(None)
+        Index("uq_catalog_models_training_job", mod.c.training_job_id, unique=True, sqlite_where=produced,
+              postgresql_where=produced)
     Index("ix_catalog_models_status", mod.c.status)
     Index("ix_catalog_models_owner_team", mod.c.owner_team)
     Index("ix_catalog_models_parent", mod.c.parent_model_id)
@@ -161,12 +170,21 @@ def _dataset_tables(meta: MetaData) -> tuple[Table, ...]:
     return ds, versions
 
 
-def _all(meta: MetaData) -> tuple[Table, ...]:
-    return (*_model_tables(meta), *_dataset_tables(meta))
+def _all(meta: MetaData, *, version: int = 2) -> tuple[Table, ...]:
+    return (*_model_tables(meta, version=version), *_dataset_tables(meta))
+
+
+async def _training_job_column(conn: AsyncConnection) -> None:
+    # Nullable with no default: both databases add it without rewriting the table; both support partial indexes.
+    await conn.execute(text("ALTER TABLE catalog_models ADD COLUMN training_job_id VARCHAR(40)"))
+    await conn.execute(text("CREATE UNIQUE INDEX uq_catalog_models_training_job ON catalog_models (training_job_id) "
+                            "WHERE training_job_id IS NOT NULL"))
 
 
 CATALOG_MIGRATIONS = (
-    Migration(1, "models, versions, approvals, files, refs; datasets and versions", create_tables(*_all(MetaData()))),
+    Migration(1, "models, versions, approvals, files, refs; datasets and versions",
+              create_tables(*_all(MetaData(), version=1))),
+    Migration(2, "models record the training job that produced them (unique where set)", _training_job_column),
 )
 
 models, model_versions, approvals, model_files, model_refs, datasets, dataset_versions = _all(MetaData())

@@ -32,7 +32,8 @@ def _to_approval(row: Any) -> Approval:
 
 
 def _lineage_model(row: Any) -> LineageModel:
-    return LineageModel(id=row.id, name=row.name, type=row.type, status=row.status, version=row.version)
+    return LineageModel(id=row.id, name=row.name, type=row.type, status=row.status, version=row.version,
+                        training_job_id=row.training_job_id)
 
 
 class ModelHistory:
@@ -113,8 +114,7 @@ class ModelHistory:
                     .where(datasets.c.id == ref.dataset_id))).one_or_none()
                 used.append(LineageDataset(dataset_id=ref.dataset_id, version=ref.version,
                                            name=row.name if row else None, status=row.status if row else None))
-        current = LineageModel(id=model.id, name=model.name, type=model.type, status=model.status,
-                               version=model.version)
+        current = _lineage_model(model)
         return Lineage(model=current, ancestors=ancestors, training_datasets=used,
                        children=[_lineage_model(r) for r in children])
 

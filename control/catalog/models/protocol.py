@@ -113,6 +113,7 @@ class Model(_Out, frozen=True):
     provider: ProviderConfig | None
     parent_model_id: str | None
     training_datasets: list[DatasetRef]
+    training_job_id: str | None  # the training job that produced it (MODEL_REGISTRY); None when created by hand
     tags: list[str]
     labels: dict[str, str]
     created_at: datetime
@@ -178,6 +179,7 @@ class LineageModel(_Out, frozen=True):
     type: str
     status: str
     version: int
+    training_job_id: str | None  # the training job that produced it, if one did
 
 
 class LineageDataset(_Out, frozen=True):

@@ -28,14 +28,16 @@ class ModelReader:
         row = (await conn.execute(query)).one_or_none()
         if row is None or row.deleted_at is not None:
             raise NotFound(f"No model {model_id!r}")
-        keys = (await conn.execute(select(model_files.c.object_key).where(model_files.c.model_id == model_id)
-                                   .order_by(model_files.c.filename))).scalars().all()
+        files = (await conn.execute(select(model_files.c.filename, model_files.c.object_key)
+                                    .where(model_files.c.model_id == model_id)
+                                    .order_by(model_files.c.filename))).all()
         provider: dict[str, Any] | None = row.provider
         if provider is not None:  # references only are stored; never pass a raw key on, even a legacy one
             provider = {k: v for k, v in provider.items() if k != "apiKey"}
         return msgspec.convert({
             "id": row.id, "name": row.name, "type": row.type, "status": row.status, "version": row.version,
             "owner_team": row.owner_team, "format": row.format, "provider": provider,
-            "parent_model_id": row.parent_model_id, "files": list(keys), "tags": list(row.tags or []),
+            "parent_model_id": row.parent_model_id, "files": [f.object_key for f in files],
+            "file_names": [f.filename for f in files], "tags": list(row.tags or []),
             "labels": dict(row.labels or {}), "updated_at": row.updated_at,
         }, CatalogModel)

@@ -72,20 +72,28 @@ class ModelService:
 
     async def create(self, actor: Actor, data: ModelCreate) -> Model:
         check_shape(data)
-        now, who, model_id = utcnow(), actor.principal.name, new_id("mdl")
-        row = {"id": model_id, "status": "draft", "version": 1, "review_round": 0, **_columns(data),
-               "created_at": now, "created_by": who, "updated_at": now, "updated_by": who}
         try:
             async with self._store.begin() as conn:
-                await check_references(conn, data)
-                await conn.execute(insert(models).values(row))
-                model = await self.live(conn, model_id)
-                await self._snapshot(conn, model)
-                await self._audit.record(conn, actor, action="catalog.model.create", resource_type="model",
-                                         resource_id=model_id, after=model)
-                await self._changes.mark(conn, MODELS_TOPIC)
+                return await self.insert(conn, actor, data)
         except DuplicateKey as err:
             raise Conflict(f"A model named {data.name!r} already exists") from err
+
+    async def insert(self, conn: AsyncConnection, actor: Actor, data: ModelCreate, *,
+                     action: str = "catalog.model.create", training_job_id: str | None = None,
+                     detail: str | None = None) -> Model:
+        """A new draft at version 1 in ``conn``'s transaction (``data`` already passed ``check_shape``): its
+        references checked, then the row, its version snapshot, the audit entry and the change mark. The one
+        create path, shared by ``POST /catalog/models`` and the registry of trained models."""
+        await check_references(conn, data)
+        now, who, model_id = utcnow(), actor.principal.name, new_id("mdl")
+        await conn.execute(insert(models).values(
+            id=model_id, status="draft", version=1, review_round=0, **_columns(data), training_job_id=training_job_id,
+            created_at=now, created_by=who, updated_at=now, updated_by=who))
+        model = await self.live(conn, model_id)
+        await self._snapshot(conn, model)
+        await self._audit.record(conn, actor, action=action, resource_type="model", resource_id=model_id,
+                                 after=model, detail=detail)
+        await self._changes.mark(conn, MODELS_TOPIC)
         return model
 
     async def get(self, model_id: str) -> Model:
