@@ -1,0 +1,109 @@
+"""Shared by the local training runtime tests: specs, a runtime with a short grace, polling, pid liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adapters.training.base import AttemptStatus, LaunchSpec, TrainingResources
+from adapters.training.local import LocalTrainingRuntime
+from adapters.training.settings import TrainingSettings
+
+T = TypeVar("T")
+SETTINGS = TrainingSettings(cancel_grace_s=0.5)
+FINAL = ("succeeded", "failed")
+
+
+def make_spec(code: str, *, job_id: str = "job_local1", attempt: int = 1, nodes: int = 1,
+              **fields: Any) -> LaunchSpec:
+    """A spec whose ranks run ``python -c code`` (``python`` resolves to the runtime's interpreter)."""
+    values: dict[str, Any] = {
+        "job_id": job_id, "job_name": "tiny", "attempt": attempt, "job_type": "finetune", "image": "unused",
+        "command": ["python", "-c", code], "resources": TrainingResources(nodes=nodes, cpu_limit="1500m"),
+    }
+    values.update(fields)
+    return LaunchSpec(**values)
+
+
+@asynccontextmanager
+async def local_runtime(state_dir: Path, settings: TrainingSettings = SETTINGS) -> AsyncIterator[LocalTrainingRuntime]:
+    runtime = LocalTrainingRuntime(settings, state_dir)
+    try:
+        yield runtime
+    finally:
+        await runtime.aclose()
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last value after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def wait_phase(runtime: LocalTrainingRuntime, spec: LaunchSpec, phases: Iterable[str] = FINAL,
+                     timeout_s: float = 20.0) -> AttemptStatus:
+    wanted = tuple(phases)
+
+    async def check() -> AttemptStatus | None:
+        st = await runtime.status(spec.job_id, spec.attempt)
+        return st if st.phase in wanted else None
+
+    return await until(check, timeout_s, f"{spec.job_id}/a{spec.attempt} in {wanted}")
+
+
+async def wait_file(path: Path, timeout_s: float = 20.0) -> None:
+    async def check() -> bool:
+        return path.exists()
+
+    await until(check, timeout_s, f"{path} to exist")
+
+
+def alive(pid: int) -> bool:
+    """Running, read straight from /proc (a zombie counts as dead: orphans may stay zombies here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+async def wait_dead(pids: Iterable[int], timeout_s: float = 10.0) -> None:
+    pids = list(pids)
+
+    async def check() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await until(check, timeout_s, f"pids {pids} to exit")
+
+
+def recorded_pids(state_dir: Path) -> list[int]:
+    """Every supervisor and rank pid recorded under ``state_dir``."""
+    import json
+
+    pids: list[int] = []
+    for path in state_dir.rglob("state.json"):
+        state = json.loads(path.read_text())
+        pids.append(state["supervisor_pid"])
+        pids += [rank["pid"] for rank in state["ranks"]]
+    return pids
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
