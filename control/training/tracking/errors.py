@@ -3,7 +3,9 @@
     TrackingError              (MLflow ``error_code``; HTTP status)
     ├── ResourceMissing        RESOURCE_DOES_NOT_EXIST  404
     ├── InvalidValue           INVALID_PARAMETER_VALUE  400   ``field`` names the rejected input
-    └── AlreadyExists          RESOURCE_ALREADY_EXISTS  400   (MLflow answers 400 here, not 409)
+    ├── AlreadyExists          RESOURCE_ALREADY_EXISTS  400   (MLflow answers 400 here, not 409)
+    ├── Unauthenticated        UNAUTHENTICATED          401
+    └── PermissionDenied       PERMISSION_DENIED        403   (a job's token outside its own run)
 
 Messages are safe to show: they never hold a token, a key or a stored value beyond the caller's own input.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["AlreadyExists", "InvalidValue", "ResourceMissing", "TrackingError"]
+__all__ = ["AlreadyExists", "InvalidValue", "PermissionDenied", "ResourceMissing", "TrackingError", "Unauthenticated"]
 
 
 class TrackingError(Exception):
@@ -38,3 +40,13 @@ class InvalidValue(TrackingError):
 class AlreadyExists(TrackingError):
     error_code = "RESOURCE_ALREADY_EXISTS"
     status = 400
+
+
+class Unauthenticated(TrackingError):
+    error_code = "UNAUTHENTICATED"
+    status = 401
+
+
+class PermissionDenied(TrackingError):
+    error_code = "PERMISSION_DENIED"
+    status = 403

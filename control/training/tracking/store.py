@@ -34,11 +34,13 @@ __all__ = [
     "RunStatus",
     "create_experiment",
     "create_run",
+    "delete_tag",
     "ensure_experiment",
     "ensure_job_run",
     "experiment_by_id",
     "experiment_by_name",
     "latest_metrics",
+    "latest_points",
     "log_params",
     "log_points",
     "now_ms",
@@ -233,6 +235,12 @@ async def log_params(conn: AsyncConnection, run_id: str, values: Mapping[str, st
                 f"params.{row.key}")
 
 
+async def delete_tag(conn: AsyncConnection, run_id: str, key: str) -> bool:
+    """Remove a tag; False when the run had none by that name."""
+    deleted = await conn.execute(tags.delete().where(tags.c.run_id == run_id, tags.c.key == key))
+    return bool(deleted.rowcount)
+
+
 async def set_tags(conn: AsyncConnection, run_id: str, values: Mapping[str, str]) -> None:
     """Set tags, overwriting earlier values."""
     if not values:
@@ -262,12 +270,17 @@ def point_value(value: float, is_nan: bool) -> float:
 
 async def latest_metrics(conn: AsyncConnection, run_id: str, keys: Sequence[str] | None = None) -> dict[str, Any]:
     """Each key's latest point (highest step, then timestamp, then value: MLflow's order), as rows by key."""
+    return {row.key: row for row in await latest_points(conn, [run_id], keys)}
+
+
+async def latest_points(conn: AsyncConnection, run_ids: Sequence[str], keys: Sequence[str] | None = None) -> Any:
+    """The latest point of each (run, key) of ``run_ids``, ordered by run and key: one query for many runs."""
     m = metrics.c
-    rank = func.row_number().over(partition_by=m.key, order_by=(m.step.desc(), m.timestamp.desc(),
-                                                                 m.is_nan.desc(), m.value.desc()))
-    inner = select(m.key, m.value, m.is_nan, m.step, m.timestamp, rank.label("rank")).where(m.run_id == run_id)
+    rank = func.row_number().over(partition_by=(m.run_id, m.key), order_by=(
+        m.step.desc(), m.timestamp.desc(), m.is_nan.desc(), m.value.desc()))
+    inner = select(m.run_id, m.key, m.value, m.is_nan, m.step, m.timestamp, rank.label("rank")) \
+        .where(m.run_id.in_(list(run_ids)))
     if keys is not None:
         inner = inner.where(m.key.in_(list(keys)))
     ranked = inner.subquery()
-    rows = await conn.execute(select(ranked).where(ranked.c.rank == 1).order_by(ranked.c.key))
-    return {row.key: row for row in rows}
+    return await conn.execute(select(ranked).where(ranked.c.rank == 1).order_by(ranked.c.run_id, ranked.c.key))
