@@ -1,5 +1,5 @@
 """TEST DOUBLE: an in-memory Kubernetes API (kmock's ``KubernetesEmulator``) on a loopback port, for tests of code
-that talks to Kubernetes through the official client (the serving runtime now, the training runtime later).
+that talks to Kubernetes through the official client (the serving and training runtimes).
 
 No controller runs: a Deployment never gets pods by itself. Tests play the cluster's part by writing objects
 (nodes with GPUs, pods with container states, a Deployment's status) with the helpers below. The emulator
@@ -18,7 +18,7 @@ from kubernetes import client
 
 __all__ = ["KINDS", "KubeDouble", "open_kube_double"]
 
-# Every resource the serving runtime uses: plural path -> (kind, namespaced).
+# Every resource the serving and training runtimes use: plural path -> (kind, namespaced).
 KINDS: dict[str, tuple[str, bool]] = {
     "apps/v1/deployments": ("Deployment", True),
     "v1/services": ("Service", True),
@@ -28,6 +28,11 @@ KINDS: dict[str, tuple[str, bool]] = {
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
     "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True),
     "serving.kserve.io/v1beta1/inferenceservices": ("InferenceService", True),
+    # The training runtime's (adapters/training/kubernetes).
+    "batch/v1/jobs": ("Job", True),
+    "v1/secrets": ("Secret", True),
+    "trainer.kubeflow.org/v1alpha1/trainjobs": ("TrainJob", True),
+    "kubeflow.org/v1/pytorchjobs": ("PyTorchJob", True),
 }
 
 
@@ -108,6 +113,10 @@ class KubeDouble:
             "metadata": {"labels": labels or {}},
             "spec": {"nodeName": node, "containers": [{"name": "vllm", "image": "vllm", "resources": resources}]},
             "status": status})
+
+    def set_pod_log(self, namespace: str, name: str, text: str) -> None:
+        """What ``GET pods/{name}/log`` answers (the emulator would answer the pod itself): a kubelet's part."""
+        self.emulator["get", f"/api/v1/namespaces/{namespace}/pods/{name}/log"] << text.encode()
 
     def install_crd(self, name: str) -> None:
         plural, group = name.split(".", 1)
