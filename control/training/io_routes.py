@@ -6,8 +6,10 @@ token, or one of another job, is the same 401, so an answer tells a guesser noth
 the guard's denials (without the token). Authentication comes before any other check, so nothing about a job
 (its paths, its model) is revealed to a caller without its token.
 
-JSON answers use the admin envelope (``data`` holds the contract's object); files and the dataset are
-streamed raw (``application/octet-stream``, ``application/x-ndjson``), never held whole in memory. Every
+Answers are the contract's own JSON objects (``{"files": [...]}``, ``{"key", "sizeBytes", "sha256"}``), not
+wrapped in the admin envelope: they are the trainer contract's wire, which trainers and the test double read as
+written there. Errors are the envelope, as on every admin path. Files and the dataset are streamed raw
+(``application/octet-stream``, ``application/x-ndjson``), never held whole in memory. Every
 refusal is decided before the first byte: a failure after it (the object store or the dataset gone
 mid-stream) aborts the response, so a client sees a truncated body, never a short file that looks complete.
 """
@@ -32,7 +34,6 @@ from litestar.response import Stream
 from adapters.adminapi import (
     BadRequest,
     Conflict,
-    Envelope,
     FieldError,
     ModuleContext,
     NotFound,
@@ -40,7 +41,6 @@ from adapters.adminapi import (
     ServiceUnavailable,
     Unauthorized,
     ValidationFailed,
-    ok,
 )
 from adapters.adminapi.envelope import request_id
 from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG, CatalogModel
@@ -124,9 +124,9 @@ class JobIOController(Controller):
     @get("/{jobId:str}/inputs/model", opt=_PUBLIC, raises=_READS,
          summary="The names of the job's base model files (job token)")
     async def list_model_files(self, jobId: JobId, request: Request[Any, Any, Any],
-                               ctx: ModuleContext) -> Envelope[ModelFiles]:
+                               ctx: ModuleContext) -> ModelFiles:
         model = await _base_model(request, ctx, jobId)
-        return ok(ModelFiles(files=[ModelFileName(name=name) for name in _names(model)]))
+        return ModelFiles(files=[ModelFileName(name=name) for name in _names(model)])
 
     @get("/{jobId:str}/inputs/model/{name:str}", opt=_PUBLIC, raises=_READS, media_type="application/octet-stream",
          summary="One base model file's bytes (job token)")
@@ -144,7 +144,7 @@ class JobIOController(Controller):
          description="path under checkpoints/ or output/, segments of letters, digits, '.', '_', '-'. "
                      "A later PUT of the same path replaces the file.")
     async def put_artifact(self, jobId: JobId, path: str, request: Request[Any, Any, Any],
-                           ctx: ModuleContext) -> Envelope[StoredArtifact]:
+                           ctx: ModuleContext) -> StoredArtifact:
         job = await _job(request, ctx, jobId)
         path = _checked_path(request, jobId, path)
         store, limit = _object_store(ctx), _max_artifact_bytes(ctx)
@@ -160,8 +160,7 @@ class JobIOController(Controller):
             # Shielded: a cancelled request must not leave an object that no row describes.
             await asyncio.shield(_delete_quietly(store, stored.key))
             raise
-        return ok(StoredArtifact(path=path, key=stored.key, size_bytes=stored.size_bytes, sha256=stored.sha256),
-                  f"Stored {path}")
+        return StoredArtifact(path=path, key=stored.key, size_bytes=stored.size_bytes, sha256=stored.sha256)
 
     @get("/{jobId:str}/artifacts", opt=_PUBLIC, raises=_READS,
          summary="The files this job stored (every attempt), sorted by path (job token)")
@@ -169,10 +168,10 @@ class JobIOController(Controller):
         self, jobId: JobId, request: Request[Any, Any, Any], ctx: ModuleContext,
         prefix: str = Parameter(query="prefix", default="", max_length=MAX_PATH_CHARS,
                                 description="only paths that start with it, e.g. checkpoints/"),
-    ) -> Envelope[ArtifactFiles]:
+    ) -> ArtifactFiles:
         job = await _job(request, ctx, jobId)
         async with ctx.store.read() as conn:
-            return ok(ArtifactFiles(files=await list_artifacts(conn, job.id, prefix)))
+            return ArtifactFiles(files=await list_artifacts(conn, job.id, prefix))
 
     @get("/{jobId:str}/artifacts/{path:path}", opt=_PUBLIC, raises=_READS, media_type="application/octet-stream",
          summary="One stored file's bytes (job token)")

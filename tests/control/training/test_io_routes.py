@@ -6,6 +6,7 @@ these tests insert straight into ``training_jobs``), beside ``FakeCatalog`` for 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import httpx
 import msgspec
 import pytest
 from sqlalchemy import insert, select, update
@@ -25,6 +27,7 @@ from adapters.adminapi.testing import AdminTestApp, admin_test_app
 from adapters.objectstore import ObjectStore
 from adapters.store import utcnow
 from adapters.training.settings import TrainingSettings
+from adapters.training.trainer.client import ApiError, JobClient
 from control.training import TrainingModule, io_routes
 from control.training.artifacts import artifact_key, delete_job_artifacts, output_files, validate_artifact_path
 from control.training.service import JobService
@@ -105,11 +108,17 @@ class Env(msgspec.Struct):
 
 @pytest.fixture
 async def env(database_url: str, tmp_path: Path) -> AsyncIterator[Env]:
+    async with _env(database_url, tmp_path) as e:
+        yield e
+
+
+@contextlib.asynccontextmanager
+async def _env(database_url: str, tmp_path: Path, *, real_socket: bool = False) -> AsyncIterator[Env]:
     catalog = FakeCatalog()
     catalog.datasets.add("ds", [{"text": f"row {i} ✓", "n": i, "tags": ["a", {"b": None}]} for i in range(600)])
     cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path), change_feed="local")
     module = IOModule(TrainingSettings(max_artifact_bytes=LIMIT))
-    async with admin_test_app(cfg, modules=[catalog, module]) as app:
+    async with admin_test_app(cfg, modules=[catalog, module], real_socket=real_socket) as app:
         e = Env(app=app, catalog=catalog)
         await e.put_object("models/mdl_base/upl_1/model.safetensors", b"\x00weights" * 1000)
         await e.put_object("models/mdl_base/upl_1/config.json", b'{"model_type": "x"}')
@@ -147,7 +156,7 @@ async def test_base_model_files_are_listed_and_downloaded(env: Env) -> None:
     headers = await env.add_job("job_a")
     resp = await env.app.client.get(f"{API}/job_a/inputs/model", headers=headers)
     assert resp.status_code == 200, resp.text
-    assert resp.json()["data"] == {"files": [{"name": "config.json"}, {"name": "model.safetensors"}]}
+    assert resp.json() == {"files": [{"name": "config.json"}, {"name": "model.safetensors"}]}
     got = await env.app.client.get(f"{API}/job_a/inputs/model/model.safetensors", headers=headers)
     assert got.status_code == 200 and got.content == b"\x00weights" * 1000
     assert got.headers["content-type"] == "application/octet-stream"
@@ -170,22 +179,22 @@ async def test_put_list_get_round_trip_and_replace(env: Env) -> None:
     data = os.urandom(LIMIT)  # exactly the limit is allowed
     resp = await client.put(f"{API}/job_a/artifacts/output/model.safetensors", content=data, headers=headers)
     assert resp.status_code == 201, resp.text
-    assert resp.json()["data"] == {"path": "output/model.safetensors", "key": "training/job_a/output/model.safetensors",
+    assert resp.json() == {"path": "output/model.safetensors", "key": "training/job_a/output/model.safetensors",
                                    "sizeBytes": LIMIT, "sha256": hashlib.sha256(data).hexdigest()}
     ckpt = b'{"step": 10}'
     assert (await client.put(f"{API}/job_a/artifacts/checkpoints/step-10/trainer_state.json", content=ckpt,
                              headers=headers)).status_code == 201
 
-    listed = (await client.get(f"{API}/job_a/artifacts", headers=headers)).json()["data"]["files"]
+    listed = (await client.get(f"{API}/job_a/artifacts", headers=headers)).json()["files"]
     assert listed == [
         {"path": "checkpoints/step-10/trainer_state.json", "sizeBytes": len(ckpt),
          "sha256": hashlib.sha256(ckpt).hexdigest()},
         {"path": "output/model.safetensors", "sizeBytes": LIMIT, "sha256": hashlib.sha256(data).hexdigest()},
     ]
     only = (await client.get(f"{API}/job_a/artifacts", params={"prefix": "checkpoints/"}, headers=headers)).json()
-    assert [f["path"] for f in only["data"]["files"]] == ["checkpoints/step-10/trainer_state.json"]
+    assert [f["path"] for f in only["files"]] == ["checkpoints/step-10/trainer_state.json"]
     none = await client.get(f"{API}/job_a/artifacts", params={"prefix": "checkpoints_"}, headers=headers)
-    assert none.json()["data"]["files"] == []  # a plain prefix: '_' is no wildcard
+    assert none.json()["files"] == []  # a plain prefix: '_' is no wildcard
     got = await client.get(f"{API}/job_a/artifacts/output/model.safetensors", headers=headers)
     assert got.status_code == 200 and got.content == data
 
@@ -210,9 +219,9 @@ async def test_chunked_upload_streams_and_an_empty_file_is_a_file(env: Env) -> N
 
     resp = await env.app.client.put(f"{API}/job_a/artifacts/checkpoints/step-1/model.safetensors", content=parts(),
                                     headers=headers)
-    assert resp.status_code == 201 and resp.json()["data"]["sizeBytes"] == 4000
+    assert resp.status_code == 201 and resp.json()["sizeBytes"] == 4000
     empty = await env.app.client.put(f"{API}/job_a/artifacts/output/empty.txt", content=b"", headers=headers)
-    assert empty.status_code == 201 and empty.json()["data"]["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert empty.status_code == 201 and empty.json()["sha256"] == hashlib.sha256(b"").hexdigest()
     assert (await env.app.client.get(f"{API}/job_a/artifacts/output/empty.txt", headers=headers)).content == b""
 
 
@@ -405,3 +414,39 @@ def test_the_limit_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch
 
 def test_the_training_module_mounts_the_io_routes() -> None:
     assert io_routes.JobIOController in TrainingModule().routes()
+
+
+async def test_the_reference_trainers_client_speaks_this_api(database_url: str, tmp_path: Path) -> None:
+    """The trainer's own client (stdlib, in a thread: the server shares this loop) over a real socket."""
+    async with _env(database_url, tmp_path, real_socket=True) as e:
+        token = (await e.add_job("job_a"))["authorization"].split()[1]
+        client = JobClient(f"{e.app.url}/llm-ops/v1", "job_a", token, retries=0)
+        rows = await asyncio.to_thread(lambda: list(client.dataset_rows()))
+        assert rows == e.catalog.datasets.data["ds"][1]
+        assert await asyncio.to_thread(client.model_files) == ["config.json", "model.safetensors"]
+        assert await asyncio.to_thread(client.model_file, "config.json") == b'{"model_type": "x"}'
+        answer = await asyncio.to_thread(client.put_artifact, "checkpoints/step-5/model.safetensors", b"w" * 10)
+        assert answer["sizeBytes"] == 10 and answer["sha256"] == hashlib.sha256(b"w" * 10).hexdigest()
+        listed = await asyncio.to_thread(client.list_artifacts, "checkpoints/")
+        assert [f["path"] for f in listed] == ["checkpoints/step-5/model.safetensors"]
+        assert await asyncio.to_thread(client.artifact, "checkpoints/step-5/model.safetensors") == b"w" * 10
+        stranger = JobClient(f"{e.app.url}/llm-ops/v1", "job_a", "ljt_" + "x" * 43, retries=0)
+        with pytest.raises(ApiError) as refused:
+            await asyncio.to_thread(stranger.list_artifacts, "")
+        assert refused.value.status == 401
+
+
+async def test_a_dataset_failing_mid_stream_is_a_truncated_response(database_url: str, tmp_path: Path) -> None:
+    """Not a short file that looks complete: the connection ends without the body's last chunk."""
+    async with _env(database_url, tmp_path, real_socket=True) as e:
+        headers = await e.add_job("job_a")
+
+        async def failing(dataset_id: str, version: int, *, batch_rows: int = 256
+                          ) -> AsyncIterator[list[dict[str, Any]]]:
+            yield [{"text": "first"}]
+            raise RuntimeError("the dataset's file went away")
+
+        e.catalog.datasets.rows = failing  # type: ignore[method-assign]
+        async with httpx.AsyncClient(base_url=e.app.url, headers=headers, timeout=30) as client:
+            with pytest.raises(httpx.TransportError):
+                await client.get(f"{API}/job_a/inputs/dataset")
