@@ -2,7 +2,8 @@
 
 ``<state_dir>/<job_id>/a<attempt>/``:
 
-* ``spec.json``: the ``LaunchSpec`` minus ``secret_env`` (its names only), the resolved command, the limits;
+* ``spec.json``: the ``LaunchSpec`` minus ``secret_env`` (its names only), plus the resolved ``argv``, the
+  thread count and the grace the supervisor uses;
 * ``state.json``: the supervisor's record (``AttemptState``), replaced atomically (temp file + rename), so a
   reader sees the old or the new one, never half of one;
 * ``cancel.json``: a cancel request (its grace), written by the runtime before it signals the supervisor;

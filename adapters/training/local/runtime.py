@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from adapters.training.base import AttemptRef, AttemptStatus, LaunchSpec, RuntimeFailure
 from adapters.training.contract import JOB_TOKEN_PREFIX
 from adapters.training.local.environment import THREAD_VARS, TORCHRUN_VARS, cpu_threads, resolve_command, safe_env
@@ -166,13 +168,13 @@ class LocalTrainingRuntime:
         return attempt_paths(self._dir, job_id, attempt)
 
     def _spec_doc(self, spec: LaunchSpec) -> dict[str, Any]:
-        res = spec.resources
-        return {"job_id": spec.job_id, "job_name": spec.job_name, "attempt": spec.attempt, "job_type": spec.job_type,
-                "image": spec.image, "command": resolve_command(spec.command, self._python), "env": dict(spec.env),
-                "secret_env_names": sorted(spec.secret_env), "nodes": res.nodes, "cpu_limit": res.cpu_limit,
-                "threads": cpu_threads(res.cpu_limit), "memory_limit": res.memory_limit,
-                "gpus_per_node": res.gpus_per_node, "deadline_s": spec.deadline_s,
-                "grace_s": self._settings.cancel_grace_s, "labels": dict(spec.labels), "created_at": time.time()}
+        """``spec.json``: the spec without ``secret_env`` (its names only), and what the supervisor needs."""
+        doc: dict[str, Any] = msgspec.to_builtins(spec)
+        del doc["secret_env"]
+        doc.update(argv=resolve_command(spec.command, self._python), secret_env_names=sorted(spec.secret_env),
+                   nodes=spec.resources.nodes, threads=cpu_threads(spec.resources.cpu_limit),
+                   grace_s=self._settings.cancel_grace_s, created_at=time.time())
+        return doc
 
     def _launch(self, spec: LaunchSpec, paths: AttemptPaths) -> None:
         """Start the attempt's supervisor unless it has one (running or finished); blocking."""

@@ -78,7 +78,7 @@ def _die_with(parent: int) -> Callable[[], None]:
 class Supervisor:
     def __init__(self, paths: AttemptPaths, spec: dict[str, Any]) -> None:
         self.paths = paths
-        self.command: list[str] = [str(arg) for arg in spec["command"]]
+        self.command: list[str] = [str(arg) for arg in spec["argv"]]
         self.nodes = int(spec["nodes"])
         self.threads = int(spec["threads"])
         self.deadline_s: float | None = None if spec.get("deadline_s") is None else float(spec["deadline_s"])

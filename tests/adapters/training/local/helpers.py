@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +66,7 @@ async def wait_phase(runtime: LocalTrainingRuntime, spec: LaunchSpec, phases: It
 
 async def wait_file(path: Path, timeout_s: float = 20.0) -> None:
     async def check() -> bool:
-        return path.exists()
+        return await asyncio.to_thread(path.exists)
 
     await until(check, timeout_s, f"{path} to exist")
 
@@ -90,20 +91,24 @@ async def wait_dead(pids: Iterable[int], timeout_s: float = 10.0) -> None:
 
 def recorded_pids(state_dir: Path) -> list[int]:
     """Every supervisor and rank pid recorded under ``state_dir``."""
-    import json
-
     pids: list[int] = []
     for path in state_dir.rglob("state.json"):
         state = json.loads(path.read_text())
-        pids.append(state["supervisor_pid"])
-        pids += [rank["pid"] for rank in state["ranks"]]
-    return pids
+        pids += [state.get("supervisor_pid", 0), *(rank["pid"] for rank in state.get("ranks", []))]
+    return [pid for pid in pids if pid > 0]
+
+
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    """Every file under ``root`` whose bytes contain ``needle``."""
+    return [path for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def file_names(root: Path) -> set[str]:
+    return {path.name for path in root.rglob("*") if path.is_file()}
 
 
 def kill_all(pids: Iterable[int]) -> None:
     for pid in pids:
         for kill in (os.killpg, os.kill):
-            try:
+            with suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass

@@ -16,7 +16,8 @@ from adapters.training.base import AttemptRef, RuntimeFailure, TrainingRuntime
 from adapters.training.local import LocalTrainingRuntime
 from tests.adapters.training.local.helpers import (
     SETTINGS,
-    alive,
+    file_names,
+    files_holding,
     local_runtime,
     make_spec,
     wait_dead,
@@ -106,7 +107,7 @@ async def test_cancel_while_running_escalates_to_sigkill(tmp_path: Path) -> None
         pids = [running.details["supervisorPid"], *running.details["pids"]]
         started = time.monotonic()
         await runtime.cancel(spec.job_id, 1, grace_s=0.3)
-        assert time.monotonic() - started < 2.0  # the supervisor did it: SIGTERM ignored, SIGKILL after 0.3 s
+        assert time.monotonic() - started < 2.2  # before the runtime's own SIGKILL (grace + 2 s)
         st = await runtime.status(spec.job_id, 1)
         assert (st.phase, st.reason, st.exit_code) == ("failed", "Cancelled", None)
         assert st.message == "cancelled"
@@ -185,9 +186,8 @@ async def test_secret_reaches_the_rank_only_through_its_environment(tmp_path: Pa
         st = await wait_phase(runtime, spec)
         assert (st.phase, st.exit_code) == ("succeeded", 0)
         assert "s3cr3t" not in repr(st)
-    files = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert {p.name for p in files} >= {"spec.json", "state.json", "rank-0.log", "supervisor.log"}
-    assert not [path for path in files if b"s3cr3t" in path.read_bytes()]
+    assert file_names(tmp_path) >= {"spec.json", "state.json", "rank-0.log", "supervisor.log"}
+    assert files_holding(tmp_path, b"s3cr3t") == []
 
 
 async def test_render_resolves_python_and_describes_limits(tmp_path: Path) -> None:
@@ -255,6 +255,6 @@ async def test_bad_specs_are_refused(tmp_path: Path) -> None:
             with pytest.raises(RuntimeFailure):
                 await runtime.submit(bad)
         assert (await runtime.status("../escape", 1)).phase == "absent"
-        assert list(tmp_path.iterdir()) == []
+        assert file_names(tmp_path) == set()
     with pytest.raises(RuntimeFailure, match="shut down"):
         await runtime.submit(make_spec("pass"))
