@@ -66,6 +66,7 @@ class Supervisor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._swept = False
+        self.passes = 0  # completed passes (tests wait for the first)
 
     def wake(self) -> None:
         self._wake.set()
@@ -134,6 +135,7 @@ class Supervisor:
         for job_id in list(self.followed):
             await self.guarded(job_id, self._reconcile)
         await self._launch_due()
+        self.passes += 1
 
     async def guarded(self, job_id: str, work: Callable[[str], Awaitable[None]]) -> None:
         """``work(job_id)`` under the job's lock; an error is logged and leaves the job for the next pass."""
