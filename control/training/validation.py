@@ -29,7 +29,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SECRET_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "APIKEY"})
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "github_pat_", "xoxb-", "xoxp-", "AKIA", "AIza", "llmops_",
                  contract.JOB_TOKEN_PREFIX)
-_CONTROL = re.compile(r"[\x00\r\n]")
 _NEEDS_BASE = ("finetune",)
 _NO_BASE = ("from_scratch", "pretrain")
 
@@ -47,8 +46,8 @@ def create_errors(data: JobCreate) -> list[FieldError]:
             errors.append(FieldError(f"hyperparameters.{key[:40]}", "names are 1 to 250 characters"))
     if data.trainer is not None and data.command is not None:
         errors.append(FieldError("command", "give a trainer or a command, not both"))
-    if data.command is not None and any(_CONTROL.search(arg) for arg in data.command):
-        errors.append(FieldError("command", "arguments may not hold NUL or line breaks"))
+    if data.command is not None and any("\x00" in arg for arg in data.command):
+        errors.append(FieldError("command", "arguments may not hold NUL (no process can be given one)"))
     errors += _resource_errors(data)
     policy = data.retry_policy
     if policy.backoff_s is not None and policy.backoff_max_s is not None and policy.backoff_max_s < policy.backoff_s:
