@@ -219,6 +219,8 @@ def _run(env: JobEnv, config: TrainConfig, client: JobClient, group: Group | Non
     adam = Adam(params)
     adam.load(start["optimizer"])
     first = int(start["step"]) + 1
+    if env.rank != 0 and first > 1:  # a resumed worker must not replay the batches it drew before
+        rng = np.random.default_rng([config.seed, env.rank, first])
     corpus = Corpus(texts, arch.context_length, config.seed)
     train = corpus.train.shard(env.rank, env.world_size)
     if len(train) == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import queue
 import threading
 import time
@@ -50,13 +51,17 @@ class MetricsReporter:
         return f"MetricsReporter({self._url!r}, sent={self.sent}, dropped={self.dropped})"
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        """Queue one value per key at ``step``; never blocks."""
+        """Queue one value per key at ``step``; never blocks. NaN and infinities are dropped (and counted)."""
         if self._closed:
             return
         now_ms = int(time.time() * 1000)
         for key, value in metrics.items():
+            number = float(value)
+            if not math.isfinite(number):  # the endpoint takes finite values only; one NaN must not sink a post
+                self.dropped += 1
+                continue
             try:
-                self._queue.put_nowait({"key": key, "value": float(value), "step": int(step), "timestamp": now_ms})
+                self._queue.put_nowait({"key": key, "value": number, "step": int(step), "timestamp": now_ms})
             except queue.Full:
                 self.dropped += 1
 

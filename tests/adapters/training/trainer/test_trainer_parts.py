@@ -129,9 +129,9 @@ async def test_the_reporter_batches_and_never_waits_for_the_platform(api: Traini
 async def test_the_reporter_survives_a_platform_that_is_not_there() -> None:
     url = f"http://127.0.0.1:{free_port()}/llm-ops/v1/training/jobs/j/metrics"
     reporter = MetricsReporter(url, "Bearer ljt_x", interval_s=0.05, timeout_s=0.2)
-    reporter.log({"a": 1.0, "b": 2.0}, 1)
+    reporter.log({"a": 1.0, "b": 2.0, "c": float("nan")}, 1)
     await asyncio.to_thread(reporter.close)
-    assert reporter.sent == 0 and reporter.dropped == 2 and reporter.failed_posts >= 1
+    assert reporter.sent == 0 and reporter.dropped == 3 and reporter.failed_posts >= 1
     reporter.log({"a": 1.0}, 2)  # after close: ignored, never raises
     reporter.close()
 
