@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, route
@@ -175,7 +175,8 @@ class MlflowController(Controller):
                                      store: Store) -> Response[bytes]:
         await authenticate(request, ctx, store, write=False)
         name = decode_query(request.query_params, GetExperimentByName).experiment_name
-        async with store.begin() as conn:  # a write: MLflow's "Default" is made on first mention
+        # MLflow's "Default" is made on first mention: a write transaction for it alone.
+        async with store.begin() if name == tracking.DEFAULT_EXPERIMENT else store.read() as conn:
             row = await tracking.experiment_by_name(conn, name)
         if row is None:
             raise ResourceMissing(f"Could not find experiment with name '{name}'", "experiment_name")
@@ -186,7 +187,7 @@ class MlflowController(Controller):
                              store: Store) -> Response[bytes]:
         await authenticate(request, ctx, store, write=False)
         experiment_id = _experiment_id(decode_query(request.query_params, GetExperiment).experiment_id)
-        async with store.begin() as conn:
+        async with store.begin() if experiment_id == 0 else store.read() as conn:
             row = await tracking.experiment_by_id(conn, experiment_id)
         if row is None:
             raise ResourceMissing(f"No Experiment with id={experiment_id} exists", "experiment_id")
@@ -246,7 +247,7 @@ class MlflowController(Controller):
             raise InvalidValue(f"Invalid run status {body.status!r}", "status")
         async with store.begin() as conn:
             await _active_run(conn, run_id)
-            row = await tracking.update_run(conn, run_id, status=body.status,  # type: ignore[arg-type]  # checked
+            row = await tracking.update_run(conn, run_id, status=cast(tracking.RunStatus | None, body.status),
                                             end_time=body.end_time, run_name=body.run_name or None)
         return _answer({"run_info": run_info_json(row)})
 

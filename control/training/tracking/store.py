@@ -145,11 +145,16 @@ async def create_run(conn: AsyncConnection, *, experiment_id: int, user_id: str,
                            "and they differ.", "run_name")
     name = run_name or tagged or f"run-{uuid.uuid4().hex[:8]}"
     run_id = run_id or uuid.uuid4().hex
-    await conn.execute(runs.insert().values(
+    # ON CONFLICT DO NOTHING: two first metrics posts of one job (two nodes) may both make its run; one does.
+    made = (await conn.execute(_insert(conn, runs).values(
         run_id=run_id, experiment_id=experiment_id, job_id=job_id, run_name=name, user_id=user_id, status=status,
         start_time=now_ms() if start_time is None else start_time, end_time=None, lifecycle_stage="active",
         artifact_uri=f"{experiment.artifact_location}/{run_id}/artifacts",
-    ))
+    ).on_conflict_do_nothing(index_elements=[runs.c.run_id]).returning(runs.c.run_id))).scalar_one_or_none()
+    if made is None:
+        if job_id is None:  # a generated id that clashed: as unlikely as a UUID collision, and not ours to hide
+            raise AlreadyExists(f"Run '{run_id}' already exists.", "run_id")
+        return run_id
     await set_tags(conn, run_id, {**tags, RUN_NAME_TAG: name, USER_TAG: tags.get(USER_TAG, user_id)})
     return run_id
 

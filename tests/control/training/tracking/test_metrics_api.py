@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -49,6 +50,15 @@ async def test_a_post_is_stored_and_shown(app: AdminTestApp) -> None:
                               "eval_loss": {"step": 1, "value": 0.5, "timestamp": 1001}}
     only = (await app.client.get(f"{API}/training/experiments/job_a", params={"keys": "eval_loss"})).json()["data"]
     assert list(only["metrics"]) == ["eval_loss"] and list(only["latest"]) == ["eval_loss"]
+
+
+async def test_first_posts_of_two_nodes_at_once_make_one_run(app: AdminTestApp) -> None:
+    token = await add_job(app, "job_n")
+    answers = await asyncio.gather(*(_post(app, "job_n", token, {"metrics": _points(50, f"node{i}")})
+                                     for i in range(4)))
+    assert [r.status_code for r in answers] == [202] * 4, [r.text for r in answers]
+    view = (await app.client.get(f"{API}/training/experiments/job_n")).json()["data"]
+    assert sorted(view["metrics"]) == ["node0", "node1", "node2", "node3"]
 
 
 async def test_downsampling_is_even_and_keeps_both_ends(app: AdminTestApp) -> None:
