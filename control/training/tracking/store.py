@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.training.contract import MetricPoint
 from control.training.tables import experiments, metrics, params, runs, tags
 from control.training.tracking.errors import AlreadyExists, InvalidValue, ResourceMissing
+from control.training.tracking.names import key_problem, param_problem
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -164,14 +165,17 @@ async def ensure_job_run(conn: AsyncConnection, *, job_id: str, experiment: str,
     """The job's run (``run_id`` = ``job_id``, SCHEDULED) in ``experiment`` (made when missing), with ``params``.
 
     Idempotent: an existing run is kept as it is, and only params it does not have yet are added (a param
-    that differs from the logged one raises ``InvalidValue``, as MLflow would)."""
+    that differs from the logged one raises ``InvalidValue``, as MLflow would). Params MLflow could not hold
+    (a bad name, a value over 6000 characters) are left out: the job's spec keeps them all, and
+    ``GET experiments/{jobId}`` shows its hyperparameters beside the logged params."""
     exists = (await conn.execute(select(runs.c.run_id).where(runs.c.run_id == job_id))).first()
     if exists is None:
         experiment_id = await ensure_experiment(conn, experiment)
         await create_run(conn, experiment_id=experiment_id, user_id=user, run_name=run_name, start_time=None,
                          tags={JOB_TAG: job_id}, run_id=job_id, job_id=job_id, status="SCHEDULED")
-    if params:
-        await log_params(conn, job_id, params)
+    fitting = {k: v for k, v in params.items() if key_problem(k) is None and param_problem(v) is None}
+    if fitting:
+        await log_params(conn, job_id, fitting)
 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> Any:
