@@ -114,12 +114,19 @@ def _supported(factory: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
+def _safe_relative(path: str) -> bool:
+    """A relative path that stays below the directory it is written into."""
+    return bool(path) and not path.startswith("/") and all(seg not in ("", ".", "..") for seg in path.split("/"))
+
+
 def _download_base(client: JobClient, into: Path) -> Path:
     names = client.model_files()
     if "config.json" not in names:
         raise BadInput("the base model has no config.json")
     into.mkdir(parents=True, exist_ok=True)
     for name in names:
+        if not _safe_relative(name) or "/" in name:
+            raise BadInput(f"the base model has a file name that cannot be saved here: {name[:80]!r}")
         (into / name).write_bytes(client.model_file(name))
     config = json.loads((into / "config.json").read_text())
     if isinstance(config, dict) and config.get("model_type") == _REFERENCE_TYPE:
@@ -190,6 +197,8 @@ def _resume_dir(client: JobClient, output_dir: Path) -> Path | None:
         target = output_dir / f"checkpoint-{step}"
         try:
             for path in steps[step]:
+                if not _safe_relative(path):
+                    raise ApiError(f"unexpected artifact path {path[:80]!r}")
                 local = target / path.split("/", 2)[2]
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(client.artifact(path))
