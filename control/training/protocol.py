@@ -136,14 +136,14 @@ class JobCreate(_In, frozen=True, kw_only=True):
     trainer: Trainer | None = None  # default: reference here, huggingface on Kubernetes
     command: Annotated[list[Arg], msgspec.Meta(min_length=1, max_length=64)] | None = None
     image: Image | None = None  # Kubernetes; default TRAINING_IMAGE
-    resources: ResourcesIn = ResourcesIn()
-    retry_policy: RetryPolicyIn = RetryPolicyIn()
+    resources: ResourcesIn = msgspec.field(default_factory=ResourcesIn)
+    retry_policy: RetryPolicyIn = msgspec.field(default_factory=RetryPolicyIn)
     deadline_s: Annotated[int, msgspec.Meta(ge=10, le=30 * 86400)] | None = None  # default TRAINING_DEFAULT_DEADLINE_S
     experiment: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None  # default: the name
     owner_team: TeamName | None = None  # default: the caller's team, else the base model's, else "default"
     env: Annotated[dict[str, EnvValue], msgspec.Meta(max_length=50)] = {}
     evaluate_on_success: bool | None = None  # default TRAINING_EVALUATE_ON_SUCCESS
-    register: Registration = Registration()
+    register: Registration = msgspec.field(default_factory=Registration)
 
 
 class DatasetRef(_Out, frozen=True, kw_only=True):
