@@ -16,7 +16,6 @@ only active runs take writes, a terminal status sets ``end_time``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -29,11 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi import Forbidden, ModuleContext, Unauthorized
 from adapters.adminapi.envelope import request_id
 from adapters.store import SchemaError, Store, StoreUnavailable
-from adapters.training.contract import MetricPoint
 from control.training.tables import metrics
 from control.training.tracking import store as tracking
 from control.training.tracking.access import authenticate
 from control.training.tracking.errors import InvalidValue, ResourceMissing, TrackingError
+from control.training.tracking.mlflow_checks import (
+    checked_params,
+    checked_tags,
+    history_offset,
+    metric_point,
+    parse_experiment_id,
+)
 from control.training.tracking.mlflow_wire import (
     CreateExperiment,
     CreateRun,
@@ -57,7 +62,6 @@ from control.training.tracking.mlflow_wire import (
     run_info_json,
     runs_json,
 )
-from control.training.tracking.names import key_problem, param_problem, tag_problem
 from control.training.tracking.search import RunQuery, search_runs
 
 __all__ = ["CONTROLLERS", "MlflowController"]
@@ -107,56 +111,10 @@ async def _active_run(conn: AsyncConnection, run_id: str) -> Any:
     return row
 
 
-def _check_key(key: str, field: str) -> None:
-    if (why := key_problem(key)) is not None:
-        raise InvalidValue(f"Invalid value {key!r} for parameter '{field}': the name {why}", field)
-
-
-def _checked_params(items: Sequence[KeyValue], field: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for i, item in enumerate(items):
-        _check_key(item.key, f"{field}[{i}].key")
-        if (why := param_problem(item.value)) is not None:
-            raise InvalidValue(f"Param value for {item.key!r} {why}", f"{field}[{i}].value")
-        if item.key in out:
-            raise InvalidValue(f"Duplicate parameter keys have been submitted: [{item.key!r}]", field)
-        out[item.key] = item.value
-    return out
-
-
-def _checked_tags(items: Sequence[KeyValue], field: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for i, item in enumerate(items):
-        _check_key(item.key, f"{field}[{i}].key")
-        if (why := tag_problem(item.value)) is not None:
-            raise InvalidValue(f"Tag value for {item.key!r} {why}", f"{field}[{i}].value")
-        out[item.key] = item.value
-    return out
-
-
-def _point(key: str, value: float | None, step: int, timestamp: int | None, field: str) -> MetricPoint:
-    _check_key(key, f"{field}key")
-    if value is None:
-        raise InvalidValue(f"Missing value for required parameter '{field}value'", f"{field}value")
-    if timestamp is not None and timestamp < 0:
-        raise InvalidValue("Timestamp must be a nonnegative long (64-bit integer)", f"{field}timestamp")
-    return MetricPoint(key=key, value=value, step=step, timestamp=timestamp)
-
-
 async def _set_tags(conn: AsyncConnection, run_id: str, values: dict[str, str]) -> None:
     await tracking.set_tags(conn, run_id, values)
     if values.get(tracking.RUN_NAME_TAG):  # MLflow keeps the run's name and this tag one
         await tracking.update_run(conn, run_id, run_name=values[tracking.RUN_NAME_TAG])
-
-
-def _experiment_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidValue(f"Invalid experiment id {text!r}", "experiment_id") from None
-    if not 0 <= value < 2**31:
-        raise ResourceMissing(f"No Experiment with id={text} exists", "experiment_id")
-    return value
 
 
 class MlflowController(Controller):
@@ -186,7 +144,7 @@ class MlflowController(Controller):
     async def get_experiment(self, request: Request[Any, Any, Any], ctx: ModuleContext,
                              store: Store) -> Response[bytes]:
         await authenticate(request, ctx, store, write=False)
-        experiment_id = _experiment_id(decode_query(request.query_params, GetExperiment).experiment_id)
+        experiment_id = parse_experiment_id(decode_query(request.query_params, GetExperiment).experiment_id)
         async with store.begin() if experiment_id == 0 else store.read() as conn:
             row = await tracking.experiment_by_id(conn, experiment_id)
         if row is None:
@@ -201,7 +159,7 @@ class MlflowController(Controller):
         body = decode_body(await request.body(), CreateExperiment)
         if not body.name.strip() or len(body.name) > MAX_EXPERIMENT_NAME:
             raise InvalidValue(f"Experiment name must be 1 to {MAX_EXPERIMENT_NAME} characters", "name")
-        experiment_tags = _checked_tags(body.tags, "tags")
+        experiment_tags = checked_tags(body.tags, "tags")
         async with store.begin() as conn:
             experiment_id = await tracking.create_experiment(conn, body.name, tags=experiment_tags,
                                                              artifact_location=body.artifact_location)
@@ -215,8 +173,8 @@ class MlflowController(Controller):
         caller = await authenticate(request, ctx, store, write=True)
         caller.check_not_job("create runs (its run is MLFLOW_RUN_ID)")
         body = decode_body(await request.body(), CreateRun)
-        experiment_id = _experiment_id(body.experiment_id)
-        run_tags = _checked_tags(body.tags, "tags")
+        experiment_id = parse_experiment_id(body.experiment_id)
+        run_tags = checked_tags(body.tags, "tags")
         if body.run_name is not None and len(body.run_name) > 250:
             raise InvalidValue("run_name is longer than 250 characters", "run_name")
         async with store.begin() as conn:
@@ -255,7 +213,7 @@ class MlflowController(Controller):
     async def search(self, request: Request[Any, Any, Any], ctx: ModuleContext, store: Store) -> Response[bytes]:
         caller = await authenticate(request, ctx, store, write=False)
         body = decode_body(await request.body(), SearchRuns)
-        query = RunQuery(experiment_ids=[_experiment_id(e) for e in body.experiment_ids], filter=body.filter,
+        query = RunQuery(experiment_ids=[parse_experiment_id(e) for e in body.experiment_ids], filter=body.filter,
                          order_by=body.order_by, max_results=body.max_results, page_token=body.page_token,
                          run_view_type=body.run_view_type, only_run_id=caller.job_id)
         async with store.read() as conn:
@@ -275,7 +233,7 @@ class MlflowController(Controller):
         body = decode_body(await request.body(), LogMetric)
         run_id = run_id_of(body.run_id, body.run_uuid)
         caller.check_run(run_id)
-        point = _point(body.key, body.value, body.step, body.timestamp, "")
+        point = metric_point(body.key, body.value, body.step, body.timestamp, "")
         async with store.begin() as conn:
             await _active_run(conn, run_id)
             await tracking.log_points(conn, run_id, [point])
@@ -290,7 +248,7 @@ class MlflowController(Controller):
         caller.check_run(run_id)
         if body.value is None:
             raise InvalidValue("Missing value for required parameter 'value'", "value")
-        values = _checked_params([KeyValue(key=body.key, value=body.value)], "params")
+        values = checked_params([KeyValue(key=body.key, value=body.value)], "params")
         async with store.begin() as conn:
             await _active_run(conn, run_id)
             await tracking.log_params(conn, run_id, values)
@@ -304,7 +262,7 @@ class MlflowController(Controller):
         caller.check_run(run_id)
         if body.value is None:
             raise InvalidValue("Missing value for required parameter 'value'", "value")
-        values = _checked_tags([KeyValue(key=body.key, value=body.value)], "tags")
+        values = checked_tags([KeyValue(key=body.key, value=body.value)], "tags")
         async with store.begin() as conn:
             await _active_run(conn, run_id)
             await _set_tags(conn, run_id, values)
@@ -340,9 +298,10 @@ class MlflowController(Controller):
         if len(body.metrics) + len(body.params) + len(body.tags) > MAX_BATCH_METRICS:
             raise InvalidValue(f"A batch logging request can contain at most {MAX_BATCH_METRICS} metrics, "
                                "params and tags in total", "metrics")
-        points = [_point(m.key, m.value, m.step, m.timestamp, f"metrics[{i}].") for i, m in enumerate(body.metrics)]
-        run_params = _checked_params(body.params, "params")
-        run_tags = _checked_tags(body.tags, "tags")
+        points = [metric_point(m.key, m.value, m.step, m.timestamp, f"metrics[{i}].")
+                  for i, m in enumerate(body.metrics)]
+        run_params = checked_params(body.params, "params")
+        run_tags = checked_tags(body.tags, "tags")
         async with store.begin() as conn:
             await _active_run(conn, run_id)
             await tracking.log_params(conn, run_id, run_params)
@@ -363,7 +322,7 @@ class MlflowController(Controller):
             raise InvalidValue(f"Invalid value {query.max_results} for parameter 'max_results' supplied. It must "
                                "be a positive integer.", "max_results")
         limit = min(query.max_results or MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
-        offset = _history_offset(query.page_token)
+        offset = history_offset(query.page_token)
         m = metrics.c
         async with store.read() as conn:
             await tracking.run_row(conn, run_id)
@@ -381,14 +340,6 @@ class MlflowController(Controller):
     async def unknown(self, request: Request[Any, Any, Any], rest: str) -> Response[bytes]:
         """Anything else MLflow's client might call: its own "endpoint not found" answer, not the envelope."""
         raise NotFoundException()
-
-
-def _history_offset(token: str) -> int:
-    if not token:
-        return 0
-    if not token.isdigit() or len(token) > 12:
-        raise InvalidValue("Invalid page token", "page_token")
-    return int(token)
 
 
 CONTROLLERS: list[Any] = [MlflowController]
