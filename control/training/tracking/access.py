@@ -31,6 +31,8 @@ class Caller:
 
     user: str
     job_id: str | None = None
+    experiment: str = ""  # the job's (for its run, when the jobs module has not made it yet)
+    run_name: str = ""
 
     def check_run(self, run_id: str) -> None:
         if self.job_id is not None and run_id != self.job_id:
@@ -63,7 +65,7 @@ async def authenticate(request: Request[Any, Any, Any], ctx: ModuleContext, stor
         job = await job_from_token(request, ctx, store)
         if job is None:
             raise Unauthenticated(BAD_JOB_TOKEN)
-        return Caller(user=job.created_by, job_id=job.id)
+        return Caller(user=job.created_by, job_id=job.id, experiment=job.experiment, run_name=job.name)
     if ctx.authorize is None:
         raise ServiceUnavailable("The control plane is not running")
     principal = await ctx.authorize(request, Role.developer if write else Role.viewer)

@@ -190,6 +190,10 @@ class MlflowController(Controller):
         query = decode_query(request.query_params, GetRun)
         run_id = run_id_of(query.run_id, query.run_uuid)
         caller.check_run(run_id)
+        if caller.job_id is not None:  # start_run(MLFLOW_RUN_ID) reads the run first: make sure it is there
+            async with store.begin() as conn:
+                await tracking.ensure_job_run(conn, job_id=caller.job_id, experiment=caller.experiment,
+                                              run_name=caller.run_name, user=caller.user, params={})
         async with store.read() as conn:
             (run,) = await runs_json(conn, [await tracking.run_row(conn, run_id)])
         return _answer({"run": run})

@@ -212,6 +212,23 @@ async def test_a_jobs_run_through_its_token_and_run_id(app: AdminTestApp, monkey
     assert unknown.value.error_code == "UNAUTHENTICATED" and token[:-2] not in str(unknown.value)
 
 
+async def test_a_jobs_run_is_there_even_before_the_jobs_module_made_it(app: AdminTestApp,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    token = await add_job(app, "job_early", experiment="early-exp", name="early")
+    _use(monkeypatch, app, token)
+    monkeypatch.setenv("MLFLOW_RUN_ID", "job_early")
+
+    def train() -> None:
+        with mlflow.start_run():
+            mlflow.log_metric("grad_norm", math.nan, step=3)
+
+    await _run(train)
+    view = (await app.client.get("/llm-ops/v1/training/experiments/job_early")).json()["data"]
+    assert view["experiment"] == "early-exp" and view["run"]["runName"] == "early"
+    assert view["run"]["status"] == "FINISHED"
+    assert view["latest"]["grad_norm"]["value"] == "NaN" and view["metrics"]["grad_norm"][0]["value"] == "NaN"
+
+
 async def test_roles(app: AdminTestApp, monkeypatch: pytest.MonkeyPatch) -> None:
     _use(monkeypatch, app, await make_key(app, "viewer"))
     client = MlflowClient()
