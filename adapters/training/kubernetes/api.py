@@ -9,7 +9,6 @@ but 409/429), an unreachable API server or a 5xx a retryable one. Reads decode t
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,9 +65,6 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api)
         self.crds = client.ApiextensionsV1Api(api)
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(functools.partial(fn, *args, _request_timeout=TIMEOUT_S, **kwargs))
-
     async def raw(self, fn: Callable[..., Any], into: type[T], *args: Any, **kwargs: Any) -> T:
         """One call, its JSON decoded by msgspec into ``into``, all off the event loop."""
         def fetch() -> T:
@@ -79,6 +75,28 @@ class KubeApi:
                 response.release_conn()
 
         return await asyncio.to_thread(fetch)
+
+    async def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A call whose answer is not needed (a patch, a delete). The body is still read before the connection goes
+        back to the pool: a connection with an unread answer on it breaks the next request that gets it."""
+        def run() -> None:
+            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False, **kwargs)
+            try:
+                response.drain_conn()
+            finally:
+                response.release_conn()
+
+        await asyncio.to_thread(run)
+
+    async def exists(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Raises the client's error when the object cannot be read; its body (a CRD's schema runs to hundreds of
+        KiB) is never read: the connection is closed instead of going back to the pool."""
+        def run() -> None:
+            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False)
+            response.close()
+            response.release_conn()
+
+        await asyncio.to_thread(run)
 
     async def text(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         def fetch() -> str:

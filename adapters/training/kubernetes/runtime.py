@@ -193,9 +193,7 @@ class KubernetesTrainingRuntime:
         """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
         try:
             # Only the status matters: skip decoding the CRD (hundreds of KiB of schema).
-            response: Any = await self._api.call(self._api.crds.read_custom_resource_definition, name,
-                                                 _preload_content=False)
-            response.release_conn()
+            await self._api.exists(self._api.crds.read_custom_resource_definition, name)
             return True
         except CLIENT_ERRORS as exc:
             return False if not_found(exc) else None
@@ -261,16 +259,14 @@ class KubernetesTrainingRuntime:
         """True when created; False when it existed (a Secret's values are brought up to date then)."""
         kind, name = doc["kind"], doc["metadata"]["name"]
         try:
-            response: Any = await self._api.call(self._api.creator(kind), doc, _preload_content=False)
-            response.release_conn()
+            await self._api.send(self._api.creator(kind), doc)
             return True
         except CLIENT_ERRORS as exc:
             if not (isinstance(exc, client.ApiException) and exc.status == 409):
                 raise refusal(exc, f"{kind}/{name}") from None
         if kind == "Secret":  # a resubmission may carry a newly minted token; running pods keep theirs
             try:
-                await self._api.call(self._api.patcher("Secret"), name, {"stringData": doc["stringData"]},
-                                     _preload_content=False)
+                await self._api.send(self._api.patcher("Secret"), name, {"stringData": doc["stringData"]})
             except CLIENT_ERRORS as exc:
                 raise refusal(exc, f"Secret/{name}") from None
         return False
@@ -297,15 +293,14 @@ class KubernetesTrainingRuntime:
         """Not fatal: without the ownerReference, cleanup still finds the object by its labels."""
         kind, name = doc["kind"], doc["metadata"]["name"]
         try:
-            await self._api.call(self._api.patcher(kind), name, owner_patch(workload, uid), _preload_content=False)
+            await self._api.send(self._api.patcher(kind), name, owner_patch(workload, uid))
         except CLIENT_ERRORS as exc:
             log.warning("training: could not make %s/%s owned by its workload: %s", kind, name,
                         refusal(exc, f"{kind}/{name}").reason)
 
     async def _delete(self, kind: str, name: str, **options: Any) -> None:
         try:
-            response: Any = await self._api.call(self._api.deleter(kind), name, _preload_content=False, **options)
-            response.release_conn()
+            await self._api.send(self._api.deleter(kind), name, **options)
         except CLIENT_ERRORS as exc:
             if not not_found(exc):
                 raise refusal(exc, f"{kind}/{name}") from None

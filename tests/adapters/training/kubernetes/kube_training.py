@@ -50,11 +50,13 @@ def pod_body(*, labels: dict[str, str], phase: str = "Running", state: dict[str,
              reason: str | None = None, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A trainer pod as the kubelet reports it; ``state`` is the container's (running by default)."""
     annotations = {"batch.kubernetes.io/job-completion-index": str(index)} if index is not None else {}
+    running = {"running": {"startedAt": "2025-01-01T00:00:05Z"}}
     status: dict[str, Any] = {
         "phase": phase, "startTime": "2025-01-01T00:00:00Z",
         "conditions": conditions if conditions is not None else [{"type": "PodScheduled", "status": "True"}],
+        # ``state={}``: not scheduled yet, so no container status at all
         "containerStatuses": [{"name": container, "image": "trainer", "imageID": "", "ready": phase == "Running",
-                               "restartCount": 0, "state": state or {"running": {"startedAt": "2025-01-01T00:00:05Z"}}}],
+                               "restartCount": 0, "state": running if state is None else state}] if state != {} else [],
     }
     if reason:
         status["reason"] = reason
