@@ -37,7 +37,7 @@ from sqlalchemy import or_, select, update
 
 from adapters.adminapi import ModuleContext
 from adapters.store import StoreError, utcnow
-from adapters.training.base import AttemptStatus, TrainingRuntime
+from adapters.training.base import AttemptStatus, RuntimeFailure, TrainingRuntime
 from adapters.training.settings import TrainingSettings
 from control.training import attempts, follow
 from control.training.besteffort import quietly
@@ -129,7 +129,10 @@ class Supervisor:
 
     async def sync_once(self) -> None:
         if not self._swept:
-            await self._sweep()
+            try:
+                await self._sweep()
+            except Exception as err:  # the runtime is unreachable: the rest of the pass still runs
+                log.warning("training supervisor: could not list the runtime's attempts (%s); next pass", err)
         await self._renew()
         await self._adopt()
         for job_id in list(self.followed):
@@ -144,6 +147,8 @@ class Supervisor:
                 await work(job_id)
         except StoreError as err:
             log.warning("training job %s: database error (%s); next pass", job_id, err)
+        except RuntimeFailure as err:
+            log.warning("training job %s: the runtime failed (%s); next pass", job_id, err.reason)
         except Exception:
             log.exception("training job %s: supervisor error; next pass", job_id)
 

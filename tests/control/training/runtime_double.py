@@ -5,7 +5,7 @@ What a runtime has lives in a ``Cluster``, which outlives the runtime objects, a
 runtime's state directory do: a restart test closes one runtime and makes another on the same cluster.
 ``cluster.move(job, attempt, phase, ...)`` changes an attempt and tells every open runtime's ``watch()``
 (``cluster.quiet = True``: the watch hears nothing, so only the supervisor's poll can notice). ``refusals``
-are raised by the next submits, in order.
+are raised by the next submits, in order; ``down`` makes reads and cancels fail as an unreachable API would.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Cluster:
     cancels: list[tuple[str, int]] = field(default_factory=list)
     cleanups: list[tuple[str, int]] = field(default_factory=list)
     quiet: bool = False
+    down: bool = False  # status, active and cancel raise a retryable RuntimeFailure (the API is unreachable)
     listeners: list[asyncio.Queue[AttemptStatus | None]] = field(default_factory=list)
 
     def attempt(self, job_id: str, number: int) -> FakeAttempt:
@@ -89,7 +90,12 @@ class ScriptedRuntime:
             self.cluster.tell(*key)
         return self.render(spec)
 
+    def _check(self) -> None:
+        if self.cluster.down:
+            raise RuntimeFailure("connection refused", retryable=True)
+
     async def status(self, job_id: str, attempt: int) -> AttemptStatus:
+        self._check()
         return self.cluster.status(job_id, attempt)
 
     async def watch(self) -> AsyncIterator[AttemptStatus]:
@@ -100,9 +106,11 @@ class ScriptedRuntime:
             yield item
 
     async def active(self) -> list[AttemptRef]:
+        self._check()
         return [AttemptRef(job_id=j, attempt=n) for (j, n), a in self.cluster.attempts.items() if not a.cleaned]
 
     async def cancel(self, job_id: str, attempt: int, *, grace_s: float = 10.0) -> None:
+        self._check()
         self.cluster.cancels.append((job_id, attempt))
         found = self.cluster.attempts.get((job_id, attempt))
         if found is not None and found.phase in ("pending", "running"):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,36 @@ async def store_output(app: AdminTestApp, job_id: str, names: Sequence[str] = ("
             await conn.execute(insert(artifacts).values(
                 job_id=job_id, path=f"output/{name}", key=f"training/{job_id}/output/{name}", size_bytes=10,
                 sha256="0" * 64, attempt=attempt, created_at=utcnow()))
+
+
+class LogLines(logging.Handler):
+    """Every record of the ``llmops`` loggers, formatted with its traceback, while the block runs (pytest's
+    ``caplog`` loses its handler once Litestar configures logging for the app)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.contextmanager
+def log_lines() -> Iterator[LogLines]:
+    handler, logger = LogLines(), logging.getLogger("llmops")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def until(check: Callable[[], Awaitable[Any]], within_s: float = 20.0, poll_s: float = 0.02) -> Any:

@@ -28,6 +28,7 @@ from tests.control.training.support import (
     create,
     fast_settings,
     job,
+    log_lines,
     status_is,
     store_output,
     training_app,
@@ -54,10 +55,16 @@ async def _run_status(app: AdminTestApp, job_id: str) -> str:
         return str((await conn.execute(select(runs.c.status).where(runs.c.run_id == job_id))).scalar_one())
 
 
-async def test_a_job_runs_is_registered_evaluated_and_cleaned_up(database_url: str, tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+async def test_a_job_runs_is_registered_evaluated_and_cleaned_up(database_url: str, tmp_path: Path) -> None:
     catalog, cluster, evaluation = catalog_with_data(), Cluster(), FakeEvaluation("run_42")
+    with log_lines() as logs:
+        await _runs_and_registers(database_url, tmp_path, catalog, cluster, evaluation)
+    [spec] = cluster.submits
+    assert "the log capture works" in logs.text and spec.secret_env["LLMOPS_JOB_TOKEN"] not in logs.text
+
+
+async def _runs_and_registers(database_url: str, tmp_path: Path, catalog: Any, cluster: Cluster,
+                              evaluation: FakeEvaluation) -> None:
     async with training_app(database_url, tmp_path, catalog=catalog, cluster=cluster,
                             evaluation=evaluation) as (app, module):
         created = await create(app, hyperparameters={"steps": 20, "lr": 0.01}, env={"EXTRA": "1"})
@@ -110,7 +117,7 @@ async def test_a_job_runs_is_registered_evaluated_and_cleaned_up(database_url: s
             assert await job_for_token(conn, token) is None  # a finished job's token is dead
         listed = (await app.client.get(f"{API}/jobs")).text + (await app.client.get(f"{API}/jobs/{job_id}")).text
         assert token not in listed
-    assert token not in caplog.text
+        logging.getLogger("llmops.training").info("the log capture works")
 
 
 async def test_a_from_scratch_job_registers_a_base_model(database_url: str, tmp_path: Path) -> None:
@@ -417,3 +424,35 @@ async def test_logs_come_from_the_runtime_with_tokens_scrubbed(database_url: str
                                        "logs": "LLMOPS_JOB_TOKEN=ljt_[redacted]\nstep 2 loss 1.5"}
         missing = await app.client.get(f"{API}/jobs/{job_id}/logs", params={"attempt": 2})
         assert missing.status_code == 404, missing.text
+
+
+async def test_an_unreachable_runtime_changes_nothing_until_it_is_back(database_url: str, tmp_path: Path) -> None:
+    cluster = Cluster(down=True)
+    with log_lines() as logs:
+        await _down_then_up(database_url, tmp_path, cluster)
+    assert "the runtime failed (connection refused)" in logs.text and "Traceback" not in logs.text
+
+
+async def _down_then_up(database_url: str, tmp_path: Path, cluster: Cluster) -> None:
+    async with training_app(database_url, tmp_path, cluster=cluster) as (app, module):
+        job_id = (await create(app))["id"]
+        await _sup(module).sync_once()  # the first pass cannot list the runtime's attempts, nor launch
+        waiting = await job(app, job_id)
+        assert waiting["status"] == "queued" and waiting["reason"].startswith("LaunchFailed: the runtime did not")
+        cluster.down = False
+        store = app.plane.store
+        assert store is not None
+        async with store.begin() as conn:
+            await conn.execute(update(jobs).values(next_attempt_at=utcnow()))
+        await _sup(module).sync_once()
+        cluster.move(job_id, 1, "running")
+        cluster.down = True
+        await app.client.post(f"{API}/jobs/{job_id}/cancel")
+        await _sup(module).sync_once()  # neither the status nor the cancel gets through
+        stuck = await job(app, job_id)
+        assert stuck["status"] == "scheduled" and stuck["cancelRequested"] is True
+        assert (await _row(app, job_id)).lease_owner == _sup(module).owner
+        cluster.down = False
+        await _sup(module).sync_once()
+        done = await job(app, job_id)
+    assert done["status"] == "cancelled" and cluster.cancels == [(job_id, 1)]
