@@ -14,12 +14,10 @@ a cancel's grace), get Pods' ``log``; the same for ``trainjobs.trainer.kubeflow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -43,14 +41,17 @@ from adapters.training.kubernetes.manifests import (
 from adapters.training.kubernetes.objects import Listed, Pod, PodList, WorkloadList
 from adapters.training.kubernetes.objects import Workload as WorkloadObject
 from adapters.training.kubernetes.status import attempt_status, pod_rank, redact_tokens
-from adapters.training.kubernetes.watch import WATCH_TIMEOUT_S, AttemptFeed, Key, StreamWatch, attempt_key, fingerprints
+from adapters.training.kubernetes.watch import Key, NamespaceWatch, attempt_key
 from adapters.training.settings import TrainingSettings
 
 __all__ = ["KubernetesTrainingRuntime"]
 
 log = logging.getLogger("llmops.training.kubernetes")
 _CRD_TTL_S = 300.0
-_JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"  # on a TrainJob's pods (its JobSet has the TrainJob's name)
+# A TrainJob's pods carry its JobSet's labels (the JobSet has the TrainJob's name); the trainer's are those of the
+# replicated job "node" (the others, e.g. dataset-initializer, are not ranks).
+_JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+_REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 
 
 def load_api_client(settings: TrainingSettings) -> client.ApiClient:
@@ -91,8 +92,7 @@ class KubernetesTrainingRuntime:
         self._facts = ClusterFacts()
         self._facts_read_at = -math.inf
         self._known: dict[Key, tuple[Workload, str]] = {}
-        self._feeds: set[AttemptFeed] = set()
-        self._streams: set[StreamWatch] = set()
+        self._watches: set[NamespaceWatch] = set()
         self._closed = False
 
     # -- the protocol ---------------------------------------------------------------------------------------
@@ -169,13 +169,11 @@ class KubernetesTrainingRuntime:
 
     async def aclose(self) -> None:
         self._closed = True
-        for feed in list(self._feeds):
-            feed.close()
-        streams = list(self._streams)
-        for stream in streams:
-            stream.stop()
-        for stream in streams:
-            await asyncio.to_thread(stream.join, 5.0)
+        watches = list(self._watches)
+        for session in watches:
+            session.stop()  # the generators end at their next step; their threads now
+        for session in watches:
+            await session.join(5.0)
         await asyncio.to_thread(self._client.close)
 
     # -- finding an attempt ----------------------------------------------------------------------------------
@@ -246,7 +244,8 @@ class KubernetesTrainingRuntime:
         return kind, workload
 
     async def _pods(self, kind: Workload, name: str, job_id: str, attempt: int) -> list[Pod]:
-        labels = {_JOBSET_LABEL: name} if kind == "TrainJob" else {LABEL_JOB: job_id, LABEL_ATTEMPT: str(attempt)}
+        labels = {_JOBSET_LABEL: name, _REPLICATED_JOB_LABEL: CONTAINERS["TrainJob"]} if kind == "TrainJob" \
+            else {LABEL_JOB: job_id, LABEL_ATTEMPT: str(attempt)}
         try:
             listed = await self._api.raw(self._api.lister("Pod"), PodList, label_selector=_selector(labels))
         except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
@@ -343,37 +342,15 @@ class KubernetesTrainingRuntime:
     # -- watching --------------------------------------------------------------------------------------------
 
     async def _watch(self) -> AsyncIterator[AttemptStatus]:
+        facts = await self._cluster_facts()
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
-        feed = AttemptFeed(loop)
-        self._feeds.add(feed)
-        facts = await self._cluster_facts()
-        broken: set[str] = set()
-        relist: asyncio.Task[None] | None = None
-
-        def on_object(obj: dict[str, Any]) -> None:
-            key = attempt_key((obj.get("metadata") or {}).get("labels"))
-            if key is not None:
-                feed.put_threadsafe(key)
-
-        def health(what: str, ok: bool) -> None:  # on the loop
-            nonlocal relist
-            (broken.discard if ok else broken.add)(what)
-            if broken and (relist is None or relist.done()):
-                relist = asyncio.create_task(self._relist(feed, broken))
-
-        def on_health(what: str, ok: bool) -> None:  # on a stream's thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
-                loop.call_soon_threadsafe(health, what, ok)
-
-        streams = [StreamWatch(kind, partial(self._open_stream, kind), on_object, on_health)
-                   for kind in ["Job", "Pod", *self._custom_kinds(facts)]]
+        session = NamespaceWatch(self._api, ["Job", "Pod", *self._custom_kinds(facts)],
+                                 self._settings.sync_interval_s, asyncio.get_running_loop())
+        self._watches.add(session)
         try:
-            for stream in streams:
-                self._streams.add(stream)
-                stream.start()
-            while (key := await feed.next()) is not None:
+            session.start()
+            while (key := await session.next()) is not None:
                 try:
                     status = await self.status(*key)
                 except RuntimeFailure as failure:
@@ -381,39 +358,8 @@ class KubernetesTrainingRuntime:
                     continue  # the caller's poll reads it again
                 yield status
         finally:
-            feed.close()
-            self._feeds.discard(feed)
-            for stream in streams:
-                stream.stop()
-                self._streams.discard(stream)
-            if relist is not None:
-                relist.cancel()
-
-    def _open_stream(self, kind: str, resource_version: str | None) -> Any:
-        """On a stream's thread: the raw streaming response of a watch on ``kind`` with our label."""
-        options: dict[str, Any] = {"watch": True, "label_selector": LABEL_JOB, "allow_watch_bookmarks": True,
-                                   "timeout_seconds": WATCH_TIMEOUT_S, "_preload_content": False,
-                                   "_request_timeout": (5.0, WATCH_TIMEOUT_S + 30.0)}
-        if resource_version:
-            options["resource_version"] = resource_version
-        return self._api.lister(kind)(**options)
-
-    async def _relist(self, feed: AttemptFeed, broken: set[str]) -> None:
-        """While a stream is broken: list everything every ``sync_interval_s`` and report what changed."""
-        seen: dict[Key, Any] | None = None
-        kinds = ["Job", "Pod", *self._custom_kinds(self._facts)]
-        while broken and not feed.closed:
-            try:
-                lists = [await self._api.raw(self._api.lister(k), Listed, label_selector=LABEL_JOB) for k in kinds]
-            except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
-                log.debug("training: relist failed: %s", refusal(exc, "the training namespace").reason)
-            else:
-                now = fingerprints(*lists)
-                for key in sorted(set(now) | set(seen or {})):
-                    if seen is None or now.get(key) != seen.get(key):
-                        feed.put(key)
-                seen = now
-            await asyncio.sleep(self._settings.sync_interval_s)
+            session.stop()
+            self._watches.discard(session)
 
 
 def _workload_kind(api_kind: str, item: WorkloadObject) -> Workload:

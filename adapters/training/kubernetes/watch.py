@@ -17,16 +17,19 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import msgspec
 import urllib3
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
+from adapters.training.kubernetes.api import CLIENT_ERRORS, KubeApi, refusal
 from adapters.training.kubernetes.manifests import LABEL_ATTEMPT, LABEL_JOB
 from adapters.training.kubernetes.objects import Listed
 
-__all__ = ["AttemptFeed", "Key", "StreamWatch", "attempt_key", "fingerprints"]
+__all__ = ["AttemptFeed", "Key", "NamespaceWatch", "StreamWatch", "attempt_key", "fingerprints"]
 
 log = logging.getLogger("llmops.training.kubernetes")
 Key = tuple[str, int]  # (job_id, attempt)
@@ -120,6 +123,8 @@ class StreamWatch(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self._response = self._open(version)
+                if self._stopping.is_set():  # stop() ran before the response was there to shut
+                    break
                 if failures:
                     log.info("training: the watch on %s is back", self.what)
                 failures = 0
@@ -163,3 +168,80 @@ class StreamWatch(threading.Thread):
             if kind != "BOOKMARK":
                 self._on_object(obj)
         return version
+
+
+class NamespaceWatch:
+    """What one ``watch()`` runs: a stream per kind (``Job``, ``Pod``, the Kubeflow kinds in use), all with the
+    ``llmops.io/training-job`` label, and while any is broken, the relist. ``next()`` is the next attempt that
+    changed; ``stop()`` (from the event loop) ends it all without waiting, ``join`` waits for the threads."""
+
+    def __init__(self, api: KubeApi, kinds: list[str], sync_interval_s: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._api = api
+        self._kinds = kinds
+        self._interval_s = sync_interval_s
+        self._loop = loop
+        self._feed = AttemptFeed(loop)
+        self._broken: set[str] = set()
+        self._relist: asyncio.Task[None] | None = None
+        self._streams = [StreamWatch(kind, partial(self._open, kind), self._on_object, self._on_health)
+                         for kind in kinds]
+
+    def start(self) -> None:
+        for stream in self._streams:
+            stream.start()
+
+    async def next(self) -> Key | None:
+        return await self._feed.next()
+
+    def stop(self) -> None:
+        self._feed.close()
+        for stream in self._streams:
+            stream.stop()
+        if self._relist is not None:
+            self._relist.cancel()
+
+    async def join(self, timeout_s: float) -> None:
+        for stream in self._streams:
+            if stream.is_alive():
+                await asyncio.to_thread(stream.join, timeout_s)
+
+    def _open(self, kind: str, resource_version: str | None) -> Any:
+        """On a stream's thread: the raw streaming response of a watch on ``kind``."""
+        options: dict[str, Any] = {"watch": True, "label_selector": LABEL_JOB, "allow_watch_bookmarks": True,
+                                   "timeout_seconds": WATCH_TIMEOUT_S, "_preload_content": False,
+                                   "_request_timeout": (5.0, WATCH_TIMEOUT_S + 30.0)}
+        if resource_version:
+            options["resource_version"] = resource_version
+        return self._api.lister(kind)(**options)
+
+    def _on_object(self, obj: dict[str, Any]) -> None:  # on a stream's thread
+        key = attempt_key((obj.get("metadata") or {}).get("labels"))
+        if key is not None:
+            self._feed.put_threadsafe(key)
+
+    def _on_health(self, what: str, ok: bool) -> None:  # on a stream's thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            self._loop.call_soon_threadsafe(self._health, what, ok)
+
+    def _health(self, what: str, ok: bool) -> None:  # on the loop
+        (self._broken.discard if ok else self._broken.add)(what)
+        if self._broken and not self._feed.closed and (self._relist is None or self._relist.done()):
+            self._relist = asyncio.create_task(self._relist_while_broken())
+
+    async def _relist_while_broken(self) -> None:
+        """List everything every ``sync_interval_s`` and report what changed since the last list."""
+        seen: dict[Key, Any] | None = None
+        while self._broken and not self._feed.closed:
+            try:
+                lists = [await self._api.raw(self._api.lister(kind), Listed, label_selector=LABEL_JOB)
+                         for kind in self._kinds]
+            except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
+                log.debug("training: relist failed: %s", refusal(exc, "the training namespace").reason)
+            else:
+                now = fingerprints(*lists)
+                for key in sorted(set(now) | set(seen or {})):
+                    if seen is None or now.get(key) != seen.get(key):
+                        self._feed.put(key)
+                seen = now
+            await asyncio.sleep(self._interval_s)

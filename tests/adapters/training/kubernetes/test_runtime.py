@@ -233,13 +233,17 @@ async def test_kubeflow_status_from_conditions_and_pods(kube: KubeDouble) -> Non
     rt = runtime(kube)
     await rt.submit(spec(nodes=2))
     assert (await rt.status(JOB_ID, 1)).details["kind"] == "TrainJob"
-    # A TrainJob's pods carry its JobSet's labels, not ours.
-    kube.put(PODS, NS, f"{NAME}-node-0-0-x", pod_body(labels={"jobset.sigs.k8s.io/jobset-name": NAME}, index=0,
-                                                      container="node"))
-    kube.put(PODS, NS, f"{NAME}-node-0-1-x", pod_body(labels={"jobset.sigs.k8s.io/jobset-name": NAME}, index=1,
-                                                      container="node", phase="Failed", state=terminated(2)))
+    # A TrainJob's pods carry its JobSet's labels, not ours; an initializer's pod is no rank.
+    jobset = {"jobset.sigs.k8s.io/jobset-name": NAME, "jobset.sigs.k8s.io/replicatedjob-name": "node"}
+    kube.put(PODS, NS, f"{NAME}-dataset-initializer-0-0-x", pod_body(labels={
+        **jobset, "jobset.sigs.k8s.io/replicatedjob-name": "dataset-initializer"}, container="dataset-initializer"))
+    kube.put(PODS, NS, f"{NAME}-node-0-0-x", pod_body(labels=jobset, index=0, container="node"))
+    kube.put(PODS, NS, f"{NAME}-node-0-1-x", pod_body(labels=jobset, index=1, container="node", phase="Failed",
+                                                      state=terminated(2)))
     # Not failed: Trainer's runtime may restart that pod (its JobSet's policy); only the conditions end it.
-    assert (await rt.status(JOB_ID, 1)).phase == "pending"
+    status = await rt.status(JOB_ID, 1)
+    assert (status.phase, status.message, status.details["pods"]) == ("pending", "1/2 pods running",
+                                                                      {"Failed": 1, "Running": 1})
     kube.patch(TRAINJOBS, NS, NAME, _job_failed("Failed", "jobset failed"))
     status = await rt.status(JOB_ID, 1)
     assert (status.phase, status.reason, status.exit_code) == ("failed", "Error", 2)
