@@ -1,10 +1,12 @@
 """The runtime's ``watch()`` against kmock, which serves real watch streams (``?watch=true``): a change made through
 the API, the way controllers make them, comes out as the attempt's new status; with the streams refused, the
-relist every ``sync_interval_s`` still reports it; ``aclose`` ends the watch and its threads."""
+relist every ``sync_interval_s`` still reports it; ``aclose`` ends the watch and its threads. One stream's
+resumption (resourceVersion, 410 Gone, errors) is driven with scripted responses."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +18,7 @@ from kubernetes import client
 
 from adapters.training.base import AttemptStatus
 from adapters.training.kubernetes import KubernetesTrainingRuntime
+from adapters.training.kubernetes.watch import StreamWatch
 from tests.adapters.serving.kube_double import KubeDouble, open_kube_double
 from tests.adapters.training.kubernetes.kube_training import (
     JOB_ID,
@@ -128,3 +131,64 @@ async def test_aclose_ends_a_waiting_watch_and_its_threads(runtimes: Callable[..
 
 def _watch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("llmops-training-watch-")]
+
+
+class _Response:
+    """A streaming watch response: JSON lines, then either the end of the stream or a wait until shut down."""
+
+    def __init__(self, events: list[dict[str, Any]], *, hold: bool = False) -> None:
+        self._lines = [json.dumps(e).encode() + b"\n" for e in events]
+        self._hold = hold
+        self._shut = threading.Event()
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Any:
+        yield from self._lines
+        if self._hold:
+            self._shut.wait(10)
+
+    def shutdown(self) -> None:
+        self._shut.set()
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _event(kind: str, version: str, job_id: str = JOB_ID) -> dict[str, Any]:
+    return {"type": kind, "object": {"metadata": {"name": "x", "resourceVersion": version,
+                                                  "labels": attempt_labels(job_id)}}}
+
+
+def test_a_stream_resumes_from_its_version_starts_over_when_gone_and_reports_its_health() -> None:
+    asked: list[str | None] = []
+    seen: list[str] = []
+    health: list[bool] = []
+    answers: list[Any] = [
+        _Response([_event("ADDED", "5"), {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}]),
+        _Response([{"type": "ERROR", "object": {"code": 410, "reason": "Expired", "message": "too old"}}]),
+        client.ApiException(status=500, reason="InternalError"),
+        _Response([_event("MODIFIED", "12", "trj_0002")], hold=True),
+    ]
+
+    def open_stream(version: str | None) -> Any:
+        asked.append(version)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    stream = StreamWatch("Job", open_stream, lambda obj: seen.append(obj["metadata"]["labels"][
+        "llmops.io/training-job"]), lambda what, ok: health.append(ok))
+    stream.start()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stream.stop()
+    stream.join(5)
+    assert not stream.is_alive()
+    # Resumed after the bookmark's version; after 410 Gone, from nothing (the server replays every object).
+    assert asked == [None, "9", None, None]
+    assert seen == [JOB_ID, "trj_0002"]  # the bookmark and the error are no objects
+    assert health == [True, True, False, True]
