@@ -67,7 +67,7 @@ class LocalTrainingRuntime:
 
     def __init__(self, settings: TrainingSettings, state_dir: Path, *, python: str | None = None) -> None:
         self._settings = settings
-        self._dir = Path(state_dir)
+        self._dir = Path(state_dir).resolve()  # absolute: the supervisor runs with the attempt dir as its cwd
         self._python = python or settings.local_python or sys.executable  # runs the trainers
         self._closed = asyncio.Event()
         self._launching: set[_Key] = set()

@@ -42,6 +42,18 @@ def test_is_a_training_runtime(tmp_path: Path) -> None:
     assert runtime.name == "local"
 
 
+async def test_a_relative_state_dir_works_from_any_working_directory(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # `llmops serve` hands the runtime <data_dir>/training, relative to where it was started
+    monkeypatch.chdir(tmp_path)
+    spec = make_spec("print('ran')")
+    async with local_runtime(Path("state")) as runtime:
+        await runtime.submit(spec)
+        st = await wait_phase(runtime, spec)
+        assert (st.phase, st.exit_code) == ("succeeded", 0), st
+    assert (tmp_path / "state" / spec.job_id / "a1" / "state.json").exists()
+
+
 async def test_success_records_exit_0_timestamps_and_logs(tmp_path: Path) -> None:
     spec = make_spec("print('hello from', __import__('os').getcwd())")
     async with local_runtime(tmp_path) as runtime:
