@@ -235,6 +235,7 @@ class KubernetesRuntime:
             # Only the answer's status matters: skip decoding KEDA's CRD (hundreds of KiB of schema).
             response: Any = await self._call(self._crds.read_custom_resource_definition, _KEDA_CRD,
                                              _preload_content=False)  # the raw urllib3 response
+            response.close()  # unread: a connection with the body still on it must not go back to the pool
             response.release_conn()
             return True
         except _CLIENT_ERRORS as exc:
