@@ -67,6 +67,7 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._swept = False
         self.passes = 0  # completed passes (tests wait for the first)
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -78,9 +79,15 @@ class Supervisor:
         try:
             yield
         finally:
+            # The flag as well as the cancel: a cancel that lands inside a database call can come back as the
+            # driver's error (PostgreSQL: the connection is invalidated), which a pass logs and goes on from.
+            self._stopping = True
+            self._wake.set()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=15)
+            for task in stuck:
+                log.error("training supervisor: task %s did not stop within 15 s", task.get_name())
             await self.give_back()
 
     async def give_back(self) -> None:
@@ -94,7 +101,7 @@ class Supervisor:
     # -- the loop and the watch -----------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.sync_once()
@@ -104,9 +111,11 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), self.settings.sync_interval_s)
 
     async def _watch(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async for status in self.runtime.watch():
+                    if self._stopping:
+                        return
                     await self.on_status(status)
                 return  # the runtime was closed
             except Exception as err:

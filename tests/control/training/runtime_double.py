@@ -40,6 +40,7 @@ class Cluster:
     cleanups: list[tuple[str, int]] = field(default_factory=list)
     quiet: bool = False
     down: bool = False  # status, active and cancel raise a retryable RuntimeFailure (the API is unreachable)
+    stall: bool = False  # status waits until cancelled, and turns the cancel into an error (as a driver may)
     listeners: list[asyncio.Queue[AttemptStatus | None]] = field(default_factory=list)
 
     def attempt(self, job_id: str, number: int) -> FakeAttempt:
@@ -96,6 +97,11 @@ class ScriptedRuntime:
 
     async def status(self, job_id: str, attempt: int) -> AttemptStatus:
         self._check()
+        if self.cluster.stall:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise RuntimeFailure("connection reset") from None
         return self.cluster.status(job_id, attempt)
 
     async def watch(self) -> AsyncIterator[AttemptStatus]:

@@ -16,7 +16,15 @@ from control.training import TrainingModule
 from control.training.supervisor import Supervisor
 from control.training.tables import jobs
 from tests.control.training.runtime_double import Cluster, FakeAttempt
-from tests.control.training.support import catalog_with_data, create, job, store_output, training_app
+from tests.control.training.support import (
+    catalog_with_data,
+    create,
+    fast_settings,
+    job,
+    store_output,
+    training_app,
+    until,
+)
 
 
 def _sup(module: TrainingModule) -> Supervisor:
@@ -133,3 +141,30 @@ async def test_the_first_pass_cleans_up_what_finished_jobs_left_on_the_runtime(d
         await _sup(module).sync_once()
     assert cluster.cleanups == [(done_id, 1)]
     assert sorted(cluster.cancels) == sorted([(failed_id, 1), (old_id, 1)])
+
+
+async def test_shutdown_ends_the_supervisor_even_when_a_call_swallows_the_cancel(database_url: str,
+                                                                                 tmp_path: Path) -> None:
+    """PostgreSQL's driver may turn a cancel that lands mid-query into an error of its own; the supervisor's
+    tasks still end (a stop flag, not the cancel alone), and shutdown gives the leases back."""
+    cluster = Cluster()
+    settings = fast_settings(sync_interval_s=0.05)
+    async with asyncio.timeout(30):
+        async with training_app(database_url, tmp_path, cluster=cluster, settings=settings,
+                                background=True) as (app, module):
+            job_id = (await create(app))["id"]
+            await until(lambda: _followed(module, job_id))
+            cluster.stall = True  # the next pass's status call hangs, and the shutdown's cancel lands in it
+            await until(lambda: _stalled(module))
+    async with training_app(database_url, tmp_path, cluster=cluster) as (app, _module):
+        assert (await _leases(app))[job_id] is None
+
+
+async def _followed(module: TrainingModule, job_id: str) -> bool:
+    return job_id in _sup(module).followed
+
+
+async def _stalled(module: TrainingModule) -> bool:
+    before = _sup(module).passes
+    await asyncio.sleep(0.2)  # several sync intervals: no pass completes while the status call hangs
+    return _sup(module).passes == before
