@@ -87,3 +87,36 @@ async def mock2() -> AsyncIterator[MockServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _asyncio_tasks_dumped_before_a_timeout(request: pytest.FixtureRequest) -> Any:
+    """Just before pytest-timeout kills a test, print every pending asyncio task's stack to stderr.
+
+    pytest-timeout shows the threads, which for an async test is only the event loop waiting in ``select``;
+    which coroutine was waiting on what is the part that explains a hang (a rare one seen only in CI)."""
+    import asyncio
+    import sys
+    import threading
+
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker is not None and marker.args else float(request.config.getini("timeout"))
+    if limit <= 0:
+        yield
+        return
+
+    def dump() -> None:
+        tasks = [t for t in list(asyncio.tasks._all_tasks) if not t.done()]  # type: ignore[attr-defined]
+        print(f"\n+++ {len(tasks)} pending asyncio task(s) of {request.node.nodeid} near its timeout +++",
+              file=sys.stderr)
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                task.print_stack(limit=12, file=sys.stderr)
+
+    timer = threading.Timer(max(limit - 3.0, limit * 0.9), dump)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
