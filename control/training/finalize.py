@@ -10,8 +10,9 @@
 2. ``EVALUATIONS.start_for_model`` when the job's ``evaluateOnSuccess`` is set and a module provides it; a
    refusal (e.g. the draft model is not served by any route yet) is put on the timeline
    (``evaluation_failed``) and does not fail the job.
-3. ``succeeded`` (``finish``: lease, ``MODEL_REFS``, tracking FINISHED), then best effort: every attempt
-   cleaned up on the runtime and the job's checkpoints deleted (the outputs belong to the catalog now).
+3. ``succeeded`` (``finish``: lease, ``MODEL_REFS``, tracking FINISHED), then best effort: the attempts before
+   the last cleaned up on the runtime (the last one stays, so its logs can still be read, as a failed or
+   cancelled job's attempts do) and the job's checkpoints deleted (the outputs belong to the catalog now).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ async def _fail(sup: Supervisor, row: Any, reason: str) -> None:
 
 
 async def _clean(sup: Supervisor, row: Any) -> None:
-    for number in range(1, int(row.attempt) + 1):
+    for number in range(1, int(row.attempt)):
         await quietly(sup.runtime.cleanup(row.id, number), "cleanup", row.id)
     store = sup.ctx.object_store
     if store is None:

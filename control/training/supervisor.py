@@ -8,8 +8,8 @@ running (Kubernetes keeps them; the local runtime's attempts outlive this proces
 
 **A pass** (``sync_once``; every ``sync_interval_s``, at once after ``wake()``, which create and cancel call):
 
-1. the first pass sweeps ``runtime.active()``: an attempt of a finished job is cancelled (cleaned up after a
-   success), one older than its job's current attempt is cancelled;
+1. the first pass sweeps ``runtime.active()``: an attempt of a finished job still running is cancelled, one
+   older than its job's current attempt too; a succeeded job's earlier attempts are cleaned up;
 2. renew the leases; a job whose lease went elsewhere is dropped here;
 3. adopt scheduled and running jobs of this runtime whose lease is free or lapsed (a restart, a dead replica);
 4. reconcile each followed job: a cancel request (``runtime.cancel``, then ``cancelled``), a passed deadline
@@ -186,7 +186,8 @@ class Supervisor:
         return row
 
     async def _sweep(self) -> None:
-        """What the runtime still has that no job should run: cancelled, or cleaned up after a success."""
+        """What the runtime still has that no job should run: cancelled, or, for a succeeded job, its attempts
+        before the last cleaned up (as ``finalize`` does; the last keeps its logs)."""
         refs = await self.runtime.active()
         async with self.store.read() as conn:
             rows = {r.id: r for r in await conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.attempt).where(
@@ -197,13 +198,13 @@ class Supervisor:
                 log.warning("training: the runtime has attempt %d of unknown job %s; left alone", ref.attempt,
                             ref.job_id)
             elif row.status == "succeeded":
-                await quietly(self.runtime.cleanup(ref.job_id, ref.attempt), "cleanup", ref.job_id)
+                if ref.attempt < row.attempt:
+                    await quietly(self.runtime.cleanup(ref.job_id, ref.attempt), "cleanup", ref.job_id)
             elif row.status in FINISHED or ref.attempt < row.attempt:
                 status = await self.runtime.status(ref.job_id, ref.attempt)
                 if status.phase in ("pending", "running"):
-                    await quietly(self.runtime.cancel(ref.job_id, ref.attempt,
-                                                               grace_s=self.settings.cancel_grace_s),
-                                           "cancel", ref.job_id)
+                    stop = self.runtime.cancel(ref.job_id, ref.attempt, grace_s=self.settings.cancel_grace_s)
+                    await quietly(stop, "cancel", ref.job_id)
         self._swept = True
 
     async def _renew(self) -> None:

@@ -65,8 +65,9 @@ async def test_a_local_job_succeeds_and_is_registered(database_url: str, tmp_pat
         done = await status_is(app, created["id"], "succeeded", "failed")
         assert done["status"] == "succeeded" and done["resultModelId"] == f"model_{created['id']}", done
         assert [e["event"] for e in done["timeline"] if e["status"]][:2] == ["queued", "scheduled"]
+        logs = (await app.client.get(f"{API}/jobs/{created['id']}/logs")).json()["data"]["logs"]
+        assert f"{created['id']} 1 ljt_" in logs  # the last attempt stays after a success, for its logs
     assert catalog.registered[0][0].training_job_id == created["id"]
-    assert not (tmp_path / "attempts" / created["id"] / "a1").exists()  # cleaned up
 
 
 async def test_a_failing_process_is_retried_then_fails_with_its_exit_code(database_url: str, tmp_path: Path,

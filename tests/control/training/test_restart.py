@@ -133,13 +133,13 @@ async def test_the_first_pass_cleans_up_what_finished_jobs_left_on_the_runtime(d
         store = app.plane.store
         assert store is not None
         async with store.begin() as conn:  # as a crash in the middle of finishing them would leave them
-            await conn.execute(update(jobs).where(jobs.c.id == done_id).values(status="succeeded"))
+            await conn.execute(update(jobs).where(jobs.c.id == done_id).values(status="succeeded", attempt=2))
             await conn.execute(update(jobs).where(jobs.c.id == failed_id).values(status="failed"))
             await conn.execute(update(jobs).where(jobs.c.id == old_id).values(attempt=2, status="retrying"))
     cluster.cancels.clear()
     async with training_app(database_url, tmp_path / "b", cluster=cluster) as (app, module):
         await _sup(module).sync_once()
-    assert cluster.cleanups == [(done_id, 1)]
+    assert cluster.cleanups == [(done_id, 1)]  # an attempt before the one that succeeded
     assert sorted(cluster.cancels) == sorted([(failed_id, 1), (old_id, 1)])
 
 
