@@ -304,14 +304,18 @@ def _model(name: str) -> dict[str, Any]:
 def _control_cfg(cfg: GatewayCfg) -> ControlCfg:
     """``cfg.control`` plus what control modules need from the rest of the YAML (control/ never reads it):
     the ``prompts:`` section and the routes' templates, for the prompts module (control/prompts/settings.py);
-    this gateway's own address and route names, for the evaluation module (control/evaluation/settings.py)."""
+    this gateway's own address and route names, for the evaluation module (control/evaluation/settings.py), and
+    its admin URL, which local training jobs call back (control/training/runtimes.py)."""
     prompts = {**cfg.control.module_settings.get("prompts", {}), "declared": msgspec.to_builtins(cfg.prompts),
                "route_templates": [r.template for r in cfg.routes if r.template]}
     host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    evaluation = {"gateway_url": f"http://{'[' + host + ']' if ':' in host else host}:{cfg.server.port}",
+    own_url = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.server.port}"
+    evaluation = {"gateway_url": own_url,
                   **cfg.control.module_settings.get("evaluation", {}), "gateway_routes": [r.name for r in cfg.routes]}
+    # what local trainers call back (TRAINING_API_BASE_URL, or this section's own api_base_url, wins)
+    training = {"api_base_url": f"{own_url}/llm-ops/v1", **cfg.control.module_settings.get("training", {})}
     return msgspec.structs.replace(cfg.control, module_settings={**cfg.control.module_settings, "prompts": prompts,
-                                                                 "evaluation": evaluation})
+                                                                 "evaluation": evaluation, "training": training})
 
 
 def _summary(cfg: GatewayCfg) -> dict[str, list[str]]:

@@ -7,18 +7,18 @@ heavy, and neither backend is needed by a test that hands in its own): ``local``
 
 ``API_BASE_URL`` (``api_base_url``): the module's ``api_base_url`` argument, else ``TRAINING_API_BASE_URL``
 (required on Kubernetes: pods reach the control plane through a Service this process cannot guess), else
-``control.module_settings.training.api_base_url``, else this server's own address as the gateway tells the
-evaluation module (``module_settings.evaluation.gateway_url``: the gateway's listen address, where this
-control plane is served too) plus ``/llm-ops/v1``. Read per launch, so a reload that fills it in is seen.
+``control.module_settings.training.api_base_url``, which the gateway fills in with its own listen address plus
+``/llm-ops/v1`` (where this control plane is served) unless the YAML sets it. Read per launch, so a reload that
+changes it is seen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from adapters.adminapi import ADMIN_PREFIX, ModuleContext
+from adapters.adminapi import ModuleContext
 from adapters.envsettings import SettingsError
 from adapters.training.base import TrainingRuntime
 from adapters.training.settings import TrainingSettings
@@ -50,12 +50,11 @@ def api_base_url(ctx: ModuleContext, settings: TrainingSettings, runtime: str, g
                             "plane's /llm-ops/v1 URL as pods reach it")
 
     def live() -> str | None:
-        sections: dict[str, Any] = ctx.settings.module_settings
-        own = sections.get("training")
+        # the gateway fills in its own admin URL here (gateway/app.py _control_cfg); read at each launch, so a
+        # reload that moves the server is followed
+        own = ctx.settings.module_settings.get("training")
         if isinstance(own, dict) and isinstance(own.get("api_base_url"), str) and own["api_base_url"]:
             return str(own["api_base_url"]).rstrip("/")
-        gateway = sections.get("evaluation")
-        url = gateway.get("gateway_url") if isinstance(gateway, dict) else None
-        return f"{url.rstrip('/')}{ADMIN_PREFIX}" if isinstance(url, str) and url else None
+        return None
 
     return live

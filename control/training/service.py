@@ -36,7 +36,7 @@ from adapters.adminapi import (
     ServiceUnavailable,
 )
 from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG, MODEL_REFS, CatalogModel
-from adapters.store import new_id, utcnow
+from adapters.store import DuplicateKey, new_id, utcnow
 from adapters.training.base import RuntimeFailure, TrainingRuntime
 from adapters.training.settings import TrainingSettings
 from control.training.protocol import Job, JobCreate, JobLogs
@@ -97,6 +97,13 @@ class JobService:
     # -- create ---------------------------------------------------------------------------------
 
     async def create(self, actor: Actor, data: JobCreate) -> Job:
+        try:
+            return await self._create(actor, data)
+        except DuplicateKey as err:  # a concurrent create took the name between the check and the insert
+            raise Conflict(f"A training job named {data.name!r} exists; a job's name names its runtime "
+                           "resources, so choose another") from err
+
+    async def _create(self, actor: Actor, data: JobCreate) -> Job:
         errors = create_errors(data)
         job_id, now, who = new_id("job"), utcnow(), actor.principal.name
         async with self.store.begin() as conn:

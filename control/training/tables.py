@@ -92,6 +92,7 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("lease_owner", String(100)),
         Column("lease_until", UtcDateTime),
     )
+    Index("ix_training_jobs_name", job.c.name, unique=True)  # runtimes name resources after it
     Index("ix_training_jobs_created", job.c.created_at, job.c.id)
     Index("ix_training_jobs_status", job.c.status, job.c.lease_until)
     Index("ix_training_jobs_type", job.c.job_type, job.c.created_at)

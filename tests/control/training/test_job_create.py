@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,17 @@ async def test_a_taken_name_is_a_409_and_nothing_is_written(database_url: str, t
         async with store.read() as conn:
             assert len((await conn.execute(select(jobs.c.id))).all()) == 1
             assert len((await conn.execute(select(events.c.id))).all()) == 1
+
+
+async def test_two_creates_racing_for_one_name_make_one_job(database_url: str, tmp_path: Path) -> None:
+    # the unique index settles what the check before the insert cannot: both see the name free
+    async with training_app(database_url, tmp_path) as (app, _module):
+        answers = await asyncio.gather(*(app.client.post(f"{API}/jobs", json=job_body()) for _ in range(4)))
+        assert sorted(r.status_code for r in answers) == [201, 409, 409, 409], [r.text for r in answers]
+        store = app.plane.store
+        assert store is not None
+        async with store.read() as conn:
+            assert len((await conn.execute(select(jobs.c.id))).all()) == 1
 
 
 async def test_a_viewer_cannot_submit(database_url: str, tmp_path: Path) -> None:

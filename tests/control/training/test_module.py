@@ -12,6 +12,8 @@ from adapters.envsettings import SettingsError
 from adapters.training.local import LocalTrainingRuntime
 from control.training import TrainingModule
 from control.training.services import TRAINING
+from gateway.app import _control_cfg
+from gateway.config import decode_config
 from tests.control.training.runtime_double import Cluster, ScriptedRuntime
 from tests.control.training.support import API_BASE_URL, catalog_with_data, create, fast_settings, job, training_app
 
@@ -87,9 +89,14 @@ async def _launched_env(database_url: str, tmp_path: Path, cfg: ControlCfg, **se
 
 
 async def test_the_api_base_url_is_this_servers_own_when_not_set(database_url: str, tmp_path: Path) -> None:
-    gateway = {"gateway_url": "http://127.0.0.1:4000"}  # what the gateway tells the evaluation module
-    env, _ = await _launched_env(database_url, tmp_path / "a", _cfg(database_url, tmp_path / "a",
-                                                                    evaluation=gateway))
+    # the gateway puts its own admin URL into the training section (gateway/app.py _control_cfg)
+    own = _control_cfg(decode_config({"server": {"host": "0.0.0.0", "port": 4000}}))
+    assert own.module_settings["training"] == {"api_base_url": "http://127.0.0.1:4000/llm-ops/v1"}
+    set_in_yaml = _control_cfg(decode_config({"control": {"module_settings": {
+        "training": {"api_base_url": "http://lb/llm-ops/v1"}}}}))
+    assert set_in_yaml.module_settings["training"]["api_base_url"] == "http://lb/llm-ops/v1"  # the operator's wins
+    env, _ = await _launched_env(database_url, tmp_path / "a", _cfg(
+        database_url, tmp_path / "a", training=own.module_settings["training"]))
     assert env["API_BASE_URL"] == "http://127.0.0.1:4000/llm-ops/v1"
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:4000/llm-ops/v1/training/mlflow"
 
@@ -100,6 +107,6 @@ async def test_without_any_address_the_job_fails_saying_what_to_set(database_url
 
 
 async def test_the_setting_wins_over_this_servers_address(database_url: str, tmp_path: Path) -> None:
-    cfg = _cfg(database_url, tmp_path, evaluation={"gateway_url": "http://127.0.0.1:4000"})
+    cfg = _cfg(database_url, tmp_path, training={"api_base_url": "http://127.0.0.1:4000/llm-ops/v1"})
     env, _ = await _launched_env(database_url, tmp_path, cfg, api_base_url="https://llmops.example/llm-ops/v1/")
     assert env["API_BASE_URL"] == "https://llmops.example/llm-ops/v1"

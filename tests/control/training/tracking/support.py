@@ -58,11 +58,12 @@ async def tracking_store(database_url: str) -> AsyncIterator[SqlStore]:
         await store.aclose()
 
 
-async def insert_job(conn: AsyncConnection, job_id: str, *, status: str = "running", name: str = "tiny",
+async def insert_job(conn: AsyncConnection, job_id: str, *, status: str = "running", name: str | None = None,
                      experiment: str = "tiny-exp", hyperparameters: dict[str, Any] | None = None) -> str:
     """A ``training_jobs`` row as the jobs module would write it (its creation path is not ours); the token."""
     token, digest = mint_token()
     now = utcnow()
+    name = name or f"tiny-{job_id.replace('_', '-').lower()}"[:40]  # names are unique
     await conn.execute(jobs.insert().values(
         id=job_id, name=name, job_type="finetune", status=status,
         spec={"name": name, "jobType": "finetune", "hyperparameters": hyperparameters or {"lr": 0.01, "epochs": 2}},

@@ -1,0 +1,285 @@
+"""Issue 14 end to end on the embedded default: a real ``llmops serve`` (SQLite, the local object store,
+``LocalTrainingRuntime``) running the reference trainer, driven over HTTP as an operator and the ``mlflow``
+client would.
+
+* A dataset is uploaded; a ``from_scratch`` job trains a model the catalog then holds as a draft ``base``
+  model; once approved, a ``finetune`` of it runs, its loss falls (seen through ``GET experiments`` and
+  through ``MlflowClient``), and the result is a ``fine-tuned`` catalog model with its lineage: parent,
+  dataset version, training job, files in the object store.
+* Failures: an attempt that fails once and is retried from its checkpoint; an exit code the policy does not
+  retry; a cancel while running (no process of the job is left); the control plane SIGKILLed while a job
+  runs, and the job found again by the next one and finished, not orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from loadtests.eval_bench import data, upload_dataset
+from loadtests.procs import ProcessFailed, free_port, start_process, stop_process
+from loadtests.serving_bench import ADMIN_KEY, approve
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {  # a supervisor that reacts in tenths of a second, retries soon, and takes over a dead one's jobs fast
+    "TRAINING_SYNC_INTERVAL_S": "0.3", "TRAINING_LEASE_S": "3", "TRAINING_DEFAULT_BACKOFF_S": "0.5",
+    "TRAINING_CANCEL_GRACE_S": "2", "TRAINING_MAX_CONCURRENT_JOBS": "4",
+}
+ARCH = {"contextLength": 8, "embeddingDim": 16, "hiddenDim": 64}
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def rows(n: int = 200) -> list[dict[str, str]]:
+    """Short, regular prompt/completion pairs: a byte-level model learns them in a few hundred steps."""
+    colours = ["red", "green", "blue", "black", "white"]
+    return [{"prompt": f"The {colours[i % 5]} cat number {i} says", "completion": f" meow {i % 7}."}
+            for i in range(n)]
+
+
+@dataclass
+class Server:
+    url: str
+    workdir: Path
+    port: int
+    proc: Any = None
+
+    @property
+    def api(self) -> str:
+        return self.url + "/llm-ops/v1"
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+
+    def start(self) -> None:
+        log = self.workdir / "serve.log"
+        with log.open("a") as fh:
+            fh.write(f"\n--- start at {time.time():.3f}\n")
+        self.proc = start_process([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
+                                  cwd=self.workdir, log=self.workdir / f"serve-{time.time_ns()}.log",
+                                  env={"LLMOPS_ADMIN_KEY": ADMIN_KEY, **FAST})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ProcessFailed(f"llmops serve exited {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise ProcessFailed(f"llmops serve not ready in 60 s:\n{self.logs()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed node would: no lease given back, nothing flushed."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("serve-*.log")))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    srv = Server(url=f"http://127.0.0.1:{port}", workdir=tmp_path, port=port)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            stop_process(srv.proc, timeout_s=30)
+        _kill_job_processes(tmp_path)
+    logs = srv.logs()
+    assert "Traceback" not in logs, logs[-4000:]
+    assert "ljt_" not in logs  # no job token in any log line
+
+
+def _job_processes(job_id: str) -> list[int]:
+    """Live processes whose environment names the job (the supervisor and its ranks)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"LLMOPS_JOB_ID={job_id}".encode() in environ.split(b"\0") and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def _kill_job_processes(workdir: Path) -> None:
+    """Whatever a failed test left running under this workdir's runtime (never the case when it passes)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(workdir).encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+
+def until(check: Callable[[], Any], within_s: float, what: str, poll_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + within_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not seen within {within_s:g} s: {what}"
+        time.sleep(poll_s)
+
+
+def submit(admin: httpx.Client, **body: Any) -> str:
+    return str(data(admin.post("/training/jobs", json=body), 201)["id"])
+
+
+def finished(admin: httpx.Client, job_id: str, within_s: float = 90) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job: dict[str, Any] = data(admin.get(f"/training/jobs/{job_id}"))
+        return job if job["status"] in TERMINAL else None
+
+    return dict(until(done, within_s, f"job {job_id} finished", poll_s=0.2))
+
+
+def explain(admin: httpx.Client, job: dict[str, Any]) -> str:
+    """What an assertion about a job shows: its reason, timeline and last attempt's log."""
+    logs = admin.get(f"/training/jobs/{job['id']}/logs").text
+    return f"{job['status']} ({job['reason']}): {[(e['event'], e['reason']) for e in job['timeline']]}\n{logs[-3000:]}"
+
+
+def job_status(admin: httpx.Client, job_id: str) -> str:
+    return str(data(admin.get(f"/training/jobs/{job_id}"))["status"])
+
+
+def events(job: dict[str, Any]) -> list[str]:
+    return [e["event"] for e in job["timeline"]]
+
+
+def losses(admin: httpx.Client, job_id: str) -> list[float]:
+    exp = data(admin.get(f"/training/experiments/{job_id}", params={"keys": "train_loss"}))
+    return [p["value"] for p in exp["metrics"].get("train_loss", [])]
+
+
+def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineage(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    with server.admin() as admin:
+        dataset = upload_dataset(admin, "cats", rows(), owner_team="ml")
+        scratch = submit(admin, name="cats-base", jobType="from_scratch", architecture=ARCH,
+                         dataset={"datasetId": dataset}, hyperparameters={"steps": 150, "seed": 1})
+        base_job = finished(admin, scratch)
+        assert base_job["status"] == "succeeded", explain(admin, base_job)
+        base_id = base_job["resultModelId"]
+        base = data(admin.get(f"/catalog/models/{base_id}"))
+        assert (base["type"], base["status"], base["trainingJobId"]) == ("base", "draft", scratch)
+        # a draft cannot be fine-tuned: the catalog's approval comes first
+        refused = admin.post("/training/jobs", json={"name": "too-early", "jobType": "finetune",
+                                                     "baseModelId": base_id, "dataset": {"datasetId": dataset}})
+        assert refused.status_code == 422 and "baseModelId" in refused.text, refused.text
+        approve(admin, base_id)
+
+        job_id = submit(admin, name="cats-tuned", jobType="finetune", baseModelId=base_id,
+                        dataset={"datasetId": dataset, "version": 1},
+                        hyperparameters={"steps": 300, "logEvery": 10, "sleepPerStep": 0.01},
+                        register={"name": "cats-tuned", "tags": ["e2e"]})
+        # live: the loss is visible through the API while the job still runs
+        seen_running = until(lambda: job_status(admin, job_id) == "running" and len(losses(admin, job_id)) >= 3,
+                             60, "loss points while running")
+        assert seen_running
+        job = finished(admin, job_id)
+        assert job["status"] == "succeeded", explain(admin, job)
+        assert events(job)[:1] == ["queued"] and {"scheduled", "running", "succeeded"} <= set(events(job))
+        curve = losses(admin, job_id)
+        assert len(curve) >= 10 and curve[-1] < curve[0] * 0.8, curve
+
+        # the same numbers through the real mlflow client, as any MLflow user would read them
+        from mlflow.tracking import MlflowClient
+
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ADMIN_KEY)
+        client = MlflowClient(tracking_uri=f"{server.api}/training/mlflow")
+        history = sorted(client.get_metric_history(job_id, "train_loss"), key=lambda m: m.step)
+        assert [m.value for m in history] == pytest.approx(curve)
+        run = client.get_run(job_id)
+        assert run.info.status == "FINISHED" and run.data.params["steps"] == "300"
+
+        # the result: a fine-tuned draft with its parent, dataset version, training job and files
+        model_id = job["resultModelId"]
+        model = data(admin.get(f"/catalog/models/{model_id}"))
+        assert (model["name"], model["type"], model["status"]) == ("cats-tuned", "fine-tuned", "draft")
+        assert model["parentModelId"] == base_id and model["trainingJobId"] == job_id
+        assert model["trainingDatasets"] == [{"datasetId": dataset, "version": 1}] and model["tags"] == ["e2e"]
+        lineage = data(admin.get(f"/catalog/models/{model_id}/lineage"))
+        assert [a["id"] for a in lineage["ancestors"]] == [base_id]
+        assert lineage["ancestors"][0]["trainingJobId"] == scratch
+        files = data(admin.get(f"/catalog/models/{model_id}/files"))
+        names = {f["filename"] for f in files["files"]}
+        assert names == {"model.safetensors", "config.json"} and files["complete"], files
+        assert all(f["sizeBytes"] > 0 for f in files["files"])
+        stored = list((server.workdir / ".llmops").rglob("model.safetensors"))
+        assert any(job_id in str(p) for p in stored), stored
+        listed = data(admin.get("/training/jobs", params={"modelId": base_id}))
+        assert job_id in [j["id"] for j in listed["items"]]
+
+
+def test_retries_a_non_retryable_exit_and_cancel(server: Server) -> None:
+    with server.admin() as admin:
+        dataset = upload_dataset(admin, "cats", rows(120), owner_team="ml")
+        common = {"jobType": "from_scratch", "architecture": ARCH, "dataset": {"datasetId": dataset}}
+        flaky = submit(admin, name="flaky", **common, hyperparameters={
+            "steps": 120, "checkpointEvery": 40, "failAtStep": 90, "failOnAttempts": 1},
+            retryPolicy={"maxRetries": 2, "backoffS": 0.5})
+        broken = submit(admin, name="broken", **common, hyperparameters={
+            "steps": 120, "failAtStep": 10, "exitCode": 2}, retryPolicy={"maxRetries": 3})
+        slow = submit(admin, name="slow", **common, hyperparameters={"steps": 100000, "sleepPerStep": 0.02})
+
+        until(lambda: job_status(admin, slow) == "running" and _job_processes(slow), 60, "the slow job running")
+        cancelled = data(admin.post(f"/training/jobs/{slow}/cancel"))
+        assert cancelled["status"] in ("running", "cancelled")
+        slow_job = finished(admin, slow, 30)
+        assert slow_job["status"] == "cancelled" and events(slow_job)[-1] == "cancelled"
+        until(lambda: not _job_processes(slow), 10, "no process of the cancelled job")
+        assert data(admin.post(f"/training/jobs/{slow}/cancel"))["status"] == "cancelled"  # idempotent
+
+        flaky_job = finished(admin, flaky)
+        assert flaky_job["status"] == "succeeded" and flaky_job["attempt"] == 2, explain(admin, flaky_job)
+        assert "retrying" in events(flaky_job)
+        assert admin.post(f"/training/jobs/{flaky}/cancel").status_code == 409  # finished: nothing to cancel
+        attempts = flaky_job["attempts"]
+        assert [a["status"] for a in attempts] == ["failed", "succeeded"] and attempts[0]["exitCode"] == 1
+        # attempt 2 resumed from the step-80 checkpoint (its log says so) and reported to the end
+        exp = data(admin.get(f"/training/experiments/{flaky}", params={"keys": "train_loss"}))
+        assert max(p["step"] for p in exp["metrics"]["train_loss"]) >= 110
+        logs = data(admin.get(f"/training/jobs/{flaky}/logs", params={"attempt": 2}))
+        assert "step-80" in str(logs), logs
+
+        broken_job = finished(admin, broken)
+        assert (broken_job["status"], broken_job["attempt"], broken_job["exitCode"]) == ("failed", 1, 2)
+        assert "retrying" not in events(broken_job)
+
+
+def test_a_job_survives_the_control_plane_being_killed(server: Server) -> None:
+    with server.admin() as admin:
+        dataset = upload_dataset(admin, "cats", rows(120), owner_team="ml")
+        job_id = submit(admin, name="survivor", jobType="from_scratch", architecture=ARCH,
+                        dataset={"datasetId": dataset},
+                        hyperparameters={"steps": 300, "sleepPerStep": 0.02, "checkpointEvery": 100})
+        until(lambda: job_status(admin, job_id) == "running" and len(losses(admin, job_id)) >= 2, 60,
+              "the job running and reporting")
+    trainers = _job_processes(job_id)
+    assert trainers
+    server.kill()
+    assert _job_processes(job_id) == trainers  # the attempt outlives the control plane
+    server.start()  # same database, same data directory, same port
+    with server.admin() as admin:
+        job = finished(admin, job_id, 120)
+        assert job["status"] == "succeeded", explain(admin, job)
+        assert job["resultModelId"]
+    assert not _job_processes(job_id)
