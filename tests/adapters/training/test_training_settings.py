@@ -51,3 +51,12 @@ def test_cpu_only_jobs_get_the_cpu_only_limits() -> None:
     assert (cpu.cpu_limit, cpu.memory_limit, cpu.gpus_per_node, cpu.nodes) == ("3", "5Gi", 0, 2)
     gpu = s.resources(True, gpus_per_node=4)
     assert (gpu.cpu_limit, gpu.gpus_per_node, gpu.gpu_resource) == (s.cpu_limit, 4, "nvidia.com/gpu")
+
+
+def test_the_configuration_doc_lists_every_variable_with_its_default() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## Training: `TRAINING_*`"):]
+    section = section[:section.index("\n## ", 1)]
+    for name, default, _help in training_variables():
+        shown = f"`{default}`" if default else "unset"
+        assert f"| `{name}` | {shown} |" in section, name
