@@ -8,6 +8,9 @@ one 422 listing each field at fault.
 
 Cancel moves a queued run straight to ``cancelled`` and a running one to ``cancelling``: its worker stops
 starting items, lets those in flight finish, and then marks it ``cancelled`` (``worker``).
+
+``start_for_model`` (``EVALUATIONS``, called when a training job registers a model) creates the run of the
+nearest gate with ``autoEvaluate`` along the model's lineage (``lineage``) on that model alone.
 """
 
 from __future__ import annotations
@@ -17,17 +20,18 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import Actor, Conflict, FieldError, ModuleContext, NotFound, Principal, Role, SemanticError
-from adapters.adminapi.seams import DATASET_READER, CatalogDatasetVersion
+from adapters.adminapi.seams import DATASET_READER, MODEL_CATALOG, CatalogDatasetVersion
 from adapters.adminapi.services import MissingService
 from adapters.store import new_id, utcnow
+from control.evaluation.lineage import inherited_auto_evaluation
 from control.evaluation.metric_sets import column_errors, create_errors, metrics_for
-from control.evaluation.protocol import GateConfig, Run, RunCreate, Target
+from control.evaluation.protocol import Run, RunCreate, Target
 from control.evaluation.settings import EvaluationSettings, load_settings
-from control.evaluation.tables import events, gates, run_models, runs
+from control.evaluation.tables import events, run_models, runs
 from control.evaluation.targets import Resolved, TargetError, published_routes, resolve
 from control.evaluation.views import RunReader
 
@@ -63,7 +67,10 @@ class RunService(RunReader):
 
     # -- create ---------------------------------------------------------------------------------
 
-    async def create(self, actor: Actor, data: RunCreate, *, trigger: str | None = None) -> Run:
+    async def create(self, actor: Actor, data: RunCreate, *, trigger: str | None = None,
+                     gate: str | None = None) -> Run:
+        """``trigger``: what started the run; ``gate``: the gate whose ``autoEvaluate`` it is (``model/<id>``),
+        both shown in the ``created`` event."""
         errors = create_errors(data)
         if errors:
             raise SemanticError(errors)
@@ -86,7 +93,7 @@ class RunService(RunReader):
             await conn.execute(insert(events).values(
                 run_id=run_id, at=now, event="created", actor=who,
                 detail={"targets": [r.wire() for r in resolved], "rows": rows, "judgeRoute": judge_route,
-                        **({"trigger": trigger} if trigger else {})}))
+                        **({"trigger": trigger} if trigger else {}), **({"gate": gate} if gate else {})}))
             run = await self.view(conn, run_id)
             await self.ctx.audit.record(conn, actor, action="evaluation.run.create", resource_type="evaluation_run",
                                         resource_id=run_id, after=run,
@@ -164,17 +171,29 @@ class RunService(RunReader):
     # -- EVALUATIONS ----------------------------------------------------------------------------
 
     async def start_for_model(self, *, model_id: str, trigger: str, actor: str) -> str | None:
-        """The model's gate's ``autoEvaluate`` run, its targets replaced by the model; ``None`` when none.
-        A run that cannot be created (e.g. the model is not served by any route yet) raises its 422."""
+        """The ``autoEvaluate`` run of the nearest gate along the model's lineage (its own, else its parent's, …;
+        ``lineage``), its targets replaced by the model, the gate recorded in the ``created`` event (``gate``);
+        ``None`` when no gate has one. Raises only admin errors: ``NotFound`` for an unknown model, a 422 whose
+        message says what to do when the run cannot be created (e.g. no route serves the model yet)."""
         async with self.store.read() as conn:
-            stored = (await conn.execute(select(gates.c.config).where(
-                gates.c.subject_kind == "model", gates.c.subject_id == model_id))).scalar_one_or_none()
-        if stored is None:
+            found = await inherited_auto_evaluation(self.ctx, conn, model_id)
+        if found is None:
             return None
-        auto = msgspec.convert(stored, GateConfig).auto_evaluate
-        if auto is None:
-            return None
+        gate_model, auto = found
         data = msgspec.structs.replace(auto, targets=[Target(kind="model", id=model_id)])
         who = Actor(principal=Principal(key_id=actor, name=actor, role=Role.developer),
                     request_id=f"evaluation-{uuid.uuid4().hex}")
-        return (await self.create(who, data, trigger=trigger)).id
+        try:
+            return (await self.create(who, data, trigger=trigger, gate=f"model/{gate_model}")).id
+        except SemanticError as err:
+            raise SemanticError(err.errors, _not_started(err, model_id, gate_model,
+                                                         catalog=MODEL_CATALOG in self.ctx.services)) from None
+
+
+def _not_started(err: SemanticError, model_id: str, gate_model: str, *, catalog: bool) -> str:
+    """The refusal in words the training timeline can show an operator: what is missing and what to do."""
+    gate = "its own gate" if gate_model == model_id else f"the gate of model {gate_model!r}"
+    if catalog and any(e.field == "targets[0].id" for e in err.errors):  # the model exists: no route serves it
+        return (f"model {model_id!r} is not served by any route yet, so the evaluation configured on {gate} "
+                f"cannot run on it: deploy it (serving) and start the evaluation again")
+    return f"the evaluation configured on {gate} cannot start on model {model_id!r}: {err.message}"

@@ -63,6 +63,7 @@ async def app(database_url: str, tmp_path: Path) -> AsyncIterator[AdminTestApp]:
     catalog.datasets.add("ds", qa_rows(2))
     catalog.models.add("mdl_a", "model-a", "fine-tuned")
     catalog.models.add("mdl_b", "model-b", "base")
+    catalog.models.add("mdl_c", "model-c", "fine-tuned")  # in the catalog, served by nothing
     serving = FakeServing([_ref("ep_old", "a-deploying", "mdl_a", status="deploying"),
                            _ref("ep_1", "a-prod", "mdl_a", env="PROD"), _ref("ep_2", "b-route", "mdl_b")])
     cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path), change_feed="local",
