@@ -185,6 +185,10 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
                                                      "baseModelId": base_id, "dataset": {"datasetId": dataset}})
         assert refused.status_code == 422 and "baseModelId" in refused.text, refused.text
         approve(admin, base_id)
+        # an evaluation configured on the base applies to its fine-tunes (the gate is inherited along lineage)
+        auto = {"name": "cats-suite", "targets": [{"kind": "route", "id": "demo"}], "dataset": {"datasetId": dataset},
+                "mapping": {"input": "prompt", "reference": "completion"}}
+        data(admin.put(f"/evaluation/gates/model/{base_id}", json={"autoEvaluate": auto}))
 
         job_id = submit(admin, name="cats-tuned", jobType="finetune", baseModelId=base_id,
                         dataset={"datasetId": dataset, "version": 1},
@@ -197,6 +201,9 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
         job = finished(admin, job_id)
         assert job["status"] == "succeeded", explain(admin, job)
         assert events(job)[:1] == ["queued"] and {"scheduled", "running", "succeeded"} <= set(events(job))
+        # the new draft is served by no route yet: the evaluation is refused with what to do, the job still succeeds
+        (evaluation,) = [e for e in job["timeline"] if e["event"] == "evaluation_failed"]
+        assert "deploy it" in evaluation["reason"], evaluation
         curve = losses(admin, job_id)
         assert len(curve) >= 10 and curve[-1] < curve[0] * 0.8, curve
 
