@@ -65,7 +65,8 @@ __all__ = [
 ]
 
 RunType = Literal["automated", "human", "llm_judge", "combined"]
-RunStatus = Literal["queued", "running", "cancelling", "cancelled", "succeeded", "failed"]
+# waiting: an automatic run whose model no route serves yet (its target's route is null); queued once one does
+RunStatus = Literal["waiting", "queued", "running", "cancelling", "cancelled", "succeeded", "failed"]
 MetricName = Literal["bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "perplexity",
                      "latency_s", "prompt_tokens", "completion_tokens", "cost_usd", "judge_score",
                      "judge_win_rate", "human_score"]
@@ -163,7 +164,7 @@ class RunSummary(_Out, frozen=True, kw_only=True):
     name: str
     type: RunType
     status: RunStatus
-    targets: list[dict[str, str]]  # {kind, id, route}
+    targets: list[dict[str, str | None]]  # {kind, id, route}; route null while the run is waiting
     dataset: dict[str, Any]  # {datasetId, version, name}
     model_ids: list[str]
     progress: dict[str, int]  # done, failed, total

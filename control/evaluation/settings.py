@@ -43,6 +43,8 @@ class EvaluationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     outage_backoff_max_s: Seconds = 30.0  # gateway unreachable: the run pauses, probing at most this far apart
     key_ttl_s: Annotated[float, msgspec.Meta(ge=60, le=30 * 86_400)] = 86_400.0  # the service key's lifetime
     usage_wait_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 10.0  # for the usage writer's cost records
+    # an automatic run on a model no route serves waits this long for it, then fails
+    route_wait_s: Annotated[float, msgspec.Meta(gt=0, le=365 * 86_400)] = 7 * 86_400.0
 
 
 def load_settings(cfg: ControlCfg) -> EvaluationSettings:

@@ -1,8 +1,9 @@
 """Evaluation tables and migrations (module ``evaluation``).
 
 ``eval_runs``
-    One row per run: what it evaluates (``targets``: ``[{kind, id, route}]``, resolved at creation; ``model_ids``
-    the catalog models behind them), on which dataset version and ``mapping``, with which ``metrics``,
+    One row per run: what it evaluates (``targets``: ``[{kind, id, route}]``, resolved at creation, except a
+    ``waiting`` run's model, whose route stays ``null`` until the worker finds one; ``model_ids`` the catalog
+    models behind them), on which dataset version and ``mapping``, with which ``metrics``,
     ``params``, ``judge`` and ``review`` settings (``RunCreate``'s pieces as JSON), how wide (``concurrency``)
     and how far (``row_limit``). ``status`` follows ``RunStatus``; ``done``/``failed``/``total`` count items
     over all targets, written in batches by the worker. The worker that runs it holds a lease

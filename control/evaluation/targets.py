@@ -6,6 +6,10 @@ the ``endpoints`` snapshot: serving endpoints). ``endpoint``: its route, through
 ``model``: the route of an endpoint serving it (a ready one first, oldest first), else, for an external
 model, the route the catalog publishes under the model's name. Each refusal is a ``FieldError`` on the
 target's own path, so the 422 names it.
+
+An automatic run (``EVALUATIONS``) may wait for its model instead (``resolve_served``): a model counts as served
+once the route resolved for it is one the gateway has, i.e. is in a published snapshot (an endpoint still
+deploying is not there yet: serving publishes its route once a slot is healthy).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from adapters.snapshots import decode as decode_snapshot
 from adapters.store import store_snapshots
 from control.evaluation.protocol import Target
 
-__all__ = ["Resolved", "TargetError", "published_routes", "resolve"]
+__all__ = ["NotServed", "Resolved", "TargetError", "Unserved", "published_routes", "resolve", "resolve_served"]
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,34 @@ class Resolved:
     route: str
     model_id: str | None
 
-    def wire(self) -> dict[str, str]:
+    def wire(self) -> dict[str, str | None]:
         return {"kind": self.kind, "id": self.id, "route": self.route}
+
+
+@dataclass(frozen=True)
+class Unserved:
+    """A waiting run's model target: in the catalog, served by no route yet (stored with route ``None``)."""
+
+    id: str
+    kind: str = "model"
+    route: None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.id
+
+    def wire(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "id": self.id, "route": None}
 
 
 class TargetError(Exception):
     def __init__(self, error: FieldError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class NotServed(TargetError):
+    """The model is in the catalog, but no route serves it (yet)."""
 
 
 async def published_routes(conn: AsyncConnection) -> set[str]:
@@ -90,4 +114,17 @@ async def resolve(ctx: ModuleContext, conn: AsyncConnection, target: Target, fie
         return Resolved("model", target.id, model.name, target.id)
     why = ("an external model is routed once approved" if model.type == "external"
            else "deploy it as a serving endpoint first")
-    raise TargetError(FieldError(field=field, message=f"model {target.id!r} is served by no route ({why})"))
+    raise NotServed(FieldError(field=field, message=f"model {target.id!r} is served by no route ({why})"))
+
+
+async def resolve_served(ctx: ModuleContext, conn: AsyncConnection, target: Target, field: str,
+                         yaml_routes: list[str] | None, published: set[str]) -> Resolved | None:
+    """``resolve`` for a run that may wait for its model: ``None`` while the model is served by no route the
+    gateway has (none at all, or only an endpoint still deploying); other refusals raise as ``resolve``'s do."""
+    try:
+        found = await resolve(ctx, conn, target, field, yaml_routes, published)
+    except NotServed:
+        return None
+    if target.kind == "model" and found.route not in published:
+        return None
+    return found

@@ -6,7 +6,8 @@ renewing, and the next worker to look takes the run over once ``lease_s`` has pa
 cleanly gives its leases back at once, so its successor resumes without waiting. Claimed: active runs
 (queued, running, cancelling) and finished runs whose judging was asked for (``judge_status`` queued or
 running). At most ``max_runs`` at a time per replica; a new run on this replica wakes the worker at once,
-others find it within ``poll_s``.
+others find it within ``poll_s``. Before claiming, each pass looks at the ``waiting`` runs (``waiting``): one
+whose model is served now is queued, and claimed in the same pass.
 
 The worker owns the one aiohttp session and the service key (``ServiceCredential``) every gateway call uses.
 """
@@ -34,6 +35,7 @@ from control.evaluation.job import LeaseLost, RunJob
 from control.evaluation.runs import ACTIVE, RunService
 from control.evaluation.settings import EvaluationSettings
 from control.evaluation.tables import events, runs
+from control.evaluation.waiting import release_waiting
 
 __all__ = ["Worker"]
 
@@ -79,6 +81,11 @@ class Worker:
 
     async def _loop(self) -> None:
         while True:
+            try:
+                await release_waiting(self.ctx, yaml_routes=self.service.live_settings().gateway_routes,
+                                      wait_s=self.settings.route_wait_s, actor=f"worker:{self.owner}")
+            except Exception as err:  # the database is down: look again later
+                log.warning("evaluation worker: could not look at waiting runs (%s)", err)
             try:
                 await self._claim()
             except Exception as err:  # the database is down: look again later

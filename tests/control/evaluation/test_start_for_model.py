@@ -1,6 +1,7 @@
 """``EVALUATIONS.start_for_model``: the auto-evaluation is inherited along the model's lineage (own gate, else the
-parent's, …), the run targets the new model and records the gate it came from; refusals are admin errors whose
-message tells the operator what to do (the training timeline shows it)."""
+parent's, …), the run targets the new model and records the gate it came from; a model no route serves yet gets a
+``waiting`` run (``test_waiting_runs``); refusals are admin errors whose message names the gate (the training
+timeline shows it)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from adapters.store import utcnow
 from control.evaluation import EvaluationModule
 from control.evaluation.lineage import MAX_GENERATIONS
 from control.evaluation.tables import gates
-from tests.control.evaluation.support import API, FakeCatalog, qa_rows, run_body
+from tests.control.evaluation.support import API, FakeCatalog, publish_routes, qa_rows, run_body
 from tests.control.evaluation.test_targets import FakeServing, _ref
 
-# base <- ft1 <- ft2 (<- ft3: served by nothing); a loop (loop_a <-> loop_b); "ep_*" endpoints serve ft1, ft2, base.
+# base <- ft1 <- ft2 (<- ft3: served by nothing); a loop (loop_a <-> loop_b); "ep_*" endpoints serve ft1, ft2, base
+# (their routes published, as serving publishes a healthy endpoint's).
 LINEAGE = {"base": None, "ft1": "base", "ft2": "ft1", "ft3": "ft2", "loop_a": "loop_b", "loop_b": "loop_a"}
 
 
@@ -47,6 +49,7 @@ async def app(database_url: str, tmp_path: Path, catalog: FakeCatalog) -> AsyncI
     cfg = ControlCfg(database_url=database_url, data_dir=str(tmp_path), change_feed="local",
                      module_settings={"evaluation": {"worker": False, "gateway_routes": ["r"]}})
     async with admin_test_app(cfg, modules=[catalog, EvaluationModule(), serving]) as app:
+        await publish_routes(app, *(f"{m}-route" for m in ("base", "ft1", "ft2", "loop_a")))
         yield app
 
 
@@ -102,15 +105,13 @@ async def test_the_nearest_gate_wins_and_a_grandparents_is_found(app: AdminTestA
     assert (await run_of(app, await start(app, "base")))["name"] == "base suite"  # a base model: its own
 
 
-async def test_an_unserved_model_says_to_deploy_it(app: AdminTestApp) -> None:
+async def test_an_unserved_model_gets_a_run_that_waits_for_it(app: AdminTestApp) -> None:
     await set_gate(app, "base", autoEvaluate=auto("base suite"))
-    with pytest.raises(SemanticError) as refused:
-        await start(app, "ft3")
-    assert refused.value.message == (
-        "model 'ft3' is not served by any route yet, so the evaluation configured on the gate of model 'base' "
-        "cannot run on it: deploy it (serving) and start the evaluation again")
-    assert refused.value.errors[0].field == "targets[0].id"
-    assert (await app.client.get(f"{API}/runs", params={"modelId": "ft3"})).json()["data"]["items"] == []
+    run = await run_of(app, await start(app, "ft3"))
+    assert run["status"] == "waiting" and run["targets"] == [{"kind": "model", "id": "ft3", "route": None}]
+    assert [e["event"] for e in run["timeline"]] == ["created", "waiting_for_route"]
+    listed = (await app.client.get(f"{API}/runs", params={"modelId": "ft3"})).json()["data"]["items"]
+    assert [r["id"] for r in listed] == [run["id"]]
 
 
 async def test_a_gate_whose_run_cannot_start_names_it(app: AdminTestApp, catalog: FakeCatalog) -> None:
@@ -147,5 +148,5 @@ async def test_a_lineage_loop_or_one_too_deep_ends_the_walk(app: AdminTestApp, c
         add(catalog, model_id, chain[i - 1] if i else None)
     await set_gate(app, chain[0], autoEvaluate=auto("root suite"))
     assert await start(app, chain[-1]) is None  # the root is MAX_GENERATIONS + 1 generations up
-    with pytest.raises(SemanticError):  # MAX_GENERATIONS up: found (and refused: nothing serves deep_1)
-        await start(app, chain[-2])
+    found = await run_of(app, await start(app, chain[-2]))  # MAX_GENERATIONS up: found (waiting: nothing serves it)
+    assert found["name"] == "root suite" and found["status"] == "waiting"

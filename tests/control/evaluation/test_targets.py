@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.adminapi import ControlCfg, Migration, ModuleContext, SemanticError
+from adapters.adminapi import ControlCfg, Migration, ModuleContext
 from adapters.adminapi.seams import ENDPOINTS, EVALUATIONS, EndpointRef
 from adapters.adminapi.testing import AdminTestApp, admin_test_app
 from adapters.store import utcnow
 from control.evaluation import EvaluationModule
 from control.evaluation.tables import gates
-from tests.control.evaluation.support import API, FakeCatalog, qa_rows, run_body
+from tests.control.evaluation.support import API, FakeCatalog, publish_routes, qa_rows, run_body
 
 
 class FakeDirectory:
@@ -101,15 +101,16 @@ async def test_start_for_model_runs_the_gates_auto_evaluation_on_that_model(app:
                                                 config={"autoEvaluate": auto}, created_at=utcnow(),
                                                 updated_at=utcnow(), updated_by="t"))
     assert await starter.start_for_model(model_id="mdl_a", trigger="training:job_1", actor="training") is None
+    await publish_routes(app, "b-route")  # serving publishes a healthy endpoint's route: mdl_b is served
     run_id = await starter.start_for_model(model_id="mdl_b", trigger="training:job_2", actor="training")
     assert run_id is not None
     run = (await app.client.get(f"{API}/runs/{run_id}")).json()["data"]
     assert run["name"] == "after training" and run["createdBy"] == "training"
     assert run["targets"] == [{"kind": "model", "id": "mdl_b", "route": "b-route"}]  # the gate's target replaced
     assert run["timeline"][0]["detail"]["trigger"] == "training:job_2"
-    async with store.begin() as conn:  # a model nothing serves: the run cannot start, and says why
+    async with store.begin() as conn:  # a model nothing serves: its run waits for a route
         await conn.execute(insert(gates).values(subject_kind="model", subject_id="mdl_c", config={"autoEvaluate": auto},
                                                 created_at=utcnow(), updated_at=utcnow(), updated_by="t"))
-    with pytest.raises(SemanticError) as refused:
-        await starter.start_for_model(model_id="mdl_c", trigger="training:job_3", actor="training")
-    assert refused.value.errors[0].field == "targets[0].id"
+    waiting = await starter.start_for_model(model_id="mdl_c", trigger="training:job_3", actor="training")
+    run = (await app.client.get(f"{API}/runs/{waiting}")).json()["data"]
+    assert run["status"] == "waiting" and run["targets"] == [{"kind": "model", "id": "mdl_c", "route": None}]
