@@ -15,7 +15,8 @@ from typing import Literal
 import msgspec
 from kubernetes.utils import parse_quantity
 
-from adapters.serving.kubernetes.objects import Container, Node, Pod, Quantity
+from adapters.kubernetes.objects import Container, Pod, Quantity
+from adapters.serving.kubernetes.objects import Node
 
 __all__ = ["GpuCapacity", "Strategy", "StrategyChoice", "choose_strategy", "gpu_capacity"]
 

@@ -1,6 +1,6 @@
 """``KubernetesRuntime``: the serving runtime on a Kubernetes cluster, through the official ``kubernetes`` client.
 
-The client is synchronous; every call runs in a worker thread (``asyncio.to_thread``) with a request timeout,
+The client is synchronous; every call runs in a worker thread with a request timeout (``adapters.kubernetes.client``),
 so the event loop never blocks on the API server. Its errors are translated in one place (``_refusal``):
 an API refusal or an unreachable API server becomes ``RuntimeFailure`` with a short reason that carries no
 credentials. ``delete`` never raises: each resource lands in ``deleted``, ``already_gone`` or ``failed``.
@@ -20,16 +20,26 @@ CustomResourceDefinitions. Without the cluster-wide reads GPU slots are ``Recrea
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 
+from adapters.kubernetes.client import (
+    CLIENT_ERRORS,
+    MERGE_PATCH,
+    call,
+    describe_error,
+    describe_refusal,
+    make_api_client,
+    not_found,
+    probe,
+    read,
+)
+from adapters.kubernetes.objects import Pod, PodList
 from adapters.serving.base import DeleteReport, DeploymentSpec, RuntimeFailure, RuntimeStatus, Slot
 from adapters.serving.kubernetes.capacity import GpuCapacity, gpu_capacity
 from adapters.serving.kubernetes.manifests import (
@@ -43,7 +53,7 @@ from adapters.serving.kubernetes.manifests import (
     resource_name,
     to_dicts,
 )
-from adapters.serving.kubernetes.objects import Deployment, NodeList, Pod, PodList
+from adapters.serving.kubernetes.objects import Deployment, NodeList
 from adapters.serving.kubernetes.status import deployment_status, inference_service_status, safe_message
 from adapters.serving.settings import ServingSettings
 
@@ -52,40 +62,18 @@ __all__ = ["KubernetesRuntime"]
 log = logging.getLogger("llmops.serving.kubernetes")
 T = TypeVar("T")
 Kind = Literal["Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject", "InferenceService"]
-_MERGE_PATCH = "application/merge-patch+json"
-_TIMEOUT_S = (5.0, 30.0)  # connect, read
 _KEDA_CRD = "scaledobjects.keda.sh"
 _CUSTOM = {"ScaledObject": ("keda.sh", "v1alpha1", "scaledobjects"),
            "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices")}
 _KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
 
 
-def _api_message(exc: client.ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-    except ValueError:
-        return ""
-    return str(body.get("message", "")) if isinstance(body, dict) else ""
-
-
 def _refusal(exc: Exception, what: str) -> RuntimeFailure:
-    """The one translation of the client's errors; ``what`` names the object, e.g. ``Deployment/llama``."""
-    if isinstance(exc, client.ApiException):
-        detail = safe_message(_api_message(exc))
-        status = exc.status or 0
-        reason = f"Kubernetes refused {what}: {status} {exc.reason or ''}".rstrip()
-        return RuntimeFailure(f"{reason}: {detail}" if detail else reason,
-                              retryable=status >= 500 or status in (409, 429))
-    if isinstance(exc, msgspec.DecodeError):
-        return RuntimeFailure(f"Kubernetes API answered {what} with an unreadable object", retryable=True)
-    return RuntimeFailure(f"Kubernetes API unreachable ({type(exc).__name__}) at {what}", retryable=True)
-
-
-_CLIENT_ERRORS = (client.ApiException, urllib3.exceptions.HTTPError, OSError)
-
-
-def _not_found(exc: Exception) -> bool:
-    return isinstance(exc, client.ApiException) and exc.status == 404
+    """The one translation of the client's errors; ``what`` names the object, e.g. ``Deployment/llama``. Every
+    ``ApiException`` is a refusal here, the client's status-0 one (a TLS failure) too: not retried."""
+    report = (describe_refusal(exc, what, safe_message) if isinstance(exc, client.ApiException)
+              else describe_error(exc, what, safe_message))
+    return RuntimeFailure(report.reason, retryable=report.retryable)
 
 
 class KubernetesRuntime:
@@ -104,19 +92,8 @@ class KubernetesRuntime:
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> KubernetesRuntime:
         """``SERVING_KUBECONFIG`` when set, else the pod's service account, else ``~/.kube/config``."""
-        cfg = client.Configuration()
-        try:
-            if settings.kubeconfig:
-                config.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
-            else:
-                try:
-                    config.load_incluster_config(client_configuration=cfg)
-                except config.ConfigException:
-                    config.load_kube_config(client_configuration=cfg)
-        except (config.ConfigException, OSError) as exc:
-            raise RuntimeFailure(f"no usable Kubernetes configuration ({type(exc).__name__}): set "
-                                 "SERVING_KUBECONFIG or run in a pod with a service account") from None
-        return cls(settings, client.ApiClient(cfg))
+        return cls(settings, make_api_client(settings.kubeconfig, setting="SERVING_KUBECONFIG",
+                                             failure=RuntimeFailure))
 
     # -- the protocol ---------------------------------------------------------------------------------------
 
@@ -177,11 +154,11 @@ class KubernetesRuntime:
                     failed[what] = down
                     continue
                 try:
-                    await self._call(self._deleter(kind), name, self._settings.namespace,
-                                     propagation_policy="Background")  # pods go with their Deployment
+                    await call(self._deleter(kind), name, self._settings.namespace,
+                               propagation_policy="Background")  # pods go with their Deployment
                     deleted.append(what)
-                except _CLIENT_ERRORS as exc:
-                    if _not_found(exc):
+                except CLIENT_ERRORS as exc:
+                    if not_found(exc):
                         gone.append(what)
                         continue
                     failed[what] = _refusal(exc, what).reason
@@ -196,35 +173,21 @@ class KubernetesRuntime:
 
     # -- reading the cluster ---------------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(functools.partial(fn, *args, _request_timeout=_TIMEOUT_S, **kwargs))
-
-    async def _raw(self, fn: Callable[..., Any], into: type[T], *args: Any, **kwargs: Any) -> T:
-        """One call, its JSON decoded by msgspec into ``into`` (see ``objects``), all off the event loop."""
-        def fetch() -> T:
-            response = fn(*args, _request_timeout=_TIMEOUT_S, _preload_content=False, **kwargs)
-            try:
-                return msgspec.json.decode(response.data, type=into)
-            finally:
-                response.release_conn()
-
-        return await asyncio.to_thread(fetch)
-
     async def _read(self, what: str, into: type[T], fn: Callable[..., Any], *args: Any) -> T | None:
         """The object, or None when it does not exist; anything else is a ``RuntimeFailure``."""
         try:
-            return await self._raw(fn, into, *args)
-        except (*_CLIENT_ERRORS, msgspec.DecodeError) as exc:
-            if _not_found(exc):
+            return await read(fn, into, *args)
+        except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
+            if not_found(exc):
                 return None
             raise _refusal(exc, what) from None
 
     async def _pods(self, labels: dict[str, str]) -> list[Pod]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         try:
-            listed = await self._raw(self._core.list_namespaced_pod, PodList, self._settings.namespace,
-                                     label_selector=selector)
-        except (*_CLIENT_ERRORS, msgspec.DecodeError) as exc:
+            listed = await read(self._core.list_namespaced_pod, PodList, self._settings.namespace,
+                                label_selector=selector)
+        except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
             raise _refusal(exc, "Pods") from None
         # Filtered here too: the selector is the server's job, but a wrong answer must not mix endpoints.
         return [p for p in listed.items if all((p.metadata.labels or {}).get(k) == v for k, v in labels.items())]
@@ -233,19 +196,16 @@ class KubernetesRuntime:
         """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
         try:
             # Only the answer's status matters: skip decoding KEDA's CRD (hundreds of KiB of schema).
-            response: Any = await self._call(self._crds.read_custom_resource_definition, _KEDA_CRD,
-                                             _preload_content=False)  # the raw urllib3 response
-            response.close()  # unread: a connection with the body still on it must not go back to the pool
-            response.release_conn()
+            await probe(self._crds.read_custom_resource_definition, _KEDA_CRD)
             return True
-        except _CLIENT_ERRORS as exc:
-            return False if _not_found(exc) else None
+        except CLIENT_ERRORS as exc:
+            return False if not_found(exc) else None
 
     async def _capacity(self, resource: str) -> GpuCapacity | None:
         try:
-            nodes = await self._raw(self._core.list_node, NodeList)
-            pods = await self._raw(self._core.list_pod_for_all_namespaces, PodList,
-                                   field_selector="status.phase!=Succeeded,status.phase!=Failed")
+            nodes = await read(self._core.list_node, NodeList)
+            pods = await read(self._core.list_pod_for_all_namespaces, PodList,
+                              field_selector="status.phase!=Succeeded,status.phase!=Failed")
         except client.ApiException as exc:
             log.warning("serving: GPU capacity unreadable (%s %s); GPU slots are Recreated", exc.status, exc.reason)
             return None
@@ -275,13 +235,13 @@ class KubernetesRuntime:
         ns = self._settings.namespace
         what = f"{kind}/{name}"
         try:
-            await self._call(self._creator(kind), ns, doc)
-        except _CLIENT_ERRORS as exc:
+            await call(self._creator(kind), ns, doc)
+        except CLIENT_ERRORS as exc:
             if not (isinstance(exc, client.ApiException) and exc.status == 409):
                 raise _refusal(exc, what) from None
             try:
-                await self._call(self._patcher(kind), name, ns, merge_patch(doc), _content_type=_MERGE_PATCH)
-            except _CLIENT_ERRORS as exc2:
+                await call(self._patcher(kind), name, ns, merge_patch(doc), _content_type=MERGE_PATCH)
+            except CLIENT_ERRORS as exc2:
                 raise _refusal(exc2, what) from None
 
     async def _drop_stale_autoscalers(self, plan: SlotPlan, facts: ClusterFacts) -> None:
@@ -293,10 +253,10 @@ class KubernetesRuntime:
             stale.append("ScaledObject")
         for kind in stale:
             try:
-                await self._call(self._deleter(kind), plan.name, self._settings.namespace,
-                                 propagation_policy="Background")
-            except _CLIENT_ERRORS as exc:
-                if not _not_found(exc):
+                await call(self._deleter(kind), plan.name, self._settings.namespace,
+                           propagation_policy="Background")
+            except CLIENT_ERRORS as exc:
+                if not not_found(exc):
                     raise _refusal(exc, f"{kind}/{plan.name}") from None
 
     async def _deletion(self, name: str, endpoint_id: str) -> _Deletion:
@@ -307,8 +267,8 @@ class KubernetesRuntime:
             return _Deletion(["InferenceService"])
         hint: str | None = None
         try:
-            deployment = await self._raw(self._apps.read_namespaced_deployment, Deployment, name,
-                                         self._settings.namespace)
+            deployment = await read(self._apps.read_namespaced_deployment, Deployment, name,
+                                    self._settings.namespace)
             owner = (deployment.metadata.labels or {}).get(LABEL_ENDPOINT)
             if owner != endpoint_id:
                 log.warning("serving: Deployment/%s belongs to %s, not %s: left alone", name, owner, endpoint_id)

@@ -15,9 +15,10 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
+from adapters.kubernetes.objects import ContainerStatus, Pod
 from adapters.serving.base import RuntimeStatus
 from adapters.serving.kubernetes.manifests import ANN_AUTOSCALER, ANN_STRATEGY_REASON, LABEL_REVISION
-from adapters.serving.kubernetes.objects import ContainerStatus, Deployment, Pod
+from adapters.serving.kubernetes.objects import Deployment
 from adapters.serving.kubernetes.pod import PORT
 
 __all__ = ["deployment_status", "inference_service_status", "pod_problem", "safe_message", "service_url"]

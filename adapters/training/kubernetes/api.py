@@ -1,5 +1,6 @@
-"""The calls the training runtime makes, per kind, through the official (synchronous) client, each in a worker
-thread with a request timeout so the event loop never blocks on the API server.
+"""The calls the training runtime makes, per kind, through the official (synchronous) client. They are made with
+``adapters.kubernetes.client`` (``read``, ``send``, ``probe``, ``read_text``), each in a worker thread with a
+request timeout so the event loop never blocks on the API server.
 
 The client's errors are translated in one place (``refusal``): an API refusal becomes ``RuntimeFailure`` with a
 short reason naming the object and the API server's message stripped of credentials (not retryable for a 4xx
@@ -8,55 +9,29 @@ but 409/429), an unreachable API server or a 5xx a retryable one. Reads decode t
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
-import urllib3
 from kubernetes import client
 
+from adapters.kubernetes.client import MERGE_PATCH, describe_error
 from adapters.training.base import RuntimeFailure
 from adapters.training.kubernetes.manifests import CUSTOM
 from adapters.training.kubernetes.status import safe_message
 
-__all__ = ["CLIENT_ERRORS", "KubeApi", "not_found", "refusal"]
-
-T = TypeVar("T")
-TIMEOUT_S = (5.0, 30.0)  # connect, read
-MERGE_PATCH = "application/merge-patch+json"
-CLIENT_ERRORS = (client.ApiException, urllib3.exceptions.HTTPError, OSError)
-
-
-def _api_message(exc: client.ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-    except (ValueError, TypeError):
-        return ""
-    return str(body.get("message", "")) if isinstance(body, dict) else ""
+__all__ = ["KubeApi", "refusal"]
 
 
 def refusal(exc: Exception, what: str) -> RuntimeFailure:
     """The one translation of the client's errors; ``what`` names the object, e.g. ``Job/tiny-a1``."""
-    if isinstance(exc, client.ApiException) and exc.status:
-        detail = safe_message(_api_message(exc))
-        status = exc.status
-        reason = f"Kubernetes refused {what}: {status} {exc.reason or ''}".rstrip()
-        return RuntimeFailure(f"{reason}: {detail}" if detail else reason,
-                              retryable=status >= 500 or status in (409, 429))
-    if isinstance(exc, msgspec.DecodeError):
-        return RuntimeFailure(f"Kubernetes API answered {what} with an unreadable object", retryable=True)
-    return RuntimeFailure(f"Kubernetes API unreachable ({type(exc).__name__}) at {what}", retryable=True)
-
-
-def not_found(exc: Exception) -> bool:
-    return isinstance(exc, client.ApiException) and exc.status == 404
+    report = describe_error(exc, what, safe_message)
+    return RuntimeFailure(report.reason, retryable=report.retryable)
 
 
 class KubeApi:
     """Create, read, list, patch and delete by kind (``Secret``, ``Service``, ``Job``, ``Pod`` and the Kubeflow
-    kinds), in one namespace; every method raises the client's own errors for the caller to translate."""
+    kinds), in one namespace: the client's methods, for ``adapters.kubernetes.client`` to call; they raise the
+    client's own errors for the caller to translate."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
@@ -64,49 +39,6 @@ class KubeApi:
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.crds = client.ApiextensionsV1Api(api)
-
-    async def raw(self, fn: Callable[..., Any], into: type[T], *args: Any, **kwargs: Any) -> T:
-        """One call, its JSON decoded by msgspec into ``into``, all off the event loop."""
-        def fetch() -> T:
-            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False, **kwargs)
-            try:
-                return msgspec.json.decode(response.data, type=into)
-            finally:
-                response.release_conn()
-
-        return await asyncio.to_thread(fetch)
-
-    async def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """A call whose answer is not needed (a patch, a delete). The body is still read before the connection goes
-        back to the pool: a connection with an unread answer on it breaks the next request that gets it."""
-        def run() -> None:
-            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False, **kwargs)
-            try:
-                response.drain_conn()
-            finally:
-                response.release_conn()
-
-        await asyncio.to_thread(run)
-
-    async def exists(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Raises the client's error when the object cannot be read; its body (a CRD's schema runs to hundreds of
-        KiB) is never read: the connection is closed instead of going back to the pool."""
-        def run() -> None:
-            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False)
-            response.close()
-            response.release_conn()
-
-        await asyncio.to_thread(run)
-
-    async def text(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-        def fetch() -> str:
-            response = fn(*args, _request_timeout=TIMEOUT_S, _preload_content=False, **kwargs)
-            try:
-                return bytes(response.data).decode("utf-8", errors="replace")
-            finally:
-                response.release_conn()
-
-        return await asyncio.to_thread(fetch)
 
     # -- per kind: ``fn(*args)`` with the namespace bound --------------------------------------------------------
 

@@ -21,10 +21,12 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import msgspec
-from kubernetes import client, config
+from kubernetes import client
 
+from adapters.kubernetes.client import CLIENT_ERRORS, make_api_client, not_found, probe, read, read_text, send
+from adapters.kubernetes.objects import Pod, PodList
 from adapters.training.base import AttemptRef, AttemptStatus, LaunchSpec, RuntimeFailure
-from adapters.training.kubernetes.api import CLIENT_ERRORS, KubeApi, not_found, refusal
+from adapters.training.kubernetes.api import KubeApi, refusal
 from adapters.training.kubernetes.manifests import (
     ANN_WORKLOAD,
     CONTAINERS,
@@ -38,7 +40,7 @@ from adapters.training.kubernetes.manifests import (
     build_attempt,
     owner_patch,
 )
-from adapters.training.kubernetes.objects import Listed, Pod, PodList, WorkloadList
+from adapters.training.kubernetes.objects import Listed, WorkloadList
 from adapters.training.kubernetes.objects import Workload as WorkloadObject
 from adapters.training.kubernetes.status import attempt_status, pod_rank, redact_tokens
 from adapters.training.kubernetes.watch import Key, NamespaceWatch, attempt_key
@@ -56,19 +58,7 @@ _REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 
 def load_api_client(settings: TrainingSettings) -> client.ApiClient:
     """``TRAINING_KUBECONFIG`` when set, else the pod's service account, else ``~/.kube/config``."""
-    cfg = client.Configuration()
-    try:
-        if settings.kubeconfig:
-            config.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
-        else:
-            try:
-                config.load_incluster_config(client_configuration=cfg)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=cfg)
-    except (config.ConfigException, OSError) as exc:
-        raise RuntimeFailure(f"no usable Kubernetes configuration ({type(exc).__name__}): set "
-                             "TRAINING_KUBECONFIG or run in a pod with a service account") from None
-    return client.ApiClient(cfg)
+    return make_api_client(settings.kubeconfig, setting="TRAINING_KUBECONFIG", failure=RuntimeFailure)
 
 
 def _selector(labels: dict[str, str]) -> str:
@@ -154,8 +144,8 @@ class KubernetesTrainingRuntime:
         out: list[str] = []
         for pod in sorted(pods, key=lambda p: (pod_rank(p), p.metadata.name)):
             try:
-                text = await self._api.text(self._api.core.read_namespaced_pod_log, pod.metadata.name,
-                                            self._api.namespace, container=CONTAINERS[kind], tail_lines=tail_lines)
+                text = await read_text(self._api.core.read_namespaced_pod_log, pod.metadata.name,
+                                       self._api.namespace, container=CONTAINERS[kind], tail_lines=tail_lines)
             except CLIENT_ERRORS as exc:
                 if isinstance(exc, client.ApiException) and exc.status in (400, 404):
                     continue  # not started yet, or gone: not an error, there is just no log
@@ -191,7 +181,7 @@ class KubernetesTrainingRuntime:
         """True/False when known; None when the CRD could not be read (forbidden, unreachable)."""
         try:
             # Only the status matters: skip decoding the CRD (hundreds of KiB of schema).
-            await self._api.exists(self._api.crds.read_custom_resource_definition, name)
+            await probe(self._api.crds.read_custom_resource_definition, name)
             return True
         except CLIENT_ERRORS as exc:
             return False if not_found(exc) else None
@@ -210,7 +200,7 @@ class KubernetesTrainingRuntime:
         found: list[tuple[Workload, WorkloadObject]] = []
         for api_kind in ["Job", *self._custom_kinds(facts)]:
             try:
-                listed = await self._api.raw(self._api.lister(api_kind), WorkloadList, label_selector=_selector(labels))
+                listed = await read(self._api.lister(api_kind), WorkloadList, label_selector=_selector(labels))
             except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
                 if api_kind != "Job" and not_found(exc):
                     continue  # the CRD went away
@@ -227,7 +217,7 @@ class KubernetesTrainingRuntime:
             kind, name = self._known[key]
             api_kind = "Job" if kind in ("Job", "IndexedJob") else kind
             try:
-                workload = await self._api.raw(self._api.reader(api_kind), WorkloadObject, name)
+                workload = await read(self._api.reader(api_kind), WorkloadObject, name)
             except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
                 if not not_found(exc):
                     raise refusal(exc, f"{api_kind}/{name}") from None
@@ -247,7 +237,7 @@ class KubernetesTrainingRuntime:
         labels = {_JOBSET_LABEL: name, _REPLICATED_JOB_LABEL: CONTAINERS["TrainJob"]} if kind == "TrainJob" \
             else {LABEL_JOB: job_id, LABEL_ATTEMPT: str(attempt)}
         try:
-            listed = await self._api.raw(self._api.lister("Pod"), PodList, label_selector=_selector(labels))
+            listed = await read(self._api.lister("Pod"), PodList, label_selector=_selector(labels))
         except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
             raise refusal(exc, "Pods") from None
         return [p for p in listed.items if _matches(p.metadata.labels, labels)]
@@ -258,14 +248,14 @@ class KubernetesTrainingRuntime:
         """True when created; False when it existed (a Secret's values are brought up to date then)."""
         kind, name = doc["kind"], doc["metadata"]["name"]
         try:
-            await self._api.send(self._api.creator(kind), doc)
+            await send(self._api.creator(kind), doc)
             return True
         except CLIENT_ERRORS as exc:
             if not (isinstance(exc, client.ApiException) and exc.status == 409):
                 raise refusal(exc, f"{kind}/{name}") from None
         if kind == "Secret":  # a resubmission may carry a newly minted token; running pods keep theirs
             try:
-                await self._api.send(self._api.patcher("Secret"), name, {"stringData": doc["stringData"]})
+                await send(self._api.patcher("Secret"), name, {"stringData": doc["stringData"]})
             except CLIENT_ERRORS as exc:
                 raise refusal(exc, f"Secret/{name}") from None
         return False
@@ -275,12 +265,12 @@ class KubernetesTrainingRuntime:
         kind, name = doc["kind"], doc["metadata"]["name"]
         what = f"{kind}/{name}"
         try:
-            return (await self._api.raw(self._api.creator(kind), WorkloadObject, doc)).metadata.uid
+            return (await read(self._api.creator(kind), WorkloadObject, doc)).metadata.uid
         except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
             if not (isinstance(exc, client.ApiException) and exc.status == 409):
                 raise refusal(exc, what) from None
         try:
-            existing = await self._api.raw(self._api.reader(kind), WorkloadObject, name)
+            existing = await read(self._api.reader(kind), WorkloadObject, name)
         except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
             raise refusal(exc, what) from None
         if not _matches(existing.metadata.labels, {LABEL_JOB: spec.job_id, LABEL_ATTEMPT: str(spec.attempt)}):
@@ -292,14 +282,14 @@ class KubernetesTrainingRuntime:
         """Not fatal: without the ownerReference, cleanup still finds the object by its labels."""
         kind, name = doc["kind"], doc["metadata"]["name"]
         try:
-            await self._api.send(self._api.patcher(kind), name, owner_patch(workload, uid))
+            await send(self._api.patcher(kind), name, owner_patch(workload, uid))
         except CLIENT_ERRORS as exc:
             log.warning("training: could not make %s/%s owned by its workload: %s", kind, name,
                         refusal(exc, f"{kind}/{name}").reason)
 
     async def _delete(self, kind: str, name: str, **options: Any) -> None:
         try:
-            await self._api.send(self._api.deleter(kind), name, **options)
+            await send(self._api.deleter(kind), name, **options)
         except CLIENT_ERRORS as exc:
             if not not_found(exc):
                 raise refusal(exc, f"{kind}/{name}") from None
@@ -329,7 +319,7 @@ class KubernetesTrainingRuntime:
         if not names:  # no workload (never created, or gone): look for what a half-done submit left
             for what in ("Secret", "Service"):
                 try:
-                    listed = await self._api.raw(self._api.lister(what), Listed, label_selector=_selector(labels))
+                    listed = await read(self._api.lister(what), Listed, label_selector=_selector(labels))
                 except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
                     raise refusal(exc, f"{what}s") from None
                 names.update(i.metadata.name for i in listed.items if _matches(i.metadata.labels, labels))

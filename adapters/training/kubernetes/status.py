@@ -20,10 +20,10 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from adapters.kubernetes.objects import Condition, Pod
 from adapters.serving.kubernetes.status import safe_message as _safe_serving
 from adapters.training.base import AttemptStatus
 from adapters.training.kubernetes.manifests import ANN_NODES, CONTAINERS, Workload
-from adapters.training.kubernetes.objects import Condition, Pod
 from adapters.training.kubernetes.objects import Workload as WorkloadObject
 from adapters.training.kubernetes.pod import COMPLETION_INDEX
 

@@ -25,7 +25,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
-from adapters.training.kubernetes.api import CLIENT_ERRORS, KubeApi, refusal
+from adapters.kubernetes.client import CLIENT_ERRORS, read
+from adapters.training.kubernetes.api import KubeApi, refusal
 from adapters.training.kubernetes.manifests import LABEL_ATTEMPT, LABEL_JOB
 from adapters.training.kubernetes.objects import Listed
 
@@ -234,7 +235,7 @@ class NamespaceWatch:
         seen: dict[Key, Any] | None = None
         while self._broken and not self._feed.closed:
             try:
-                lists = [await self._api.raw(self._api.lister(kind), Listed, label_selector=LABEL_JOB)
+                lists = [await read(self._api.lister(kind), Listed, label_selector=LABEL_JOB)
                          for kind in self._kinds]
             except (*CLIENT_ERRORS, msgspec.DecodeError) as exc:
                 log.debug("training: relist failed: %s", refusal(exc, "the training namespace").reason)

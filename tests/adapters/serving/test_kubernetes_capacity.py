@@ -6,8 +6,9 @@ from typing import Any
 
 import msgspec
 
+from adapters.kubernetes.objects import PodList
 from adapters.serving.kubernetes.capacity import GpuCapacity, choose_strategy, gpu_capacity
-from adapters.serving.kubernetes.objects import NodeList, PodList
+from adapters.serving.kubernetes.objects import NodeList
 
 GPU = "nvidia.com/gpu"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.training.kubernetes.objects import Pod
+from adapters.kubernetes.objects import Pod
 from adapters.training.kubernetes.objects import Workload as WorkloadObject
 from adapters.training.kubernetes.status import attempt_status, pod_rank, safe_message
 from tests.adapters.training.kubernetes.kube_training import TOKEN, attempt_labels, pod_body, terminated
