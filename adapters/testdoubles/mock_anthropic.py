@@ -12,12 +12,12 @@ cycle, one token per word; prompt tokens are whitespace words plus one per messa
 from __future__ import annotations
 
 import uuid
-from types import TracebackType
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from adapters.testdoubles.http_site import SiteServer
 from adapters.testdoubles.mock_responses import answer_words, count_prompt_tokens
 from adapters.testdoubles.mock_state import RecordedRequest
 
@@ -91,7 +91,7 @@ class _Answer:
         return out
 
 
-class AnthropicMock:
+class AnthropicMock(SiteServer):
     """A running double on a loopback socket; `requests` records what it was sent."""
 
     def __init__(self, config: AnthropicConfig | None = None, host: str = "127.0.0.1") -> None:
@@ -137,28 +137,7 @@ class AnthropicMock:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> AnthropicMock:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        await self._serve(app, port)
 
 
 async def start_mock_anthropic(config: AnthropicConfig | None = None, host: str = "127.0.0.1",

@@ -14,12 +14,12 @@ before their answer was complete, so tests can prove cancellation reached upstre
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from adapters.testdoubles.http_site import SiteServer
 from adapters.testdoubles.mock_cli import HELP_TEXT, add_cli_arguments, run_from_args
 from adapters.testdoubles.mock_control import add_control_routes
 from adapters.testdoubles.mock_endpoints import CompletionReply, EmbeddingReply, ResponsesReply
@@ -254,7 +254,7 @@ def build_app(state: MockState) -> web.Application:
     return app
 
 
-class MockServer(MockState):
+class MockServer(MockState, SiteServer):
     """A running mock upstream on a real loopback socket; `async with` stops it."""
 
     def __init__(self, config: MockConfig | None = None, host: str = "127.0.0.1") -> None:
@@ -273,30 +273,7 @@ class MockServer(MockState):
 
     async def start(self, port: int = 0) -> None:
         # handler_cancellation: a client that hangs up mid-wait cancels the handler, which counts it.
-        runner = web.AppRunner(
-            build_app(self), handler_cancellation=True, access_log=None, shutdown_timeout=0.25
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MockServer:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        await self._serve(build_app(self), port, handler_cancellation=True)
 
 
 async def start_mock_upstream(

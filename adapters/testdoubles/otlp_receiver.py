@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from adapters.testdoubles.http_site import SiteServer
+
 __all__ = ["OtlpReceiver", "ReceivedSpan", "start_otlp_receiver"]
 
 _PROTOBUF = "application/x-protobuf"
@@ -64,7 +66,7 @@ def _attributes(kvs: Any) -> dict[str, Any]:
     return out
 
 
-class OtlpReceiver:
+class OtlpReceiver(SiteServer):
     """A running receiver; `status` other than 200 makes it refuse exports (an outage)."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -84,20 +86,7 @@ class OtlpReceiver:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_post("/v1/traces", self._export)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._serve(app, port)
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[ReceivedSpan]:
         """The spans, once at least `count` have arrived (TimeoutError otherwise)."""

@@ -20,12 +20,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 
+from adapters.testdoubles.http_site import SiteServer
 from adapters.training import contract
 
 __all__ = ["API_PREFIX", "FakeJob", "MetricsMode", "TrainingApiDouble", "start_training_api"]
@@ -55,7 +55,7 @@ class FakeJob:
         return [(p["step"], p["value"]) for p in self.metrics if p["key"] == key]
 
 
-class TrainingApiDouble:
+class TrainingApiDouble(SiteServer):
     """A running job API on a loopback socket; ``async with`` stops it."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -110,27 +110,7 @@ class TrainingApiDouble:
         app.router.add_get(_JOB_PATH + "/artifacts/{path:.+}", self._get_artifact)
         app.router.add_post(_JOB_PATH + "/metrics", self._metrics)
         # handler_cancellation: a client that gives up on a hanging post ends its handler.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.25)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> TrainingApiDouble:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
+        await self._serve(app, port, handler_cancellation=True)
 
     # -- handlers ---------------------------------------------------------------------------------------------
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from adapters.serving.base import DeploymentSpec, RuntimeStatus, Slot
 from adapters.serving.local import LocalRuntime
 from adapters.serving.settings import ServingSettings, load_serving_settings
+from tests.polling import until
 
-T = TypeVar("T")
 SETTINGS = load_serving_settings({})
 
 
@@ -40,18 +38,6 @@ async def local_runtime(tmp_path: Path, settings: ServingSettings | None = None,
         yield runtime
     finally:
         await runtime.aclose()
-
-
-async def until(check: Callable[[], Awaitable[T | None]], timeout_s: float = 20.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail with the last value after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:

@@ -6,17 +6,16 @@ import asyncio
 import json
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from adapters.training.base import AttemptStatus, LaunchSpec, TrainingResources
 from adapters.training.local import LocalTrainingRuntime
 from adapters.training.settings import TrainingSettings
+from tests.polling import until
 
-T = TypeVar("T")
 SETTINGS = TrainingSettings(cancel_grace_s=0.5)
 FINAL = ("succeeded", "failed")
 
@@ -39,18 +38,6 @@ async def local_runtime(state_dir: Path, settings: TrainingSettings = SETTINGS) 
         yield runtime
     finally:
         await runtime.aclose()
-
-
-async def until(check: Callable[[], Awaitable[T | None]], timeout_s: float = 20.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail with the last value after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 async def wait_phase(runtime: LocalTrainingRuntime, spec: LaunchSpec, phases: Iterable[str] = FINAL,
