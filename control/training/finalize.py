@@ -7,9 +7,9 @@
    job), ``registered`` on the timeline and ``result_model_id`` set. A registration the catalog refuses fails
    the job (``RegistrationFailed``). Registration is idempotent per job, and a job that already has its model
    (a replica died right after) is not registered again.
-2. ``EVALUATIONS.start_for_model`` when the job's ``evaluateOnSuccess`` is set and a module provides it; a
-   refusal (e.g. the draft model is not served by any route yet) is put on the timeline
-   (``evaluation_failed``) and does not fail the job.
+2. ``EVALUATIONS.start_for_model`` when the job's ``evaluateOnSuccess`` is set and a module provides it (a draft
+   no route serves yet gets a run that waits for it to be served); a refusal (e.g. the gate's dataset is gone)
+   is put on the timeline (``evaluation_failed``) and does not fail the job.
 3. ``succeeded`` (``finish``: lease, ``MODEL_REFS``, tracking FINISHED), then best effort: the attempts before
    the last cleaned up on the runtime (the last one stays, so its logs can still be read, as a failed or
    cancelled job's attempts do) and the job's checkpoints deleted (the outputs belong to the catalog now).
