@@ -3,27 +3,15 @@ them; every value there is accepted as it stands; a bad value is refused naming 
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 from adapters.envsettings import SettingsError
 from adapters.training.settings import TrainingSettings, load_training_settings, training_variables
-
-ENV_EXAMPLE = Path(__file__).parents[3] / "env.example"
-_LINE = re.compile(r"^(TRAINING_[A-Z0-9_]+)=(.*)$")
+from tests.envdocs import documented_defaults, env_example
 
 
 def _documented() -> list[tuple[str, str, str]]:
-    lines = ENV_EXAMPLE.read_text().splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        match = _LINE.match(line)
-        if match:
-            comment = lines[i - 1].removeprefix("# ") if i and lines[i - 1].startswith("# ") else ""
-            found.append((match.group(1), match.group(2), comment))
-    return found
+    return env_example("TRAINING_")
 
 
 def test_env_example_matches_the_settings() -> None:
@@ -54,9 +42,7 @@ def test_cpu_only_jobs_get_the_cpu_only_limits() -> None:
 
 
 def test_the_configuration_doc_lists_every_variable_with_its_default() -> None:
-    text = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
-    section = text[text.index("## Training: `TRAINING_*`"):]
-    section = section[:section.index("\n## ", 1)]
+    section = documented_defaults("## Training: `TRAINING_*`")
     for name, default, _help in training_variables():
         shown = f"`{default}`" if default else "unset"
         assert f"| `{name}` | {shown} |" in section, name

@@ -3,7 +3,6 @@ them; every value there is one the settings accept; a bad variable fails the mod
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,11 @@ from adapters.serving.settings import ServingSettings, load_serving_settings, se
 from control.catalog import CatalogModule
 from control.serving import ServingModule
 from tests.control.serving.serving_support import FakeRuntime
-
-ENV_EXAMPLE = Path(__file__).parents[3] / "env.example"
-_LINE = re.compile(r"^(SERVING_[A-Z0-9_]+)=(.*)$")
+from tests.envdocs import documented_defaults, env_example
 
 
 def _documented() -> list[tuple[str, str, str]]:
-    """``(variable, default, the comment line above it)`` for each SERVING_ line of env.example, in order."""
-    lines = ENV_EXAMPLE.read_text().splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        match = _LINE.match(line)
-        if match:
-            comment = lines[i - 1].removeprefix("# ") if i and lines[i - 1].startswith("# ") else ""
-            found.append((match.group(1), match.group(2), comment))
-    return found
+    return env_example("SERVING_")
 
 
 def test_env_example_matches_the_settings() -> None:
@@ -60,8 +49,7 @@ async def test_a_bad_variable_fails_start_up_naming_it(tmp_path: Path) -> None:
 
 
 def test_the_configuration_reference_has_every_variable_with_its_default() -> None:
-    text = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
-    section = text[text.index("## Serving: `SERVING_*`"):]
+    section = documented_defaults("## Serving: `SERVING_*`")
     for name, default, _help in serving_variables():
         shown = f"`{default}`" if default else "unset"
         assert f"| `{name}` | {shown} |" in section, name
