@@ -5,7 +5,8 @@ client would.
 * A dataset is uploaded; a ``from_scratch`` job trains a model the catalog then holds as a draft ``base``
   model; once approved, a ``finetune`` of it runs, its loss falls (seen through ``GET experiments`` and
   through ``MlflowClient``), and the result is a ``fine-tuned`` catalog model with its lineage: parent,
-  dataset version, training job, files in the object store.
+  dataset version, training job, files in the object store. The evaluation its base's gate configures waits
+  for the draft to be served, and runs by itself once it is deployed to DEV.
 * Failures: an attempt that fails once and is retried from its checkpoint; an exit code the policy does not
   retry; a cancel while running (no process of the job is left); the control plane SIGKILLed while a job
   runs, and the job found again by the next one and finished, not orphaned.
@@ -164,6 +165,11 @@ def events(job: dict[str, Any]) -> list[str]:
     return [e["event"] for e in job["timeline"]]
 
 
+def evaluation_finished(admin: httpx.Client, run_id: str) -> dict[str, Any] | None:
+    run: dict[str, Any] = data(admin.get(f"/evaluation/runs/{run_id}"))
+    return run if run["status"] in TERMINAL else None
+
+
 def losses(admin: httpx.Client, job_id: str) -> list[float]:
     exp = data(admin.get(f"/training/experiments/{job_id}", params={"keys": "train_loss"}))
     return [p["value"] for p in exp["metrics"].get("train_loss", [])]
@@ -201,9 +207,12 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
         job = finished(admin, job_id)
         assert job["status"] == "succeeded", explain(admin, job)
         assert events(job)[:1] == ["queued"] and {"scheduled", "running", "succeeded"} <= set(events(job))
-        # the new draft is served by no route yet: the evaluation is refused with what to do, the job still succeeds
-        (evaluation,) = [e for e in job["timeline"] if e["event"] == "evaluation_failed"]
-        assert "deploy it" in evaluation["reason"], evaluation
+        # the new draft is served by no route yet: its evaluation run exists at once and waits for it to be served
+        run_id = job["evaluationRunId"]
+        assert run_id and "evaluation_started" in events(job), explain(admin, job)
+        waiting = data(admin.get(f"/evaluation/runs/{run_id}"))
+        assert waiting["status"] == "waiting", waiting
+        assert waiting["targets"] == [{"kind": "model", "id": job["resultModelId"], "route": None}]
         curve = losses(admin, job_id)
         assert len(curve) >= 10 and curve[-1] < curve[0] * 0.8, curve
 
@@ -234,6 +243,16 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
         assert any(job_id in str(p) for p in stored), stored
         listed = data(admin.get("/training/jobs", params={"modelId": base_id}))
         assert job_id in [j["id"] for j in listed["items"]]
+
+        # deployed to DEV (the local serving runtime answers with the mock upstream, a test double), the waiting
+        # evaluation finds the endpoint's route and runs by itself
+        endpoint = data(admin.post("/serving/endpoints", json={"name": "cats-tuned-dev", "modelId": model_id,
+                                                               "environment": "DEV", "useGpu": False}), 201)
+        done = until(lambda: evaluation_finished(admin, run_id), 120, f"evaluation run {run_id} finished", poll_s=0.3)
+        assert done["status"] == "succeeded", done
+        assert done["targets"] == [{"kind": "model", "id": model_id, "route": endpoint["route"]}]
+        assert [e["event"] for e in done["timeline"]][:3] == ["created", "waiting_for_route", "route_found"]
+        assert done["progress"]["done"] == done["progress"]["total"] > 0
 
 
 def test_retries_a_non_retryable_exit_and_cancel(server: Server) -> None:
