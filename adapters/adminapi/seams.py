@@ -226,8 +226,9 @@ class EvaluationStarter(Protocol):
     async def start_for_model(self, *, model_id: str, trigger: str, actor: str) -> str | None:
         """Start the evaluation configured for ``model_id`` (``trigger`` says why, e.g. ``training:job_…``);
         returns the run id, or ``None`` when no automatic evaluation is configured for it. The configuration is
-        inherited along the lineage (the model's own gate, else its parent's, …); only admin errors escape
-        (``NotFound`` unknown model; a 422 whose message says what to do, e.g. deploy it first)."""
+        inherited along the lineage (the model's own gate, else its parent's, …). A model no route serves yet
+        gets a run that waits (status ``waiting``) until one does, then runs by itself; only admin errors escape
+        (``NotFound`` for an unknown model; a 422 whose message says what to do)."""
         ...
 
 

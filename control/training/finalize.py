@@ -129,7 +129,8 @@ async def _evaluate(sup: Supervisor, row: Any, model_id: str) -> tuple[str | Non
         return None, ("evaluation_failed", f"no evaluation started: internal error ({type(err).__name__})")
     if run_id is None:
         return None, ("evaluation_skipped", "no automatic evaluation is configured for the model")
-    return run_id, ("evaluation_started", f"evaluation run {run_id} started")
+    return run_id, ("evaluation_started", f"evaluation run {run_id} created (it waits until a route serves the "
+                                          "model when none does yet)")
 
 
 async def _fail(sup: Supervisor, row: Any, reason: str) -> None:

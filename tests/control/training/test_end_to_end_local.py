@@ -14,13 +14,7 @@ client would.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,137 +22,48 @@ import httpx
 import pytest
 
 from loadtests.eval_bench import data, upload_dataset
-from loadtests.procs import ProcessFailed, free_port, start_process, stop_process
-from loadtests.serving_bench import ADMIN_KEY, approve
+from loadtests.serving_bench import approve
+from loadtests.training_live import (
+    ADMIN_KEY,
+    ARCH,
+    TERMINAL,
+    TrainingServer,
+    explain,
+    get_job,
+    job_processes,
+    losses,
+    running_server,
+    submit,
+    until,
+)
+from loadtests.training_live import cat_rows as rows
 
 pytestmark = pytest.mark.timeout(300)
 
-FAST = {  # a supervisor that reacts in tenths of a second, retries soon, and takes over a dead one's jobs fast
-    "TRAINING_SYNC_INTERVAL_S": "0.3", "TRAINING_LEASE_S": "3", "TRAINING_DEFAULT_BACKOFF_S": "0.5",
-    "TRAINING_CANCEL_GRACE_S": "2", "TRAINING_MAX_CONCURRENT_JOBS": "4",
-}
-ARCH = {"contextLength": 8, "embeddingDim": 16, "hiddenDim": 64}
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def rows(n: int = 200) -> list[dict[str, str]]:
-    """Short, regular prompt/completion pairs: a byte-level model learns them in a few hundred steps."""
-    colours = ["red", "green", "blue", "black", "white"]
-    return [{"prompt": f"The {colours[i % 5]} cat number {i} says", "completion": f" meow {i % 7}."}
-            for i in range(n)]
-
-
-@dataclass
-class Server:
-    url: str
-    workdir: Path
-    port: int
-    proc: Any = None
-
-    @property
-    def api(self) -> str:
-        return self.url + "/llm-ops/v1"
-
-    def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"})
-
-    def start(self) -> None:
-        log = self.workdir / "serve.log"
-        with log.open("a") as fh:
-            fh.write(f"\n--- start at {time.time():.3f}\n")
-        self.proc = start_process([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
-                                  cwd=self.workdir, log=self.workdir / f"serve-{time.time_ns()}.log",
-                                  env={"LLMOPS_ADMIN_KEY": ADMIN_KEY, **FAST})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ProcessFailed(f"llmops serve exited {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise ProcessFailed(f"llmops serve not ready in 60 s:\n{self.logs()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL, as a crashed node would: no lease given back, nothing flushed."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("serve-*.log")))
-
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    srv = Server(url=f"http://127.0.0.1:{port}", workdir=tmp_path, port=port)
-    srv.start()
-    try:
+def server(tmp_path: Path) -> Iterator[TrainingServer]:
+    with running_server(tmp_path) as srv:
         yield srv
-    finally:
-        if srv.proc is not None and srv.proc.poll() is None:
-            stop_process(srv.proc, timeout_s=30)
-        _kill_job_processes(tmp_path)
     logs = srv.logs()
     assert "Traceback" not in logs, logs[-4000:]
     assert "ljt_" not in logs  # no job token in any log line
 
 
 def _job_processes(job_id: str) -> list[int]:
-    """Live processes whose environment names the job (the supervisor and its ranks)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if f"LLMOPS_JOB_ID={job_id}".encode() in environ.split(b"\0") and state != "Z":
-            found.append(int(proc.name))
-    return found
-
-
-def _kill_job_processes(workdir: Path) -> None:
-    """Whatever a failed test left running under this workdir's runtime (never the case when it passes)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if str(workdir).encode() in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), signal.SIGKILL)
-
-
-def until(check: Callable[[], Any], within_s: float, what: str, poll_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not seen within {within_s:g} s: {what}"
-        time.sleep(poll_s)
-
-
-def submit(admin: httpx.Client, **body: Any) -> str:
-    return str(data(admin.post("/training/jobs", json=body), 201)["id"])
+    return sorted(job_processes(job_id))
 
 
 def finished(admin: httpx.Client, job_id: str, within_s: float = 90) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
-        job: dict[str, Any] = data(admin.get(f"/training/jobs/{job_id}"))
+        job = get_job(admin, job_id)
         return job if job["status"] in TERMINAL else None
 
     return dict(until(done, within_s, f"job {job_id} finished", poll_s=0.2))
 
 
-def explain(admin: httpx.Client, job: dict[str, Any]) -> str:
-    """What an assertion about a job shows: its reason, timeline and last attempt's log."""
-    logs = admin.get(f"/training/jobs/{job['id']}/logs").text
-    return f"{job['status']} ({job['reason']}): {[(e['event'], e['reason']) for e in job['timeline']]}\n{logs[-3000:]}"
-
-
 def job_status(admin: httpx.Client, job_id: str) -> str:
-    return str(data(admin.get(f"/training/jobs/{job_id}"))["status"])
+    return str(get_job(admin, job_id)["status"])
 
 
 def events(job: dict[str, Any]) -> list[str]:
@@ -170,15 +75,10 @@ def evaluation_finished(admin: httpx.Client, run_id: str) -> dict[str, Any] | No
     return run if run["status"] in TERMINAL else None
 
 
-def losses(admin: httpx.Client, job_id: str) -> list[float]:
-    exp = data(admin.get(f"/training/experiments/{job_id}", params={"keys": "train_loss"}))
-    return [p["value"] for p in exp["metrics"].get("train_loss", [])]
-
-
 def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineage(
-        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: TrainingServer, monkeypatch: pytest.MonkeyPatch) -> None:
     with server.admin() as admin:
-        dataset = upload_dataset(admin, "cats", rows(), owner_team="ml")
+        dataset = upload_dataset(admin, "cats", rows(200), owner_team="ml")
         scratch = submit(admin, name="cats-base", jobType="from_scratch", architecture=ARCH,
                          dataset={"datasetId": dataset}, hyperparameters={"steps": 150, "seed": 1})
         base_job = finished(admin, scratch)
@@ -220,7 +120,7 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
         from mlflow.tracking import MlflowClient
 
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ADMIN_KEY)
-        client = MlflowClient(tracking_uri=f"{server.api}/training/mlflow")
+        client = MlflowClient(tracking_uri=f"{server.url}/llm-ops/v1/training/mlflow")
         history = sorted(client.get_metric_history(job_id, "train_loss"), key=lambda m: m.step)
         assert [m.value for m in history] == pytest.approx(curve)
         run = client.get_run(job_id)
@@ -255,7 +155,7 @@ def test_a_fine_tune_of_a_locally_trained_model_lands_in_the_catalog_with_lineag
         assert done["progress"]["done"] == done["progress"]["total"] > 0
 
 
-def test_retries_a_non_retryable_exit_and_cancel(server: Server) -> None:
+def test_retries_a_non_retryable_exit_and_cancel(server: TrainingServer) -> None:
     with server.admin() as admin:
         dataset = upload_dataset(admin, "cats", rows(120), owner_team="ml")
         common = {"jobType": "from_scratch", "architecture": ARCH, "dataset": {"datasetId": dataset}}
@@ -291,7 +191,7 @@ def test_retries_a_non_retryable_exit_and_cancel(server: Server) -> None:
         assert "retrying" not in events(broken_job)
 
 
-def test_a_job_survives_the_control_plane_being_killed(server: Server) -> None:
+def test_a_job_survives_the_control_plane_being_killed(server: TrainingServer) -> None:
     with server.admin() as admin:
         dataset = upload_dataset(admin, "cats", rows(120), owner_team="ml")
         job_id = submit(admin, name="survivor", jobType="from_scratch", architecture=ARCH,
