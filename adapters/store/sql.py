@@ -107,7 +107,7 @@ class SqlStore:
         limit_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = asyncio.timeout(None if math.isinf(limit_s) else limit_s)
         try:
-            async with deadline:
+            async with _cancellation_kept(), deadline:
                 lock = self._write_lock if write else None
                 async with lock or contextlib.nullcontext(), self._connection(deadline) as conn:
                     if not write:
@@ -178,6 +178,21 @@ class SqlStore:
                 raise
             log.warning("database connection lost (%s): %s", self.url, _describe(err))
             raise StoreUnavailable("database unavailable") from err
+
+
+@contextlib.asynccontextmanager
+async def _cancellation_kept() -> AsyncIterator[None]:
+    """A cancel that lands mid-query can come back from the driver as an ordinary error (SQLAlchemy's
+    ``PendingRollbackError``, a connection reset): a background loop's ``except Exception`` would then swallow
+    the cancel, and the task being stopped would go on forever (shutdown hung). While the current task is being
+    cancelled, whatever error the unit of work ends with is the cancel."""
+    try:
+        yield
+    except Exception as err:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError() from err
+        raise
 
 
 async def _quietly(operation: Awaitable[None], what: str) -> None:

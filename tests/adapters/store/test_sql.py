@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, func, insert, select, text
+from sqlalchemy import exc as sa_exc
 
 from adapters.store import (
     ConstraintViolation,
@@ -188,3 +189,33 @@ async def test_values_the_database_refuses_are_invalid_value(store: SqlStore) ->
     with pytest.raises(InvalidValue):
         async with store.begin() as conn:
             await conn.execute(insert(parents).values(id="p1", name="a\x00b"))
+
+
+@pytest.mark.parametrize("write", [False, True])
+async def test_a_cancel_the_driver_reports_as_an_error_stays_a_cancel(store: SqlStore, write: bool) -> None:
+    # What asyncpg and SQLAlchemy do when a cancel lands mid-query: the coroutine sees their own error. A loop that
+    # logs and carries on after `except Exception` (every background worker's shape) must still end when cancelled.
+    inside = asyncio.Event()
+    passes = 0
+
+    async def worker() -> None:
+        nonlocal passes
+        while True:
+            passes += 1
+            try:
+                async with store.begin() if write else store.read() as conn:
+                    await conn.execute(text("SELECT 1"))
+                    inside.set()
+                    try:
+                        await asyncio.sleep(30)
+                    except asyncio.CancelledError:
+                        raise sa_exc.PendingRollbackError("the driver's own error", None, None) from None
+            except Exception:
+                continue  # "the database is down: look again later"
+
+    task = asyncio.create_task(worker())
+    await asyncio.wait_for(inside.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert passes == 1
