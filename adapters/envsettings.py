@@ -20,13 +20,22 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 
-__all__ = ["SettingsError", "describe", "env_name", "from_env"]
+__all__ = ["KubeQuantity", "SettingsError", "describe", "env_name", "from_env", "help_text"]
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+# A Kubernetes resource quantity ("4", "500m", "16Gi"), as the serving and training settings take them.
+KubeQuantity = Annotated[str, msgspec.Meta(min_length=1, max_length=20,
+                                           pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")]
+
+
+def help_text(text: str) -> msgspec.Meta:
+    """A field's help, which ``describe`` lists (``Annotated[bool, help_text("...")]``)."""
+    return msgspec.Meta(description=text)
 
 
 class SettingsError(ValueError):

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from adapters.envsettings import describe, from_env
+from adapters.envsettings import KubeQuantity, describe, from_env, help_text
 from adapters.serving.base import Resources
 
 __all__ = ["PREFIX", "ServingSettings", "load_serving_settings", "serving_variables"]
@@ -20,12 +20,8 @@ __all__ = ["PREFIX", "ServingSettings", "load_serving_settings", "serving_variab
 PREFIX = "SERVING_"
 
 
-def _d(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
-
-
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"  # Kubernetes resource quantity
-_Quantity = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=_QUANTITY)]
+_d = help_text
+_Quantity = KubeQuantity
 
 
 class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
