@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 from adapters.training.base import AttemptRef, RuntimeFailure, TrainingRuntime
 from adapters.training.kubernetes import KubernetesTrainingRuntime
 from adapters.training.settings import TrainingSettings
-from tests.adapters.serving.kube_double import KubeDouble, open_kube_double
+from tests.adapters.serving.kube_double import KubeDouble
 from tests.adapters.training.kubernetes.kube_training import (
     JOB_ID,
     JOBS,
@@ -38,12 +37,6 @@ from tests.adapters.training.kubernetes.kube_training import (
 )
 
 NAME = "tiny-sft-a1"
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[KubeDouble]:
-    async with open_kube_double() as double:
-        yield double
 
 
 def runtime(kube: KubeDouble, cfg: TrainingSettings | None = None) -> KubernetesTrainingRuntime:

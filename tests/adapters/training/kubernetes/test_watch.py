@@ -19,7 +19,7 @@ from kubernetes import client
 from adapters.training.base import AttemptStatus
 from adapters.training.kubernetes import KubernetesTrainingRuntime
 from adapters.training.kubernetes.watch import StreamWatch
-from tests.adapters.serving.kube_double import KubeDouble, open_kube_double
+from tests.adapters.serving.kube_double import KubeDouble
 from tests.adapters.training.kubernetes.kube_training import (
     JOB_ID,
     JOBS,
@@ -33,12 +33,6 @@ from tests.adapters.training.kubernetes.kube_training import (
 )
 
 NAME = "tiny-sft-a1"
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[KubeDouble]:
-    async with open_kube_double() as double:
-        yield double
 
 
 @pytest.fixture
