@@ -8,10 +8,8 @@ training module on a ``ScriptedRuntime``; helpers to store a job's output and to
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from adapters.store import utcnow
 from adapters.training.settings import TrainingSettings, load_training_settings
 from control.training import TrainingModule
 from control.training.tables import artifacts
+from tests import polling
 from tests.control.training.runtime_double import Cluster, ScriptedRuntime
 
 API = "/llm-ops/v1/training"
@@ -252,14 +251,8 @@ def log_lines() -> Iterator[LogLines]:
 
 
 async def until(check: Callable[[], Awaitable[Any]], within_s: float = 20.0, poll_s: float = 0.02) -> Any:
-    """Poll ``check`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not seen within {within_s} s"
-        await asyncio.sleep(poll_s)
+    """Poll ``check`` until it returns something truthy; that value (``tests.polling.until``, polled faster)."""
+    return await polling.until(check, within_s, poll_s=poll_s)
 
 
 async def status_is(app: AdminTestApp, job_id: str, *statuses: str, within_s: float = 20.0) -> dict[str, Any]:
