@@ -45,6 +45,7 @@ from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
 from gateway.completions.service import CompletionsService
 from gateway.config import ConfigError, GatewayCfg
+from gateway.console import console_router, console_services
 from gateway.dashboard import dashboard_handlers
 from gateway.embeddings.service import EmbeddingsService
 from gateway.feedback import feedback_handlers
@@ -197,6 +198,10 @@ def create_app(
             raise ConfigError(exc.message) from None
 
     gw.before_swap.append(reconfigure_control)
+    # The web console (/console): pages over the admin API, called in-process as the signed-in key.
+    console = console_services(plane, cfg.console) if cfg.console.enabled else None
+    if console is not None:
+        gw.usage.add_consumer(console.receipts)  # the playground's tokens, cost and variant per reply
     gw.metrics.registry.register(plane.denial_stats)  # llmops_admin_auth_denials_total on /metrics
 
     @contextlib.asynccontextmanager
@@ -235,7 +240,7 @@ def create_app(
     app = Litestar(
         route_handlers=[chat_completions, *(_endpoint_handler(p, svc) for p, svc in endpoints.items()),
                         serve_route, list_models, retrieve_model, healthz, readyz, metrics, *plane.route_handlers,
-                        *feedback_handlers(gw), *dashboard_handlers()],
+                        *feedback_handlers(gw), *dashboard_handlers(), *([console_router()] if console else [])],
         lifespan=[lifespan, signals],
         exception_handlers={Exception: _error_handler},
         openapi_config=plane.openapi_config,
@@ -243,7 +248,11 @@ def create_app(
     )
     app.state.gateway = gw
     app.state.control_plane = plane
-    return GatewayApp(app, chat, gw, endpoints)
+    app.state.console = console
+    root = GatewayApp(app, chat, gw, endpoints)
+    if console is not None:
+        console.caller.app = root  # the console calls the whole app: admin API and data plane alike
+    return root
 
 
 async def _serve_path(chat: ChatService, path: str, scope: Scope, receive: Receive, send: Send) -> None:

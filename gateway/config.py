@@ -186,6 +186,15 @@ class TracingCfg(_Cfg, frozen=True):
     sample_ratio: float = 1.0
 
 
+class ConsoleCfg(_Cfg, frozen=True):
+    """The web console at /console (gateway/console): it needs the control plane (its store keeps sessions)."""
+
+    enabled: bool = True
+    session_ttl_s: float = 12 * 3600  # a session ends this long after sign-in ...
+    session_idle_s: float = 2 * 3600  # ... or after this long unused
+    secure_cookie: Literal["auto", "always", "never"] = "auto"  # auto: Secure when the request came over https
+
+
 class GatewayCfg(_Cfg, frozen=True):
     server: ServerCfg = ServerCfg()
     providers: list[ProviderCfg] = []
@@ -196,6 +205,7 @@ class GatewayCfg(_Cfg, frozen=True):
     metering: MeteringCfg = MeteringCfg()
     tracing: TracingCfg = TracingCfg()
     prompts: PromptsCfg = PromptsCfg()  # templates and experiments owned by this file (synced by the prompts module)
+    console: ConsoleCfg = ConsoleCfg()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -319,8 +319,14 @@ class ControlPlane:
         Public routes that accept other credentials too (a training job's token) call it by hand, through
         ``ModuleContext.authorize``; ``Unauthorized``/``Forbidden`` escape for them to render."""
         method, path = str(connection.scope.get("method", "WS")), connection.url.path
-        rid = request_id(connection)
-        token = bearer_token(connection)
+        return await self.check_key(bearer_token(connection), minimum, method=method, path=path,
+                                    request_id=request_id(connection),
+                                    source=connection.client.host if connection.client else None)
+
+    async def check_key(self, token: str | None, minimum: Role, *, method: str, path: str, request_id: str,
+                        source: str | None) -> Principal:
+        """An API key's principal, checked for ``minimum``: the guard's check for a key that did not come in an
+        ``Authorization`` header (the console's sign-in form). Denials are recorded and counted alike."""
         principal: Principal | None = None
         try:
             principal = await self._authenticator.authenticate(token)
@@ -328,9 +334,8 @@ class ControlPlane:
         except (Unauthorized, Forbidden) as denied:
             parsed = parse_key(token) if token else None
             await self._denials.denial(
-                principal=principal, key_id=parsed[0] if parsed else None, request_id=rid, method=method,
-                path=path, status_code=denied.status, reason=denied.message,
-                source=connection.client.host if connection.client else None,
+                principal=principal, key_id=parsed[0] if parsed else None, request_id=request_id, method=method,
+                path=path, status_code=denied.status, reason=denied.message, source=source,
             )
             raise
         return principal

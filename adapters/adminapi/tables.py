@@ -7,17 +7,18 @@ key table (``adapters.dataplane``); it stays so that no key is ever lost by the 
 ``api_keys`` / ``audit_log`` tables. Change a live table only together with a new migration.
 
 Migration 2 widens ``audit_log.request_id`` from 64 to 128 characters, the length
-``adapters.request_id`` accepts from clients.
+``adapters.request_id`` accepts from clients. Migration 3 adds ``console_sessions``, the web console's
+signed-in sessions (``adapters.adminapi.console_sessions``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store import AutoId, Json, Migration, UtcDateTime, create_tables
 
-__all__ = ["ADMIN_MIGRATIONS", "api_keys", "audit_log"]
+__all__ = ["ADMIN_MIGRATIONS", "api_keys", "audit_log", "console_sessions"]
 
 
 def _api_keys(meta: MetaData) -> Table:
@@ -59,6 +60,24 @@ def _audit_log(meta: MetaData, request_id_chars: int = 128) -> Table:
     return table
 
 
+def _console_sessions(meta: MetaData) -> Table:
+    """One row per signed-in console session. ``id`` is the SHA-256 of the cookie's token (the token itself is
+    never stored); ``sealed_key`` is the API key the session acts with, AES-GCM-sealed under a key derived from
+    that token, so the table alone opens nothing."""
+    table = Table(
+        "console_sessions", meta,
+        Column("id", String(64), primary_key=True),
+        Column("key_id", String(40), nullable=False),
+        Column("sealed_key", LargeBinary, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("expires_at", UtcDateTime, nullable=False),
+        Column("seen_at", UtcDateTime, nullable=False),
+    )
+    Index("ix_console_sessions_expires", table.c.expires_at)
+    Index("ix_console_sessions_key", table.c.key_id)
+    return table
+
+
 async def _widen_request_id(conn: AsyncConnection) -> None:
     # SQLite does not enforce VARCHAR lengths, so only PostgreSQL has anything to change.
     if conn.dialect.name == "postgresql":
@@ -69,8 +88,10 @@ _v1 = MetaData()
 ADMIN_MIGRATIONS = (
     Migration(1, "api keys and audit log", create_tables(_api_keys(_v1), _audit_log(_v1, request_id_chars=64))),
     Migration(2, "audit_log.request_id up to 128 characters", _widen_request_id),
+    Migration(3, "console sessions", create_tables(_console_sessions(MetaData()))),
 )
 
 _live = MetaData()
 api_keys = _api_keys(_live)
 audit_log = _audit_log(_live)
+console_sessions = _console_sessions(_live)

@@ -38,7 +38,7 @@ def test_migrate_applies_all_installed_and_check_reports(database_url: str, caps
     assert run_cli("migrate", "--check", "--database-url", database_url) == 1
     assert "pending: governance v1" in capsys.readouterr().err
     assert run_cli("migrate", "--database-url", database_url) == 0
-    assert {"store": 2, "admin": 2, "governance": 1}.items() <= _versions(database_url).items()
+    assert {"store": 2, "admin": 3, "governance": 1}.items() <= _versions(database_url).items()
     assert run_cli("migrate", "--database-url", database_url) == 0
     assert "(0 applied)" in capsys.readouterr().err
     assert run_cli("migrate", "--check", "--database-url", database_url) == 0
