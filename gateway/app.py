@@ -45,7 +45,7 @@ from gateway.asgi import Receive, Scope, Send, first_request_id, request_id_from
 from gateway.chat.service import ChatService
 from gateway.completions.service import CompletionsService
 from gateway.config import ConfigError, GatewayCfg
-from gateway.console import console_router, console_services
+from gateway.console import console_problem, console_router, console_services
 from gateway.dashboard import dashboard_handlers
 from gateway.embeddings.service import EmbeddingsService
 from gateway.feedback import feedback_handlers
@@ -77,6 +77,8 @@ def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[
             if name.lower() not in {k.lower() for k in response.headers}:
                 response.headers[name] = value
         return response
+    if request.url.path == "/console" or request.url.path.startswith("/console/"):
+        return console_problem(request, exc)  # a page for people, not JSON
     if isinstance(exc, GatewayError):  # raised by a data-plane handler: its own status and body
         return Response(exc.body(), status_code=exc.http_status, media_type=MediaType.JSON, headers=exc.headers())
     status = exc.status_code if isinstance(exc, HTTPException) else 500

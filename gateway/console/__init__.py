@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
 from litestar.di import Provide
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 
 from adapters.adminapi import Role
 from adapters.adminapi.errors import AdminError
@@ -47,7 +47,7 @@ from gateway.console.session import (
     services_of,
 )
 
-__all__ = ["ConsoleServices", "console_router", "console_services"]
+__all__ = ["ConsoleServices", "console_problem", "console_router", "console_services"]
 
 log = logging.getLogger("llmops.console")
 LOGIN_COOKIE = "llmops_console_login"  # the sign-in form's own CSRF token (double submit), before any session
@@ -188,6 +188,18 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[st
 
 def _not_found(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
     return _problem(request, 404, "Not found", f"There is no console page at {request.url.path}.")
+
+
+def console_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    """What the app's last-resort handler answers under /console: an unknown page, a wrong method, a crash."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return _not_found(request, exc)
+    if status >= 500:
+        log.error("console error on %s", request.url.path, exc_info=exc)
+        return _problem(request, status, "Something went wrong", "The console could not show this page. "
+                        "The error is in the gateway's log.")
+    return _problem(request, status, f"Error {status}", str(exc.detail if isinstance(exc, HTTPException) else exc))
 
 
 def console_router() -> Router:

@@ -103,7 +103,7 @@ def keys(api: httpx.Client) -> dict[str, str]:
     """A stored key per role, in the default team; `inference` is a data-plane-only key."""
     made: dict[str, str] = {}
     for role in ROLES:
-        answer = api.post("/governance/keys", json={"name": f"console-{role}", "teamId": "default", "roles": [role]})
+        answer = api.post("/governance/keys", json={"name": f"console-{role}", "teamId": "team_default", "roles": [role]})
         assert answer.status_code == 201, answer.text
         made[role] = answer.json()["data"]["key"]
     return made
@@ -177,7 +177,10 @@ def artifacts() -> Path:
 
 
 def shoot(page: Page, name: str) -> list[Path]:
-    """The page as it is now, full length, at 1280 and 390 px wide (the viewport is put back after)."""
+    """The page as it is now, full length, at 1280 and 390 px wide (the viewport is put back after).
+
+    At each width the page must fit: no sideways scrolling of the whole page (wide tables and code scroll
+    inside their own boxes)."""
     original = page.viewport_size or {"width": 1280, "height": 900}
     saved = []
     for width in WIDTHS:
@@ -185,6 +188,8 @@ def shoot(page: Page, name: str) -> list[Path]:
         target = artifacts() / f"{name}-{width}.png"
         page.screenshot(path=str(target), full_page=True)
         saved.append(target)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name} at {width} px is {overflow} px too wide (see {target})"
     page.set_viewport_size(original)
     return saved
 
