@@ -116,7 +116,9 @@ async def login(request: Request[Any, Any, Any]) -> Response[str]:
             form.message = err.message
         return _login_page(request, form, status=err.status)
     try:
-        token = await services.sessions().create(key, principal.key_id)
+        sessions = services.sessions()
+        await sessions.purge()  # expired and idle sessions go at each sign-in: one indexed delete
+        token = await sessions.create(key, principal.key_id)
     except (StoreError, ConsoleUnavailable) as err:
         form.message = f"Cannot sign in right now: {err}"
         return _login_page(request, form, status=503)

@@ -4,7 +4,7 @@ Chromium through Playwright (never a downloaded browser), with keys of every rol
 - `server`: the gateway (embedded default plus a priced mock route), its URL and the bootstrap admin key.
 - `keys`: a stored key per role (`viewer`, `developer`, `operator`, `admin`, `inference`).
 - `api` / `api_as(key)`: httpx clients on the admin API (`/llm-ops/v1`), to set up state and check results.
-- `page`: a fresh browser context at 1280×900; what went wrong in it (console errors, page errors, failed
+- `page`: a fresh browser context at 1280 x 900; what went wrong in it (console errors, page errors, failed
   requests, HTTP ≥ 400 answers to sub-requests) is collected in `page.problems` (see `Problems`).
 - `sign_in(page, key)`, `shoot(page, name)`: sign in through the form; screenshot at 1280 and 390 px into
   `$LLMOPS_TEST_ARTIFACTS/console/` (default `artifacts/console/`).
@@ -34,9 +34,6 @@ REPO = Path(__file__).resolve().parents[3]
 ROLES = ("viewer", "developer", "operator", "admin", "inference")
 WIDTHS = (1280, 390)
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (./dev test installs it; Playwright never downloads one)")
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,8 @@ def keys(api: httpx.Client) -> dict[str, str]:
     """A stored key per role, in the default team; `inference` is a data-plane-only key."""
     made: dict[str, str] = {}
     for role in ROLES:
-        answer = api.post("/governance/keys", json={"name": f"console-{role}", "teamId": "team_default", "roles": [role]})
+        answer = api.post("/governance/keys",
+                          json={"name": f"console-{role}", "teamId": "team_default", "roles": [role]})
         assert answer.status_code == 201, answer.text
         made[role] = answer.json()["data"]["key"]
     return made
@@ -111,6 +109,8 @@ def keys(api: httpx.Client) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (./dev test installs it; never a downloaded one)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -134,7 +134,7 @@ class Problems:
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    """A fresh context (no cookies) at 1280×900; `page.problems` collects what went wrong in it."""
+    """A fresh context (no cookies) at 1280 x 900; `page.problems` collects what went wrong in it."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.url)
     context.set_default_timeout(15_000)
     opened = context.new_page()

@@ -26,7 +26,8 @@ def test_an_admin_creates_and_revokes_a_key(page: Page, keys: dict[str, str], ap
     secret = page.get_by_label(f"Key for {name}").input_value()
     assert re.fullmatch(r"llmops_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", secret)
     shoot(page, "governance-key-created")
-    held = [k for k in api.get("/governance/keys", params={"pageSize": 200}).json()["data"]["items"] if k["name"] == name]
+    listed = api.get("/governance/keys", params={"pageSize": 200}).json()["data"]["items"]
+    held = [k for k in listed if k["name"] == name]
     assert len(held) == 1 and held[0]["roles"] == ["inference"] and held[0]["status"] == "active"
 
     page.get_by_role("link", name="Back to keys").click()
@@ -48,8 +49,8 @@ def test_dismissing_the_confirmation_revokes_nothing(page: Page, keys: dict[str,
     assert api.get(f"/governance/keys/{made['id']}").json()["data"]["status"] == "active"
 
 
-def test_an_operator_sees_keys_but_no_revoke_and_the_server_refuses_it(page: Page, server: Server,
-                                                                        keys: dict[str, str], api: httpx.Client) -> None:
+def test_an_operator_sees_keys_but_no_revoke_and_the_server_refuses_it(
+        page: Page, server: Server, keys: dict[str, str], api: httpx.Client) -> None:
     made = api.post("/governance/keys", json={"name": f"target-{uuid.uuid4().hex[:8]}", "teamId": "team_default",
                                               "roles": ["viewer"]}).json()["data"]
     sign_in(page, keys["operator"], "/console/governance/keys")
