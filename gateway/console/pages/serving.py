@@ -41,7 +41,12 @@ def _base(endpoint_id: str) -> str:
 
 async def _models(console: Console) -> list[dict[str, Any]]:
     """The catalog's models a deploy may name (not retired), approved ones first."""
-    listing = await console.api.list("/catalog/models", {"pageSize": 200})
+    try:
+        listing = await console.api.list("/catalog/models", {"pageSize": 200})
+    except ApiError as err:
+        if err.status not in (403, 404):  # no catalog here, or not for this key: type the id instead
+            raise
+        return []
     usable = [m for m in listing.items if m.get("status") != "retired"]
     return sorted(usable, key=lambda m: (m.get("status") != "approved", str(m.get("name", ""))))
 

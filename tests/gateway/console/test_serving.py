@@ -100,6 +100,7 @@ def test_deploying_from_the_form_lists_the_endpoint_and_the_api_holds_it(
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_role("row").filter(has_text=name)).to_have_count(0)
     expect(page.get_by_text("No endpoints match.")).to_be_visible()
+    assert not page.problems.console and not page.problems.page_errors  # type: ignore[attr-defined]
 
 
 def test_the_deploy_form_shows_errors_beside_their_fields(page: Page, keys: dict[str, str], api: httpx.Client,
@@ -148,6 +149,7 @@ def test_a_redeploy_with_a_new_image_adds_a_revision(page: Page, keys: dict[str,
     assert (held[2]["state"], held[2]["image"], held[2]["reason"]) == ("active", "example.org/vllm-cpu:v2", "new image")
     assert held[1]["state"] == "superseded"
     _wait_ready(page)
+    assert not page.problems.all()  # type: ignore[attr-defined]  # the status polling included
 
 
 def test_rolling_back_makes_the_earlier_revision_current(page: Page, keys: dict[str, str], api: httpx.Client,
