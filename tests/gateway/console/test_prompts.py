@@ -212,7 +212,8 @@ def test_an_experiment_on_demo_runs_from_its_page_and_shows_results_with_interva
     assert api.get(f"{T}/{brief}").status_code == 200
 
 
-def test_a_refused_action_is_said_on_the_page(page: Page, keys: dict[str, str], api: httpx.Client) -> None:
+def test_a_refused_action_is_said_on_the_page_and_the_declaration_is_edited_then_deleted(
+        page: Page, keys: dict[str, str], api: httpx.Client) -> None:
     experiment_id = f"other-{uuid.uuid4().hex[:8]}"
     document = {"id": experiment_id, "route": f"route-{experiment_id}", "variants": [{"name": "a"}, {"name": "b"}]}
     assert api.post(E, json={"document": document}).status_code == 201
@@ -225,6 +226,22 @@ def test_a_refused_action_is_said_on_the_page(page: Page, keys: dict[str, str], 
     page.get_by_role("button", name="Stop").click()  # the refusal page shows the experiment as it is now
     expect(page.get_by_role("status")).to_have_text("Experiment stopped.")
     assert api.get(f"{E}/{experiment_id}").json()["data"]["state"] == "stopped"
+
+    page.get_by_role("link", name="Edit the declaration").click()  # the next revision; the state is kept
+    page.get_by_label("Title").fill("Renamed")
+    page.get_by_label("Allocation").fill("2")  # out of range: the API's words beside the field
+    page.get_by_role("button", name="Save revision 2").click()
+    expect(page.locator("#f-allocation-err")).to_be_visible()
+    page.get_by_label("Allocation").fill("0.5")
+    page.get_by_role("button", name="Save revision 2").click()
+    expect(page.get_by_role("status")).to_have_text("Saved as a new revision.")
+    held = api.get(f"{E}/{experiment_id}").json()["data"]
+    assert held["revision"] == 2 and held["document"]["name"] == "Renamed" and held["document"]["allocation"] == 0.5
+    assert held["state"] == "stopped"
+    _accept(page)
+    page.get_by_role("button", name="Delete experiment").click()
+    expect(page.get_by_role("heading", name="Experiments")).to_be_visible()
+    assert api.get(f"{E}/{experiment_id}").status_code == 404
 
 
 def test_a_viewer_sees_no_buttons_and_forced_posts_are_refused(page: Page, keys: dict[str, str],
