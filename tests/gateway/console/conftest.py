@@ -185,6 +185,7 @@ def shoot(page: Page, name: str) -> list[Path]:
     saved = []
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900 if width > 600 else 844})
+        page.evaluate("window.llmopsConsole && window.llmopsConsole.drawAll()")  # charts at this width, now
         target = artifacts() / f"{name}-{width}.png"
         page.screenshot(path=str(target), full_page=True)
         saved.append(target)
