@@ -10,6 +10,7 @@ on the fly, chunk by chunk, without ever holding the file.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get, post
+from litestar.exceptions import InternalServerException
 
 from gateway.console.api import ApiError, error_of
 from gateway.console.forms import Form
@@ -25,6 +27,8 @@ from gateway.console.render import PAGE_HEADERS
 from gateway.console.session import Console
 
 __all__ = ["HANDLERS"]
+
+log = logging.getLogger("llmops.console")
 
 BASE = "/console/catalog/datasets"
 _FILTERS = ("name", "ownerTeam", "piiStatus", "minQuality", "maxQuality", "version")
@@ -143,9 +147,15 @@ def _filename_problem(name: str) -> str | None:
 
 
 async def _framed(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
+    """The file part around the body as it arrives. A browser gone mid-file leaves the part unclosed, so the
+    API refuses it as truncated and keeps nothing (no version, no object)."""
     yield head
-    async for chunk in body:
-        yield chunk
+    try:
+        async for chunk in body:
+            yield chunk
+    except InternalServerException:  # Litestar's word for "client disconnected prematurely"
+        log.info("console dataset upload: the browser went away mid-file")
+        return
     yield tail
 
 

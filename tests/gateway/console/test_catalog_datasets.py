@@ -4,14 +4,19 @@ two versions, the list's PII filter; a viewer sees no register or upload and the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from litestar.exceptions import InternalServerException
 from playwright.sync_api import Page, expect
 
+from gateway.console.pages.catalog_datasets import _framed
 from tests.gateway.console.conftest import shoot, sign_in
 
 TEAM = "console-qa"
@@ -205,3 +210,15 @@ def test_a_viewer_sees_no_register_or_upload_and_the_server_refuses_both(page: P
                                data=_jsonl([{"q": "c"}]))
     assert upload.status == 403 and upload.json()["message"]
     assert len(_versions(api, made["id"])) == 1
+
+
+def test_an_upload_cut_short_leaves_its_part_unclosed_so_the_api_keeps_nothing() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        raise InternalServerException("client disconnected prematurely")  # as Litestar's request.stream() does
+
+    async def sent() -> list[bytes]:
+        return [chunk async for chunk in _framed(b"<head>", body(), b"<tail>")]
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own: Playwright's runs on this thread
+        assert pool.submit(asyncio.run, sent()).result() == [b"<head>", b"first chunk"]
