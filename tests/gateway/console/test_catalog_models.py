@@ -159,6 +159,7 @@ def test_editing_creates_version_2_and_the_diff_shows_the_change(page: Page, key
     shoot(page, "models-diff")
     page.get_by_role("link", name="Definition of version 1").click()
     expect(page.locator("pre.json")).to_contain_text('"baseUrl": "https://api.openai.com/v1"')
+    assert page.problems.all() == []  # type: ignore[attr-defined]  # no CSP or script errors, no failed request
 
 
 def test_a_file_upload_shows_progress_and_the_api_lists_the_file(page: Page, keys: dict[str, str],
@@ -182,6 +183,7 @@ def test_a_file_upload_shows_progress_and_the_api_lists_the_file(page: Page, key
     files = api.get(f"/catalog/models/{model['id']}/files").json()["data"]
     assert [(f["filename"], f["sizeBytes"]) for f in files["files"]] == [("tiny.gguf", len(payload))]
     assert files["complete"] is True
+    shoot(page, "models-detail-files")
 
 
 def test_delete_is_refused_while_a_fine_tune_depends_on_it_then_allowed(page: Page, keys: dict[str, str],
