@@ -271,9 +271,11 @@ async def _run_page(console: Console, run_id: str, *, judge_form: Form | None = 
                           ("Means of the rubric scores", _chart(run, RUBRIC_SCALE, labels))) if c[1] is not None]
     judge_form = judge_form or Form.of({"judge.model.kind": "route", "judge.mode": "pointwise",
                                         "judge.rubric": "helpfulness", "judge.scaleMin": "1", "judge.scaleMax": "5"})
+    judging_steps = [e["event"] for e in run.get("timeline") or [] if str(e.get("event", "")).startswith("judging_")]
+    judging = bool(judging_steps) and judging_steps[-1] in ("judging_queued", "judging_started")
     return console.render("evaluation/run.html", {
         "run": run, "items": items, "labels": labels, "metric_rows": _metric_rows(run), "charts": charts,
-        "metric_help": METRIC_HELP, "active": run.get("status") in ACTIVE,
+        "metric_help": METRIC_HELP, "active": run.get("status") in ACTIVE or judging, "judging": judging,
         "cancellable": run.get("status") in CANCELLABLE, "finished": run.get("status") in FINISHED,
         "reviewed": run.get("type") in ("human", "combined"), "judge_form": judge_form, "rubrics": RUBRICS,
         "target_kinds": TARGET_KINDS, "run_path": f"{BASE}/runs/{quote(run_id, safe='')}",
