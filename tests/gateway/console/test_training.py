@@ -120,6 +120,7 @@ def test_a_developer_submits_a_from_scratch_job_and_watches_it_succeed(
     row = page.get_by_role("row").filter(has_text=name)
     expect(row).to_contain_text("succeeded")
     expect(row).to_contain_text("from_scratch")
+    expect(page.locator("#jobs")).not_to_have_attribute("hx-trigger", "every 3s")  # nothing active: no polling
     shoot(page, "training-jobs")
     assert page.problems.all() == []  # type: ignore[attr-defined]
 
@@ -180,6 +181,7 @@ def test_a_viewer_sees_jobs_but_cannot_submit_or_cancel(
         sign_in(page, keys["viewer"], "/console/training")
         expect(page.get_by_role("heading", name="Training jobs")).to_be_visible()
         expect(page.get_by_role("link", name="Submit a job")).to_have_count(0)
+        expect(page.locator("#jobs")).to_have_attribute("hx-trigger", "every 3s")  # a job is active: live list
         page.get_by_role("link", name=job["name"]).click()
         expect(page.get_by_role("heading", name=f"Job {job['name']}")).to_be_visible()
         expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
