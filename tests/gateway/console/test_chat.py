@@ -8,11 +8,16 @@ import re
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 from playwright.sync_api import Page, expect
 
+from gateway.console.api import Api
+from gateway.console.inprocess import InProcess
+from gateway.console.pages.chat import _relay
+from gateway.console.receipts import Receipts
 from tests.gateway.console.conftest import Server, shoot, sign_in
 from tests.polling import until
 
@@ -155,3 +160,96 @@ def test_the_send_endpoint_refuses_bad_input_by_field_and_needs_the_csrf_token(p
     missing = page.request.post("/console/chat/send", headers={"content-type": "application/json"}, data=good,
                                 max_redirects=0)
     assert missing.status == 403
+
+
+def stand_in(app: Any) -> Any:
+    """A console whose data plane is `app` (an ASGI callable), signed in with an inference key."""
+    return SimpleNamespace(user=SimpleNamespace(roles=("inference",)), api=Api(InProcess(app), "k"),
+                           services=SimpleNamespace(receipts=Receipts()), request=None)
+
+
+def run_async(scenario: Any) -> Any:
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+        return pool.submit(asyncio.run, scenario).result()
+
+
+def test_refusals_and_failures_mid_stream_become_error_events_in_words() -> None:
+    async def refusing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 429, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"error": {"message": "Rate limit of 1 rpm reached"}}'})
+
+    async def breaking(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for frame in (b'data: {"model":"m","choices":[{"delta":{"content":"par"}}]}\n\n',
+                      b'data: {"error": {"message": "upstream mock timed out mid-stream"}}\n\n', b"data: [DONE]\n\n"):
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def events(app: Any) -> list[bytes]:
+        console = stand_in(app)
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        out = [chunk async for chunk in _relay(console, body, "console-x")]
+        await asyncio.sleep(0)  # the future's done-callback runs on the next turn of the loop
+        assert console.services.receipts._waiting == {}
+        return out
+
+    refused = run_async(events(refusing))
+    assert len(refused) == 1 and refused[0].startswith(b"event: error\n")
+    assert b"Too many requests (429): Rate limit of 1 rpm reached" in refused[0]
+
+    broken = run_async(events(breaking))  # no usage record comes: the receipt is the stream's own, after 2 s
+    assert [e.split(b"\n")[0] for e in broken] == [b'data: {"model":"m","choices":[{"delta":{"content":"par"}}]}',
+                                                   b"event: error", b"event: receipt"]
+    assert b"The reply stopped: upstream mock timed out mid-stream" in broken[1]
+    assert b'"partial":true' in broken[2] and b'"costUsd":null' in broken[2]
+
+
+def test_a_browser_that_goes_away_mid_stream_ends_the_data_plane_call() -> None:
+    """What Litestar does when the browser disconnects (it cancels the streaming task) reaches the data plane as
+    `http.disconnect`, and the receipt stops waiting; a stand-in app streams until told."""
+    async def scenario() -> tuple[bool, int, int, int]:
+        gone = asyncio.Event()
+        sent: list[int] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            while (await receive()).get("more_body"):
+                pass
+
+            async def watch() -> None:
+                if (await receive())["type"] == "http.disconnect":
+                    gone.set()
+
+            watcher = asyncio.create_task(watch())
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream"), (b"x-llmops-route", b"slow")]})
+            while not gone.is_set() and len(sent) < 10_000:
+                chunk = b'data: {"model":"m","choices":[{"delta":{"content":"x"}}]}\n\n'
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent.append(1)
+                await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            watcher.cancel()
+
+        console = stand_in(app)
+        body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        got: list[bytes] = []
+        three = asyncio.Event()
+
+        async def browser() -> None:
+            async for chunk in _relay(console, body, "console-test"):
+                got.append(chunk)
+                if len(got) == 3:
+                    three.set()
+
+        reading = asyncio.create_task(browser())
+        await asyncio.wait_for(three.wait(), 5)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await asyncio.wait_for(gone.wait(), 5)
+        at_disconnect = len(sent)
+        await asyncio.sleep(0.1)
+        return gone.is_set(), at_disconnect, len(sent), len(console.services.receipts._waiting)
+
+    disconnected, at_disconnect, after, waiting = run_async(scenario())
+    assert disconnected and after <= at_disconnect + 1 and at_disconnect < 10_000
+    assert waiting == 0  # the receipt's future was dropped
