@@ -198,3 +198,11 @@ def shoot(page: Page, name: str) -> list[Path]:
 def no_horizontal_scroll(page: Page) -> bool:
     """Whether the page fits its viewport's width (tables scroll inside their own boxes)."""
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser flows wait on real jobs and a shared server's start: a longer bound than the suite's 120 s."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.timeout(300))
