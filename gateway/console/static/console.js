@@ -47,7 +47,7 @@
       legend: { show: spec.series.length > 0 },
       axes: [
         bar ? { values: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(spec.x[t] ?? "") : "")) } : {},
-        {},
+        { values: (u, ticks) => ticks.map((t) => (t === 0 ? "0" : String(+t.toPrecision(3)))) },  // small costs stay visible
       ],
       series: [{ label: spec.xLabel || "x" }, ...spec.series.map((s, i) => ({
         label: s.label, stroke: palette[i % palette.length], width: 2,

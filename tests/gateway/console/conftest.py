@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -164,7 +165,7 @@ def page(browser: Browser, server: Server) -> Iterator[Page]:
 
 def sign_in(page: Page, key: str, next_path: str = "") -> None:
     """Through the sign-in form, as a person would; lands on `next_path` (or the overview)."""
-    page.goto("/console/login" + (f"?next={next_path}" if next_path else ""))
+    page.goto("/console/login" + (f"?next={quote(next_path, safe='/')}" if next_path else ""))
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/console/login" not in url)
