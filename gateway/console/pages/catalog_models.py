@@ -25,6 +25,7 @@ from litestar.exceptions import NotFoundException
 from gateway.console.api import ApiError, error_of
 from gateway.console.forms import Form
 from gateway.console.pages.common import list_query
+from gateway.console.pages.footprint import model_footprint
 from gateway.console.render import PAGE_HEADERS
 from gateway.console.session import Console
 
@@ -235,10 +236,12 @@ async def _detail(console: Console, model_id: str, *, status: int = 200, **extra
     approvals = await console.api.list(f"{path}/approvals", {"pageSize": 20})
     versions = await console.api.list(f"{path}/versions", {"pageSize": 50})
     lineage = await console.api.get(f"{path}/lineage")
+    footprint = await model_footprint(console, model_id)
     current = next((v for v in versions.items if v["version"] == model["version"]), None)
     fmt = model.get("format")
     return console.render("models/detail.html", {
         "model": model, "files": files, "approvals": approvals, "versions": versions, "lineage": lineage,
+        "footprint": footprint,
         "definition": current["definition"] if current else None,
         "transitions": TRANSITIONS.get(model["status"], ()), "editable": model["status"] in EDITABLE,
         "uploadable": bool(fmt) and model["status"] in UPLOADABLE,

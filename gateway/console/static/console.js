@@ -43,7 +43,8 @@
     const width = Math.max(240, el.clientWidth || el.parentElement.clientWidth || 600);
     const opts = {
       width, height: Number(el.dataset.height || 220),
-      scales: { x: { time: !!spec.time && !bar } },
+      // bars sit on whole numbers: pad the x range by half a bar so the first and last are whole
+      scales: { x: bar ? { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] } : { time: !!spec.time } },
       legend: { show: spec.series.length > 0 },
       axes: [
         bar ? { values: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(spec.x[t] ?? "") : "")) } : {},
