@@ -108,8 +108,10 @@ def keys(api: httpx.Client) -> dict[str, str]:
     return made
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium, per test module: Playwright's sync API runs an event loop in this thread while it is open,
+    which would stop every asyncio test after it, so it never outlives the module that needs it."""
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (./dev test installs it; never a downloaded one)")
     with sync_playwright() as playwright:
