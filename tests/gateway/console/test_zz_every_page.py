@@ -54,7 +54,8 @@ def _crawl(page: Page, *, shots: bool, allow: frozenset[int] = frozenset(),
         page.wait_for_load_state("networkidle")
         visited.append(url)
         if shots:
-            shoot(page, "page" + re.sub(r"[^A-Za-z0-9]+", "-", _shape(url).removeprefix("/console")).rstrip("-"))
+            shape = _shape(url).removeprefix("/console").replace("*", "id")
+            shoot(page, "page" + re.sub(r"[^A-Za-z0-9]+", "-", shape).rstrip("-"))
         if on_page is not None:
             on_page(url)
         hrefs: list[str] = page.eval_on_selector_all("a[href^='/console']", LINKS)
