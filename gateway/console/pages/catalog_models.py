@@ -327,7 +327,7 @@ async def diff_versions(console: Console, model_id: str) -> Response[str]:
     for change in diff["changes"]:
         before, after = change.get("old"), change.get("new")
         kind = "added" if before is None else "removed" if after is None else "changed"
-        rows.append({"field": change["field"], "kind": kind, "old": _shown(before), "new": _shown(after)})
+        rows.append({"path": change["field"], "kind": kind, "before": _shown(before), "after": _shown(after)})
     return console.render("models/diff.html", {"model": model, "diff": diff, "rows": rows, "old": old, "new": new,
                                                "choices": list(range(latest, 0, -1))})
 

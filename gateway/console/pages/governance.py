@@ -99,8 +99,8 @@ class Change:
 
     kind: str
     path: str
-    before: str = ""
-    after: str = ""
+    before: str | None = None
+    after: str | None = None
 
 
 def _child(path: str, key: str | int) -> str:

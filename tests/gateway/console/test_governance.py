@@ -260,9 +260,9 @@ def test_the_diff_names_added_removed_and_changed_paths() -> None:
     assert changes == {
         ("changed", "document.limits.rpm", "1", "2"),
         ("changed", "document.guardrails[0].action", '"redact"', '"block"'),
-        ("added", "document.guardrails[1]", "", '{"kind": "max_input"}'),
+        ("added", "document.guardrails[1]", None, '{"kind": "max_input"}'),
         ("changed", "document.scope.teams", '["a"]', '["a", "b"]'),
-        ("added", "document.budget", "", '{"limitUsd": 5}'),
+        ("added", "document.budget", None, '{"limitUsd": 5}'),
     }
     assert json_diff(after, after) == []
     assert [c.kind for c in json_diff({"a": 1}, {})] == ["removed"]
