@@ -10,25 +10,19 @@ on the fly, chunk by chunk, without ever holding the file.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from litestar import Response, get, post
-from litestar.exceptions import InternalServerException
 
-from gateway.console.api import ApiError, error_of
+from gateway.console.api import ApiError
 from gateway.console.forms import Form
 from gateway.console.pages.common import list_query
-from gateway.console.render import PAGE_HEADERS
 from gateway.console.session import Console
+from gateway.console.uploads import forward_file, json_answer
 
 __all__ = ["HANDLERS"]
 
-log = logging.getLogger("llmops.console")
 
 BASE = "/console/catalog/datasets"
 _FILTERS = ("name", "ownerTeam", "piiStatus", "minQuality", "maxQuality", "version")
@@ -131,34 +125,6 @@ async def create_dataset(console: Console) -> Response[str]:
 # ---- upload (streamed) -----------------------------------------------------------------------------
 
 
-def _json(status: int, payload: dict[str, Any]) -> Response[bytes]:
-    return Response(msgspec.json.encode(payload), status_code=status, media_type="application/json",
-                    headers=PAGE_HEADERS)
-
-
-def _filename_problem(name: str) -> str | None:
-    if not name:
-        return "The file has no name."
-    if len(name) > 255:
-        return "The file name is longer than 255 characters; rename the file."
-    if any(ch in name for ch in '"\\/') or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        return f"The file name {name!r} holds a quote, a slash or a control character; rename the file."
-    return None
-
-
-async def _framed(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
-    """The file part around the body as it arrives. A browser gone mid-file leaves the part unclosed, so the
-    API refuses it as truncated and keeps nothing (no version, no object)."""
-    yield head
-    try:
-        async for chunk in body:
-            yield chunk
-    except InternalServerException:  # Litestar's word for "client disconnected prematurely"
-        log.info("console dataset upload: the browser went away mid-file")
-        return
-    yield tail
-
-
 def _invalid_message(err: ApiError) -> str:
     """An invalid version's refusal with every validation error in words."""
     report = err.data if isinstance(err.data, dict) else {}
@@ -181,31 +147,16 @@ def _issue_text(issue: dict[str, Any]) -> str:
 @post("/catalog/datasets/{dataset_id:str}/upload", name="console-dataset-upload", status_code=200,
       request_max_body_size=None)
 async def upload(console: Console, dataset_id: str) -> Response[bytes]:
-    """The raw body (`?filename=`) to the API as one multipart file part, streamed: JSON with `location`
-    (the new version's page) or `message`, under the API's status."""
-    filename = console.request.query_params.get("filename", "").strip()
-    if problem := _filename_problem(filename):
-        return _json(400, {"message": problem})
-    media = console.request.headers.get("content-type", "").split(";")[0].strip()
-    media = media if _MEDIA_TYPE.match(media) else "application/octet-stream"
-    boundary = "llmops-console-" + secrets.token_hex(16)
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {media}\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
-    length = console.request.headers.get("content-length", "")
-    if length.isdigit():  # lets the API refuse an oversized file before a byte is sent
-        headers["content-length"] = str(len(head) + int(length) + len(tail))
-    reply = await console.api.raw("POST", f"/catalog/datasets/{dataset_id}/upload",
-                                  body=_framed(head, console.request.stream(), tail), headers=headers)
-    if reply.status >= 400:
-        err = error_of(reply.status, reply.body)
-        message = _invalid_message(err) if reply.status in (413, 422) else err.message
-        return _json(reply.status, {"message": message})
-    report = msgspec.json.decode(reply.body).get("data") or {}
-    version = report.get("version")
-    return _json(reply.status, {"location": f"{BASE}/{dataset_id}?version={version}&uploaded={version}",
-                                "message": f"Version {version} is {report.get('status', 'stored')}"})
+    """The raw body (`?filename=`) to the API as one multipart file part, streamed (`uploads.py`): JSON with
+    `location` (the new version's page) or `message` (an invalid file's errors in words), under the API's status."""
+    try:
+        _, report = await forward_file(console, f"/catalog/datasets/{dataset_id}/upload")
+    except ApiError as err:
+        return json_answer(err.status, {"message": _invalid_message(err) if err.status in (413, 422)
+                                        else err.message})
+    version = (report or {}).get("version")
+    return json_answer(201, {"location": f"{BASE}/{dataset_id}?version={version}&uploaded={version}",
+                             "message": f"Version {version} is {(report or {}).get('status', 'stored')}"})
 
 
 # ---- detail ----------------------------------------------------------------------------------------

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Response, get, post
 from litestar.exceptions import NotFoundException
 
-from gateway.console.api import ApiError, error_of
+from gateway.console.api import ApiError
 from gateway.console.forms import Form
 from gateway.console.pages.common import list_query
 from gateway.console.pages.footprint import model_footprint
-from gateway.console.render import PAGE_HEADERS
 from gateway.console.session import Console
+from gateway.console.uploads import forward_file, json_answer
 
 __all__ = ["HANDLERS"]
 
@@ -342,47 +340,15 @@ async def model_version(console: Console, model_id: str, version: int) -> Respon
 # ---- upload -----------------------------------------------------------------------------------------------
 
 
-def _json(content: dict[str, Any], status: int) -> Response[Any]:
-    return Response(content, status_code=status, media_type="application/json", headers=PAGE_HEADERS)
-
-
-async def _one_part(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in body:
-        yield chunk
-    yield tail
-
-
 @post("/catalog/models/{model_id:str}/upload", name="console-model-upload", status_code=200,
       request_max_body_size=None)
-async def upload_file(console: Console, model_id: str) -> Response[Any]:
-    """The file arrives as the raw body (`?filename=`); it streams on to the API as one multipart part.
-    Answers JSON: `{"location"}` to go to on success, `{"message"}` with the API's status on failure."""
-    _checked(model_id)
-    request = console.request
-    content_type = request.headers.get("content-type", "") or "application/octet-stream"
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        return _json({"message": "Send the file as the request body (the upload form does this with JavaScript "
-                                 "on), or use the API's multipart upload."}, 415)
-    filename = request.query_params.get("filename", "").strip()
-    if not filename or len(filename) > 255 or _BAD_NAME.search(filename):
-        return _json({"message": "The file needs a plain name (no quotes, backslashes or control characters)."},
-                     400)
-    if _BAD_TYPE.search(content_type):
-        content_type = "application/octet-stream"
-    boundary = "llmops-console-" + secrets.token_hex(12)
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
-    length = request.headers.get("content-length", "")
-    if length.isdigit():
-        headers["content-length"] = str(len(head) + int(length) + len(tail))
-    reply = await console.api.raw("POST", f"/catalog/models/{model_id}/upload",
-                                  body=_one_part(head, request.stream(), tail), headers=headers)
-    if reply.status >= 300:
-        return _json({"message": error_of(reply.status, reply.body).message}, reply.status)
-    return _json({"location": f"{BASE}/{model_id}?{urlencode({'uploaded': filename})}#files"}, 200)
+async def upload_file(console: Console, model_id: str) -> Response[bytes]:
+    """The file as the raw body (`?filename=`), streamed on to the API as one multipart part (`uploads.py`)."""
+    try:
+        filename, _ = await forward_file(console, f"/catalog/models/{_checked(model_id)}/upload")
+    except ApiError as err:
+        return json_answer(err.status, {"message": err.message})
+    return json_answer(200, {"location": f"{BASE}/{model_id}?{urlencode({'uploaded': filename})}#files"})
 
 
 HANDLERS: list[Any] = [models_list, new_model, create_model, edit_model, update_model, model_detail, change_status,

@@ -16,7 +16,7 @@ import httpx
 from litestar.exceptions import InternalServerException
 from playwright.sync_api import Page, expect
 
-from gateway.console.pages.catalog_datasets import _framed
+from gateway.console.uploads import _framed
 from tests.gateway.console.conftest import shoot, sign_in
 
 TEAM = "console-qa"
