@@ -32,6 +32,7 @@ _KEY_FILTERS = ("teamId", "role", "includeRevoked")
 _AUDIT_FILTERS = ("actor", "action", "resourceType", "resourceId", "outcome", "since", "until")
 _POLICY_FILTERS = ("name", "team", "enabled")
 _TEAM_FILTERS = ("name",)
+_SETTINGS_FIELDS = ("allowedModels", "rpm", "tpm", "maxConcurrent", "budgetUsd", "budgetPeriod")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_VERSION = 2**31 - 1
 
@@ -270,33 +271,78 @@ async def _teams(console: Console) -> list[tuple[str, str]]:
     return [(t["id"], t["name"]) for t in listing.items]
 
 
+_KEY_FIELDS = ("name", "teamId", "roles", "allowedRoutes", "expiresAt", *_SETTINGS_FIELDS)
+
+
+def _key_body(form: Form) -> dict[str, Any]:
+    """A key's whole settings (create, or a PUT that replaces them: a field left empty is cleared)."""
+    body: dict[str, Any] = {"name": form.text("name", required=True), "teamId": form.text("teamId", required=True),
+                            "roles": form.many("roles"), **_settings_body(form)}
+    if routes := form.words("allowedRoutes"):
+        body["allowedRoutes"] = routes
+    if expires := form.text("expiresAt"):
+        body["expiresAt"] = expires
+    form.values["roles"] = body["roles"]
+    return body
+
+
+async def _key_form(console: Console, form: Form, *, key_id: str | None = None, status: int = 200) -> Response[str]:
+    return console.render("governance/key_form.html", {
+        "form": form, "key_id": key_id, "teams": await _teams(console), "roles": ROLE_NAMES,
+        "periods": BUDGET_PERIODS}, status=status)
+
+
 @get("/governance/keys/new", name="console-key-new")
 async def new_key(console: Console) -> Response[str]:
-    form = Form.of({"teamId": DEFAULT_TEAM_ID, "roles": []})
-    return console.render("governance/key_form.html", {"form": form, "teams": await _teams(console),
-                                                       "roles": ROLE_NAMES})
+    return await _key_form(console, Form.of({"teamId": DEFAULT_TEAM_ID, "roles": []}))
 
 
 @post("/governance/keys/new", name="console-key-create", status_code=200)
 async def create_key(console: Console) -> Response[str]:
     """The new key's secret is shown on the answer page, this once (it is never stored in clear)."""
     form = await Form.read(console.request)
-    body: dict[str, Any] = {"name": form.text("name", required=True), "teamId": form.text("teamId", required=True),
-                            "roles": form.many("roles")}
-    if routes := form.words("allowedRoutes"):
-        body["allowedRoutes"] = routes
-    if expires := form.text("expiresAt"):
-        body["expiresAt"] = expires
-    form.values["roles"] = body["roles"]
+    body = _key_body(form)
     if form.ok:
         try:
             created = await console.api.send("POST", "/governance/keys", body)
         except ApiError as err:
-            form.fail(err, ["name", "teamId", "roles", "allowedRoutes", "expiresAt"])
+            form.fail(err, _KEY_FIELDS)
         else:
-            return console.render("governance/key_created.html", {"key": created}, status=201)
-    return console.render("governance/key_form.html", {"form": form, "teams": await _teams(console),
-                                                       "roles": ROLE_NAMES}, status=422)
+            return console.render("governance/key_created.html", {"key": created, "rotated": False}, status=201)
+    return await _key_form(console, form, status=422)
+
+
+@get("/governance/keys/{key_id:str}/edit", name="console-key-edit")
+async def edit_key(console: Console, key_id: str) -> Response[str]:
+    found = await console.api.get(f"/governance/keys/{_checked_id(key_id)}")
+    expires = found.get("expiresAt")
+    values = {"name": found["name"], "teamId": found["teamId"], "roles": list(found.get("roles") or []),
+              "allowedRoutes": ", ".join(found.get("allowedRoutes") or []),
+              "expiresAt": str(expires)[:16] if expires else "", **_settings_values(found)}
+    return await _key_form(console, Form.of(values), key_id=key_id)
+
+
+@post("/governance/keys/{key_id:str}/edit", name="console-key-update", status_code=200)
+async def update_key(console: Console, key_id: str) -> Response[str]:
+    form = await Form.read(console.request)
+    body = _key_body(form)
+    if form.ok:
+        try:
+            await console.api.send("PUT", f"/governance/keys/{_checked_id(key_id)}", body)
+        except ApiError as err:
+            if err.status in (401, 403, 404):
+                raise
+            form.fail(err, _KEY_FIELDS)
+        else:
+            return console.redirect("/console/governance/keys")
+    return await _key_form(console, form, key_id=key_id, status=422)
+
+
+@post("/governance/keys/{key_id:str}/rotate", name="console-key-rotate", status_code=200)
+async def rotate_key(console: Console, key_id: str) -> Response[str]:
+    """A new secret, shown once; the old one stops working at once."""
+    rotated = await console.api.send("POST", f"/governance/keys/{_checked_id(key_id)}/rotate")
+    return console.render("governance/key_created.html", {"key": rotated, "rotated": True})
 
 
 @post("/governance/keys/{key_id:str}/revoke", name="console-key-revoke", status_code=200)
@@ -512,21 +558,24 @@ async def delete_policy(console: Console, policy_id: str) -> Response[str]:
 
 # -- teams ----------------------------------------------------------------------------------------
 
-_TEAM_FIELDS = ("name", "description", "allowedModels", "rpm", "tpm", "maxConcurrent", "budgetUsd", "budgetPeriod")
+_TEAM_FIELDS = ("name", "description", *_SETTINGS_FIELDS)
 BUDGET_PERIODS = [("", "No budget"), ("daily", "daily"), ("weekly", "weekly"), ("monthly", "monthly")]
 
 
 def _team_values(team: Mapping[str, Any]) -> dict[str, Any]:
-    values = {name: "" if team.get(name) is None else team[name] for name in _TEAM_FIELDS}
-    values["allowedModels"] = ", ".join(team.get("allowedModels") or [])
+    return {"name": team.get("name", ""), "description": team.get("description") or "", **_settings_values(team)}
+
+
+def _settings_values(found: Mapping[str, Any]) -> dict[str, Any]:
+    """A team's or key's limits, budget and allowed models as form values."""
+    values = {name: "" if found.get(name) is None else found[name] for name in _SETTINGS_FIELDS}
+    values["allowedModels"] = ", ".join(found.get("allowedModels") or [])
     return values
 
 
-def _team_body(form: Form) -> dict[str, Any]:
-    """The full team (a PUT replaces it: a field left empty is cleared)."""
-    body: dict[str, Any] = {"name": form.text("name", required=True, max_chars=64),
-                            "description": form.text("description", max_chars=500) or "",
-                            "allowedModels": form.words("allowedModels") or None,
+def _settings_body(form: Form) -> dict[str, Any]:
+    """Limits, budget and allowed models, as a team and a key both carry them (absent: none of their own)."""
+    body: dict[str, Any] = {"allowedModels": form.words("allowedModels") or None,
                             "rpm": form.integer("rpm", minimum=1), "tpm": form.integer("tpm", minimum=1),
                             "maxConcurrent": form.integer("maxConcurrent", minimum=1),
                             "budgetPeriod": form.text("budgetPeriod")}
@@ -540,6 +589,13 @@ def _team_body(form: Form) -> dict[str, Any]:
         else:
             body["budgetUsd"] = format(amount, "f")  # a decimal string: exact, as the API keeps it
     return {k: v for k, v in body.items() if v is not None}
+
+
+def _team_body(form: Form) -> dict[str, Any]:
+    """The full team (a PUT replaces it: a field left empty is cleared)."""
+    body: dict[str, Any] = {"name": form.text("name", required=True, max_chars=64),
+                            "description": form.text("description", max_chars=500) or "", **_settings_body(form)}
+    return body
 
 
 def _fail_team(form: Form, err: ApiError) -> None:
@@ -638,7 +694,7 @@ async def delete_team(console: Console, team_id: str) -> Response[str]:
 
 
 HANDLERS: list[Any] = [
-    governance, keys, new_key, create_key, revoke_key, audit,
+    governance, keys, new_key, create_key, edit_key, update_key, rotate_key, revoke_key, audit,
     policies, policy_schema, new_policy, create_policy, policy, policy_version, policy_diff, edit_policy,
     update_policy, delete_policy,
     teams, new_team, create_team, team, edit_team, update_team, delete_team,

@@ -77,3 +77,31 @@ def test_the_audit_log_filters_and_shows_a_bad_date_beside_its_field(page: Page,
     page.get_by_label("Since").fill("not-a-date")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#f-since-err")).to_be_visible()
+
+
+def test_an_admin_edits_a_keys_limits_and_rotates_its_secret(page: Page, server: Server, keys: dict[str, str],
+                                                             api: httpx.Client) -> None:
+    made = api.post("/governance/keys", json={"name": f"edit-{uuid.uuid4().hex[:8]}", "teamId": "team_default",
+                                              "roles": ["viewer"], "rpm": 50}).json()["data"]
+    sign_in(page, keys["admin"], "/console/governance/keys?pageSize=200")
+    page.get_by_role("row").filter(has_text=made["name"]).get_by_role("link", name="Edit").click()
+    expect(page.get_by_label("Requests per minute")).to_have_value("50")  # what the key holds is pre-filled
+    page.get_by_label("Tokens per minute").fill("0")
+    page.get_by_role("button", name="Save key").click()
+    expect(page.locator("#f-tpm-err")).to_be_visible()  # refused beside the field, nothing saved
+    page.get_by_label("Tokens per minute").fill("9000")
+    page.get_by_label("Budget (USD)").fill("12.50")
+    page.get_by_label("Budget period").select_option("monthly")
+    page.get_by_role("button", name="Save key").click()
+    expect(page.get_by_role("heading", name="Keys")).to_be_visible()
+    held = api.get(f"/governance/keys/{made['id']}").json()["data"]
+    assert (held["rpm"], held["tpm"], held["budgetUsd"], held["budgetPeriod"]) == (50, 9000, "12.5", "monthly")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("row").filter(has_text=made["name"]).get_by_role("button", name="Rotate").click()
+    expect(page.get_by_role("heading", name="Key rotated")).to_be_visible()
+    fresh = page.get_by_label(f"Key for {made['name']}").input_value()
+    assert fresh != made["key"]
+    url = server.url + "/llm-ops/v1/catalog/models"
+    assert httpx.get(url, headers={"authorization": f"Bearer {made['key']}"}).status_code == 401
+    assert httpx.get(url, headers={"authorization": f"Bearer {fresh}"}).status_code == 200
