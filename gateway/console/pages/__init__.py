@@ -9,6 +9,7 @@ from gateway.console.pages import (
     catalog_models,
     chat,
     evaluation,
+    gates,
     governance,
     prompts,
     serving,
@@ -20,5 +21,5 @@ __all__ = ["HANDLERS"]
 
 HANDLERS: list[Any] = [
     *chat.HANDLERS, *serving.HANDLERS, *catalog_models.HANDLERS, *catalog_datasets.HANDLERS, *training.HANDLERS,
-    *evaluation.HANDLERS, *prompts.HANDLERS, *usage.HANDLERS, *governance.HANDLERS,
+    *evaluation.HANDLERS, *gates.HANDLERS, *prompts.HANDLERS, *usage.HANDLERS, *governance.HANDLERS,
 ]
