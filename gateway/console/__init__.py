@@ -140,7 +140,29 @@ async def logout(request: Request[Any, Any, Any], console: Console) -> Response[
 
 @get("/", name="console-home")
 async def home(console: Console) -> Response[str]:
-    return console.render("home.html", {"sections": NAV})
+    """The sections, and this gateway's upstreams (circuit state, in-flight requests) with a config reload."""
+    try:
+        upstreams = await console.api.get("/gateway/upstreams")
+        problem = None
+    except ApiError as err:
+        if err.status in (401, 403):
+            raise
+        upstreams, problem = {}, err.message
+    reloaded = console.request.query_params.get("reloaded")
+    return console.render("home.html", {"sections": NAV, "upstreams": upstreams, "upstreams_problem": problem,
+                                        "reloaded": reloaded})
+
+
+@post("/gateway/reload", name="console-reload", status_code=200)
+async def reload_config(console: Console) -> Response[str]:
+    """`POST /gateway/reload` (admin): the config file is read again; a refusal is shown in words."""
+    try:
+        await console.api.send("POST", "/gateway/reload")
+    except ApiError as err:
+        if err.status in (401, 403):
+            raise
+        return console.redirect("/console?" + urlencode({"reloaded": f"refused: {err.message}"[:300]}))
+    return console.redirect("/console?reloaded=ok")
 
 
 @get("/static/{name:path}", name="console-static")
@@ -208,7 +230,7 @@ def console_router() -> Router:
     """Every `/console` route; the app must hold a `ConsoleServices` in `app.state.console`."""
     return Router(
         "/console",
-        route_handlers=[login_form, login, logout, home, static, *PAGE_HANDLERS],
+        route_handlers=[login_form, login, logout, home, reload_config, static, *PAGE_HANDLERS],
         dependencies={"console": Provide(provide_console)},
         exception_handlers={SignInRequired: _sign_in, CsrfRefused: _csrf, ApiError: _api_error,
                             ConsoleUnavailable: _unavailable, NotFoundException: _not_found},
