@@ -201,7 +201,7 @@ def create_app(
 
     gw.before_swap.append(reconfigure_control)
     # The web console (/console): pages over the admin API, called in-process as the signed-in key.
-    console = console_services(plane, cfg.console) if cfg.console.enabled else None
+    console = console_services(plane, cfg.console, lambda: _route_names(gw)) if cfg.console.enabled else None
     if console is not None:
         gw.usage.add_consumer(console.receipts)  # the playground's tokens, cost and variant per reply
     gw.metrics.registry.register(plane.denial_stats)  # llmops_admin_auth_denials_total on /metrics
@@ -305,6 +305,12 @@ class GatewayApp:
             await serve_counted(self.litestar, self._gw, scope, receive, send)
             return
         await self.litestar(scope, receive, send)  # type: ignore[arg-type]  # Litestar types ASGI events as narrower TypedDicts
+
+
+def _route_names(gw: Gateway) -> list[str]:
+    """The route names as the live generation has them (none before start-up)."""
+    gen = gw.generation
+    return sorted(gen.table.routes) if gen is not None else []
 
 
 def _model(name: str) -> dict[str, Any]:

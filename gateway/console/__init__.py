@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -53,11 +54,13 @@ log = logging.getLogger("llmops.console")
 LOGIN_COOKIE = "llmops_console_login"  # the sign-in form's own CSRF token (double submit), before any session
 
 
-def console_services(plane: ControlPlane, cfg: ConsoleCfg) -> ConsoleServices:
-    """What the console's handlers share; `caller.app` is set once the whole ASGI app exists."""
+def console_services(plane: ControlPlane, cfg: ConsoleCfg,
+                     routes: Callable[[], list[str]] = list) -> ConsoleServices:
+    """What the console's handlers share; `caller.app` is set once the whole ASGI app exists. `routes`: the
+    gateway's route names as they are now (a reload changes them)."""
     assets = Assets()
     return ConsoleServices(plane=plane, caller=InProcess(), templates=Templates(assets), assets=assets,
-                           receipts=Receipts(), cfg=cfg)
+                           receipts=Receipts(), cfg=cfg, routes=routes)
 
 
 def _safe_next(value: str | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class ConsoleServices:
     assets: Assets
     receipts: Receipts
     cfg: ConsoleCfg
+    routes: Callable[[], list[str]] = list  # this gateway's route names now (suggested in route fields)
     _sessions: ConsoleSessions | None = field(default=None, repr=False)
 
     def sessions(self) -> ConsoleSessions:
@@ -98,7 +99,8 @@ class Console:
         """A page (or, for htmx, a page it selects a fragment of) with the layout's context."""
         body = self.services.templates.render(template, {
             "console": self, "user": self.user, "csrf": self.csrf, "can": self.can, "nav": NAV,
-            "path": self.request.url.path, "query": dict(self.request.query_params), **(context or {}),
+            "path": self.request.url.path, "query": dict(self.request.query_params),
+            "gateway_routes": self.services.routes(), **(context or {}),
         })
         return Response(body, status_code=status, media_type="text/html; charset=utf-8",
                         headers={**PAGE_HEADERS, **(headers or {})})

@@ -13,6 +13,8 @@ def test_an_admin_sees_the_upstreams_and_reloads_the_config(page: Page, keys: di
     sign_in(page, keys["admin"])
     upstreams = page.locator("table[aria-labelledby=upstreams-h]")
     expect(upstreams.get_by_role("row").filter(has_text="mock")).to_have_count(1)
+    suggested = page.eval_on_selector_all("#gateway-routes option", "els => els.map(e => e.value)")
+    assert {"demo", "second"} <= set(suggested)  # route fields suggest the gateway's routes (plus endpoints')
     shoot(page, "overview")
     before = api.get("/audit/logs", params={"action": "gateway.reload"}).json()["data"]["total"]
     page.once("dialog", lambda dialog: dialog.accept())
