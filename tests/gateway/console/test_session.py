@@ -95,3 +95,20 @@ def test_an_unknown_console_page_is_a_page_not_json(page: Page, keys: dict[str, 
     answer = page.goto("/console/no-such-page")
     assert answer is not None and answer.status == 404
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+
+
+def test_signing_in_and_reaching_a_section_by_keyboard_alone(page: Page, keys: dict[str, str]) -> None:
+    page.goto("/console/login")
+    page.keyboard.press("Tab")  # the key field is the first control
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type(keys["viewer"])
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()  # the first stop skips the menu
+    for _ in range(12):  # the menu's links come next, in order
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Models":
+            break
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/console/catalog/models$"))

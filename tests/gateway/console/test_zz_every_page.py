@@ -63,10 +63,23 @@ def _crawl(page: Page, *, shots: bool, allow: frozenset[int] = frozenset(),
     return visited
 
 
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim() && !e.getAttribute('aria-label')
+                                      : !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                                        && !e.getAttribute('aria-labelledby'))
+  .map(e => e.outerHTML.slice(0, 120))"""
+
+
 def test_every_page_loads_cleanly_for_an_admin(page: Page, keys: dict[str, str]) -> None:
     sign_in(page, keys["admin"])
-    visited = _crawl(page, shots=True)
+    unlabelled: list[str] = []
+
+    def every_control_is_named(url: str) -> None:
+        unlabelled.extend(f"{url}: {html}" for html in page.evaluate(UNLABELLED))
+
+    visited = _crawl(page, shots=True, on_page=every_control_is_named)
     assert {item.href for item in NAV} <= set(visited)
+    assert not unlabelled, "form controls without a label:\n" + "\n".join(unlabelled)
     problems = page.problems.all()  # type: ignore[attr-defined]
     assert not problems, "\n".join(problems)
 
