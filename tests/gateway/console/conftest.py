@@ -148,6 +148,8 @@ def page(browser: Browser, server: Server) -> Iterator[Page]:
             problems.console.append(f"{opened.url}: {message.text}")
 
     def on_failed(request: Request) -> None:
+        if request.failure == "net::ERR_ABORTED":  # cancelled by the browser itself, e.g. by navigating away
+            return
         problems.failed.append(f"{request.method} {request.url}: {request.failure}")
 
     def on_response(response: Response) -> None:
