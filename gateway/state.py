@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from adapters.gateway_plugins import PluginHost
 from adapters.snapshots import EndpointsSnapshot, RoutesSnapshot
 from adapters.store import Store
@@ -264,6 +266,7 @@ class Gateway:
                         cfg = self._default_config()
                     else:
                         cfg = self.cfg
+                cfg = self._keep_address(cfg)
                 new = await self._build(cfg)
                 try:
                     for hook in self.before_swap:
@@ -277,6 +280,19 @@ class Gateway:
             self._swap(new, cfg)
             log.info("config reloaded: %d routes, %d providers", len(new.cfg.routes), len(new.cfg.providers))
             return cfg
+
+    def _keep_address(self, cfg: GatewayCfg) -> GatewayCfg:
+        """The listening host and port stay what this process listens on: a socket cannot move live, and they
+        may have come from `serve --host/--port` rather than the file. Without this, a reload from a file naming
+        another (or no) port told the control modules a wrong own address (local trainers and evaluation
+        workers then called port 4000)."""
+        running = self.cfg.server
+        if (cfg.server.host, cfg.server.port) == (running.host, running.port):
+            return cfg
+        if cfg is not self.cfg and self.config_path is not None:
+            log.info("reload: server.host/port need a restart; still listening on %s:%s", running.host, running.port)
+        return msgspec.structs.replace(cfg, server=msgspec.structs.replace(cfg.server, host=running.host,
+                                                                           port=running.port))
 
     async def _apply_snapshots(self, snapshots: ControlSnapshots) -> None:
         """A new set of control-plane snapshots. Routes as they were: swap `gen.control` of the

@@ -16,6 +16,8 @@ import msgspec
 import pytest
 import yaml
 
+from adapters.adminapi.testing import serve_asgi
+from gateway.app import create_app
 from gateway.config import ConfigError, decode_config
 from tests.conftest import free_port, run_gateway, simple_config
 
@@ -154,3 +156,18 @@ def _half_closed_post(port: int, body: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+async def test_a_reload_keeps_the_address_the_process_listens_on(mock, tmp_path: Path) -> None:
+    """`serve --port N` with a file naming no port: a reload must not move the gateway's own address (the control
+    modules' callback URL) to the file's default 4000."""
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({**simple_config(mock.url), "control": {"data_dir": str(tmp_path)}}))
+    started = decode_config({**simple_config(mock.url), "server": {"port": 4871},
+                             "control": {"data_dir": str(tmp_path)}})
+    app = create_app(started, config_path=path)
+    async with serve_asgi(app, lifespan="on"):
+        await app.state.gateway.reload()
+        assert app.state.gateway.cfg.server.port == 4871
+        training = app.state.control_plane.cfg.module_settings["training"]
+        assert training["api_base_url"] == "http://127.0.0.1:4871/llm-ops/v1"
