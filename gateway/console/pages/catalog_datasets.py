@@ -17,7 +17,7 @@ from litestar import Response, get, post
 
 from gateway.console.api import ApiError
 from gateway.console.forms import Form
-from gateway.console.pages.common import list_query
+from gateway.console.pages.common import filtered_list, list_query
 from gateway.console.session import Console
 from gateway.console.uploads import forward_file, json_answer
 
@@ -45,14 +45,7 @@ def _positive(raw: str | None) -> int | None:
 
 @get("/catalog/datasets", name="console-datasets")
 async def datasets(console: Console) -> Response[str]:
-    form = Form.of(console.request.query_params)
-    try:
-        listing = await console.api.list("/catalog/datasets", list_query(console, _FILTERS))
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        form.fail(err, _FILTERS)  # a filter the API refused (quality above 100, ...) is shown beside it
-        listing = None
+    listing, form = await filtered_list(console, "/catalog/datasets", _FILTERS)  # e.g. quality above 100
     return console.render("datasets/list.html", {"listing": listing, "form": form, "pii_statuses": PII_STATUSES})
 
 

@@ -22,7 +22,7 @@ from litestar.exceptions import NotFoundException
 
 from gateway.console.api import ApiError
 from gateway.console.forms import Form
-from gateway.console.pages.common import list_query
+from gateway.console.pages.common import filtered_list
 from gateway.console.pages.footprint import model_footprint
 from gateway.console.session import Console
 from gateway.console.uploads import forward_file, json_answer
@@ -69,14 +69,7 @@ def _checked(model_id: str) -> str:
 
 @get("/catalog/models", name="console-models")
 async def models_list(console: Console) -> Response[str]:
-    form = Form.of(console.request.query_params)
-    try:
-        listing = await console.api.list("/catalog/models", list_query(console, _FILTERS))
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        form.fail(err, _FILTERS)  # a filter the API refused, in words
-        listing = None
+    listing, form = await filtered_list(console, "/catalog/models", _FILTERS)
     return console.render("models/list.html", {"listing": listing, "form": form, "types": TYPES,
                                                "statuses": STATUSES})
 

@@ -19,7 +19,7 @@ from litestar.response import Stream
 
 from gateway.console.api import ApiError, error_of, read_all
 from gateway.console.forms import Form
-from gateway.console.pages.common import list_query
+from gateway.console.pages.common import filtered_list, list_query
 from gateway.console.render import with_query
 from gateway.console.session import Console
 
@@ -91,17 +91,10 @@ async def _datasets(console: Console) -> list[dict[str, Any]]:
 @get("/evaluation", name="console-evaluation")
 async def runs(console: Console) -> Response[str]:
     query = list_query(console, _LIST_FILTERS)
-    form = Form.of(console.request.query_params)
     for name, end in (("from", False), ("to", True)):
         if name in query:
             query[name] = _instant(str(query[name]), end=end)
-    try:
-        listing = await console.api.list("/evaluation/runs", query)
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        form.fail(err, _LIST_FILTERS)  # a filter the API refused (a malformed date) is shown beside it
-        listing = None
+    listing, form = await filtered_list(console, "/evaluation/runs", _LIST_FILTERS, query)
     active = listing is not None and any(r.get("status") in ACTIVE for r in listing.items)
     datasets = [(d["id"], d["name"]) for d in await _datasets(console)]
     return console.render("evaluation/runs.html", {

@@ -23,7 +23,7 @@ from adapters.adminapi.rbac import ROLE_NAMES
 from adapters.dataplane import DEFAULT_TEAM_ID
 from gateway.console.api import ApiError
 from gateway.console.forms import Form
-from gateway.console.pages.common import list_query
+from gateway.console.pages.common import filtered_list, list_query
 from gateway.console.session import Console
 
 __all__ = ["HANDLERS", "Change", "json_diff"]
@@ -353,15 +353,7 @@ async def revoke_key(console: Console, key_id: str) -> Response[str]:
 
 @get("/governance/audit", name="console-audit")
 async def audit(console: Console) -> Response[str]:
-    query = list_query(console, _AUDIT_FILTERS)
-    form = Form.of(console.request.query_params)
-    try:
-        listing = await console.api.list("/audit/logs", query)
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        form.fail(err, _AUDIT_FILTERS)  # a filter the API refused (a malformed date) is shown beside it
-        listing = None
+    listing, form = await filtered_list(console, "/audit/logs", _AUDIT_FILTERS)
     return console.render("governance/audit.html", {"listing": listing, "form": form})
 
 

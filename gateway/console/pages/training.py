@@ -15,7 +15,7 @@ from litestar import Response, get, post
 
 from gateway.console.api import ApiError
 from gateway.console.forms import Form
-from gateway.console.pages.common import list_query
+from gateway.console.pages.common import filtered_list
 from gateway.console.session import Console
 
 __all__ = ["HANDLERS"]
@@ -46,14 +46,7 @@ LOSS_KEYS = ("train_loss", "eval_loss")
 
 @get("/training", name="console-training")
 async def jobs(console: Console) -> Response[str]:
-    form = Form.of(console.request.query_params)
-    try:
-        listing = await console.api.list("/training/jobs", list_query(console, _LIST_FILTERS))
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        form.fail(err, _LIST_FILTERS)  # a filter the API refused (a hand-edited status) is shown beside it
-        listing = None
+    listing, form = await filtered_list(console, "/training/jobs", _LIST_FILTERS)
     active = bool(listing and any(j.get("status") in ACTIVE for j in listing.items))
     return console.render("training/jobs.html", {"listing": listing, "form": form, "active": active,
                                                  "job_types": JOB_TYPES, "statuses": STATUSES})
