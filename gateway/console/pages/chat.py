@@ -50,24 +50,11 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "content
 async def chat(console: Console) -> Response[str]:
     endpoints = await _endpoints(console)
     served = {e["route"] for e in endpoints}
-    routes, problem = await _routes(console)
+    routes = console.services.routes()  # the live route table, as `GET /v1/models` lists it
     return console.render("chat/chat.html", {
-        "routes": [r for r in routes if r not in served], "endpoints": endpoints, "routes_problem": problem,
+        "routes": [r for r in routes if r not in served], "endpoints": endpoints,
         "keyed": may_use_data_plane(console.user.roles), "max_tokens": MAX_TOKENS,
     })
-
-
-async def _routes(console: Console) -> tuple[list[str], str | None]:
-    """The gateway's routes, as the data plane lists them (`GET /v1/models`)."""
-    async with console.api.stream("GET", "/v1/models", admin=False) as reply:
-        body = await read_all(reply)
-    if reply.status >= 400:
-        return [], error_of(reply.status, body).message
-    try:
-        doc = msgspec.json.decode(body)
-        return sorted(str(m["id"]) for m in doc.get("data", [])), None
-    except (msgspec.DecodeError, AttributeError, KeyError, TypeError):
-        return [], "The gateway's route list could not be read."
 
 
 async def _endpoints(console: Console) -> list[dict[str, Any]]:
