@@ -64,6 +64,30 @@ class BreakerCfg(_Cfg, frozen=True):
     cooldown_s: float = 30.0
 
 
+class PrefixAffinityCfg(_Cfg, frozen=True):
+    """`balance: prefix_affinity` (adapters/upstream/prefix_affinity.py): how prompts are cut into blocks, how many
+    recently routed blocks are remembered per replica, the load bound, and what a session is keyed on."""
+
+    block_chars: int = 512  # characters of rendered messages per hashed block
+    max_blocks: int = 256  # blocks hashed at most per request (the leading 128 KiB by default)
+    index_blocks: int = 4096  # recently routed blocks remembered per replica (LRU), about its KV cache's size
+    epsilon: float = 0.25  # bounded load: a replica over (1 + epsilon) x the mean load is passed over
+    affinity: Literal["prompt", "user", "header"] = "prompt"  # what keys a request: its prompt, `user`, a header
+    header: str = "x-session-id"  # the header that keys a session (affinity: header)
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.block_chars <= 65536:
+            raise ValueError("prefix_affinity.block_chars must be between 16 and 65536")
+        if not 1 <= self.max_blocks <= 4096:
+            raise ValueError("prefix_affinity.max_blocks must be between 1 and 4096")
+        if not 16 <= self.index_blocks <= 10_000_000:
+            raise ValueError("prefix_affinity.index_blocks must be between 16 and 10000000")
+        if not 0.0 < self.epsilon <= 10.0:
+            raise ValueError("prefix_affinity.epsilon must be above 0 and at most 10")
+        if not self.header or self.header != self.header.strip():
+            raise ValueError("prefix_affinity.header must be a header name")
+
+
 class ProviderCfg(_Cfg, frozen=True):
     name: str
     kind: Literal["openai", "ollama", "litellm"]
@@ -71,7 +95,11 @@ class ProviderCfg(_Cfg, frozen=True):
     base_urls: list[str] = []
     api_key: str | None = None
     headers: dict[str, str] = {}
-    balance: Literal["least_inflight", "vllm_queue"] = "least_inflight"
+    # least_inflight: fewest of our requests in flight; vllm_queue: plus each replica's scraped
+    # vllm:num_requests_waiting; random: a uniform draw; prefix_affinity: the replica holding the prompt's
+    # longest recently routed prefix, under a load bound (see prefix_affinity).
+    balance: Literal["least_inflight", "vllm_queue", "random", "prefix_affinity"] = "least_inflight"
+    prefix_affinity: PrefixAffinityCfg = PrefixAffinityCfg()
     metrics_interval_s: float = 2.0
     max_connections: int = 1000
     stream_usage: bool = True
