@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from adapters.upstream import OllamaUpstream, OpenAIUpstream, Timeouts, Upstream
+from adapters.upstream import Balancer, OllamaUpstream, OpenAIUpstream, RandomBalancer, Timeouts, Upstream
+from adapters.upstream.prefix_affinity import PrefixAffinity
 from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, RouteCfg, TargetCfg, TimeoutsCfg
 from gateway.routing import Route, RouteTable, Target
 
-__all__ = ["build_provider", "build_table"]
+__all__ = ["build_balancer", "build_provider", "build_table"]
 
 
 def _timeouts(*layers: TimeoutsCfg | None) -> Timeouts:
@@ -46,12 +47,33 @@ def build_provider(cfg: ProviderCfg, mock_url: str | None = None) -> Upstream:
     )
 
 
-def build_table(cfg: GatewayCfg, providers: dict[str, Upstream]) -> RouteTable:
+def build_balancer(cfg: ProviderCfg, provider: Upstream) -> Balancer | None:
+    """The provider's picker when its mode keeps state (random, prefix_affinity); None for the default
+    least-loaded function, and for a single replica, where there is nothing to choose."""
+    if len(provider.backends) < 2:
+        return None
+    if cfg.balance == "random":
+        return RandomBalancer()
+    if cfg.balance == "prefix_affinity":
+        a = cfg.prefix_affinity
+        return PrefixAffinity(
+            [b.url for b in provider.backends], block_chars=a.block_chars, max_blocks=a.max_blocks,
+            index_blocks=a.index_blocks, epsilon=a.epsilon, affinity=a.affinity, header=a.header,
+        )
+    return None
+
+
+def build_table(
+    cfg: GatewayCfg, providers: dict[str, Upstream], balancers: dict[str, Balancer] | None = None,
+) -> RouteTable:
+    """`balancers`: each provider's picker (build_balancer), kept across reloads with its provider."""
     by_name = {p.name: p for p in cfg.providers}
+    balancers = balancers or {}
     routes: dict[str, Route] = {}
     for r in cfg.routes:
         def target(t: TargetCfg, r: RouteCfg = r) -> Target:
-            return Target(providers[t.provider], t.model, t.weight, _timeouts(r.timeouts, by_name[t.provider].timeouts))
+            return Target(providers[t.provider], t.model, t.weight, _timeouts(r.timeouts, by_name[t.provider].timeouts),
+                          balancers.get(t.provider))
 
         routes[r.name] = Route(
             name=r.name, targets=tuple(target(t) for t in r.targets), fallbacks=tuple(target(t) for t in r.fallbacks),
@@ -59,5 +81,5 @@ def build_table(cfg: GatewayCfg, providers: dict[str, Upstream]) -> RouteTable:
         )
     return RouteTable(
         routes, providers, allow_direct=cfg.server.allow_direct,
-        default_timeouts={p.name: _timeouts(p.timeouts) for p in cfg.providers},
+        default_timeouts={p.name: _timeouts(p.timeouts) for p in cfg.providers}, balancers=balancers,
     )

@@ -148,7 +148,11 @@ class Relay:
             fallback = fallback is not None
             priced = on_route is None
             for retry in range(route.retries + 1):
-                backend = pick_backend(target.provider.backends)
+                balancer = target.balancer
+                if balancer is None:
+                    backend = pick_backend(target.provider.backends)
+                else:
+                    backend = balancer.pick(target.provider.backends, body, ctx.raw_headers if ctx else None)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     unready = False

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from adapters.errors import NotFound
-from adapters.upstream import Timeouts, Upstream
+from adapters.upstream import Balancer, Timeouts, Upstream
 
 __all__ = ["Route", "RouteTable", "Target"]
 
@@ -22,6 +22,7 @@ class Target:
     model: str
     weight: float
     timeouts: Timeouts
+    balancer: Balancer | None = None  # None: the default least-loaded pick (adapters/upstream/balancer.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +66,13 @@ class RouteTable:
         *,
         allow_direct: bool = True,
         default_timeouts: dict[str, Timeouts] | None = None,
+        balancers: dict[str, Balancer] | None = None,
     ) -> None:
         self.routes = routes
         self.providers = providers
         self.allow_direct = allow_direct
         self._provider_timeouts = default_timeouts or {}
+        self._balancers = balancers or {}
         self._direct: dict[str, Route] = {}
 
     def resolve(self, model: str) -> Route:
@@ -84,7 +87,8 @@ class RouteTable:
             provider = self.providers.get(provider_name)
             if provider is not None and upstream_model:
                 timeouts = self._provider_timeouts.get(provider_name, Timeouts())
-                route = Route(name=model, targets=(Target(provider, upstream_model, 1.0, timeouts),),
+                route = Route(name=model, targets=(Target(provider, upstream_model, 1.0, timeouts,
+                                                    self._balancers.get(provider_name)),),
                               label=f"{provider_name}/*")
                 if len(self._direct) < 4096:  # bounded: clients choose these names
                     self._direct[model] = route

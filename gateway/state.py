@@ -29,7 +29,7 @@ import msgspec
 from adapters.gateway_plugins import PluginHost
 from adapters.snapshots import EndpointsSnapshot, RoutesSnapshot
 from adapters.store import Store
-from adapters.upstream import BreakerState, Upstream
+from adapters.upstream import Balancer, BreakerState, Upstream
 from adapters.upstream.urls import redact_url
 from adapters.upstream.vllm_metrics import scrape_forever
 from gateway.config import BUILTIN_MOCK, GatewayCfg, ProviderCfg, load_config
@@ -39,7 +39,7 @@ from gateway.metering import UsageQueue
 from gateway.metrics import GatewayMetrics
 from gateway.plugins import Plugins, load_plugins
 from gateway.pricing_wiring import UsagePricer, build_pricer
-from gateway.providers import build_provider, build_table
+from gateway.providers import build_balancer, build_provider, build_table
 from gateway.relay import Relay
 from gateway.routing import Route, RouteTable
 from gateway.watchdog import Watchdog
@@ -70,6 +70,7 @@ class Generation:
         self.plugins = plugins or Plugins()
         self.inflight = 0
         self.borrowed: frozenset[str] = frozenset()  # providers handed over by the previous generation
+        self.balancers: dict[str, Balancer] = {}  # providers' stateful pickers, handed over with them
         self._usage = usage  # drained before the plug-ins stop, so their on_finish hooks ran
         self.pricer: UsagePricer | None = None  # cfg.pricing's, handed to the usage worker on swap
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,7 +87,7 @@ class Generation:
                     metrics.set_circuit(name, label, 0)
                 b.breaker.on_change = _on_breaker_change(metrics, name, label, b.url)
             pcfg = by_name[name]
-            if pcfg.balance == "vllm_queue":
+            if pcfg.balance in ("vllm_queue", "prefix_affinity"):
                 self._tasks.append(asyncio.create_task(scrape_forever(provider.backends, pcfg.metrics_interval_s)))
 
     async def close(self, drain_timeout_s: float = 60.0, keep: frozenset[str] = frozenset()) -> None:
@@ -195,7 +196,9 @@ class Gateway:
         mock_url = await self._mock_url(cfg)
         pricer = await build_pricer(cfg, self.generation.pricer if self.generation is not None else None)
         running = self._running_providers()
+        kept = self.generation.balancers if self.generation is not None else {}
         providers: dict[str, Upstream] = {}
+        balancers: dict[str, Balancer] = {}
         borrowed: set[str] = set()
         for p in cfg.providers:
             if (found := running.get(p.name)) is not None and found[0] == p:
@@ -203,8 +206,13 @@ class Gateway:
                 borrowed.add(p.name)
             else:
                 providers[p.name] = self._upstreams.get(p.name) or build_provider(p, mock_url)
+            # A borrowed provider keeps its picker, so a reload does not forget where prefixes live.
+            balancer = kept.get(p.name) if p.name in borrowed else build_balancer(p, providers[p.name])
+            if balancer is not None:
+                balancers[p.name] = balancer
         plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins, self.plugin_host, cfg))
-        gen = Generation(cfg, providers, build_table(cfg, providers), plugins, self.usage, snapshots)
+        gen = Generation(cfg, providers, build_table(cfg, providers, balancers), plugins, self.usage, snapshots)
+        gen.balancers = balancers
         gen.borrowed = frozenset(borrowed)
         gen.pricer = pricer
         try:

@@ -1,13 +1,19 @@
-"""Pick a provider replica: fewest requests in flight (plus, when scraped,
-vLLM's own queue length), skipping replicas whose breaker is open."""
+"""Pick a provider replica, skipping replicas whose breaker is open.
+
+The default (`least_inflight`, and `vllm_queue` when vLLM's queue length is scraped) is a plain function on
+the hot path: fewest requests in flight plus the replica's waiting queue. Other modes are `Balancer`
+objects held per provider (`RandomBalancer` here, `PrefixAffinity` in prefix_affinity.py): they may keep
+state across requests and read the request's body and headers."""
 
 from __future__ import annotations
 
 import itertools
+import random
+from typing import Any, Protocol
 
 from adapters.upstream.base import Backend
 
-__all__ = ["pick_backend"]
+__all__ = ["Balancer", "RandomBalancer", "pick_backend"]
 
 _rotation = itertools.count()
 
@@ -31,3 +37,25 @@ def pick_backend(backends: list[Backend]) -> Backend | None:
     if best is None or not best.breaker.acquire():
         return None
     return best
+
+
+class Balancer(Protocol):
+    """A provider's replica picker with a memory; called once per attempt, on the event loop's thread."""
+
+    def pick(self, backends: list[Backend], body: dict[str, Any],
+             headers: list[tuple[bytes, bytes]] | None) -> Backend | None: ...
+
+
+class RandomBalancer:
+    """A uniform draw among the replicas whose breaker is closed: the baseline other modes are judged by."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._choice = (rng or random.Random()).choice
+
+    def pick(self, backends: list[Backend], body: dict[str, Any],
+             headers: list[tuple[bytes, bytes]] | None = None) -> Backend | None:
+        live = [b for b in backends if b.breaker.available()]
+        if not live:
+            return None
+        b = self._choice(live)
+        return b if b.breaker.acquire() else None
