@@ -47,19 +47,23 @@ def build_provider(cfg: ProviderCfg, mock_url: str | None = None) -> Upstream:
     )
 
 
-def build_balancer(cfg: ProviderCfg, provider: Upstream) -> Balancer | None:
+def build_balancer(cfg: ProviderCfg, provider: Upstream, previous: Balancer | None = None) -> Balancer | None:
     """The provider's picker when its mode keeps state (random, prefix_affinity); None for the default
-    least-loaded function, and for a single replica, where there is nothing to choose."""
+    least-loaded function, and for a single replica, where there is nothing to choose. `previous`: the
+    provider's picker before a reload changed it; a prefix index is carried over for the replicas kept."""
     if len(provider.backends) < 2:
         return None
     if cfg.balance == "random":
         return RandomBalancer()
     if cfg.balance == "prefix_affinity":
         a = cfg.prefix_affinity
-        return PrefixAffinity(
+        picker = PrefixAffinity(
             [b.url for b in provider.backends], block_chars=a.block_chars, max_blocks=a.max_blocks,
             index_blocks=a.index_blocks, epsilon=a.epsilon, affinity=a.affinity, header=a.header,
         )
+        if isinstance(previous, PrefixAffinity) and previous.block_chars == picker.block_chars:
+            picker.adopt(previous)
+        return picker
     return None
 
 

@@ -207,7 +207,8 @@ class Gateway:
             else:
                 providers[p.name] = self._upstreams.get(p.name) or build_provider(p, mock_url)
             # A borrowed provider keeps its picker, so a reload does not forget where prefixes live.
-            balancer = kept.get(p.name) if p.name in borrowed else build_balancer(p, providers[p.name])
+            previous = kept.get(p.name)
+            balancer = previous if p.name in borrowed else build_balancer(p, providers[p.name], previous)
             if balancer is not None:
                 balancers[p.name] = balancer
         plugins = Plugins(load_plugins(cfg.plugins, self._extra_plugins, self.plugin_host, cfg))

@@ -115,6 +115,7 @@ class PrefixAffinity:
         self.block_chars, self.max_blocks, self.index_blocks = block_chars, max_blocks, index_blocks
         self.epsilon, self.affinity = epsilon, affinity
         self.header = header.lower().encode("latin-1")
+        self.urls = list(urls)
         self._seeds = [stable_key(u) for u in urls]  # a replica's identity is its URL, not its position
         self._lru: list[OrderedDict[int, None]] = [OrderedDict() for _ in urls]
         self._holders: dict[int, int] = {}  # block hash -> bit mask of the replicas whose index holds it
@@ -215,6 +216,25 @@ class PrefixAffinity:
                 holders[old] = mask
             else:
                 holders.pop(old, None)
+
+    def adopt(self, old: PrefixAffinity) -> None:
+        """Take over what this provider's previous picker learned (a reload that changed its replica list):
+        replicas listed by both keep their index, so only a removed replica's prefixes move."""
+        where = {u: i for i, u in enumerate(self.urls)}
+        for j, url in enumerate(old.urls):
+            i = where.get(url)
+            if i is None:
+                continue
+            lru = OrderedDict(old._lru[j])
+            while len(lru) > self.index_blocks:
+                lru.popitem(last=False)
+            self._lru[i] = lru
+        holders: dict[int, int] = {}
+        for i, lru in enumerate(self._lru):
+            bit = 1 << i
+            for h in lru:
+                holders[h] = holders.get(h, 0) | bit
+        self._holders = holders
 
     def held(self, i: int) -> int:
         """How many block hashes replica i's index holds (for tests and the benchmark)."""

@@ -171,3 +171,31 @@ async def test_a_reload_keeps_the_address_the_process_listens_on(mock, tmp_path:
         assert app.state.gateway.cfg.server.port == 4871
         training = app.state.control_plane.cfg.module_settings["training"]
         assert training["api_base_url"] == "http://127.0.0.1:4871/llm-ops/v1"
+
+
+async def test_a_reload_keeps_what_prefix_affinity_learned(mock, mock2) -> None:
+    """An unchanged provider keeps its picker; one whose replica list changed adopts the old index for the
+    replicas it kept, so a conversation stays on its replica across both reloads."""
+    cfg = simple_config(mock.url)
+    cfg["providers"] = [{"name": "p0", "kind": "openai", "base_urls": [mock.url, mock2.url],
+                         "balance": "prefix_affinity", "prefix_affinity": {"block_chars": 16}}]
+    long = [{"role": "system", "content": "you are a careful assistant " * 20}, {"role": "user", "content": "hi"}]
+    async with run_gateway(cfg) as g, httpx.AsyncClient(base_url=g.url, timeout=10) as h:
+        async def send() -> str:
+            before = len(mock.requests)
+            r = await h.post("/v1/chat/completions", json={"model": "r", "messages": long})
+            assert r.status_code == 200
+            return "mock" if len(mock.requests) > before else "mock2"
+
+        home = await send()
+        first = g.gateway.generation.balancers["p0"]
+        cfg["routes"].append({"name": "extra", "targets": [{"provider": "p0", "model": "x"}]})
+        await g.gateway.reload(decode_config(cfg))
+        assert g.gateway.generation.balancers["p0"] is first  # borrowed with its provider
+        assert [await send() for _ in range(3)] == [home] * 3
+        third = f"http://127.0.0.1:{free_port()}/v1"  # a replica added (never asked: the home has room)
+        cfg["providers"][0]["base_urls"].append(third)
+        await g.gateway.reload(decode_config(cfg))
+        second = g.gateway.generation.balancers["p0"]
+        assert second is not first and second.held(0) + second.held(1) > 0  # type: ignore[attr-defined]
+        assert [await send() for _ in range(3)] == [home] * 3

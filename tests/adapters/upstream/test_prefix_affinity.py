@@ -166,26 +166,35 @@ def test_breakers_are_honoured_and_all_open_gives_none() -> None:
 # -- replica set change -------------------------------------------------------------------------------------
 
 def test_removing_a_replica_moves_only_its_own_customers() -> None:
-    """Rendezvous order: customers placed on the seven surviving replicas stay where they were."""
+    """A reload that drops a replica: the new picker adopts the old one's index, so customers placed on the
+    seven survivors stay exactly where they were, and the gone replica's customers spread over the rest."""
     rng = random.Random(7)
     systems = [_text(rng, 300) for _ in range(120)]
-    full = _picker()
-    full_backends = _backends()
+    full, full_backends = _picker(), _backends()
     before = {}
     for s in systems:
         b = full.pick(full_backends, _chat("q", system=s))
         assert b is not None
+        b.inflight += 1  # load moves placements around: they are not a function of the prompt alone
         before[s] = b.url
     gone = URLS[5]
-    # A new picker over the survivors (a reload), fed the same history: what was not on the gone replica stays.
     survivors = [u for u in URLS if u != gone]
     p2, b2 = _picker(survivors), _backends(survivors)
-    moved = 0
+    p2.adopt(full)
+    after = {}
     for s in systems:
-        b = p2.pick(b2, _chat("q", system=s))
+        b = p2.pick(b2, _chat("q2", system=s))
         assert b is not None
-        moved += b.url != before[s] and before[s] != gone
-    assert moved <= len(systems) // 8  # ties may land elsewhere only through load; most stay put
+        b.inflight += 1
+        after[s] = b.url
+    stayed = [s for s in systems if before[s] != gone]
+    assert stayed and all(after[s] == before[s] for s in stayed)
+    assert {after[s] for s in systems if before[s] == gone} - {gone} == {after[s] for s in systems
+                                                                         if before[s] == gone}
+    # Without adopting, the placements start over (what the adoption saves).
+    p3, b3 = _picker(survivors), _backends(survivors)
+    fresh = [p3.pick(b3, _chat("q2", system=s)) for s in stayed]
+    assert sum(b is not None and b.url != before[s] for b, s in zip(fresh, stayed, strict=True)) > len(stayed) // 4
 
 
 # -- sessions -------------------------------------------------------------------------------------------
