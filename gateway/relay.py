@@ -152,7 +152,7 @@ class Relay:
                 if balancer is None:
                     backend = pick_backend(target.provider.backends)
                 else:
-                    backend = balancer.pick(target.provider.backends, body, ctx.raw_headers if ctx else None)
+                    backend = balancer.pick(target.provider.backends, body, None if ctx is None else ctx.raw_headers)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     unready = False
