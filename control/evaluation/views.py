@@ -89,10 +89,14 @@ class RunReader:
                    error=row.error, cost_usd=cost if cost is not None else row.cost_usd)
 
     async def export_info(self, run_id: str) -> tuple[list[str], list[str]]:
-        """The run's target routes and metric names (404 for an unknown run)."""
+        """The run's target routes and metric names (404 for an unknown run): those it was created with, then
+        any its aggregates gained later (a judge asked for afterwards, human ratings), so each has a column."""
         async with self.store.read() as conn:
             row = await self.row(conn, run_id)
-        return [t["route"] for t in row.targets], list(row.metrics)
+        names = dict.fromkeys(row.metrics)
+        for per_target in (row.metrics_summary or {}).values():
+            names.update(dict.fromkeys(per_target))
+        return [t["route"] for t in row.targets], list(names)
 
     async def get(self, run_id: str) -> Run:
         async with self.store.read() as conn:

@@ -3,6 +3,8 @@ of a queued run, audit. Both databases."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from adapters.adminapi.testing import AdminTestApp
 from adapters.store import utcnow
 from control.evaluation.tables import runs
 from tests.control.evaluation.support import API, FakeCatalog, plane, publish_routes, qa_rows, run_body
+from tests.control.evaluation.support_j import agg, seed_run
 
 
 @pytest.fixture
@@ -185,3 +188,22 @@ async def test_reads_need_viewer_and_writes_developer(api: tuple[AdminTestApp, F
     assert (await app.client.get(f"{API}/runs", headers=keys["viewer"])).status_code == 200
     assert (await app.client.post(f"{API}/runs", json=run_body(), headers=keys["viewer"])).status_code == 403
     assert (await app.client.post(f"{API}/runs", json=run_body(), headers=keys["developer"])).status_code == 201
+
+
+async def test_export_has_a_column_for_scores_added_after_creation(api: tuple[AdminTestApp, FakeCatalog]) -> None:
+    # A judge asked for later (POST llm-judge) and human ratings add metrics the run's own list never named.
+    app, _ = api
+    store = app.plane.store
+    assert store is not None
+    run = await seed_run(store, metrics={"0": {"exact_match": agg(1.0), "judge_score": agg(4.0),
+                                               "human_score": agg(3.5)}},
+                         scores={0: {0: {"exact_match": 1.0, "judge_score": 4.0, "human_score": 3.5},
+                                     1: {"exact_match": 0.0, "judge_score": None}}})
+    async with store.begin() as conn:
+        await conn.execute(update(runs).where(runs.c.id == run).values(metrics=["exact_match", "latency_s"]))
+    resp = await app.client.get(f"{API}/runs/{run}/export?format=csv")
+    assert resp.status_code == 200, resp.text
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [(r["exact_match"], r["judge_score"], r["human_score"]) for r in rows] == [
+        ("1.0", "4.0", "3.5"), ("0.0", "", "")]
+    assert "latency_s" not in rows[0]  # a column of its own already (latencyS)
