@@ -9,13 +9,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from adapters.serving.base import Autoscaling, RuntimeFailure
+from adapters.serving.base import Autoscaling, RuntimeFailure, Slot
 from adapters.serving.kubernetes.capacity import GpuCapacity
 from adapters.serving.kubernetes.manifests import ClusterFacts, build_slot, merge_patch, to_dicts
 from adapters.serving.kubernetes.pod import _FETCH_SCRIPT
+from tests.adapters.serving.crd_schemas import validate_inference_service, validate_scaled_object
 from tests.adapters.serving.kube_specs import NS, settings, spec
 
 ROOMY = ClusterFacts(capacity=GpuCapacity(allocatable=8, requested=2, largest_node_spare=6))
@@ -84,7 +86,8 @@ def test_probes_never_kill_a_loading_model() -> None:
 
 def test_labels_names_and_service_per_slot() -> None:
     cfg = settings()
-    for slot, name in (("stable", "llama"), ("canary", "llama-canary")):
+    slots: tuple[tuple[Slot, str], ...] = (("stable", "llama"), ("canary", "llama-canary"))
+    for slot, name in slots:
         docs = _by_kind(to_dicts(build_slot(spec(revision=7, cfg=cfg), slot, cfg, ROOMY).manifests))
         selector = {"app.kubernetes.io/name": "llmops-endpoint", "llmops.io/endpoint-id": "ep_llama",
                     "llmops.io/slot": slot}
@@ -184,6 +187,7 @@ def test_keda_scaled_object_wakes_on_gateway_queue() -> None:
     docs = _by_kind(to_dicts(plan.manifests))
     assert plan.autoscaler == "keda" and sorted(docs) == ["Deployment", "ScaledObject", "Service"]
     so = docs["ScaledObject"]
+    validate_scaled_object(so)
     assert so["apiVersion"] == "keda.sh/v1alpha1"
     assert so["metadata"]["name"] == "llama-canary"
     assert "llmops.io/route" not in so["metadata"]["labels"]  # not a valid label value; an annotation instead
@@ -213,16 +217,38 @@ def test_kserve_inference_service() -> None:
     plan = build_slot(spec(gpu_count=1, cfg=cfg, min_replicas=0, max_replicas=2), "stable", cfg, ClusterFacts())
     (isvc,) = to_dicts(plan.manifests)
     assert plan.autoscaler == "kserve" and plan.strategy is None
+    validate_inference_service(isvc)  # the rest of the predictor is checked as a pod spec
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     predictor = dict(isvc["spec"]["predictor"])
     assert (predictor.pop("minReplicas"), predictor.pop("maxReplicas")) == (0, 2)
     assert predictor.pop("labels")["llmops.io/slot"] == "stable"
-    # The rest of the predictor is a pod spec: check it against the schema as one.
-    _validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": predictor})
     container = predictor["containers"][0]
     assert container["name"] == "kserve-container"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_the_custom_resources_checks_catch_what_the_api_server_would_refuse() -> None:
+    """The closed schemas of crd_schemas are not vacuous: each fault below is one the CRD (or the Kubernetes type
+    it embeds) refuses."""
+    cfg = settings(autoscaler="keda", gateway_metrics_url="http://prometheus:9090")
+    so = to_dicts(build_slot(spec(min_replicas=0, max_replicas=2), "stable", cfg, ROOMY).manifests)[2]
+    validate_scaled_object(so)
+    trigger = so["spec"]["triggers"][0]
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    for broken in ({**so, "spec": {**so["spec"], "minReplicas": 0}},  # KEDA's field is minReplicaCount
+                   {**so, "spec": {**so["spec"], "triggers": [{**trigger, "metadata": {"threshold": 5}}]}},
+                   {**so, "spec": {k: v for k, v in so["spec"].items() if k != "triggers"}},
+                   {**so, "spec": {**so["spec"], "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                       **behavior, "scaleDown": {"stabilizationWindowSeconds": "300"}}}}}}):
+        with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)):
+            validate_scaled_object(broken)
+    isvc = to_dicts(build_slot(spec(), "stable", settings(kserve=True), ClusterFacts()).manifests)[0]
+    predictor = isvc["spec"]["predictor"]
+    for broken_predictor in ({**predictor, "minReplicas": "1"}, {**predictor, "minReplica": 1},
+                             {**predictor, "containers": [{**predictor["containers"][0], "args": "--model x"}]}):
+        with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)):
+            validate_inference_service({**isvc, "spec": {"predictor": broken_predictor}})
 
 
 def test_merge_patch_clears_what_a_revision_dropped() -> None:
