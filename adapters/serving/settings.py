@@ -67,8 +67,8 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     canary_max_p95_ratio: Annotated[float, msgspec.Meta(ge=1, description=(
         "roll back when the canary's p95 latency exceeds this multiple of the stable's"))] = 1.5
     local_server: Annotated[Literal["mock", "auto"], _d(
-        "local runtime's server: mock (the test double) or auto (a real small model when the extra is installed)")] \
-        = "mock"
+        "local runtime's server: mock (the test double) or auto (a GGUF model on llama.cpp when llama-cpp-python is "
+        "installed)")] = "mock"
     local_ready_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600, description=(
         "how long a local server may take to answer /health and /v1/models"))] = 60.0
 
