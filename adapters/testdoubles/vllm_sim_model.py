@@ -98,6 +98,11 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._lru) + len(self._pins)
 
+    @property
+    def pinned(self) -> int:
+        """How many cached blocks running sequences hold."""
+        return len(self._pins)
+
     def __contains__(self, block: int) -> bool:
         return block in self._pins or block in self._lru
 
