@@ -77,7 +77,7 @@ async def test_a_failed_rollout_keeps_the_old_revision_serving(app: ServingApp) 
                                  details={"rollout": {"revision": 2, "phase": "failed"}})
         return status
 
-    runtime.status = surge_status  # type: ignore[method-assign]
+    runtime.status = surge_status  # type: ignore[method-assign, assignment]
     data(await app.client.post(f"{API}/{ep}/redeploy", json={}))
     await app.reconcile()
     degraded = data(await app.client.get(f"{API}/{ep}"))
@@ -200,11 +200,11 @@ def test_one_process_drives_the_local_runtime(tmp_path: Path) -> None:
     assert Ownership("kubernetes", lock).held() and Ownership("kubernetes", lock).held()  # shared state: all drive
 
 
-def _usage(n: int, provider: str, *, status: int = 200, latency_s: float = 0.2) -> list[Any]:
+def _usage(n: int, provider: str, *, status: int = 200, latency_s: float = 0.2, tag: str = "") -> list[Any]:
     from adapters.usage_store import UsageRow
 
     now = time.time()  # after the canary started: the judge reads from then on
-    return [UsageRow(record_id=f"{provider[-6:]}{status}-{i}", request_id=f"q{i}", ts=now - i / 10_000,
+    return [UsageRow(record_id=f"{provider[-6:]}{status}{tag}-{i}", request_id=f"q{i}", ts=now - i / 10_000,
                      endpoint="chat", route="judged", model="m", provider=provider, status=status,
                      latency_s=latency_s, usage_source="upstream") for i in range(n)]
 
@@ -228,3 +228,25 @@ async def test_the_installed_judge_rolls_back_a_failing_canary_from_usage_record
     entry = data(await app.client.get("/llm-ops/v1/audit/logs?action=serving.canary.auto_rollback"))["items"][0]
     assert entry["after"]["verdict"]["stats"]["canary"]["errors"] == 10
     assert entry["after"]["verdict"]["stats"]["stable"]["requests"] == 60
+
+
+
+async def test_a_canary_slower_than_its_bound_is_rolled_back_on_p95(app: ServingApp) -> None:
+    """The latency bound end to end: no canary request fails, but its p95 goes from 1.25x the stable's (within
+    SERVING_CANARY_MAX_P95_RATIO, 1.5) to 3x."""
+    from adapters.usage_store import write_usage
+
+    m = await model(app, "m")
+    ep = (await endpoint(app, m["id"], "slow"))["id"]
+    data(await app.client.post(f"{API}/{ep}/redeploy", json={"canaryPercent": 20}))
+    await app.reconcile()
+    stable, canary = f"serving:{ep}:stable", f"serving:{ep}:canary"
+    store = app.app.plane.store
+    assert store is not None
+    await write_usage(store, [*_usage(60, stable, latency_s=0.2), *_usage(30, canary, latency_s=0.25)])
+    assert (await app.reconcile()).rolled_back == []
+    await write_usage(store, _usage(30, canary, latency_s=0.6, tag="slow"))
+    assert (await app.reconcile()).rolled_back == [ep]
+    entry = data(await app.client.get("/llm-ops/v1/audit/logs?action=serving.canary.auto_rollback"))["items"][0]
+    assert "p95 latency" in entry["after"]["verdict"]["reason"] and "max_p95_ratio 1.5" in entry["detail"]
+    assert entry["after"]["verdict"]["stats"]["canary"]["errors"] == 0
