@@ -91,7 +91,7 @@ async def test_a_repeated_prompt_hits_the_cache_on_its_replica_and_only_there(ht
         other = await _stream(http, two, _user(LONG))
         assert cold.usage["prompt_tokens_details"]["cached_tokens"] == 0 and cold.ttft >= 0.18
         assert warm.usage["prompt_tokens_details"]["cached_tokens"] >= 0.9 * warm.usage["prompt_tokens"]
-        assert warm.ttft < cold.ttft / 3
+        assert warm.ttft < cold.ttft / 2
         assert other.usage["prompt_tokens_details"]["cached_tokens"] == 0 and other.ttft >= 0.18
         m1, m2 = await _metrics(http, one), await _metrics(http, two)
         assert m1["vllm:prefix_cache_hits_total"] == warm.usage["prompt_tokens_details"]["cached_tokens"]
@@ -102,7 +102,7 @@ async def test_a_repeated_prompt_hits_the_cache_on_its_replica_and_only_there(ht
 
 
 async def test_past_max_num_seqs_a_request_waits_for_the_running_one(http: aiohttp.ClientSession) -> None:
-    params = msgspec.structs.replace(FAST, max_num_seqs=1, decode_tokens_per_s=100.0, output_tokens=20)
+    params = msgspec.structs.replace(FAST, max_num_seqs=1, decode_tokens_per_s=100.0, output_tokens=40)
     async with VllmSim(params) as sim:
         url = sim.urls[0]
         first = asyncio.create_task(_stream(http, url, _user("first " * 30)))
@@ -110,8 +110,8 @@ async def test_past_max_num_seqs_a_request_waits_for_the_running_one(http: aioht
         second = asyncio.create_task(_stream(http, url, _user("second " * 30)))
         await until(lambda: _waiting(http, url, 1), 5, "the second request waiting")
         a, b = await first, await second
-        assert b.first_at > a.done_at  # its TTFT holds the whole of the first request (~0.2 s of decode)
-        assert b.ttft > 0.15 > a.ttft
+        assert b.first_at > a.done_at  # its TTFT holds the rest of the first request (~0.4 s of decode)
+        assert b.ttft > 0.2 > a.ttft
         stats = await _stats(http, url)
         assert (stats["peak_waiting"], stats["waiting"], stats["running"]) == (1, 0, 0)
 
