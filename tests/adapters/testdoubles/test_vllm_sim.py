@@ -111,7 +111,7 @@ async def test_past_max_num_seqs_a_request_waits_for_the_running_one(http: aioht
         await until(lambda: _waiting(http, url, 1), 5, "the second request waiting")
         a, b = await first, await second
         assert b.first_at > a.done_at  # its TTFT holds the rest of the first request (~0.4 s of decode)
-        assert b.ttft > 0.2 > a.ttft
+        assert b.ttft > 0.2 and b.ttft > a.ttft  # lower bounds only: a loaded machine only adds time
         stats = await _stats(http, url)
         assert (stats["peak_waiting"], stats["waiting"], stats["running"]) == (1, 0, 0)
 
