@@ -189,6 +189,8 @@ class Item(_Out, frozen=True, kw_only=True):
     reference: str | None
     outputs: list[dict[str, Any]]  # per target: text, latency_s, prompt/completion tokens, cost_usd, error, request_id
     scores: dict[str, dict[str, float | None]]  # target index -> metric -> value
+    judgments: list[dict[str, Any]] = []  # per judge call: kind, target, order, parsed, score|winner, rationale, raw
+    reviews: list[dict[str, Any]] = []  # per rating: target, reviewer, score, comment, at
 
 
 class ReviewTask(_Out, frozen=True, kw_only=True):

@@ -2,11 +2,14 @@
 
 ``Run.samples`` are the first ``SAMPLES`` dataset rows with every target's output; ``timeline`` the run's
 events, oldest first (the last ``TIMELINE`` of them). Item outputs are keyed in camelCase like the rest of
-the API; costs are decimal strings, like every amount of money the API shows.
+the API; costs are decimal strings, like every amount of money the API shows. An item also carries what the
+judge said of it (each call: its verdict and rationale, or, unparseable, the answer as received) and the
+reviewers' ratings with their comments: what a person reads to decide how far to trust a score.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.adminapi import NotFound, Page, PageParams
 from adapters.store import Store, UsdAmount
 from control.evaluation.protocol import Aggregate, Item, Run, RunSummary
-from control.evaluation.tables import events, items, run_models, runs
+from control.evaluation.tables import events, items, judgments, reviews, run_models, runs
 
-__all__ = ["SAMPLES", "RunReader", "item_outputs", "to_summary"]
+__all__ = ["SAMPLES", "RunReader", "item_notes", "item_outputs", "to_summary"]
 
 SAMPLES = 10
 TIMELINE = 500
@@ -53,10 +56,40 @@ def item_outputs(rows: list[Any]) -> tuple[list[dict[str, Any]], dict[str, dict[
     return outputs, {str(r.target): dict(r.scores or {}) for r in rows}
 
 
-def _to_item(rows: list[Any]) -> Item:
-    outputs, scores = item_outputs(rows)
-    return Item(index=int(rows[0].idx), input=rows[0].input, reference=rows[0].reference, outputs=outputs,
-                scores=scores)
+Notes = dict[int, list[dict[str, Any]]]  # dataset row -> judgments or reviews
+
+
+async def item_notes(conn: AsyncConnection, run_id: str, rows: list[int]) -> tuple[Notes, Notes]:
+    """The judge's calls and the reviewers' ratings on these dataset rows, in a stable order."""
+    judged: Notes = defaultdict(list)
+    rated: Notes = defaultdict(list)
+    if not rows:
+        return judged, rated
+    j = judgments.c
+    for r in await conn.execute(select(j.idx, j.kind, j.target, j.order, j.parsed, j.score, j.winner, j.rationale,
+                                       j.raw, j.error).where(j.run_id == run_id, j.idx.in_(rows))
+                                .order_by(j.idx, j.kind, j.target, j.order)):
+        judged[int(r.idx)].append({"kind": r.kind, "target": int(r.target), "order": int(r.order),
+                                   "parsed": bool(r.parsed), "score": r.score, "winner": r.winner,
+                                   "rationale": r.rationale, "raw": None if r.parsed else r.raw, "error": r.error})
+    v = reviews.c
+    for q in await conn.execute(select(v.idx, v.target, v.reviewer, v.score, v.comment, v.at)
+                                .where(v.run_id == run_id, v.idx.in_(rows)).order_by(v.idx, v.target, v.reviewer)):
+        rated[int(q.idx)].append({"target": int(q.target), "reviewer": q.reviewer, "score": q.score,
+                                  "comment": q.comment, "at": q.at})
+    return judged, rated
+
+
+async def _to_items(conn: AsyncConnection, run_id: str, rows: Sequence[Any]) -> list[Item]:
+    groups = _groups(rows)
+    judged, rated = await item_notes(conn, run_id, [int(g[0].idx) for g in groups])
+    out = []
+    for group in groups:
+        outputs, scores = item_outputs(group)
+        idx = int(group[0].idx)
+        out.append(Item(index=idx, input=group[0].input, reference=group[0].reference, outputs=outputs,
+                        scores=scores, judgments=judged.get(idx, []), reviews=rated.get(idx, [])))
+    return out
 
 
 class RunReader:
@@ -76,7 +109,7 @@ class RunReader:
         first = (await conn.execute(select(items).where(items.c.run_id == run_id, items.c.idx.in_(
             select(items.c.idx).where(items.c.run_id == run_id).distinct().order_by(items.c.idx).limit(SAMPLES)))
             .order_by(items.c.idx, items.c.target))).all()
-        samples = [msgspec.to_builtins(_to_item(group)) for group in _groups(first)]
+        samples = [msgspec.to_builtins(item) for item in await _to_items(conn, run_id, first)]
         timeline = (await conn.execute(select(events.c.at, events.c.event, events.c.actor, events.c.detail)
                                        .where(events.c.run_id == run_id).order_by(events.c.id.desc())
                                        .limit(TIMELINE))).all()
@@ -134,7 +167,8 @@ class RunReader:
                       .limit(page.page_size).offset(page.offset))
             rows = (await conn.execute(select(items).where(items.c.run_id == run_id, items.c.idx.in_(wanted))
                                        .order_by(items.c.idx, items.c.target))).all()
-        return page.wrap([_to_item(g) for g in _groups(rows)], total)
+            found = await _to_items(conn, run_id, rows)
+        return page.wrap(found, total)
 
 
 def _groups(rows: Sequence[Any]) -> list[list[Any]]:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from adapters.adminapi.testing import AdminTestApp
 from adapters.store import utcnow
-from control.evaluation.tables import runs
+from control.evaluation.tables import judgments, reviews, runs
 from tests.control.evaluation.support import API, FakeCatalog, plane, publish_routes, qa_rows, run_body
 from tests.control.evaluation.support_j import agg, seed_run
 
@@ -207,3 +207,39 @@ async def test_export_has_a_column_for_scores_added_after_creation(api: tuple[Ad
     assert [(r["exact_match"], r["judge_score"], r["human_score"]) for r in rows] == [
         ("1.0", "4.0", "3.5"), ("0.0", "", "")]
     assert "latency_s" not in rows[0]  # a column of its own already (latencyS)
+
+
+async def test_items_show_the_judges_verdicts_and_the_reviewers_comments(
+        api: tuple[AdminTestApp, FakeCatalog]) -> None:
+    # Stored per call and per rating, these are what a person reads to trust (or not) a score: the judge's
+    # rationale, an answer it gave outside the format (kept as received), a reviewer's comment.
+    app, _ = api
+    store = app.plane.store
+    assert store is not None
+    run = await seed_run(store, outputs={0: {0: "a0", 1: "a1", 2: "a2"}})
+    now = utcnow()
+    judged = {"run_id": run, "kind": "pointwise", "target": 0, "order": 0, "judge_route": "judge",
+              "winner": None, "request_id": None, "latency_s": 0.1, "created_at": now}
+    async with store.begin() as conn:
+        await conn.execute(insert(judgments), [
+            {**judged, "idx": 0, "raw": '{"score": 4, "rationale": "complete"}', "parsed": True, "score": 4.0,
+             "rationale": "complete", "error": None},
+            {**judged, "idx": 1, "raw": "I'd give it a 4", "parsed": False, "score": None, "rationale": None,
+             "error": "no JSON object and no 'Score:' line"}])
+        await conn.execute(insert(reviews), [
+            {"run_id": run, "idx": 0, "target": 0, "reviewer": "rev-b", "score": 3.0, "comment": "too terse",
+             "at": now},
+            {"run_id": run, "idx": 0, "target": 0, "reviewer": "rev-a", "score": 5.0, "comment": "", "at": now}])
+    page = (await app.client.get(f"{API}/runs/{run}/items")).json()["data"]
+    by_index = {i["index"]: i for i in page["items"]}
+    first = by_index[0]["judgments"]
+    assert [(j["target"], j["parsed"], j["score"], j["rationale"], j["raw"]) for j in first] == [
+        (0, True, 4.0, "complete", None)]  # parsed: the rationale says it, the raw answer is not repeated
+    unparsed = by_index[1]["judgments"][0]
+    assert (unparsed["parsed"], unparsed["score"], unparsed["raw"]) == (False, None, "I'd give it a 4")
+    assert unparsed["error"]
+    assert [(r["target"], r["reviewer"], r["score"], r["comment"]) for r in by_index[0]["reviews"]] == [
+        (0, "rev-a", 5.0, ""), (0, "rev-b", 3.0, "too terse")]
+    assert by_index[2]["judgments"] == [] and by_index[2]["reviews"] == []
+    samples = (await app.client.get(f"{API}/runs/{run}")).json()["data"]["samples"]
+    assert samples[0]["judgments"] == first and samples[0]["reviews"] == by_index[0]["reviews"]
