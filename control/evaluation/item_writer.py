@@ -22,7 +22,7 @@ from control.evaluation.tables import items
 __all__ = ["ItemWriter"]
 
 _COLUMNS = tuple(c.name for c in items.columns)
-_MAX_ROWS = 200  # per statement (16 columns each: far below SQLite's bound-variable limit)
+_MAX_ROWS = 200  # per statement (18 columns each: far below SQLite's bound-variable limit)
 
 
 class ItemWriter:

@@ -10,17 +10,17 @@ written by the ``_ticker`` only, every ``progress_s``: progress, the lease (rene
 still owns it: losing it stops the job without another write) and, read back, whether someone asked to
 cancel.
 
-Finishing: the cost of each item from the gateway's own usage records (``usage_records`` by request id,
-waiting up to ``usage_wait_s`` for the usage writer), the scores and aggregates (``scoring``), then the
-judge (``judging.judge_run``) and review assignments (``review.assign``) when the run's type has them, and
-the final status: ``cancelled``, ``failed`` (nothing succeeded, or a step failed), else ``succeeded``.
+Finishing: the cost of each item's generation and perplexity calls from the gateway's own usage records
+(``costs.read_costs``: by request id, waiting up to ``usage_wait_s`` for the usage writer), the scores and
+aggregates (``scoring``), then the judge (``judging.judge_run``, its calls' costs read back the same way)
+and review assignments (``review.assign``) when the run's type has them, and the final status:
+``cancelled``, ``failed`` (nothing succeeded, or a step failed), else ``succeeded``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,8 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import AdminError
 from adapters.adminapi.seams import DATASET_READER
-from adapters.dataplane import usage_records
 from adapters.store import UsdAmount, utcnow
+from control.evaluation.costs import GENERATION, JUDGE, PERPLEXITY, Calls, read_costs
 from control.evaluation.gateway_client import Reply, Stopped
 from control.evaluation.item_writer import ItemWriter
 from control.evaluation.prompts import RowError, RowItem, chat_body, from_row, perplexity_body, read_perplexity
@@ -234,18 +234,20 @@ class RunJob:
             if reply.ok:
                 values.update(_answer(reply.body))
                 if perplexity and item.reference is not None:
-                    values["scores"] = {"perplexity": await self._perplexity(route, item, f"{t}.{i}.ppl")}
+                    value, values["perplexity_request_id"] = await self._perplexity(route, item, f"{t}.{i}.ppl")
+                    values["scores"] = {"perplexity": value}
         except Stopped:
             return  # cancelled while the gateway was down: the item was never answered, nothing to keep
         await self._store(values)
 
-    async def _perplexity(self, route: str, item: RowItem, what: str) -> float | None:
+    async def _perplexity(self, route: str, item: RowItem, what: str) -> tuple[float | None, str]:
+        """The perplexity (``None``: unavailable) and the call's request id (its cost is read back by it)."""
         reply = await self._call("/v1/completions", perplexity_body(route, item), what)
         value = read_perplexity(reply.body, item) if reply.ok else None
         if value is None and not self.perplexity_note:
             self.perplexity_note = (f"the upstream returned no logprobs (HTTP {reply.status}: {reply.error})"
                                     if not reply.ok else "the upstream returned no logprobs")
-        return value
+        return value, reply.request_id
 
     async def _store(self, values: dict[str, Any]) -> None:
         await self.writer.add(values)
@@ -254,7 +256,7 @@ class RunJob:
 
     async def _finish(self, row: Any, error: str | None) -> None:
         await self._tick()  # the lease is still ours, progress exact, a late cancel seen
-        await self._read_costs()
+        await self._read_costs(GENERATION, PERPLEXITY)
         await self._score(row)
         status = "cancelled" if self.cancel_requested else "succeeded"
         done, failed = self.writer.done, self.writer.failed
@@ -285,29 +287,13 @@ class RunJob:
                 items.c.run_id == self.run_id, items.c.error.is_not(None))
                 .order_by(items.c.idx, items.c.target).limit(1))).scalar_one_or_none())
 
-    async def _read_costs(self) -> None:
-        """Each item's cost from its usage record (what the gateway priced), waiting for the usage writer only
-        while records are missing: an unpriced route's records (cost NULL) end the wait at once."""
-        deadline = time.monotonic() + self.worker.settings.usage_wait_s
-        while True:
-            async with self.store.read() as conn:
-                pending = list((await conn.execute(select(items.c.request_id).where(
-                    items.c.run_id == self.run_id, items.c.request_id.is_not(None),
-                    items.c.cost_usd.is_(None)))).scalars())
-                found: list[Any] = []
-                for start in range(0, len(pending), _WRITE_CHUNK):
-                    found += (await conn.execute(select(usage_records.c.request_id, usage_records.c.cost_usd).where(
-                        usage_records.c.request_id.in_(pending[start:start + _WRITE_CHUNK])))).all()
-            priced = [{"rid": r, "cost": c} for r, c in found if c is not None]
-            if priced:
-                async with self.store.begin() as conn:
-                    await conn.execute(update(items).where(
-                        items.c.run_id == self.run_id, items.c.request_id == bindparam("rid")).values(
-                        cost_usd=bindparam("cost")), priced)
-            missing = len(pending) - len(found)
-            if not missing or time.monotonic() >= deadline:
-                return
-            await asyncio.sleep(0.25)
+    async def _read_costs(self, *kinds: Calls) -> None:
+        """The cost of the run's calls of ``kinds``, from the gateway's usage records (``costs.read_costs``)."""
+        wait_s = self.worker.settings.usage_wait_s
+        missing = await read_costs(self.store, self.run_id, kinds, wait_s=wait_s)
+        if missing:
+            log.warning("evaluation run %s: %d calls have no usage record after %g s; their cost is not in the "
+                        "run's (the cost API counts them once written)", self.run_id, missing, wait_s)
 
     async def _score(self, row: Any) -> None:
         from control.evaluation.scoring import ItemView, score_target  # sacrebleu, rouge-score: seconds to import
@@ -356,23 +342,22 @@ class RunJob:
             return "LLM judging is not available in this version"
         async with self.store.begin() as conn:
             await conn.execute(update(runs).where(self._owned()).values(judge_status="running"))
+        error: str | None = None
         try:
             await judge_run(self.ctx, self.run_id, row.judge, self.worker.client,
                             stop=lambda: self.cancel_requested, concurrency=int(row.concurrency))
         except TargetError as err:
-            await self._judged("failed")
-            return f"judging failed: {err.error.field}: {err.error.message}"
+            error = f"judging failed: {err.error.field}: {err.error.message}"
         except AdminError as err:
-            await self._judged("failed")
-            return f"judging failed: {err.message}"
+            error = f"judging failed: {err.message}"
         except (asyncio.CancelledError, LeaseLost):
             raise
         except Exception as err:
             log.exception("evaluation run %s: judging failed", self.run_id)
-            await self._judged("failed")
-            return f"judging failed: {type(err).__name__}"
-        await self._judged("cancelled" if self.cancel_requested else "succeeded")
-        return None
+            error = f"judging failed: {type(err).__name__}"
+        await self._read_costs(JUDGE)  # the calls made cost the same, however the judging ended
+        await self._judged("failed" if error else "cancelled" if self.cancel_requested else "succeeded")
+        return error
 
     async def _judged(self, status: str) -> None:
         async with self.store.begin() as conn:

@@ -8,7 +8,8 @@ be reached: its outputs are kept and can be judged again); 409 otherwise, and wh
 queued or running. The judge is then recorded
 on the run with ``judge_status`` queued; the worker (any replica) claims it as it claims active runs, judges
 (``judging.judge_run``) and marks it succeeded or failed. A different judge than the run had replaces the
-earlier judgments; the same one resumes where it stopped.
+earlier judgments (what their calls cost stays in the run's judge cost); the same one resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, post
 from litestar.params import Parameter
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from adapters.adminapi import (
     Actor,
@@ -33,9 +34,10 @@ from adapters.adminapi import (
     requires,
 )
 from adapters.store import utcnow
+from control.evaluation.costs import drop_judgments
 from control.evaluation.protocol import JudgeConfig, JudgeRequest, Run
 from control.evaluation.services import EVALUATION
-from control.evaluation.tables import events, items, judgments, runs
+from control.evaluation.tables import events, items, runs
 from control.evaluation.targets import TargetError, published_routes, resolve
 from policies.evaluation.judge import RubricError, compile_rubric
 
@@ -91,7 +93,7 @@ async def request_judging(ctx: ModuleContext, actor: Actor, run_id: str, cfg: Ju
         new = msgspec.to_builtins(cfg)
         values: dict[str, Any] = {"judge": new, "judge_status": "queued", "updated_at": utcnow()}
         if row.judge != new:  # another judge: its verdicts are not this one's
-            await conn.execute(delete(judgments).where(judgments.c.run_id == run_id))
+            await drop_judgments(conn, run_id)  # what the replaced judge cost stays in the run's judge cost
             values.update(judge_summary=None, metrics_summary={
                 t: {m: a for m, a in per.items() if m not in JUDGE_METRICS}
                 for t, per in (row.metrics_summary or {}).items()})

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import ModuleContext
 from adapters.store import utcnow
+from control.evaluation.costs import drop_judgments
 from control.evaluation.gateway_client import GatewayClient, Stopped
 from control.evaluation.judge_summary import write_summary
 from control.evaluation.protocol import JudgeConfig
@@ -236,7 +237,7 @@ async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | di
     async with ctx.store.begin() as conn:
         run = (await conn.execute(select(runs.c.concurrency).where(runs.c.id == run_id))).one()
         # Calls that failed for good are tried again; answered ones (parsed or not) never.
-        await conn.execute(delete(judgments).where(judgments.c.run_id == run_id, judgments.c.raw.is_(None)))
+        await drop_judgments(conn, run_id, judgments.c.raw.is_(None))  # what they cost stays the run's
         done = {(int(i), k, int(t), int(o)) for i, k, t, o in await conn.execute(select(
             judgments.c.idx, judgments.c.kind, judgments.c.target, judgments.c.order)
             .where(judgments.c.run_id == run_id))}

@@ -27,7 +27,9 @@ Metric names (``MetricName``): ``bleu``, ``chrf`` (sacrebleu; the signature is r
 ``rouge2``, ``rougeL`` (rouge-score with a Unicode tokenizer), ``exact_match``, ``token_f1`` (SQuAD
 normalisation), ``perplexity`` (from logprobs; ``available: false`` when the upstream gives none),
 ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``judge_score`` (pointwise),
-``judge_win_rate`` (pairwise), ``human_score``. Every aggregate carries a bootstrap 95% CI.
+``judge_win_rate`` (pairwise), ``human_score``. Every aggregate carries a bootstrap 95% CI. ``cost_usd`` is
+the target's generation call only: it compares what two models cost to answer, which the perplexity call and
+the judge's calls (the evaluation's own costs) would distort; a run's ``costs`` has every part.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "ReviewSummary",
     "ReviewTask",
     "Run",
+    "RunCosts",
     "RunCreate",
     "RunStatus",
     "RunSummary",
@@ -173,6 +176,15 @@ class RunSummary(_Out, frozen=True, kw_only=True):
     finished_at: datetime | None
 
 
+class RunCosts(_Out, frozen=True, kw_only=True):
+    """What the run's gateway calls cost, by kind (``costs``); ``None``: no priced call of that kind."""
+
+    generation_usd: Decimal | None  # the items' answers: the ``cost_usd`` metric, and ``Run.cost_usd``
+    perplexity_usd: Decimal | None  # the second call per item that ``perplexity`` makes
+    judge_usd: Decimal | None  # every judge call, those of a judge since replaced included
+    total_usd: Decimal | None  # the sum of the parts that are not None
+
+
 class Run(RunSummary, frozen=True, kw_only=True):
     metrics: dict[str, dict[str, Aggregate]]  # target index ("0"/"1") -> metric -> aggregate
     judge: dict[str, Any] | None  # mode, judge route, parsed/unparseable counts, flip rate (pairwise), win rates
@@ -180,7 +192,8 @@ class Run(RunSummary, frozen=True, kw_only=True):
     samples: list[dict[str, Any]]  # the first items: input, reference, outputs, scores
     timeline: list[dict[str, Any]]  # {at, event, detail}
     error: str | None
-    cost_usd: Decimal | None
+    cost_usd: Decimal | None  # generation only (kept as documented); ``costs`` has every part and the total
+    costs: RunCosts
 
 
 class Item(_Out, frozen=True, kw_only=True):

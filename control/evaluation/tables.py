@@ -32,6 +32,13 @@
 ``eval_events``
     A run's timeline, append-only: created, started, resumed (by which worker), paused (gateway outage),
     cancelling, finished, judging and review steps, with a short JSON detail.
+
+Costs (migration 2): every call a run makes is priced by the gateway, and the worker copies each call's cost
+from its usage record (by request id) next to the call: ``eval_items.cost_usd`` (generation, the per-item
+``cost_usd`` metric), ``eval_items.perplexity_request_id``/``perplexity_cost_usd`` (the perplexity call, NULL
+when none was made, and on rows written before migration 2), ``eval_judgments.cost_usd`` (each judge call).
+``eval_runs.replaced_judge_cost_usd`` keeps the cost of judge calls whose rows were deleted (a judge replaced
+by another, a failed call asked again), so the run's judge cost still counts them.
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store import AutoId, Json, Migration, UsdAmount, UtcDateTime, create_tables
 
@@ -67,7 +76,8 @@ __all__ = [
 _RUN_FK = "eval_runs.id"
 
 
-def _tables(meta: MetaData) -> tuple[Table, ...]:
+def _tables(meta: MetaData, *, version: int = 2) -> tuple[Table, ...]:
+    """The tables as migration ``version`` leaves them (each migration builds from its own, frozen)."""
     run = Table(
         "eval_runs", meta,
         Column("id", String(40), primary_key=True),
@@ -104,6 +114,8 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("lease_owner", String(100)),
         Column("lease_until", UtcDateTime),
     )
+    if version >= 2:
+        run.append_column(Column("replaced_judge_cost_usd", UsdAmount))
     Index("ix_eval_runs_created", run.c.created_at, run.c.id)
     Index("ix_eval_runs_dataset", run.c.dataset_id, run.c.created_at)
     Index("ix_eval_runs_type", run.c.type, run.c.created_at)
@@ -133,6 +145,9 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
         Column("scores", Json, nullable=False),  # {metric: value | None}
         Column("created_at", UtcDateTime, nullable=False),
     )
+    if version >= 2:
+        item.append_column(Column("perplexity_request_id", String(100)))
+        item.append_column(Column("perplexity_cost_usd", UsdAmount))
     judgment = Table(
         "eval_judgments", meta,
         Column("run_id", String(40), ForeignKey(_RUN_FK), primary_key=True),
@@ -195,9 +210,19 @@ def _tables(meta: MetaData) -> tuple[Table, ...]:
     return run, models, item, judgment, assignment, review, gate, event
 
 
+async def _costs_v2(conn: AsyncConnection) -> None:
+    # Nullable, no default: both databases add these without rewriting the tables; old rows read NULL.
+    for table, column, kind in (("eval_items", "perplexity_request_id", "VARCHAR(100)"),
+                                ("eval_items", "perplexity_cost_usd", "BIGINT"),  # UsdAmount: nano-dollars
+                                ("eval_runs", "replaced_judge_cost_usd", "BIGINT")):
+        await conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
 EVALUATION_MIGRATIONS = (
     Migration(1, "evaluation runs, items, judgments, reviews, assignments, gates and run events",
-              create_tables(*_tables(MetaData()))),
+              create_tables(*_tables(MetaData(), version=1))),
+    Migration(2, "evaluation costs: the perplexity call's request id and cost per item; replaced judge calls' cost",
+              _costs_v2),
 )
 
 runs, run_models, items, judgments, assignments, reviews, gates, events = _tables(MetaData())

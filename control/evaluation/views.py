@@ -2,9 +2,11 @@
 
 ``Run.samples`` are the first ``SAMPLES`` dataset rows with every target's output; ``timeline`` the run's
 events, oldest first (the last ``TIMELINE`` of them). Item outputs are keyed in camelCase like the rest of
-the API; costs are decimal strings, like every amount of money the API shows. An item also carries what the
-judge said of it (each call: its verdict and rationale, or, unparseable, the answer as received) and the
-reviewers' ratings with their comments: what a person reads to decide how far to trust a score.
+the API; costs are decimal strings, like every amount of money the API shows. A run's ``costUsd`` is what its
+generation calls cost, as documented from the start; ``costs`` breaks down every call (``costs.run_costs``).
+An item also carries what the judge said of it (each call: its verdict and rationale, or, unparseable, the
+answer as received, and what the call cost) and the reviewers' ratings with their comments: what a person
+reads to decide how far to trust a score.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, func, select, type_coerce
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import NotFound, Page, PageParams
-from adapters.store import Store, UsdAmount
+from adapters.store import Store
+from control.evaluation.costs import run_costs
 from control.evaluation.protocol import Aggregate, Item, Run, RunSummary
 from control.evaluation.tables import events, items, judgments, reviews, run_models, runs
 
@@ -52,7 +55,8 @@ def item_outputs(rows: list[Any]) -> tuple[list[dict[str, Any]], dict[str, dict[
     """One dataset row's item rows (one per target) as ``Item.outputs`` and ``Item.scores``."""
     outputs = [{"target": int(r.target), "text": r.output, "latencyS": r.latency_s, "promptTokens": r.prompt_tokens,
                 "completionTokens": r.completion_tokens, "costUsd": r.cost_usd, "error": r.error,
-                "requestId": r.request_id} for r in rows]
+                "requestId": r.request_id, "perplexityCostUsd": r.perplexity_cost_usd,
+                "perplexityRequestId": r.perplexity_request_id} for r in rows]
     return outputs, {str(r.target): dict(r.scores or {}) for r in rows}
 
 
@@ -67,11 +71,12 @@ async def item_notes(conn: AsyncConnection, run_id: str, rows: list[int]) -> tup
         return judged, rated
     j = judgments.c
     for r in await conn.execute(select(j.idx, j.kind, j.target, j.order, j.parsed, j.score, j.winner, j.rationale,
-                                       j.raw, j.error).where(j.run_id == run_id, j.idx.in_(rows))
-                                .order_by(j.idx, j.kind, j.target, j.order)):
+                                       j.raw, j.error, j.cost_usd, j.request_id)
+                                .where(j.run_id == run_id, j.idx.in_(rows)).order_by(j.idx, j.kind, j.target, j.order)):
         judged[int(r.idx)].append({"kind": r.kind, "target": int(r.target), "order": int(r.order),
                                    "parsed": bool(r.parsed), "score": r.score, "winner": r.winner,
-                                   "rationale": r.rationale, "raw": None if r.parsed else r.raw, "error": r.error})
+                                   "rationale": r.rationale, "raw": None if r.parsed else r.raw, "error": r.error,
+                                   "costUsd": r.cost_usd, "requestId": r.request_id})
     v = reviews.c
     for q in await conn.execute(select(v.idx, v.target, v.reviewer, v.score, v.comment, v.at)
                                 .where(v.run_id == run_id, v.idx.in_(rows)).order_by(v.idx, v.target, v.reviewer)):
@@ -113,13 +118,13 @@ class RunReader:
         timeline = (await conn.execute(select(events.c.at, events.c.event, events.c.actor, events.c.detail)
                                        .where(events.c.run_id == run_id).order_by(events.c.id.desc())
                                        .limit(TIMELINE))).all()
-        cost = (await conn.execute(select(type_coerce(func.sum(items.c.cost_usd), UsdAmount))
-                                   .where(items.c.run_id == run_id))).scalar()
+        costs = await run_costs(conn, run_id, row.replaced_judge_cost_usd)
         return Run(**_summary_fields(row), metrics=_metrics(row.metrics_summary), judge=row.judge_summary,
                    human=row.human_summary, samples=samples,
                    timeline=[{"at": e.at, "event": e.event, "actor": e.actor, "detail": e.detail}
                              for e in reversed(timeline)],
-                   error=row.error, cost_usd=cost if cost is not None else row.cost_usd)
+                   error=row.error, costs=costs,
+                   cost_usd=costs.generation_usd if costs.generation_usd is not None else row.cost_usd)
 
     async def export_info(self, run_id: str) -> tuple[list[str], list[str]]:
         """The run's target routes and metric names (404 for an unknown run): those it was created with, then
