@@ -345,7 +345,8 @@ class RunJob:
         error: str | None = None
         try:
             await judge_run(self.ctx, self.run_id, row.judge, self.worker.client,
-                            stop=lambda: self.cancel_requested, concurrency=int(row.concurrency))
+                            stop=lambda: self.cancel_requested, concurrency=int(row.concurrency),
+                            usage_wait_s=self.worker.settings.usage_wait_s)
         except TargetError as err:
             error = f"judging failed: {err.error.field}: {err.error.message}"
         except AdminError as err:
@@ -355,7 +356,7 @@ class RunJob:
         except Exception as err:
             log.exception("evaluation run %s: judging failed", self.run_id)
             error = f"judging failed: {type(err).__name__}"
-        await self._read_costs(JUDGE)  # the calls made cost the same, however the judging ended
+        await self._read_costs(JUDGE)  # judged: read already; cancelled or failed: the calls made cost the same
         await self._judged("failed" if error else "cancelled" if self.cancel_requested else "succeeded")
         return error
 

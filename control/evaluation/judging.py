@@ -11,7 +11,8 @@
   kept refusing) is stored with its error and tried again the next time the run is judged.
 * **Bounded**: at most the run's ``concurrency`` calls in flight; answers are written in batches.
 
-``judge_run`` ends by writing ``eval_runs.judge_summary`` (``judge_summary.summarize``), the per-output
+``judge_run`` reads each call's cost back from the gateway's usage records (``costs.read_costs``), then ends by
+writing ``eval_runs.judge_summary`` (``judge_summary.summarize``), the per-output
 ``judge_score`` / ``judge_win_rate`` item scores and aggregates, and, when the run has human ratings, the
 judge's agreement with them.
 """
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.adminapi import ModuleContext
 from adapters.store import utcnow
-from control.evaluation.costs import drop_judgments
+from control.evaluation.costs import JUDGE, drop_judgments, read_costs
 from control.evaluation.gateway_client import GatewayClient, Stopped
 from control.evaluation.judge_summary import write_summary
 from control.evaluation.protocol import JudgeConfig
@@ -225,8 +226,9 @@ def _ask_through(client: GatewayClient, run_id: str, stop: Callable[[], bool]) -
 
 async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | dict[str, Any],
                     caller: JudgeCaller | GatewayClient, *, concurrency: int | None = None,
-                    stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
-    """Judge every output of the run not judged yet, then write the summary and return it; ``None`` when the
+                    stop: Callable[[], bool] = lambda: False, usage_wait_s: float = 0.0) -> dict[str, Any] | None:
+    """Judge every output of the run not judged yet, read what the calls cost back from the gateway's usage
+    records (waiting up to ``usage_wait_s`` for them), then write the summary and return it; ``None`` when the
     run was cancelled meanwhile (``stop()``, the run's status, or ``ask`` raising ``Stopped``): what was judged
     stays, and a later call resumes. ``caller``: a ``JudgeCaller``, or the worker's ``GatewayClient`` (the judge's
     route is then resolved here; ``TargetError`` when nothing serves it). Store errors escape (the worker
@@ -251,6 +253,7 @@ async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | di
         stopped = True  # cancelled while the gateway was down
     if stopped or stop() or await _stopping(ctx, run_id):
         return None
+    await read_costs(ctx.store, run_id, (JUDGE,), wait_s=usage_wait_s)  # judging_finished: the costs are in
     return await write_summary(ctx, run_id, cfg, caller.route, json_mode=caller.json_mode)
 
 
