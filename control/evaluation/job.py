@@ -343,8 +343,9 @@ class RunJob:
         async with self.store.begin() as conn:
             await conn.execute(update(runs).where(self._owned()).values(judge_status="running"))
         error: str | None = None
+        summary: dict[str, Any] | None = None
         try:
-            await judge_run(self.ctx, self.run_id, row.judge, self.worker.client,
+            summary = await judge_run(self.ctx, self.run_id, row.judge, self.worker.client,
                             stop=lambda: self.cancel_requested, concurrency=int(row.concurrency),
                             usage_wait_s=self.worker.settings.usage_wait_s)
         except TargetError as err:
@@ -356,7 +357,8 @@ class RunJob:
         except Exception as err:
             log.exception("evaluation run %s: judging failed", self.run_id)
             error = f"judging failed: {type(err).__name__}"
-        await self._read_costs(JUDGE)  # judged: read already; cancelled or failed: the calls made cost the same
+        if summary is None:  # cancelled or failed: the calls made cost the same (judged: judge_run read them)
+            await self._read_costs(JUDGE)
         await self._judged("failed" if error else "cancelled" if self.cancel_requested else "succeeded")
         return error
 

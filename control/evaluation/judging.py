@@ -253,7 +253,10 @@ async def judge_run(ctx: ModuleContext, run_id: str, judge_cfg: JudgeConfig | di
         stopped = True  # cancelled while the gateway was down
     if stopped or stop() or await _stopping(ctx, run_id):
         return None
-    await read_costs(ctx.store, run_id, (JUDGE,), wait_s=usage_wait_s)  # judging_finished: the costs are in
+    missing = await read_costs(ctx.store, run_id, (JUDGE,), wait_s=usage_wait_s)  # judging_finished: costs in
+    if missing:
+        log.warning("evaluation run %s: %d judge calls have no usage record after %g s; their cost is not in the "
+                    "run's (the cost API counts them once written)", run_id, missing, usage_wait_s)
     return await write_summary(ctx, run_id, cfg, caller.route, json_mode=caller.json_mode)
 
 
