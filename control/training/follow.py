@@ -46,8 +46,10 @@ async def apply(sup: Supervisor, row: Any, status: AttemptStatus) -> None:
     elif status.phase == "running":
         await _running(sup, row)
     elif status.phase == "succeeded":
+        await _ran(sup, row, status)
         await finalize.finalize(sup, row)
     elif status.phase == "failed":
+        await _ran(sup, row, status)
         await attempt_failed(sup, row, status.exit_code, status.reason or "Failed", status.message)
     else:
         await attempt_failed(sup, row, None, "Lost", f"the runtime has no trace of attempt {row.attempt}")
@@ -63,6 +65,13 @@ async def _pending(sup: Supervisor, row: Any, status: AttemptStatus) -> None:
         if done.rowcount:
             await record(conn, row.id, "pending", attempt=int(row.attempt), actor=sup.actor, reason=why,
                          detail={"message": status.message[:1000]} if status.message else {})
+
+
+async def _ran(sup: Supervisor, row: Any, status: AttemptStatus) -> None:
+    """An attempt that started and ended between two polls still ran: its job passes through "running", so its
+    timeline (and every consumer of it: time-to-running, the tracking run) is the same as a slower job's."""
+    if status.phase == "succeeded" or status.started_at is not None:
+        await _running(sup, row)
 
 
 async def _running(sup: Supervisor, row: Any) -> None:

@@ -165,8 +165,9 @@ async def test_a_failed_attempt_is_retried_after_its_backoff(database_url: str, 
         await _sup(module).sync_once()
         done = await job(app, job_id)
     assert done["status"] == "succeeded" and done["attempt"] == 2
+    # attempt 2 was first seen succeeded: it still ran, so the job passed through "running" (attempt 1 never did)
     assert [(e["status"], e["attempt"]) for e in done["timeline"] if e["status"]] == [
-        ("queued", 0), ("scheduled", 1), ("retrying", 1), ("scheduled", 2), ("succeeded", 2)]
+        ("queued", 0), ("scheduled", 1), ("retrying", 1), ("scheduled", 2), ("running", 2), ("succeeded", 2)]
     retry_event = next(e for e in done["timeline"] if e["status"] == "retrying")
     assert retry_event["detail"]["retryInS"] == 0.4 and "attempt 2 in 0.4 s" in retry_event["reason"]
     assert [(a["attempt"], a["status"], a["exitCode"]) for a in done["attempts"]] == [(1, "failed", 1),
