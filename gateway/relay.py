@@ -147,12 +147,14 @@ class Relay:
         for target in route.plan():
             fallback = fallback is not None
             priced = on_route is None
+            failed: Backend | None = None  # the replica this target's last attempt failed on: a retry avoids it
             for retry in range(route.retries + 1):
                 balancer = target.balancer
                 if balancer is None:
-                    backend = pick_backend(target.provider.backends)
+                    backend = pick_backend(target.provider.backends, failed)
                 else:
-                    backend = balancer.pick(target.provider.backends, body, None if ctx is None else ctx.raw_headers)
+                    backend = balancer.pick(target.provider.backends, body, None if ctx is None else ctx.raw_headers,
+                                            failed)
                 if backend is None:
                     last = UpstreamUnavailable(f"all backends of {target.provider.name} are unavailable (circuit open)")
                     unready = False
@@ -200,6 +202,7 @@ class Relay:
                             assert first is not None
                             exc.fallback, exc.first_provider = True, first.provider.name
                         raise
+                    failed = backend
                     if retry < route.retries:
                         await _backoff(route.retry_backoff_s, retry)
                     continue

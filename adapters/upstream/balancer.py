@@ -18,8 +18,9 @@ __all__ = ["Balancer", "RandomBalancer", "pick_backend"]
 _rotation = itertools.count()
 
 
-def pick_backend(backends: list[Backend]) -> Backend | None:
-    """Return a backend whose breaker let us in, or None when all are open."""
+def pick_backend(backends: list[Backend], avoid: Backend | None = None) -> Backend | None:
+    """Return a backend whose breaker let us in, or None when all are open. ``avoid`` (the replica a retry's
+    previous attempt just failed on) is taken only when no other replica is available."""
     if len(backends) == 1:
         b = backends[0]
         return b if b.breaker.acquire() else None
@@ -29,21 +30,25 @@ def pick_backend(backends: list[Backend]) -> Backend | None:
     best_score = 0.0
     for i in range(n):
         b = backends[(start + i) % n]
-        if not b.breaker.available():
+        if b is avoid or not b.breaker.available():
             continue
         score = b.inflight + b.waiting
         if best is None or score < best_score:
             best, best_score = b, score
+    if best is None:
+        best = avoid if avoid is not None and avoid.breaker.available() else None
     if best is None or not best.breaker.acquire():
         return None
     return best
 
 
 class Balancer(Protocol):
-    """A provider's replica picker with a memory; called once per attempt, on the event loop's thread."""
+    """A provider's replica picker with a memory; called once per attempt, on the event loop's thread. A retry
+    passes ``avoid``, the replica its previous attempt failed on: a picker takes it only when nothing else is
+    available (its breaker may stay closed for several failures, and a retry on it would likely fail again)."""
 
     def pick(self, backends: list[Backend], body: dict[str, Any],
-             headers: list[tuple[bytes, bytes]] | None) -> Backend | None: ...
+             headers: list[tuple[bytes, bytes]] | None, avoid: Backend | None = None) -> Backend | None: ...
 
 
 class RandomBalancer:
@@ -53,8 +58,10 @@ class RandomBalancer:
         self._choice = (rng or random.Random()).choice
 
     def pick(self, backends: list[Backend], body: dict[str, Any],
-             headers: list[tuple[bytes, bytes]] | None = None) -> Backend | None:
+             headers: list[tuple[bytes, bytes]] | None = None, avoid: Backend | None = None) -> Backend | None:
         live = [b for b in backends if b.breaker.available()]
+        if avoid is not None and len(live) > 1:
+            live = [b for b in live if b is not avoid] or live
         if not live:
             return None
         b = self._choice(live)

@@ -121,10 +121,13 @@ class PrefixAffinity:
         self._holders: dict[int, int] = {}  # block hash -> bit mask of the replicas whose index holds it
 
     def pick(self, backends: list[Backend], body: dict[str, Any],
-             headers: list[tuple[bytes, bytes]] | None = None) -> Backend | None:
+             headers: list[tuple[bytes, bytes]] | None = None, avoid: Backend | None = None) -> Backend | None:
         """The replica for this request, or None when every breaker is open. Records the prompt's blocks
-        against the chosen replica (a request is routed once per attempt, and a retry may land elsewhere)."""
+        against the chosen replica (a request is routed once per attempt, and a retry lands elsewhere: ``avoid``,
+        the replica its last attempt failed on, is left out while another is available)."""
         live = [i for i, b in enumerate(backends) if b.breaker.available()]
+        if avoid is not None and len(live) > 1:
+            live = [i for i in live if backends[i] is not avoid] or live
         if not live:
             return None
         if len(live) == 1:

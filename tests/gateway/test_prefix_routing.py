@@ -143,9 +143,6 @@ async def test_a_stopped_replica_traffic_moves_to_the_others(sim: VllmSim) -> No
             assert r != home
 
 
-@pytest.mark.xfail(strict=True, reason="prefix_affinity retries on the replica that just failed: the picker's order "
-                   "does not change between attempts, so until the breaker opens (failure_threshold, default 5) a "
-                   "request whose prefix lives on a dead replica fails on every attempt")
 async def test_a_retry_leaves_the_replica_that_just_failed(sim: VllmSim) -> None:
     cfg = _config(sim.urls)
     cfg["providers"][0]["breaker"] = {"failure_threshold": 5, "cooldown_s": 60}  # the default threshold

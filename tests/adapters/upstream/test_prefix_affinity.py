@@ -236,3 +236,18 @@ def test_index_is_bounded_per_replica_and_forgets_the_oldest() -> None:
     # The old prefix was forgotten: the next pick is by load, not by memory.
     backends[i].inflight = 3
     assert p.pick(backends, _chat("q", system=old_system)) is backends[1 - i]
+
+
+def test_a_retry_leaves_the_prefix_holder_that_failed_and_teaches_the_index_its_new_home() -> None:
+    rng = random.Random(9)
+    backends, p = _backends(URLS[:3]), _picker(URLS[:3])
+    body = _chat("q", system=_text(rng, 300))
+    home = p.pick(backends, body)
+    assert home is not None and p.pick(backends, body) is home  # its prefix lives there
+    moved = p.pick(backends, body, None, home)  # a retry after home failed (its breaker still closed)
+    assert moved is not None and moved is not home
+    assert p.pick(backends, _chat("q2", system=_text(random.Random(9), 300))) in (home, moved)  # both hold it
+    for b in backends:
+        if b is not home:
+            b.breaker.record_failure()
+    assert p.pick(backends, body, None, home) is home  # the only one left takes the retry
