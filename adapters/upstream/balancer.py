@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from adapters.upstream.base import Backend
 
-__all__ = ["Balancer", "RandomBalancer", "pick_backend"]
+__all__ = ["Balancer", "RandomBalancer", "candidates", "pick_backend"]
 
 _rotation = itertools.count()
 
@@ -42,6 +42,15 @@ def pick_backend(backends: list[Backend], avoid: Backend | None = None) -> Backe
     return best
 
 
+def candidates(backends: list[Backend], avoid: Backend | None) -> list[int]:
+    """Indexes of the replicas whose breaker is closed, less ``avoid`` while another one is: the choice a
+    `Balancer` draws from (`pick_backend` applies the same rule in its own loop, to stay allocation-free)."""
+    live = [i for i, b in enumerate(backends) if b.breaker.available()]
+    if avoid is not None and len(live) > 1:
+        live = [i for i in live if backends[i] is not avoid] or live
+    return live
+
+
 class Balancer(Protocol):
     """A provider's replica picker with a memory; called once per attempt, on the event loop's thread. A retry
     passes ``avoid``, the replica its previous attempt failed on: a picker takes it only when nothing else is
@@ -59,10 +68,8 @@ class RandomBalancer:
 
     def pick(self, backends: list[Backend], body: dict[str, Any],
              headers: list[tuple[bytes, bytes]] | None = None, avoid: Backend | None = None) -> Backend | None:
-        live = [b for b in backends if b.breaker.available()]
-        if avoid is not None and len(live) > 1:
-            live = [b for b in live if b is not avoid] or live
+        live = candidates(backends, avoid)
         if not live:
             return None
-        b = self._choice(live)
+        b = backends[self._choice(live)]
         return b if b.breaker.acquire() else None

@@ -37,6 +37,7 @@ import zlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal
 
+from adapters.upstream.balancer import candidates
 from adapters.upstream.base import Backend
 
 if TYPE_CHECKING:
@@ -125,9 +126,7 @@ class PrefixAffinity:
         """The replica for this request, or None when every breaker is open. Records the prompt's blocks
         against the chosen replica (a request is routed once per attempt, and a retry lands elsewhere: ``avoid``,
         the replica its last attempt failed on, is left out while another is available)."""
-        live = [i for i, b in enumerate(backends) if b.breaker.available()]
-        if avoid is not None and len(live) > 1:
-            live = [i for i in live if backends[i] is not avoid] or live
+        live = candidates(backends, avoid)
         if not live:
             return None
         if len(live) == 1:
