@@ -29,6 +29,7 @@ class FakeAttempt:
     message: str = ""
     logs: str = ""
     cleaned: bool = False
+    started_at: float | None = None  # epoch seconds its processes started, as the real runtimes report
 
 
 @dataclass
@@ -51,12 +52,13 @@ class Cluster:
         if found is None or found.cleaned:
             return AttemptStatus(job_id=job_id, attempt=number, phase="absent")
         return AttemptStatus(job_id=job_id, attempt=number, phase=found.phase, exit_code=found.exit_code,
-                             reason=found.reason, message=found.message)
+                             reason=found.reason, message=found.message, started_at=found.started_at)
 
     def move(self, job_id: str, number: int, phase: AttemptPhase, *, exit_code: int | None = None,
-             reason: str | None = None, message: str = "") -> None:
+             reason: str | None = None, message: str = "", started_at: float | None = None) -> None:
         found = self.attempts[(job_id, number)]
         found.phase, found.exit_code, found.reason, found.message = phase, exit_code, reason, message
+        found.started_at = started_at if started_at is not None else found.started_at
         self.tell(job_id, number)
 
     def lose(self, job_id: str, number: int) -> None:

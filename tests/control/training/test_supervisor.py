@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,23 @@ async def test_retries_run_out(database_url: str, tmp_path: Path) -> None:
         done = await job(app, job_id)
     assert done["status"] == "failed" and done["attempt"] == 2 and len(cluster.submits) == 2
     assert done["reason"].startswith("OOMKilled (exit code 137)") and "no retries left" in done["reason"]
+
+
+async def test_an_attempt_seen_first_failed_ran_only_if_the_runtime_says_it_started(database_url: str,
+                                                                                       tmp_path: Path) -> None:
+    cluster = Cluster()
+    async with training_app(database_url, tmp_path, cluster=cluster) as (app, module):
+        job_id = (await create(app, retryPolicy={"maxRetries": 1}))["id"]
+        await _sup(module).sync_once()
+        cluster.move(job_id, 1, "failed", exit_code=1, reason="ProcessExited", started_at=time.time())
+        await _sup(module).sync_once()
+        await _sup(module).sync_once()
+        cluster.move(job_id, 2, "failed", reason="ImagePullBackOff")  # its containers never started
+        await _sup(module).sync_once()
+        done = await job(app, job_id)
+    assert done["status"] == "failed" and len(cluster.submits) == 2
+    assert [(e["status"], e["attempt"]) for e in done["timeline"] if e["status"]] == [
+        ("queued", 0), ("scheduled", 1), ("running", 1), ("retrying", 1), ("scheduled", 2), ("failed", 2)]
 
 
 async def test_a_lost_attempt_counts_as_a_failed_one(database_url: str, tmp_path: Path) -> None:
